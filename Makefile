@@ -1,0 +1,98 @@
+# Targets only wire Make variables to `python -m competition <command>`; the logic lives in the package.
+# Every target first makes .venv/ from requirements.txt (again when requirements.txt changes).
+
+PYTHON   ?= python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+DATA     ?= data/synthetic
+PRESET   ?= unet
+NAME     ?= $(PRESET)
+RUN      ?= runs/$(NAME)
+FOLD     ?= 0
+FOLDS    ?=
+TTA      ?= hflip
+OUT      ?= submissions/$(NAME).csv.gz
+MSG      ?= competition toolkit submission
+SUBMIT   ?= 0
+BUDGET   ?=
+TASK     ?= train
+USER_ARG ?=
+ACCEL    ?= t4x2
+CLI      := $(PY) -m competition
+
+.PHONY: demo test synth folds info train train-all predict validate submit score cv data extract \
+        kernel-build kernel-push kernel-status kernel-output bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+## The main job on the embedded synthetic dataset: synth -> folds -> train fold 0 -> score -> predict.
+demo: venv
+	$(CLI) synth --out data/synthetic
+	$(CLI) train --preset demo --name demo --fold 0 --data data/synthetic
+	$(CLI) score --run runs/demo --fold 0 --data data/synthetic --tta hflip
+	$(CLI) predict --run runs/demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
+
+test: venv
+	$(PY) -m pytest -q tests
+
+synth: venv
+	$(CLI) synth --out $(DATA)
+
+info: venv
+	$(CLI) info --data $(DATA)
+
+folds: venv
+	$(CLI) folds --data $(DATA) --out $(RUN)/folds.csv
+
+train: venv
+	$(CLI) train --preset $(PRESET) --name $(NAME) --fold $(FOLD) --data $(DATA)
+
+train-all: venv
+	$(CLI) train --preset $(PRESET) --name $(NAME) --fold all --data $(DATA)
+
+predict: venv
+	$(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) --out $(OUT)
+
+validate: venv
+	$(CLI) validate $(OUT) --data $(DATA)
+
+submit: venv
+	@test -f $(OUT) || $(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) --out $(OUT)
+	$(CLI) validate $(OUT) --data $(DATA)
+	$(if $(filter 1,$(SUBMIT)),$(CLI) submit $(OUT) --data $(DATA) --message "$(MSG)",@echo "validated $(OUT); run 'make submit SUBMIT=1 MSG=...' to upload it")
+
+score: venv
+	$(CLI) score --run $(RUN) --fold $(FOLD) --tta $(TTA) --data $(DATA)
+
+cv: venv
+	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA)
+
+data: venv
+	$(CLI) download --dest data/carvana
+
+extract: venv
+	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
+
+kernel-build: venv
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(USER_ARG)
+
+kernel-push: venv
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(USER_ARG)
+
+kernel-status: venv
+	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(USER_ARG)
+
+kernel-output: venv
+	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(USER_ARG)
+
+bench: venv
+	$(CLI) bench --out bench
+
+clean:
+	rm -rf runs cache data/synthetic submissions/*.csv* kernels/build

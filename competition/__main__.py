@@ -1,0 +1,327 @@
+"""The one CLI: `python -m competition <command>`. argparse lives only here; each command calls a
+typed function of its stage's module. User errors are one line with exit code 2 (`--debug` shows
+the traceback)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
+from .errors import UserError  # noqa: E402
+
+
+# --- data -----------------------------------------------------------------------------------------
+def cmd_synth(a: argparse.Namespace) -> None:
+    from .data.synth import SynthSpec, generate
+    from .progress import say
+    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip)
+    made = generate(Path(a.out), spec)
+    say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
+        f"{a.test} test images{', zipped' if a.zip else ''})")
+
+
+def cmd_info(a: argparse.Namespace) -> None:
+    from .data.layout import open_dataset
+    ds = open_dataset(a.data)
+    print(ds.describe())
+    if ds.train_images is not None:
+        print(f"  {len(ds.train_ids)} training images with masks")
+
+
+def cmd_folds(a: argparse.Namespace) -> None:
+    from .data.folds import assign_folds, write_folds
+    from .data.layout import open_dataset
+    from .progress import say
+    folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.seed)
+    write_folds(a.out, folds)
+    sizes = [list(folds.values()).count(f) for f in range(a.k)]
+    say(f"wrote {a.out}: {a.k} folds grouped by car, images per fold {sizes}")
+
+
+def cmd_download(a: argparse.Namespace) -> None:
+    from .data.download import download
+    download(Path(a.dest), files=a.files, force=a.force)
+
+
+def cmd_extract(a: argparse.Namespace) -> None:
+    from .data.extract import extract
+    extract(Path(a.data) if a.data else None, budget=a.budget, to=Path(a.to) if a.to else None,
+            dry_run=a.dry_run)
+
+
+# --- training -------------------------------------------------------------------------------------
+def _train_config(a: argparse.Namespace):
+    from .config import load_config, parse_size, preset
+    size = parse_size(a.size) if a.size else (None, None)
+    augment = None if a.augment is None else tuple(x for x in a.augment.split(",") if x and x != "none")
+    overrides = dict(arch=a.model, depth=a.depth, filters=a.filters, pooling=a.pooling, height=size[0],
+                     width=size[1], fit=a.fit, loss=a.loss, bce_weight=a.bce_weight, lr=a.lr, batch=a.batch,
+                     epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
+                     seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
+                     dropout=a.dropout)
+    run_config = Path(a.runs) / a.name / "config.json" if a.name else None
+    if a.preset is None and run_config is not None and run_config.is_file():
+        base = load_config(run_config)  # an existing run: its own config, overrides on top
+        return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return preset(a.preset or "unet", **overrides)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .train import train
+    cfg = _train_config(a)
+    name = a.name or cfg.preset
+    folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
+    for fold in folds:
+        train(cfg, data=a.data, run_dir=Path(a.runs) / name, fold=fold, cache_dir=Path(a.cache),
+              force=a.force)
+
+
+def _fold_number(text: str, k: int) -> int:
+    try:
+        fold = int(text)
+    except ValueError:
+        raise UserError(f"--fold {text!r}: expected a number 0..{k - 1} or 'all'") from None
+    if not 0 <= fold < k:
+        raise UserError(f"--fold {fold} is out of range: this run has k={k} folds (0..{k - 1})")
+    return fold
+
+
+# --- inference and submission ---------------------------------------------------------------------
+def _folds_arg(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"--folds {text!r}: expected comma-separated fold numbers, e.g. 0,1,2") from None
+
+
+def _shard_arg(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise UserError(f"--shard {text}: need 0 <= i < N")
+    return i, n
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from .predict import predict
+    predict(run_dir=Path(a.run), data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
+            threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit)
+
+
+def cmd_merge(a: argparse.Namespace) -> None:
+    from .submission import merge
+    merge([Path(p) for p in a.parts], Path(a.out), Path(a.sample) if a.sample else None, data=a.data)
+
+
+def cmd_validate(a: argparse.Namespace) -> None:
+    from .submission import validate_cli
+    validate_cli(Path(a.file), Path(a.sample) if a.sample else None, data=a.data)
+
+
+def cmd_submit(a: argparse.Namespace) -> None:
+    from .submission import submit
+    submit(Path(a.file), message=a.message, sample=Path(a.sample) if a.sample else None, data=a.data)
+
+
+# --- scoring --------------------------------------------------------------------------------------
+def cmd_score(a: argparse.Namespace) -> None:
+    from . import score
+    if a.submission:
+        score.score_submission(Path(a.submission), data=a.data)
+        return
+    if not a.run:
+        raise UserError("score needs --run runs/<name> (with --fold) or --submission FILE")
+    score.score_fold(Path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
+                     tune_threshold=a.tune_threshold, threshold=a.threshold)
+
+
+def cmd_cv(a: argparse.Namespace) -> None:
+    from .score import cross_validate
+    cross_validate(Path(a.run), data=a.data, tta=a.tta)
+
+
+# --- kernels and benchmarks -----------------------------------------------------------------------
+def cmd_kernel(a: argparse.Namespace) -> None:
+    from . import kernels
+    spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
+                              name=a.name, user=a.user, accelerator=a.accelerator, shard=_shard_arg(a.shard),
+                              train_kernels=a.train_kernels)
+    if a.action == "build":
+        kernels.build(spec, out_root=Path(a.out))
+    elif a.action == "push":
+        kernels.push(spec, out_root=Path(a.out))
+    elif a.action == "status":
+        kernels.status(spec)
+    else:
+        kernels.output(spec, dest=Path(a.dest) if a.dest else None)
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from .bench import run_bench
+    run_bench(out=Path(a.out), quick=a.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    p = argparse.ArgumentParser(prog="python -m competition",
+                                description="Carvana Image Masking Challenge toolkit.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    s = add("synth", cmd_synth, "write the synthetic Carvana-shaped dataset (the embedded default)")
+    s.add_argument("--out", default="data/synthetic")
+    s.add_argument("--cars", type=int, default=8)
+    s.add_argument("--test", type=int, default=32, help="number of test images")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--zip", action="store_true", help="write Kaggle's zips instead of folders")
+
+    s = add("info", cmd_info, "describe a data root: where images, masks and test images come from")
+    s.add_argument("--data", default=None)
+
+    s = add("folds", cmd_folds, "write folds.csv: K folds grouped by car")
+    s.add_argument("--data", default=None)
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--out", default="folds.csv")
+
+    s = add("download", cmd_download, "download the competition files with the official kaggle package")
+    s.add_argument("--dest", default="data/carvana")
+    s.add_argument("--files", nargs="*", default=None,
+                   help="files to fetch (default: train_hq.zip train_masks.zip train_masks.csv metadata.csv "
+                        "sample_submission.csv test_hq.zip)")
+    s.add_argument("--force", action="store_true", help="download again even when complete")
+
+    s = add("extract", cmd_extract, "plan and extract the zips within a disk budget; the rest is read in place")
+    s.add_argument("--data", default=None)
+    s.add_argument("--budget", default=None, help="e.g. 20GB (default: 20GB in a Kaggle kernel, else free disk)")
+    s.add_argument("--to", default=None, help="where to extract (default: the data root, or /kaggle/working)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan only")
+
+    s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume")
+    s.add_argument("--fold", default="0", help="fold number, or 'all'")
+    s.add_argument("--preset", default=None, help="seed-simple | seed-unet | unet-strided | unet | unet-1280 | demo | tiny")
+    s.add_argument("--data", default=None)
+    s.add_argument("--name", default=None, help="run name (default: the preset); outputs in runs/<name>/fold<k>/")
+    s.add_argument("--runs", default="runs")
+    s.add_argument("--cache", default="cache", help="folder for the resized-image cache")
+    s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
+    s.add_argument("--model", default=None, choices=["unet", "simple"])
+    s.add_argument("--depth", type=int)
+    s.add_argument("--filters", type=int)
+    s.add_argument("--pooling", choices=["max", "strided"])
+    s.add_argument("--size", help="HEIGHTxWIDTH, e.g. 640x960")
+    s.add_argument("--fit", choices=["resize", "pad"])
+    s.add_argument("--loss", help="dice | dice_global | bce | dice_bce")
+    s.add_argument("--bce-weight", type=float)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch", type=int, help="batch size per replica")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--patience", type=int)
+    s.add_argument("--augment", help="comma list of flip,rotate,contrast or 'none'")
+    s.add_argument("--k", type=int)
+    s.add_argument("--max-images", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--dropout", type=float)
+    s.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--mixed-precision", action="store_true")
+
+    s = add("predict", cmd_predict, "predict the test set into a submission CSV (resumable, shardable)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", default=None)
+    s.add_argument("--out", required=True)
+    s.add_argument("--folds", default=None, help="e.g. 0,1,2 (default: every trained fold)")
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--threshold", type=float, default=None, help="default: the run's (tuned) threshold")
+    s.add_argument("--batch", type=int, default=None)
+    s.add_argument("--shard", default=None, help="i/N: predict the i-th of N contiguous slices")
+    s.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+
+    s = add("merge", cmd_merge, "join shard files into one submission, checking they cover the sample once")
+    s.add_argument("parts", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--sample", default=None)
+    s.add_argument("--data", default=None)
+
+    s = add("validate", cmd_validate, "check a submission CSV against the sample submission")
+    s.add_argument("file")
+    s.add_argument("--sample", default=None)
+    s.add_argument("--data", default=None, help="data root holding sample_submission.csv")
+
+    s = add("submit", cmd_submit, "validate a submission and upload it with the kaggle package")
+    s.add_argument("file")
+    s.add_argument("--message", "-m", default="competition toolkit submission")
+    s.add_argument("--sample", default=None)
+    s.add_argument("--data", default=None)
+
+    s = add("score", cmd_score, "Kaggle's dice on a held-out fold (or of a submission of training ids)")
+    s.add_argument("--run", default=None)
+    s.add_argument("--fold", type=int, default=0)
+    s.add_argument("--data", default=None)
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--worst", type=int, default=10, help="overlays for the N worst images")
+    s.add_argument("--threshold", type=float, default=None)
+    s.add_argument("--tune-threshold", action="store_true", help="search the best threshold and save it")
+    s.add_argument("--submission", default=None, help="score this CSV against the training masks")
+
+    s = add("cv", cmd_cv, "score every trained fold and write runs/<name>/cv.md")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", default=None)
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+
+    s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
+    s.add_argument("action", choices=["build", "push", "status", "output"])
+    s.add_argument("--task", default="train", choices=["train", "predict"])
+    s.add_argument("--fold", type=int, default=0, help="train: the fold to train")
+    s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4")
+    s.add_argument("--preset", default="unet")
+    s.add_argument("--name", default=None, help="run name (default: the preset)")
+    s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
+    s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
+    s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")
+    s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
+    s.add_argument("--out", default="kernels/build", help="where push folders are written")
+    s.add_argument("--dest", default=None, help="output: where to put the kernel's outputs")
+
+    s = add("bench", cmd_bench, "measure speed against baselines run side by side; writes bench/")
+    s.add_argument("--quick", action="store_true")
+    s.add_argument("--out", default="bench")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .progress import set_quiet
+    set_quiet(args.quiet)
+    try:
+        args.func(args)
+    except UserError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Run configuration as data: frozen dataclasses, named presets, JSON beside every run's outputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .fileio import write_json
+
+ARCHS = ("unet", "simple")
+LOSSES = ("dice", "dice_global", "bce", "dice_bce")
+POOLINGS = ("max", "strided")
+AUGMENTS = ("flip", "rotate", "contrast")
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as config.json in each fold's folder."""
+
+    preset: str = "unet"
+    # model
+    arch: str = "unet"            # "unet": the parametrised U-Net; "simple": the article's no-skip net
+    depth: int = 4                # number of 2x downsamplings
+    filters: int = 64             # filters of the first block, doubled per level
+    pooling: str = "max"          # "max" (max-pool) | "strided" (stride-2 convolution)
+    dropout: float = 0.3
+    dropout_blocks: int = 2       # dropout in this many deepest blocks (the article: 2)
+    batchnorm: bool = False
+    height: int = 96
+    width: int = 128
+    fit: str = "resize"           # "resize" (stretch) | "pad" (keep aspect, pad)
+    image_interp: str = "area"    # how photos are shrunk: "area" | "bilinear" | "nearest" (the article)
+    # loss and optimiser
+    loss: str = "dice"
+    bce_weight: float = 0.5       # dice_bce = (1 - w) * dice loss + w * BCE
+    lr: float = 1e-4
+    epsilon: float = 1e-6
+    batch: int = 32               # per replica
+    epochs: int = 20
+    patience: int = 2             # EarlyStopping on the monitored value
+    monitor: str = "val_loss"
+    reduce_lr_patience: int = 0   # ReduceLROnPlateau (0: off)
+    augment: tuple[str, ...] = AUGMENTS
+    rotate: float = 0.01          # fraction of a full turn (the article's RandomRotation(0.01))
+    contrast: float = 0.2
+    # data
+    k: int = 5
+    fold_seed: int = 42
+    max_images: int = 0           # 0: all; the article trained on 1,000 images
+    seed: int = 42
+    mixed_precision: bool = False
+    threshold: float = 0.5
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** (3 if self.arch == "simple" else self.depth)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "config") -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"{where}: unknown settings {sorted(unknown)} (written by another version?)")
+        d = dict(d)
+        if "augment" in d:
+            d["augment"] = tuple(d["augment"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def check_config(c: TrainConfig) -> None:
+    """One-line UserErrors for impossible settings."""
+    def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise UserError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+    choice("model", c.arch, ARCHS)
+    choice("loss", c.loss, LOSSES)
+    choice("pooling", c.pooling, POOLINGS)
+    choice("fit", c.fit, ("resize", "pad"))
+    choice("image interpolation", c.image_interp, ("area", "bilinear", "nearest"))
+    for a in c.augment:
+        choice("augmentation", a, AUGMENTS)
+    if c.depth < 1 or c.filters < 1:
+        raise UserError(f"depth and filters must be positive (got depth {c.depth}, filters {c.filters})")
+    m = c.multiple
+    if c.height % m or c.width % m or c.height <= 0 or c.width <= 0:
+        raise UserError(f"input size {c.height}x{c.width} is not a multiple of {m} (2^{m.bit_length() - 1}, "
+                        f"model {c.arch} depth {c.depth}): try {max(m, round(c.height / m) * m)}x"
+                        f"{max(m, round(c.width / m) * m)}")
+    if not 0 < c.threshold < 1:
+        raise UserError(f"threshold {c.threshold} must be strictly between 0 and 1")
+    if not 0 <= c.bce_weight <= 1:
+        raise UserError(f"bce weight {c.bce_weight} must be within [0, 1]")
+    if c.batch < 1 or c.epochs < 1:
+        raise UserError(f"batch and epochs must be at least 1 (got batch {c.batch}, epochs {c.epochs})")
+    if c.k < 2:
+        raise UserError(f"k={c.k} folds: need at least 2")
+
+
+_SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="dice_global", lr=1e-4,
+             epsilon=1e-6, batch=32, epochs=20, patience=2, monitor="val_loss", max_images=1000,
+             augment=AUGMENTS, batchnorm=False)
+
+PRESETS: dict[str, dict] = {
+    # The article's two models and hyper-parameters, exactly (see README, "The seed article").
+    "seed-simple": dict(_SEED, arch="simple", filters=64, depth=3, dropout=0.0, dropout_blocks=0),
+    "seed-unet": dict(_SEED, arch="unet", depth=4, filters=64, pooling="max", dropout=0.3, dropout_blocks=2),
+    # The article's proposed change: strided convolutions instead of max-pooling.
+    "unet-strided": dict(_SEED, arch="unet", depth=4, filters=64, pooling="strided", dropout=0.3, dropout_blocks=2),
+    # For real use: larger input, batch norm, dice+BCE, LR schedule, every image.
+    "unet": dict(arch="unet", depth=5, filters=32, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
+                 height=640, width=960, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
+                 lr=1e-3, epsilon=1e-7, batch=8, epochs=40, patience=6, monitor="val_dice",
+                 reduce_lr_patience=3, max_images=0),
+    # Full resolution: 1918 padded to 1920.
+    "unet-1280": dict(arch="unet", depth=6, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
+                      height=1280, width=1920, fit="pad", image_interp="area", loss="dice_bce", lr=1e-3,
+                      epsilon=1e-7, batch=2, epochs=40, patience=6, monitor="val_dice", reduce_lr_patience=3),
+    # The demo: a small U-Net that learns the synthetic cars on 2 CPU cores in a few minutes.
+    "demo": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
+                 height=128, width=192, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
+                 lr=3e-3, epsilon=1e-7, batch=8, epochs=14, patience=5, monitor="val_dice", reduce_lr_patience=2,
+                 k=4, max_images=0),
+    # Unit tests: tiny and fast.
+    "tiny": dict(arch="unet", depth=2, filters=4, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
+                 height=32, width=48, fit="resize", loss="dice_bce", lr=1e-2, epsilon=1e-7, batch=4, epochs=2,
+                 patience=2, monitor="val_dice", k=2, max_images=0),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """The named preset with overrides (None values are ignored)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[name], preset=name)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "augment" in values:
+        values["augment"] = tuple(values["augment"])
+    return TrainConfig(**values)
+
+
+def save_config(path: Path, cfg: TrainConfig) -> None:
+    write_json(path, cfg.to_json())
+
+
+def load_config(path: Path) -> TrainConfig:
+    from .fileio import read_json
+    if not path.is_file():
+        raise UserError(f"{path}: no config.json; is this a run folder made by `competition train`?")
+    return TrainConfig.from_json(read_json(path), str(path))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x960' -> (640, 960): height x width."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError as e:
+        raise UserError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 640x960") from e
+
+
+def describe(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_json(), sort_keys=True)

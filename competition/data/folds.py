@@ -1,0 +1,66 @@
+"""Car-grouped K folds: the 16 views of one car are always on the same side of the split."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import write_text
+from .layout import car_of
+
+
+def assign_folds(image_ids: list[str], k: int, seed: int = 42) -> dict[str, int]:
+    """Map image id -> fold 0..k-1, grouped by car, balanced by image count, deterministic for a seed."""
+    sizes = Counter(car_of(i) for i in image_ids)
+    cars = sorted(sizes)
+    if not 2 <= k <= len(cars):
+        raise UserError(f"k={k} folds is impossible with {len(cars)} cars: choose 2 <= k <= {len(cars)}")
+    order = np.random.default_rng(seed).permutation(len(cars))
+    shuffled = [cars[i] for i in order]
+    # Largest cars first (stable, so the shuffle breaks ties), each into the currently smallest fold.
+    shuffled.sort(key=lambda c: -sizes[c])
+    totals = [0] * k
+    fold_of_car = {}
+    for car in shuffled:
+        f = min(range(k), key=lambda j: (totals[j], j))
+        fold_of_car[car] = f
+        totals[f] += sizes[car]
+    return {i: fold_of_car[car_of(i)] for i in sorted(image_ids)}
+
+
+def folds_csv(folds: dict[str, int]) -> str:
+    """folds.csv text: `img,car,fold` rows sorted by image."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["img", "car", "fold"])
+    for image_id, fold in sorted(folds.items()):
+        w.writerow([f"{image_id}.jpg", car_of(image_id), fold])
+    return buf.getvalue()
+
+
+def write_folds(path: str | Path, folds: dict[str, int]) -> None:
+    """Write folds.csv atomically."""
+    write_text(path, folds_csv(folds))
+
+
+def read_folds(path: str | Path) -> dict[str, int]:
+    """Read folds.csv back; a malformed file is a UserError naming it."""
+    path = Path(path)
+    rows = list(csv.reader(path.read_text().splitlines()))
+    if not rows or rows[0] != ["img", "car", "fold"]:
+        raise UserError(f"{path}: header must be img,car,fold; delete it to have it made again")
+    out = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        try:
+            out[row[0][:-4]] = int(row[2])
+        except (IndexError, ValueError) as e:
+            raise UserError(f"{path} line {lineno}: expected <id>.jpg,<car>,<fold>") from e
+    return out
+
+
+def num_folds(folds: dict[str, int]) -> int:
+    return max(folds.values()) + 1 if folds else 0

@@ -1,0 +1,38 @@
+"""Shared test fixtures: the real Carvana samples in ../shared and small synthetic datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("CARVANA_FIXTURES", ROOT.parent / "shared" / "fixtures" / "carvana"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "train_masks.csv").is_file():
+        pytest.fail(f"real Carvana fixtures not found at {FIXTURES} (set CARVANA_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """3 cars x 16 views + 8 test images at native size, as folders."""
+    from competition.data.synth import SynthSpec, generate
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, SynthSpec(cars=3, test=8, seed=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_zip_dir(tmp_path_factory) -> Path:
+    """The same kind of dataset as Kaggle's zips."""
+    from competition.data.synth import SynthSpec, generate
+    out = tmp_path_factory.mktemp("synthzip")
+    generate(out, SynthSpec(cars=2, test=4, seed=2, zip=True))
+    return out

@@ -47,9 +47,20 @@ def car_ids(n: int, rng: np.random.Generator) -> list[str]:
     return sorted(ids)
 
 
+def _car_color(rng: np.random.Generator, avoid: list[np.ndarray]) -> list[int]:
+    """A paint colour clearly different from the studio's wall and floor (like real cars vs the turntable)."""
+    while True:
+        c = rng.integers(10, 246, 3)
+        if all(np.abs(c - a).sum() > 150 for a in avoid):
+            return c.tolist()
+
+
 def _car_params(rng: np.random.Generator) -> dict:
+    # One studio for every car, as in Carvana's photos: light wall, grey floor, small variations.
+    wall = (rng.integers(205, 235) + rng.integers(-8, 9, 3)).tolist()
+    floor = (rng.integers(140, 175) + rng.integers(-8, 9, 3)).tolist()
     return {
-        "color": rng.integers(20, 235, 3).tolist(),
+        "color": _car_color(rng, [np.array(wall), np.array(floor)]),
         "length": float(rng.uniform(0.50, 0.62)),   # of the image width, side view
         "depth": float(rng.uniform(0.42, 0.5)),      # car width / car length
         "body_h": float(rng.uniform(0.13, 0.17)),    # of the image height
@@ -59,9 +70,9 @@ def _car_params(rng: np.random.Generator) -> dict:
         "antenna_len": float(rng.uniform(0.06, 0.10)),
         "antenna_w": int(rng.integers(1, 4)),
         "antenna_tilt": float(rng.uniform(-0.5, 0.5)),
-        "wall": rng.integers(150, 250, 3).tolist(),
-        "floor": rng.integers(90, 200, 3).tolist(),
-        "horizon": float(rng.uniform(0.55, 0.68)),
+        "wall": wall,
+        "floor": floor,
+        "horizon": float(rng.uniform(0.58, 0.64)),
         "ground": float(rng.uniform(0.76, 0.84)),
     }
 
@@ -72,10 +83,10 @@ def _background(p: dict, rng: np.random.Generator, h: int, w: int) -> np.ndarray
     horizon = int(p["horizon"] * h)
     img[:horizon] = p["wall"]
     img[horizon:] = p["floor"]
-    ramp = np.linspace(-18, 18, h, dtype=np.float32)[:, None, None]
-    texture = cv2.resize(rng.normal(0, 14, (16, 24, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    img += ramp + texture
-    grain = rng.normal(0, 4, (-(-h // 4), -(-w // 4), 1)).astype(np.float32)
+    ramp = np.linspace(-10, 10, h, dtype=np.float32)[:, None, None]
+    texture = cv2.resize(rng.normal(0, 6, (16, 24, 1)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    img += ramp + texture[..., None]
+    grain = rng.normal(0, 3, (-(-h // 4), -(-w // 4), 1)).astype(np.float32)
     img += grain.repeat(4, 0).repeat(4, 1)[:h, :w]
     return img
 

@@ -1,0 +1,182 @@
+"""Training input: a per-size on-disk cache of resized uint8 arrays, then tf.data with joint augmentation.
+
+The first use of a size decodes every JPEG once (at reduced size when the target is small), fits it
+with `Geometry.to_model` and stores images and masks as .npy memmaps; later epochs and later folds
+read those arrays. Augmentation moves image and mask with the same random transform.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, UserError
+from ..fileio import write_json
+from ..geometry import Geometry
+from ..images import decode_jpeg, reduction_for
+from ..progress import bar
+from .layout import Dataset
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Resized training images (N, H, W, 3) and masks (N, H, W, 1), uint8, in id order."""
+
+    ids: list[str]
+    images: np.ndarray
+    masks: np.ndarray
+
+    def index(self, ids: list[str]) -> np.ndarray:
+        where = {i: n for n, i in enumerate(self.ids)}
+        return np.array([where[i] for i in ids], dtype=np.int64)
+
+
+def load_example(ds: Dataset, image_id: str, geom: Geometry, interp: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one training pair and fit it to the model size (the decode-every-epoch path)."""
+    reduce = reduction_for(geom.inner)
+    image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id), reduce)
+    mask = ds.read_mask(image_id)
+    return geom.to_model(image, interp), geom.to_model(mask[..., None], "nearest")
+
+
+def cache_key(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> str:
+    """Folder name of a cache: the size, fit, interpolation and a hash of the data root and ids."""
+    h = hashlib.sha1(json.dumps([str(ds.root.resolve()), ids]).encode()).hexdigest()[:10]
+    return f"{geom.height}x{geom.width}-{geom.fit}-{interp}-{h}"
+
+
+def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_root: Path | None,
+                workers: int | None = None) -> Cache:
+    """Open the cache for these ids at this size, building it first if needed (resumable by rebuild)."""
+    shape = (len(ids), geom.height, geom.width)
+    if cache_root is None:
+        images = np.empty(shape + (3,), np.uint8)
+        masks = np.empty(shape + (1,), np.uint8)
+        _fill(ds, ids, geom, interp, images, masks, workers)
+        return Cache(ids, images, masks)
+    folder = cache_root / cache_key(ds, ids, geom, interp)
+    done = folder / "done.json"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_images, tmp_masks = folder / "images.npy.tmp", folder / "masks.npy.tmp"
+        try:
+            images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, shape + (3,))
+            masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, shape + (1,))
+        except OSError as e:
+            raise UserError(f"cannot create the image cache in {folder} ({e}); free disk or pass --cache elsewhere") from e
+        _fill(ds, ids, geom, interp, images, masks, workers)
+        images.flush(), masks.flush()
+        del images, masks
+        os.replace(tmp_images, folder / "images.npy")
+        os.replace(tmp_masks, folder / "masks.npy")
+        write_json(done, {"ids": ids, "size": [geom.height, geom.width], "fit": geom.fit, "interp": interp,
+                          "root": str(ds.root)})
+    return Cache(ids, np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "masks.npy", mmap_mode="r"))
+
+
+def _fill(ds: Dataset, ids: list[str], geom: Geometry, interp: str, images: np.ndarray, masks: np.ndarray,
+          workers: int | None) -> None:
+    def one(n: int) -> None:
+        images[n], masks[n] = load_example(ds, ids[n], geom, interp)
+
+    workers = workers or min(8, os.cpu_count() or 2)
+    with ThreadPoolExecutor(workers) as pool, bar(total=len(ids), desc=f"caching {geom.height}x{geom.width}") as b:
+        for _ in pool.map(one, range(len(ids))):
+            b.update()
+
+
+# --- augmentation (TensorFlow ops, on batches inside tf.data) --------------------------------------
+def _rotation_transforms(tf, angles, height: float, width: float):
+    """Projective transforms (batch, 8) rotating about the image centre (output -> input mapping)."""
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    x_offset = cx - (cos * cx - sin * cy)
+    y_offset = cy - (sin * cx + cos * cy)
+    zeros = tf.zeros_like(angles)
+    return tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
+
+
+def augment_batch(images, masks, augment: tuple[str, ...], rotate: float, contrast: float, seed: int | None = None):
+    """Random flip / small rotation applied to images and masks alike; contrast to images only.
+
+    images: float32 (B, H, W, 3) in [0, 1]; masks: float32 (B, H, W, 1) of 0/1.
+    Rotation is bilinear for the photo, nearest for the mask, with the same angle and reflection fill.
+    """
+    import tensorflow as tf
+    b = tf.shape(images)[0]
+    if "flip" in augment:
+        flip = tf.random.uniform([b], seed=seed) < 0.5
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[2]), masks)
+    if "rotate" in augment and rotate > 0:
+        limit = rotate * 2.0 * np.pi
+        angles = tf.random.uniform([b], -limit, limit, seed=seed)
+        h, w = tf.shape(images)[1], tf.shape(images)[2]
+        t = _rotation_transforms(tf, angles, tf.cast(h, tf.float32), tf.cast(w, tf.float32))
+
+        def warp(x, how):
+            return tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=t, output_shape=tf.stack([h, w]),
+                                                         fill_value=0.0, interpolation=how, fill_mode="REFLECT")
+        images, masks = warp(images, "BILINEAR"), warp(masks, "NEAREST")
+    if "contrast" in augment and contrast > 0:
+        factor = tf.random.uniform([b, 1, 1, 1], 1 - contrast, 1 + contrast, seed=seed)
+        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        images = tf.clip_by_value((images - mean) * factor + mean, 0.0, 1.0)
+    return images, masks
+
+
+def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
+                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42):
+    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch."""
+    import tensorflow as tf
+    index = cache.index(ids)
+    h, w = cache.images.shape[1:3]
+
+    def gather(idx):
+        order = np.sort(idx)  # memmap locality; the batch order is already random
+        return cache.images[order], cache.masks[order]
+
+    ds = tf.data.Dataset.from_tensor_slices(index)
+    if training:
+        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch)
+
+    def load(idx):
+        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.uint8])
+        x.set_shape([None, h, w, 3])
+        y.set_shape([None, h, w, 1])
+        return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        ds = ds.map(lambda x, y: augment_batch(x, y, augment, rotate, contrast), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def decode_every_epoch_dataset(ds: Dataset, ids: list[str], geom: Geometry, batch: int):
+    """The article's pipeline, for the benchmark: read + decode the full JPEG + resize on every epoch."""
+    import tensorflow as tf
+
+    def gen():
+        for i in ids:
+            image = decode_jpeg(ds.read_train_image(i), i)
+            x = tf.image.resize(image, [geom.height, geom.width], method="nearest")
+            m = ds.read_mask(i)[..., None]
+            y = tf.image.resize(m, [geom.height, geom.width], method="nearest")
+            yield tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)
+
+    sig = (tf.TensorSpec([geom.height, geom.width, 3], tf.float32), tf.TensorSpec([geom.height, geom.width, 1], tf.float32))
+    return tf.data.Dataset.from_generator(gen, output_signature=sig).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def check_example_ids(ds: Dataset, ids: list[str]) -> None:
+    """Fail early with a clear line when ids are missing from the dataset."""
+    missing = sorted(set(ids) - set(ds.train_ids))
+    if missing:
+        raise DataError(f"{ds.root}: {len(missing)} images of folds.csv are not in the data (e.g. {missing[0]}); "
+                        f"delete folds.csv to have it made again")

@@ -1,0 +1,302 @@
+"""Training one fold: folds.csv, cache, model, callbacks, resumable state, best model, OOF, curves.
+
+Everything a fold writes lives in `runs/<name>/fold<k>/`: config.json, model.keras (best by the
+monitored value), history.csv, curves.png, oof.npz (held-out probabilities), train.json (summary,
+written last: a fold with train.json is complete). `backup/` holds the last epoch's model with its
+optimizer state and `state.json`; rerunning the same command resumes from there.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainConfig, load_config, save_config
+from .data.folds import assign_folds, num_folds, read_folds, write_folds
+from .data.layout import Dataset, car_of, open_dataset
+from .data.pipeline import build_cache, check_example_ids, make_dataset
+from .errors import UserError
+from .fileio import atomic_open, read_json, write_json, write_text
+from .geometry import Geometry
+from .progress import say
+
+# Settings that may differ between folds of one run (everything else defines the model or the data).
+_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "reduce_lr_patience", "lr", "batch"}
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    return run_dir / f"fold{fold}"
+
+
+def select_ids(ids: list[str], max_images: int, seed: int) -> list[str]:
+    """All ids, or whole cars drawn at random (seeded) until at least `max_images` images."""
+    if not max_images or max_images >= len(ids):
+        return ids
+    cars = sorted({car_of(i) for i in ids})
+    chosen, count = set(), 0
+    by_car = {c: [i for i in ids if car_of(i) == c] for c in cars}
+    for n in np.random.default_rng(seed).permutation(len(cars)):
+        if count >= max_images:
+            break
+        chosen.add(cars[n])
+        count += len(by_car[cars[n]])
+    return [i for i in ids if car_of(i) in chosen]
+
+
+def check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """Write runs/<name>/config.json, or check that this config is compatible with the one there."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        save_config(path, cfg)
+        return
+    old = load_config(path).to_json()
+    new = cfg.to_json()
+    diff = [k for k in new if k not in _COMPATIBLE and old.get(k) != new[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run_dir} was made with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
+                        f"use another --name or delete {run_dir}")
+
+
+def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
+    """The run's folds.csv, made (grouped by car) if missing."""
+    path = run_dir / "folds.csv"
+    if path.is_file():
+        folds = read_folds(path)
+        if num_folds(folds) != cfg.k:
+            raise UserError(f"{path} has {num_folds(folds)} folds but the config says k={cfg.k}; delete it or pass --k")
+        check_example_ids(ds, list(folds))
+        return folds
+    folds = assign_folds(ds.train_ids, cfg.k, cfg.fold_seed)
+    write_folds(path, folds)
+    return folds
+
+
+def pick_strategy():
+    """MirroredStrategy over several GPUs (Kaggle's 2x T4), else the default one-device strategy."""
+    import tensorflow as tf
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _new_model(cfg: TrainConfig):
+    import keras
+
+    from .losses import make_loss, make_metrics
+    from .models import build_model
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
+                  loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold))
+    return model
+
+
+def _better(mode: str, value: float, best: float | None) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
+    """Our recorder (atomic checkpoints, history, resumable state) + Keras's stock callbacks."""
+    import keras
+
+    mode = "min" if cfg.monitor.endswith("loss") else "max"
+
+    class Recorder(keras.callbacks.Callback):
+        """At each epoch end: best model.keras, history.csv, backup model + state.json, all atomic."""
+
+        def __init__(self):
+            super().__init__()
+            self.nan_epoch = None
+            self.history = list(state.get("history", []))
+            self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if any(isinstance(v, float) and not math.isfinite(v) for v in logs.values()):
+                self.nan_epoch = epoch + 1
+                self.model.stop_training = True
+                return
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+            self.history.append(row)
+            value = logs.get(cfg.monitor)
+            if _better(mode, value, self.best):
+                self.best, self.best_epoch = float(value), epoch + 1
+                save_model(self.model, out / "model.keras")
+            write_text(out / "history.csv", history_csv(self.history))
+            backup = out / "backup" / f"epoch{epoch + 1:03d}.keras"
+            save_model(self.model, backup)
+            write_json(out / "backup" / "state.json", {
+                "epoch": epoch + 1, "backup": backup.name, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": getattr(early, "wait", 0), "history": self.history})
+            for old in (out / "backup").glob("epoch*.keras"):
+                if old != backup:
+                    old.unlink(missing_ok=True)
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping that continues its count (best value, epochs waited) after a resume."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if state.get("best") is not None:
+                self.best, self.wait = state["best"], state.get("wait", 0)
+
+    early = ResumableEarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience)
+    recorder = Recorder()
+    callbacks = [keras.callbacks.TerminateOnNaN(), early, recorder]
+    if cfg.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode, factor=0.5,
+                                                           patience=cfg.reduce_lr_patience, min_lr=1e-6))
+    return callbacks, recorder
+
+
+def save_model(model, path: Path) -> None:
+    """model.save to a temporary .keras beside `path`, then rename: never a half-written model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def history_csv(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    """curves.png: loss and dice per epoch, training and validation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, key in zip(axes, ("loss", "dice")):
+        for prefix, style in (("", "-o"), ("val_", "-s")):
+            values = [r.get(prefix + key) for r in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, label=prefix + key, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def save_oof(path: Path, ids: list[str], probs: np.ndarray) -> None:
+    """Held-out probabilities at model resolution, quantised to uint8 (0..255)."""
+    q = np.clip(np.rint(probs[..., 0] * 255), 0, 255).astype(np.uint8)
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, ids=np.array(ids), probs=q)
+
+
+def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
+    with np.load(path) as z:
+        return [str(i) for i in z["ids"]], z["probs"].astype(np.float32) / 255.0
+
+
+def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_dir: Path | None,
+          force: bool = False) -> dict:
+    """Train (or resume) one fold; returns the summary written to train.json."""
+    ds = open_dataset(data)
+    out = fold_dir(run_dir, fold)
+    if not 0 <= fold < cfg.k:
+        raise UserError(f"--fold {fold} is out of range: this run has k={cfg.k} folds (0..{cfg.k - 1})")
+    if force and out.exists():
+        shutil.rmtree(out)
+    if (out / "train.json").is_file():
+        summary = read_json(out / "train.json")
+        say(f"{out} is already trained (best {cfg.monitor} {summary.get('best')}); --force retrains it")
+        return summary
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(run_dir, cfg)
+    if (out / "config.json").is_file():
+        check_run_config(out, cfg)
+    folds = load_or_make_folds(run_dir, ds, cfg)
+    ids = select_ids(sorted(folds), cfg.max_images, cfg.seed)
+    train_ids = [i for i in ids if folds[i] != fold]
+    val_ids = [i for i in ids if folds[i] == fold]
+    if not train_ids or not val_ids:
+        raise UserError(f"fold {fold} leaves {len(train_ids)} training and {len(val_ids)} validation images")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out / "config.json", cfg)
+
+    import keras
+    import tensorflow as tf
+    strategy = pick_strategy()
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    if cfg.mixed_precision and gpu:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    elif cfg.mixed_precision:
+        say("note: --mixed-precision ignored on CPU")
+    geom = Geometry(cfg.height, cfg.width, cfg.fit)
+    cache = build_cache(ds, sorted(ids), geom, cfg.image_interp, cache_dir)
+    replicas = strategy.num_replicas_in_sync
+    batch = cfg.batch * replicas
+    keras.utils.set_random_seed(cfg.seed)
+    train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed)
+    val_ds = make_dataset(cache, val_ids, batch, False)
+
+    state_path = out / "backup" / "state.json"
+    state = read_json(state_path) if state_path.is_file() else {}
+    with strategy.scope():
+        if state:
+            model = keras.models.load_model(out / "backup" / state["backup"])
+            say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}")
+        else:
+            model = _new_model(cfg)
+    initial_epoch = int(state.get("epoch", 0))
+    say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "
+        f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}, batch {batch} on {replicas} device(s)")
+    callbacks, recorder = _make_callbacks(cfg, out, state)
+    from . import progress
+    verbose = 0 if progress.QUIET else (1 if sys.stdout.isatty() else 2)
+    if initial_epoch < cfg.epochs and not state.get("stopped"):
+        try:
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
+                      callbacks=callbacks, verbose=verbose)
+        except tf.errors.ResourceExhaustedError as e:
+            raise UserError(f"out of GPU memory training {cfg.height}x{cfg.width} with batch {cfg.batch} per GPU: "
+                            f"try --batch {max(1, cfg.batch // 2)} or a smaller --size") from e
+    if recorder.nan_epoch is not None:
+        kept = (f"model.keras holds the last good best (epoch {recorder.best_epoch})" if recorder.best_epoch
+                else "no checkpoint was good enough to keep")
+        raise UserError(f"training of {out} stopped: the loss became NaN in epoch {recorder.nan_epoch}; {kept}; "
+                        f"try a lower --lr (now {cfg.lr})")
+    return _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids, batch, run_dir, fold)
+
+
+def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: list[str], batch: int,
+            run_dir: Path, fold: int) -> dict:
+    """Best model -> OOF probabilities, curves, train.json; the backup is no longer needed."""
+    import keras
+    if not (out / "model.keras").is_file():
+        raise UserError(f"{out}: no epoch improved {cfg.monitor}, so there is no model.keras; train longer")
+    model = keras.models.load_model(out / "model.keras")
+    probs = model.predict(make_dataset(cache, val_ids, batch, False).map(lambda x, y: x), verbose=0)
+    save_oof(out / "oof.npz", val_ids, probs)
+    plot_curves(history, out / "curves.png", f"{run_dir.name} fold {fold}")
+    sign = 1 if cfg.monitor.endswith("loss") else -1
+    best = min(history, key=lambda r: sign * r.get(cfg.monitor, sign * math.inf)) if history else {}
+    summary = {"fold": fold, "epochs": len(history), "best_epoch": best.get("epoch"),
+               "best": best.get(cfg.monitor), "val_dice": best.get("val_dice"), "val_images": len(val_ids)}
+    write_json(out / "train.json", summary)
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    say(f"fold {fold} done: best val_dice {summary['val_dice']:.4f} at epoch {summary['best_epoch']} "
+        f"(model resolution); {out}/model.keras")
+    return summary

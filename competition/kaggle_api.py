@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings (API -> Create New Token)"
-RETRIES = 0            # extra attempts after the first one, for 429/5xx/connection errors
+RETRIES = 3            # extra attempts after the first one, for 429/5xx/connection errors
 BACKOFF_S = 2.0        # first wait; doubles each time
 MAX_WAIT_S = 60.0
 _sleep: Callable[[float], None] = time.sleep  # tests replace this so nothing really sleeps

@@ -215,7 +215,7 @@ def _extract_item(item: Item, to: Path) -> None:
             if not _size_ok(item.target, m.file_size):
                 _write_member(zf, m, item.target, item.source)
             return
-        folder = item.target
+        folder = item.target if item.target.is_dir() else _partial(item.target)
         todo = [m for m in members if not _size_ok(folder / _relative(m, item.target.name), m.file_size)]
         with bar(total=sum(m.file_size for m in todo), desc=item.source.name, unit="B", unit_scale=True,
                  unit_divisor=1024) as pbar:

@@ -64,14 +64,13 @@ class Geometry:
         return out
 
     def from_model(self, prob: np.ndarray) -> np.ndarray:
-        """Undo `to_model` on a probability map: crop the padding, resize bilinearly to native size."""
+        """Undo `to_model` on a probability map (float or uint8): crop the padding, resize bilinearly to native."""
         if prob.shape[:2] != (self.height, self.width):
             raise ValueError(f"prediction is {prob.shape[1]}x{prob.shape[0]}, model size is {self.width}x{self.height}")
         top, left = self.offset
         ih, iw = self.inner
-        crop = np.ascontiguousarray(prob[top:top + ih, left:left + iw], dtype=np.float32)
-        if crop.ndim == 3:
-            crop = crop[..., 0]
+        crop = prob[top:top + ih, left:left + iw]
+        crop = np.ascontiguousarray(crop[..., 0] if crop.ndim == 3 else crop)
         if (ih, iw) == self.native:
             return crop
         return cv2.resize(crop, (self.native[1], self.native[0]), interpolation=cv2.INTER_LINEAR)

@@ -254,6 +254,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
 
     state_path = out / "backup" / "state.json"
     state = read_json(state_path) if state_path.is_file() else {}
+    from . import losses  # noqa: F401  registers our loss and metrics for load_model
     with strategy.scope():
         if state:
             model = keras.models.load_model(out / "backup" / state["backup"])
@@ -287,7 +288,7 @@ def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: li
     import keras
     if not (out / "model.keras").is_file():
         raise UserError(f"{out}: no epoch improved {cfg.monitor}, so there is no model.keras; train longer")
-    model = keras.models.load_model(out / "model.keras")
+    model = keras.models.load_model(out / "model.keras", compile=False)
     probs = model.predict(make_dataset(cache, val_ids, batch, False).map(lambda x, y: x), verbose=0)
     save_oof(out / "oof.npz", val_ids, probs)
     plot_curves(history, out / "curves.png", f"{run_dir.name} fold {fold}")

@@ -1,0 +1,233 @@
+"""Submission CSVs: a resumable streaming writer, validation against the sample, shard merging, upload.
+
+The writer appends rows in fixed chunks; with `.gz` each chunk is its own gzip member (a valid
+multi-member gzip file), so an interrupted run truncates back to the last recorded chunk and
+continues, producing the same bytes as an uninterrupted run. The final file appears only when
+complete, by atomic rename.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import NATIVE_SHAPE, rle
+from .errors import UserError
+from .fileio import atomic_open, read_json, write_json
+from .progress import say
+
+HEADER = "img,rle_mask"
+PIXELS = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
+
+
+def ids_digest(ids: list[str]) -> str:
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()
+
+
+class SubmissionWriter:
+    """Streams `<id>.jpg,<rle>` rows into `<out>.part`; resumes from `<out>.part.json`; renames at the end."""
+
+    def __init__(self, out: Path, ids: list[str], meta: dict, chunk_rows: int = 64):
+        self.out, self.ids, self.chunk_rows = out, ids, chunk_rows
+        self.part = out.with_name(out.name + ".part")
+        self.record = out.with_name(out.name + ".part.json")
+        self.gz = out.name.endswith(".gz")
+        self.meta = {**meta, "ids": ids_digest(ids), "rows_total": len(ids), "chunk_rows": chunk_rows}
+        self.pending: list[str] = []
+        self.done, self.bytes = 0, 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if self.record.is_file() and self.part.is_file():
+            rec = read_json(self.record)
+            if rec.get("meta") != self.meta:
+                raise UserError(f"{self.part} is a partial prediction made with other settings; "
+                                f"delete it (and {self.record.name}) or rerun with the same settings")
+            self.done, self.bytes = int(rec["rows"]), int(rec["bytes"])
+            with open(self.part, "r+b") as f:
+                f.truncate(self.bytes)  # drop a chunk that was being written when interrupted
+        else:
+            self.part.unlink(missing_ok=True)
+            self.record.unlink(missing_ok=True)
+
+    @property
+    def remaining(self) -> list[str]:
+        return self.ids[self.done:]
+
+    def add(self, image_id: str, rle_string: str) -> None:
+        expected = self.ids[self.done + len(self.pending)]
+        if image_id != expected:
+            raise RuntimeError(f"rows out of order: got {image_id}, expected {expected}")
+        self.pending.append(f"{image_id}.jpg,{rle_string}\n")
+        if len(self.pending) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the pending rows as one chunk, fsync, then record the progress atomically."""
+        if not self.pending:
+            return
+        text = ("" if self.done else HEADER + "\n") + "".join(self.pending)
+        data = text.encode()
+        if self.gz:
+            data = gzip.compress(data, compresslevel=6, mtime=0)
+        try:
+            with open(self.part, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise UserError(f"cannot write {self.part} ({e.strerror}); free disk space and rerun: "
+                            f"{self.done} rows are kept and will not be predicted again") from e
+        self.done += len(self.pending)
+        self.bytes += len(data)
+        self.pending = []
+        write_json(self.record, {"rows": self.done, "bytes": self.bytes, "meta": self.meta})
+
+    def finish(self) -> Path:
+        """Flush, check completeness, rename the part file onto the output."""
+        self.flush()
+        if self.done != len(self.ids):
+            raise RuntimeError(f"finish() with {self.done} of {len(self.ids)} rows written")
+        if not self.ids:
+            with open(self.part, "wb") as f:
+                text = (HEADER + "\n").encode()
+                f.write(gzip.compress(text, mtime=0) if self.gz else text)
+        os.replace(self.part, self.out)
+        self.record.unlink(missing_ok=True)
+        return self.out
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a CSV, gzip-compressed or plain (decided by its first bytes)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, img, rle) for each row after the header; a bad header is a UserError."""
+    with open_text(path) as f:
+        try:
+            header = f.readline().rstrip("\r\n")
+            if header != HEADER:
+                raise UserError(f"{path} line 1: header is {header[:40]!r}, expected {HEADER!r}")
+            for lineno, line in enumerate(f, start=2):
+                line = line.rstrip("\r\n")
+                img, _, mask = line.partition(",")
+                yield lineno, img, mask
+        except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: unreadable or truncated file ({e})") from e
+
+
+@dataclass
+class Problem:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+def validate(path: Path, sample_names: list[str], max_problems: int = 50) -> tuple[int, list[Problem]]:
+    """Check header, ids (set, count, order) and every RLE; returns (rows, problems)."""
+    position = {name: n for n, name in enumerate(sample_names)}
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    rows = 0
+    for lineno, img, mask in iter_rows(path):
+        rows += 1
+        if img not in position:
+            problems.append(Problem(lineno, f"{img!r} is not in the sample submission"))
+        elif img in seen:
+            problems.append(Problem(lineno, f"duplicate id {img}"))
+        elif position[img] != rows - 1:
+            problems.append(Problem(lineno, f"{img} out of order (sample row {position[img] + 2})"))
+        seen.add(img)
+        try:
+            rle.parse(mask, PIXELS)
+        except ValueError as e:
+            problems.append(Problem(lineno, f"{img}: {e}"))
+        if len(problems) >= max_problems:
+            problems.append(Problem(0, f"stopped after {max_problems} problems"))
+            return rows, problems
+    missing = [n for n in sample_names if n not in seen]
+    if missing:
+        problems.append(Problem(0, f"{len(missing)} ids of the sample are missing (first: {missing[0]})"))
+    return rows, problems
+
+
+def sample_names_for(sample: Path | None, data: str | None) -> list[str]:
+    """The `img` column of the sample submission, from --sample or the data root."""
+    from .data.layout import open_dataset, sample_submission_names
+    if sample is not None:
+        if not sample.is_file():
+            raise UserError(f"{sample}: no such sample submission")
+        with open_text(sample) as f:
+            return sample_submission_names(f.read(), sample)
+    return [f"{i}.jpg" for i in open_dataset(data).test_ids]
+
+
+def check_valid(path: Path, names: list[str]) -> int:
+    """Validate; print each problem to stderr and raise a one-line UserError when invalid."""
+    import sys
+    rows, problems = validate(path, names)
+    if problems:
+        for p in problems:
+            print(f"{path}: {p}", file=sys.stderr)
+        raise UserError(f"{path} is not a valid submission: {len(problems)} problem(s), first: {problems[0]}")
+    return rows
+
+
+def validate_cli(path: Path, sample: Path | None, data: str | None) -> None:
+    rows = check_valid(path, sample_names_for(sample, data))
+    say(f"{path}: valid ({rows} rows, ids and order match the sample submission, every RLE well formed)")
+
+
+def merge(parts: list[Path], out: Path, sample: Path | None, data: str | None = None) -> Path:
+    """Join shard files (each with a header) into one submission covering the sample exactly once."""
+    names = sample_names_for(sample, data)
+    position = {n: i for i, n in enumerate(names)}
+    firsts = []
+    for p in parts:
+        first = next(iter_rows(p), None)
+        if first is None:
+            raise UserError(f"{p}: empty shard (no rows)")
+        if first[1] not in position:
+            raise UserError(f"{p} line 2: {first[1]!r} is not in the sample submission")
+        firsts.append((position[first[1]], p))
+    seen: set[str] = set()
+    with atomic_open(out, "wb") as raw:
+        sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if out.name.endswith(".gz") else raw
+        sink.write((HEADER + "\n").encode())
+        for _, p in sorted(firsts):
+            for lineno, img, mask in iter_rows(p):
+                if img in seen:
+                    raise UserError(f"{p} line {lineno}: {img} is also in another shard; shards must not overlap")
+                seen.add(img)
+                sink.write(f"{img},{mask}\n".encode())
+        if sink is not raw:
+            sink.close()
+        missing = len(names) - len(seen & set(names))
+        if missing:
+            raise UserError(f"the shards miss {missing} ids of the sample submission; predict the missing shard(s)")
+    rows = check_valid(out, names)
+    say(f"merged {len(parts)} shards into {out} ({rows} rows, valid)")
+    return out
+
+
+def submit(path: Path, message: str, sample: Path | None, data: str | None) -> None:
+    """Validate, then upload through the kaggle package; without credentials the CSV stays put."""
+    check_valid(path, sample_names_for(sample, data))
+    from .kaggle_api import submit_file
+    try:
+        submit_file(path, message)
+    except UserError as e:
+        raise UserError(f"{e} (nothing was submitted; {path} stays where it is)") from e
+    say(f"submitted {path}: {message!r}; see your score at "
+        "https://www.kaggle.com/competitions/carvana-image-masking-challenge/submissions")

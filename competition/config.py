@@ -137,7 +137,7 @@ PRESETS: dict[str, dict] = {
                       epsilon=1e-7, batch=2, epochs=40, patience=6, monitor="val_dice", reduce_lr_patience=3),
     # The demo: a small U-Net that learns the synthetic cars on 2 CPU cores in a few minutes.
     "demo": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                 height=128, width=192, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
+                 height=160, width=240, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
                  lr=3e-3, epsilon=1e-7, batch=8, epochs=30, patience=8, monitor="val_dice", reduce_lr_patience=3,
                  k=4, max_images=0),
     # Unit tests: tiny and fast.

@@ -18,6 +18,7 @@ BUDGET   ?=
 TASK     ?= train
 USER_ARG ?=
 ACCEL    ?= t4x2
+SHARD    ?=
 CLI      := $(PY) -m competition
 
 .PHONY: demo test synth folds info train train-all predict validate submit score cv data extract \
@@ -39,7 +40,7 @@ demo: venv
 	$(CLI) predict --run runs/demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -W ignore::DeprecationWarning tests
 
 synth: venv
 	$(CLI) synth --out $(DATA)
@@ -80,16 +81,16 @@ extract: venv
 	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-status: venv
-	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(USER_ARG)
+	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-output: venv
-	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(USER_ARG)
+	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 bench: venv
 	$(CLI) bench --out bench

@@ -21,6 +21,7 @@ from .fileio import atomic_open, read_json, write_json
 from .progress import say
 
 HEADER = "img,rle_mask"
+CHUNK_ROWS = 64  # rows per appended chunk (and per gzip member); progress is recorded per chunk
 PIXELS = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
 
 
@@ -31,7 +32,8 @@ def ids_digest(ids: list[str]) -> str:
 class SubmissionWriter:
     """Streams `<id>.jpg,<rle>` rows into `<out>.part`; resumes from `<out>.part.json`; renames at the end."""
 
-    def __init__(self, out: Path, ids: list[str], meta: dict, chunk_rows: int = 64):
+    def __init__(self, out: Path, ids: list[str], meta: dict, chunk_rows: int | None = None):
+        chunk_rows = chunk_rows or CHUNK_ROWS
         self.out, self.ids, self.chunk_rows = out, ids, chunk_rows
         self.part = out.with_name(out.name + ".part")
         self.record = out.with_name(out.name + ".part.json")

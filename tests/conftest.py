@@ -36,3 +36,14 @@ def synth_zip_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthzip")
     generate(out, SynthSpec(cars=2, test=4, seed=2, zip=True))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synth_dir) -> Path:
+    """A tiny U-Net trained for 3 epochs on fold 0 of the synthetic set: runs/tiny/fold0."""
+    from competition.config import preset
+    from competition.train import train
+    root = tmp_path_factory.mktemp("runs")
+    cfg = preset("tiny", epochs=3, patience=5, k=3)
+    train(cfg, data=str(synth_dir), run_dir=root / "tiny", fold=0, cache_dir=root / "cache")
+    return root / "tiny"

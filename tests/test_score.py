@@ -1,0 +1,82 @@
+"""Kaggle's dice by hand, threshold curves, fold scoring with its pictures, scoring a submission CSV."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from competition import rle
+from competition.data.layout import open_dataset
+from competition.errors import UserError
+from competition.score import THRESHOLDS, cross_validate, dice, score_fold, score_submission, threshold_curve
+
+
+def test_dice_by_hand():
+    t = np.zeros((4, 4), np.uint8)
+    t[:2, :2] = 1                      # 4 true pixels
+    p = np.zeros((4, 4), np.uint8)
+    p[:2, 0] = 1                       # 2 of them ...
+    p[3, 2:] = 1                       # ... and 2 wrong ones
+    assert dice(t, t) == 1.0
+    assert dice(t, p) == 2 * 2 / (4 + 4)
+    assert dice(np.zeros_like(t), np.zeros_like(t)) == 1.0
+    assert dice(np.zeros_like(t), t) == 0.0 and dice(t, np.zeros_like(t)) == 0.0
+
+
+def test_threshold_curve_matches_direct_dice():
+    rng = np.random.default_rng(0)
+    native = rng.integers(0, 256, (40, 60)).astype(np.uint8)
+    true = (rng.random((40, 60)) < 0.4).astype(np.uint8)
+    curve = threshold_curve(native, true)
+    for i in (0, 20, 45, 90):
+        pred = (native > THRESHOLDS[i] * 255).astype(np.uint8)
+        assert curve[i] == pytest.approx(dice(true, pred))
+
+
+def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsys):
+    s = score_fold(tiny_run, 0, str(synth_dir), tta="hflip", worst=3)
+    out = tiny_run / "fold0"
+    saved = json.loads((out / "score.json").read_text())
+    assert saved["images"] == 16 and 0 <= saved["dice_mean"] <= 1 and saved == s
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("img,car,view,dice") and len(rows) == 17
+    per_image = [float(r.split(",")[3]) for r in rows[1:]]
+    assert np.mean(per_image) == pytest.approx(s["dice_mean"], abs=1e-5)
+    assert set(s["by_view"]) <= {f"{v:02d}" for v in range(1, 17)}
+    pictures = sorted((out / "worst").glob("*.png"))
+    assert len(pictures) == 3
+    img = cv2.imread(str(pictures[0]))
+    assert img is not None and img.shape == (640, 959, 3)
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    for src in ("curves.png", "hist.png", "views.png", f"worst/{pictures[0].name}"):
+        assert f'src="{src}"' in page and (out / src).is_file()
+    printed = capsys.readouterr().out
+    assert "Kaggle dice" in printed and "article's batch-global" in printed
+
+
+def test_tune_threshold_saves_it_for_predict(tiny_run, synth_dir):
+    from competition.config import load_config
+    s = score_fold(tiny_run, 0, str(synth_dir), tta="none", worst=1, tune_threshold=True)
+    assert load_config(tiny_run / "config.json").threshold == s["best_threshold"]
+    assert load_config(tiny_run / "fold0" / "config.json").threshold == s["best_threshold"]
+
+
+def test_cv_table(tiny_run, synth_dir):
+    text = cross_validate(tiny_run, str(synth_dir), tta="none")
+    assert "| 0 | 16 |" in text and "Out-of-fold over all 16 images" in text
+    assert (tiny_run / "cv.md").read_text() == text
+
+
+def test_score_submission_of_true_masks_is_one(synth_dir, tmp_path):
+    ds = open_dataset(synth_dir)
+    p = tmp_path / "s.csv"
+    p.write_text("img,rle_mask\n" + "".join(f"{i}.jpg,{rle.encode(ds.read_mask(i))}\n" for i in ds.train_ids[:5]))
+    assert score_submission(p, str(synth_dir)) == {"dice_mean": 1.0, "images": 5}
+
+
+def test_score_submission_with_unknown_ids_is_one_line(synth_dir, tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("img,rle_mask\nffffffffffff_01.jpg,1 1\n")
+    with pytest.raises(UserError, match="line 2: ffffffffffff_01.jpg is not a training image"):
+        score_submission(p, str(synth_dir))

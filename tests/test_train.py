@@ -1,0 +1,97 @@
+"""Training a tiny U-Net on the synthetic set: run files, resume, NaN, config checks."""
+import csv
+import math
+
+import numpy as np
+import pytest
+
+import keras
+
+from competition import train as train_mod
+from competition.config import preset
+from competition.errors import UserError
+from competition.losses import make_metrics
+from competition.train import load_oof, train
+
+
+def test_tiny_run_writes_every_file_and_learns(tiny_run, synth_dir):
+    out = tiny_run / "fold0"
+    for name in ("config.json", "model.keras", "history.csv", "curves.png", "oof.npz", "train.json"):
+        assert (out / name).is_file(), name
+    assert (tiny_run / "folds.csv").is_file() and (tiny_run / "config.json").is_file()
+    assert not (out / "backup").exists(), "the backup is removed once the fold is complete"
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0], losses
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ids, probs = load_oof(out / "oof.npz")
+    folds = dict((r["img"][:-4], int(r["fold"])) for r in csv.DictReader(open(tiny_run / "folds.csv")))
+    assert ids == sorted(i for i, f in folds.items() if f == 0)
+    assert probs.shape == (len(ids), 32, 48) and 0 <= probs.min() and probs.max() <= 1
+    model = keras.models.load_model(out / "model.keras")  # plain Keras, no custom_objects
+    assert model.output_shape == (None, 32, 48, 1)
+
+
+def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, capsys):
+    before = (tiny_run / "fold0" / "model.keras").stat().st_mtime_ns
+    train(preset("tiny", epochs=3, patience=5, k=3), str(synth_dir), tiny_run, 0, tiny_run.parent / "cache")
+    assert (tiny_run / "fold0" / "model.keras").stat().st_mtime_ns == before
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, synth_dir, monkeypatch, capsys):
+    cfg = preset("tiny", epochs=4, patience=10, k=3)
+    real = train_mod.write_json
+
+    def interrupt_after_epoch_2(path, obj):
+        real(path, obj)
+        if path.name == "state.json" and obj["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "write_json", interrupt_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, str(synth_dir), tmp_path / "r", 1, tmp_path / "cache")
+    out = tmp_path / "r" / "fold1"
+    assert not (out / "train.json").exists() and (out / "backup" / "state.json").is_file()
+    monkeypatch.setattr(train_mod, "write_json", real)
+    summary = train(cfg, str(synth_dir), tmp_path / "r", 1, tmp_path / "cache")
+    assert "resuming" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert summary["epochs"] == 4
+
+
+def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypatch):
+    real_new = train_mod._new_model
+
+    def poisoned(cfg):
+        model = real_new(cfg)
+        steps = model.optimizer.iterations
+
+        def nan_after_first_epoch(y_true, y_pred):
+            base = keras.ops.mean(keras.ops.square(y_true - y_pred), axis=(1, 2, 3))
+            return base * keras.ops.where(steps >= 12, math.nan, 1.0)  # NaN from mid epoch 2 on (8 steps an epoch)
+
+        model.compile(optimizer=model.optimizer, loss=nan_after_first_epoch, metrics=make_metrics())
+        return model
+
+    monkeypatch.setattr(train_mod, "_new_model", poisoned)
+    cfg = preset("tiny", epochs=4, patience=10, k=3, monitor="val_loss")
+    with pytest.raises(UserError, match="NaN in epoch 2.*epoch 1"):
+        train(cfg, str(synth_dir), tmp_path / "r", 0, tmp_path / "cache")
+    assert (tmp_path / "r" / "fold0" / "model.keras").is_file()
+
+
+def test_fold_out_of_range_and_incompatible_run(tmp_path, synth_dir, tiny_run):
+    with pytest.raises(UserError, match="out of range"):
+        train(preset("tiny", k=3), str(synth_dir), tmp_path / "r", 3, None)
+    with pytest.raises(UserError, match="different config .*filters"):
+        train(preset("tiny", k=3, epochs=3, patience=5, filters=8), str(synth_dir), tiny_run, 1, None)
+
+
+def test_seed_subset_takes_whole_cars():
+    ids = [f"car{c:02d}_{v:02d}" for c in range(10) for v in range(1, 17)]
+    chosen = train_mod.select_ids(ids, 40, seed=1)
+    assert len(chosen) == 48 and len({i.split("_")[0] for i in chosen}) == 3
+    assert train_mod.select_ids(ids, 0, 1) == ids

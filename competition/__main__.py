@@ -155,7 +155,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     from . import kernels
     spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
                               name=a.name, user=a.user, accelerator=a.accelerator, shard=_shard_arg(a.shard),
-                              train_kernels=a.train_kernels)
+                              train_kernels=a.train_kernels, epochs=a.epochs)
     if a.action == "build":
         kernels.build(spec, out_root=Path(a.out))
     elif a.action == "push":
@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")
     s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
+    s.add_argument("--epochs", type=int, default=None, help="train: override the preset's epochs (e.g. 1 to try it)")
     s.add_argument("--out", default="kernels/build", help="where push folders are written")
     s.add_argument("--dest", default=None, help="output: where to put the kernel's outputs")
 

@@ -1,0 +1,488 @@
+"""Kaggle kernels: self-contained push folders that train a fold or predict the test set on Kaggle's GPUs.
+
+Two halves. The host side (`build`, `push`, `status`, `output`), run by `python -m competition kernel`,
+fills the templates in `kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry
+script that carries this package as an embedded zip) and talks to Kaggle through `kaggle_api`.
+The kernel side (`check_environment`, `find_competition_input`, `find_kernel_input`, `assemble_run`,
+`copy_outputs`) is called by those entry scripts on Kaggle, once the embedded package is unpacked.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import os
+import re
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import COMPETITION, __version__
+from .errors import UserError
+from .fileio import atomic_open, read_json, write_json, write_text
+from .progress import say
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES = PACKAGE_DIR.parent / "kernels"
+TASKS = ("train", "predict")
+METADATA_FILE = "kernel-metadata.json"
+CODE_FILE = "run.py"
+# --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
+ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaT4", "l4": "NvidiaL4",
+                                       "none": None}
+RETIRED = {"p100": "the P100 is retired on Kaggle (sessions asking for NvidiaTeslaP100 run on the default GPU, "
+                   "NvidiaTeslaT4, instead): this kernel asks for 2x T4"}
+MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
+NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same package gives the same bytes
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel: train fold `fold` of run `name`, or predict the test set (or a shard) from its folds."""
+
+    task: str = "train"
+    fold: int = 0
+    folds: list[int] | None = None        # predict: folds to ensemble (default: every fold of the preset)
+    preset: str = "unet"
+    name: str | None = None               # run name (default: the preset)
+    user: str | None = None               # Kaggle user (default: from the kaggle config)
+    accelerator: str = "t4x2"
+    shard: tuple[int, int] | None = None  # predict: the i-th of N slices of the test set
+    train_kernels: str | None = None      # predict: comma list of user/slug train kernels (default: derived)
+    epochs: int | None = None             # train: override the preset's epochs (e.g. 1 for a smoke run)
+    score: bool = True                    # train: score the fold after training, when the toolkit can
+    tta: str = "hflip"                    # predict: test-time augmentation
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.preset
+
+
+# --- names ----------------------------------------------------------------------------------------
+def slugify(text: str) -> str:
+    """The slug Kaggle derives from a title: lower case, every run of other characters one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def train_title(name: str, fold: int) -> str:
+    return f"carvana {name} fold {fold}"
+
+
+def title(spec: KernelSpec) -> str:
+    """The kernel's title; its slug is the kernel's id."""
+    if spec.task == "train":
+        return train_title(spec.run_name, spec.fold)
+    shard = f" shard {spec.shard[0]} of {spec.shard[1]}" if spec.shard else ""
+    return f"carvana {spec.run_name} predict{shard}"
+
+
+def kernel_slug(spec: KernelSpec) -> str:
+    return slugify(title(spec))
+
+
+def kernel_ref(spec: KernelSpec, user: str) -> str:
+    """user/slug, as Kaggle names the kernel."""
+    return f"{user}/{kernel_slug(spec)}"
+
+
+def preset_folds(preset_name: str) -> int:
+    """Number of folds (k) of a preset; an unknown preset is a UserError listing the known ones."""
+    from .config import preset
+    return preset(preset_name).k
+
+
+def predict_folds(spec: KernelSpec) -> list[int] | None:
+    """Folds a predict kernel ensembles: --folds, else every fold of the preset (None: all it finds)."""
+    if spec.folds is not None:
+        return list(spec.folds)
+    return None if spec.train_kernels else list(range(preset_folds(spec.preset)))
+
+
+def train_refs(spec: KernelSpec, user: str) -> list[str]:
+    """The train kernels whose outputs a predict kernel reads (its kernel_sources)."""
+    if spec.train_kernels:
+        refs = [r.strip() for r in spec.train_kernels.split(",") if r.strip()]
+        for r in refs:
+            if r.count("/") > 1 or not all(r.split("/")):
+                raise UserError(f"--train-kernels {r!r}: expected user/slug (or a slug of your own), "
+                                f"e.g. {user}/{slugify(train_title(spec.run_name, 0))}")
+        return [r if "/" in r else f"{user}/{r}" for r in refs]
+    return [f"{user}/{slugify(train_title(spec.run_name, k))}" for k in predict_folds(spec) or []]
+
+
+def machine_shape(accelerator: str) -> str | None:
+    """Kaggle's machine shape for an --accelerator choice; an unknown one is a one-line UserError."""
+    key = accelerator.strip().lower()
+    if key not in ACCELERATORS:
+        raise UserError(f"unknown accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)} "
+                        f"(t4x2: 2x NVIDIA T4, Kaggle's default GPU; p100: retired, runs on T4; none: CPU only)")
+    return ACCELERATORS[key]
+
+
+def warn_accelerator(accelerator: str) -> None:
+    """A warning on stderr when the accelerator asked for is retired."""
+    note = RETIRED.get(accelerator.strip().lower())
+    if note:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+
+
+def check_spec(spec: KernelSpec) -> None:
+    """One-line UserErrors for a kernel that cannot work, before anything is written or sent."""
+    if spec.task not in TASKS:
+        raise UserError(f"unknown kernel task {spec.task!r}: choose one of {', '.join(TASKS)}")
+    machine_shape(spec.accelerator)
+    k = preset_folds(spec.preset)
+    if not slugify(spec.run_name):
+        raise UserError(f"--name {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
+    if spec.task == "train" and not 0 <= spec.fold < k:
+        raise UserError(f"--fold {spec.fold} is out of range: preset {spec.preset} has k={k} folds (0..{k - 1})")
+    for f in spec.folds or []:
+        if not 0 <= f < k:
+            raise UserError(f"--folds: fold {f} is out of range: preset {spec.preset} has k={k} folds (0..{k - 1})")
+    if spec.epochs is not None and spec.epochs < 1:
+        raise UserError(f"--epochs {spec.epochs}: must be at least 1")
+
+
+def resolve_user(user: str | None) -> str:
+    """--user, else the user name of the kaggle config; neither is a one-line UserError."""
+    if user is None:
+        from .kaggle_api import credentials_help, username
+        user = username()
+        if not user:
+            raise UserError(f"no Kaggle user name for the kernel's id: pass --user NAME (make: USER_ARG='--user NAME') "
+                            f"or set up the kaggle credentials: {credentials_help()}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", user):
+        raise UserError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-' and '_')")
+    return user
+
+
+# --- building the push folder ---------------------------------------------------------------------
+def template_metadata(task: str) -> dict:
+    """The committed kernels/<task>/kernel-metadata.json (its placeholders are replaced by `metadata`)."""
+    return read_json(TEMPLATES / task / METADATA_FILE)
+
+
+def metadata(spec: KernelSpec, user: str) -> dict:
+    """The filled-in kernel-metadata.json: the template with the id, title, accelerator and sources."""
+    meta = template_metadata(spec.task)
+    shape = machine_shape(spec.accelerator)
+    meta.update(id=kernel_ref(spec, user), title=title(spec), code_file=CODE_FILE, enable_gpu=shape is not None)
+    if shape is None:
+        meta.pop("machine_shape", None)
+    else:
+        meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: P100)
+    meta["kernel_sources"] = train_refs(spec, user) if spec.task == "predict" else []
+    return meta
+
+
+def kernel_settings(spec: KernelSpec, user: str) -> dict:
+    """The SETTINGS dict the entry script runs with."""
+    common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__}
+    if spec.task == "train":
+        return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score}
+    return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
+            "shard": list(spec.shard) if spec.shard else None}
+
+
+def package_zip(package_dir: Path = PACKAGE_DIR) -> bytes:
+    """The `competition` package's .py files as a deterministic zip (same sources, same bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(package_dir.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            info = zipfile.ZipInfo(f"{package_dir.name}/{path.relative_to(package_dir).as_posix()}", _ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, path.read_bytes())
+    return buf.getvalue()
+
+
+def _fill_line(text: str, name: str, value: str) -> str:
+    """Replace the template's one line `NAME = ...` by `NAME = value`."""
+    pattern = re.compile(rf"^{name} = .*$", re.MULTILINE)
+    if len(pattern.findall(text)) != 1:
+        raise RuntimeError(f"the entry-script template needs exactly one line starting '{name} = '")
+    return pattern.sub(lambda _: f"{name} = {value}", text)
+
+
+def entry_script(spec: KernelSpec, user: str, package: bytes | None = None) -> str:
+    """kernels/<task>/run.py with SETTINGS and the embedded package filled in."""
+    text = (TEMPLATES / spec.task / CODE_FILE).read_text()
+    settings = repr(kernel_settings(spec, user))  # a Python literal: str, int, None, lists
+    encoded = base64.b64encode(package if package is not None else package_zip()).decode("ascii")
+    wrapped = "\n".join(encoded[i:i + 100] for i in range(0, len(encoded), 100))
+    text = _fill_line(text, "SETTINGS", settings)
+    return _fill_line(text, "PACKAGE_ZIP", f'"""\n{wrapped}\n"""')
+
+
+def _write_folder(spec: KernelSpec, user: str, out_root: Path) -> Path:
+    folder = out_root / kernel_slug(spec)
+    write_json(folder / METADATA_FILE, metadata(spec, user))
+    write_text(folder / CODE_FILE, entry_script(spec, user))
+    return folder
+
+
+def build(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> Path:
+    """Write kernels/build/<slug>/ (kernel-metadata.json + run.py); returns the folder."""
+    check_spec(spec)
+    user = resolve_user(spec.user)
+    warn_accelerator(spec.accelerator)
+    folder = _write_folder(spec, user, out_root)
+    size_kb = (folder / CODE_FILE).stat().st_size // 1024
+    say(f"wrote {folder}/ ({METADATA_FILE}, {CODE_FILE} with the toolkit embedded, {size_kb} KB) for "
+        f"{kernel_ref(spec, user)}; push it with `python -m competition kernel push` and the same options")
+    return folder
+
+
+# --- talking to Kaggle ----------------------------------------------------------------------------
+def _kaggle(fn: Callable[..., Any], *args: Any, what: str, retry: bool = True, **kwargs: Any) -> Any:
+    """kaggle_api.call, plus the package's own ValueErrors (metadata checks, denied kernels) as one line."""
+    from .kaggle_api import call
+    try:
+        return call(fn, *args, what=what, retry=retry, **kwargs)
+    except UserError:
+        raise
+    except ValueError as e:
+        raise UserError(f"Kaggle said no while {what}: {' '.join(str(e).split())}") from e
+
+
+def push(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> str:
+    """Build, then `kernels_push` with the accelerator: the kernel starts running on Kaggle; returns its URL."""
+    from .kaggle_api import get_api
+    check_spec(spec)
+    user = resolve_user(spec.user)
+    warn_accelerator(spec.accelerator)
+    folder = _write_folder(spec, user, out_root)
+    ref = kernel_ref(spec, user)
+    api = get_api()
+    # not retried: a push that failed after reaching Kaggle may already have started a run
+    response = _kaggle(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
+                       what=f"pushing {folder} as {ref}", retry=False)
+    if response.error:
+        raise UserError(f"Kaggle refused the push of {ref}: {' '.join(response.error.split())}")
+    for kind, bad, fix in (
+            ("competition", response.invalid_competition_sources,
+             f"accept the rules at https://www.kaggle.com/competitions/{COMPETITION}/rules"),
+            ("kernel", response.invalid_kernel_sources, "push the train kernels first and let them finish"),
+            ("dataset", response.invalid_dataset_sources, "check the dataset slugs")):
+        if bad:
+            print(f"warning: Kaggle did not attach the {kind} source(s) {', '.join(bad)} to {ref}: {fix}; "
+                  f"then push again", file=sys.stderr, flush=True)
+    url = response.url or f"https://www.kaggle.com/code/{ref}"
+    version = f" version {response.version_number}" if response.version_number else ""
+    say(f"pushed {ref}{version} ({spec.accelerator}): {url}; follow it with "
+        f"`python -m competition kernel status {_options(spec)}`")
+    return url
+
+
+def _options(spec: KernelSpec) -> str:
+    """The CLI options that name this kernel again (for the next command's hint)."""
+    opts = [f"--task {spec.task}", f"--name {spec.run_name}", f"--preset {spec.preset}"]
+    if spec.task == "train":
+        opts.append(f"--fold {spec.fold}")
+    if spec.shard:
+        opts.append(f"--shard {spec.shard[0]}/{spec.shard[1]}")
+    if spec.user:
+        opts.append(f"--user {spec.user}")
+    return " ".join(opts)
+
+
+def status_name(status: Any) -> str:
+    """QUEUED | RUNNING | COMPLETE | ERROR | CANCEL_REQUESTED | ...: the enum's name."""
+    return getattr(status, "name", None) or str(status).rsplit(".", 1)[-1].upper()
+
+
+def _status(api: Any, ref: str) -> tuple[str, str]:
+    response = _kaggle(api.kernels_status, ref, what=f"asking Kaggle for the status of {ref}")
+    return status_name(response.status), " ".join((response.failure_message or "").split())
+
+
+def _error_line(ref: str, message: str) -> str:
+    return (f"{ref} ended in ERROR: {message or '(Kaggle gave no failure message)'}; "
+            f"its log: `kaggle kernels logs {ref}` or https://www.kaggle.com/code/{ref} (Logs)")
+
+
+def status(spec: KernelSpec) -> str:
+    """Print the kernel's status; ERROR is a one-line UserError carrying Kaggle's failure message."""
+    from .kaggle_api import get_api
+    check_spec(spec)
+    ref = kernel_ref(spec, resolve_user(spec.user))
+    state, message = _status(get_api(), ref)
+    if state == "ERROR":
+        raise UserError(_error_line(ref, message))
+    hint = {"COMPLETE": f"fetch its outputs with `python -m competition kernel output {_options(spec)}`",
+            "QUEUED": "waiting for a machine; ask again later",
+            "RUNNING": "ask again later"}.get(state, message)
+    say(f"{ref}: {state}" + (f" - {hint}" if hint else ""))
+    return state
+
+
+def default_dest(spec: KernelSpec) -> Path:
+    """runs/<name>/ for a train kernel (its output is the run folder), submissions/ for predict."""
+    return Path("runs") / spec.run_name if spec.task == "train" else Path("submissions")
+
+
+def output(spec: KernelSpec, dest: Path | None = None) -> list[Path]:
+    """Download a COMPLETE kernel's outputs into runs/<name>/ or submissions/; each file appears whole."""
+    from .kaggle_api import get_api
+    check_spec(spec)
+    ref = kernel_ref(spec, resolve_user(spec.user))
+    dest = dest or default_dest(spec)
+    api = get_api()
+    state, message = _status(api, ref)
+    if state == "ERROR":
+        raise UserError(_error_line(ref, message))
+    if state != "COMPLETE":
+        raise UserError(f"{ref} is {state}, not COMPLETE: nothing to download yet; "
+                        f"`python -m competition kernel status {_options(spec)}` tells when it is done")
+    staging = dest / f".kernel-output-{kernel_slug(spec)}"  # resumable; files move into dest when all arrived
+    _kaggle(api.kernels_output, ref, str(staging), what=f"downloading the output of {ref}")
+    if spec.task == "train" and (staging / "config.json").is_file():
+        from .config import load_config
+        from .train import check_run_config
+        check_run_config(dest, load_config(staging / "config.json"))
+    moved = _move_tree(staging, dest)
+    shutil.rmtree(staging, ignore_errors=True)
+    if spec.task == "train":
+        nxt = f"predict with `python -m competition predict --run {dest} ...` or push a predict kernel"
+    else:
+        subs = [p for p in moved if p.name.endswith(".csv.gz") or p.name.endswith(".csv")]
+        nxt = (f"merge the shards with `python -m competition merge` then submit" if spec.shard
+               else f"submit with `make submit OUT={subs[0]} DATA=<data root>`" if subs else "no submission file in it")
+    say(f"downloaded {len(moved)} file(s) of {ref} into {dest}/; {nxt}")
+    return moved
+
+
+def _move_tree(src: Path, dest: Path) -> list[Path]:
+    """Move every downloaded file from src into dest (same relative paths) by atomic renames."""
+    moved = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        if path.name.endswith(".kaggle-partial"):
+            continue
+        target = dest / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+# --- kernel side: called by kernels/<task>/run.py on Kaggle ---------------------------------------
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
+
+
+def check_environment() -> dict[str, str]:
+    """Print Python/TensorFlow/Keras versions and the GPUs; a missing module or old version is a UserError."""
+    missing = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"this kernel image lacks {', '.join(missing)}: choose the latest Python environment "
+                        f"in the kernel's settings (the toolkit installs nothing: the kernel has no internet)")
+    import keras
+    import tensorflow as tf
+    versions = {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__}
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
+    old = [f"{k} {v} (need >= {'.'.join(map(str, MIN_VERSIONS[k]))})" for k, v in versions.items()
+           if _version(v) < MIN_VERSIONS[k]]
+    if old:
+        raise UserError(f"this kernel needs Keras 3 on TensorFlow >= 2.16; the image has {'; '.join(old)}: "
+                        f"choose the latest environment in the kernel's settings")
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"Keras runs on {keras.backend.backend()!r}; the toolkit needs KERAS_BACKEND=tensorflow")
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    print(f"GPUs: {len(gpus)}" + (f" ({', '.join(names)})" if names else
+                                  " - running on CPU (slow); push with --accelerator t4x2 for Kaggle's GPUs"),
+          flush=True)
+    versions["gpus"] = str(len(gpus))
+    return versions
+
+
+def toolkit_has(module: str) -> bool:
+    """Whether the (embedded) toolkit has `competition.<module>`."""
+    return importlib.util.find_spec(f"{__package__}.{module}") is not None
+
+
+def _find_dir(root: Path, name: str, depth: int = 3) -> Path | None:
+    """root/name, else the first folder called `name` at most `depth` levels under root."""
+    if (root / name).is_dir():
+        return root / name
+    level = [root]
+    for _ in range(depth):
+        level = sorted(d for parent in level if parent.is_dir() for d in parent.iterdir() if d.is_dir())
+        for d in level:
+            if d.name == name:
+                return d
+    return None
+
+
+def find_competition_input(input_root: Path) -> Path:
+    """The competition's files under /kaggle/input (zips, read in place)."""
+    found = _find_dir(input_root, COMPETITION)
+    if found is None:
+        raise UserError(f"{input_root}/{COMPETITION} not found: the kernel needs the competition as a source "
+                        f"(competition_sources in {METADATA_FILE}) and its rules accepted at "
+                        f"https://www.kaggle.com/competitions/{COMPETITION}/rules")
+    return found
+
+
+def find_kernel_input(input_root: Path, ref: str) -> Path:
+    """The output of kernel user/slug, attached as /kaggle/input/<slug>/."""
+    slug = ref.rsplit("/", 1)[-1]
+    found = _find_dir(input_root, slug)
+    if found is None:
+        raise UserError(f"{input_root}/{slug} not found: add {ref} to kernel_sources in {METADATA_FILE} "
+                        f"and let it finish (COMPLETE) before this kernel runs")
+    return found
+
+
+def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:
+    """A run folder (config.json + fold<k>/ links) from the train kernels' outputs; returns its folds."""
+    from .config import load_config
+    from .train import check_run_config
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    where: dict[int, Path] = {}
+    for source in sources:
+        fold_dirs = sorted(p.parent for p in source.rglob("fold*/model.keras") if p.parent.name[4:].isdigit())
+        if not fold_dirs:
+            raise UserError(f"{source}: no fold*/model.keras in this train kernel's output; did it finish "
+                            f"(COMPLETE)? Its log says why not")
+        for fold_dir in fold_dirs:
+            fold = int(fold_dir.name[4:])
+            if fold in where:
+                raise UserError(f"fold {fold} is in both {where[fold]} and {fold_dir}; list each train kernel once")
+            config = fold_dir.parent / "config.json"
+            check_run_config(run_dir, load_config(config))  # the first writes config.json, the rest must agree
+            (run_dir / fold_dir.name).symlink_to(fold_dir.resolve(), target_is_directory=True)
+            where[fold] = fold_dir
+    print(f"run {run_dir}: folds {sorted(where)} from {', '.join(str(s) for s in sources)}", flush=True)
+    return sorted(where)
+
+
+_NOT_OUTPUT = ("backup",)  # resumable-training state: not needed once a fold is finished
+
+
+def copy_outputs(src: Path, working: Path) -> list[Path]:
+    """Copy a run folder's finished files (not backups, partial or temporary files) into /kaggle/working."""
+    copied = []
+    if not src.exists():
+        return copied
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if (not path.is_file() or any(part in _NOT_OUTPUT or part.startswith(".") for part in rel.parts)
+                or path.name.endswith((".part", ".part.json"))):
+            continue
+        copied.append(copy_file(path, working / rel))
+    return copied
+
+
+def copy_file(src: Path, dest: Path) -> Path:
+    """Copy one file so that it appears at `dest` complete or not at all."""
+    with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    return dest

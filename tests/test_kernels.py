@@ -1,0 +1,340 @@
+"""Kaggle kernels: push folders checked by the real kaggle package (only its HTTP transport faked), status,
+output, one-line errors, and the built entry scripts run end to end under a temporary stand-in for /kaggle."""
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from competition import COMPETITION, kaggle_api, kernels
+from competition.config import preset
+from competition.errors import UserError
+from competition.kernels import KernelSpec
+from competition.submission import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+API = "https://api.kaggle.com/v1/kernels.KernelsApiService/"
+STORAGE = "https://storage.googleapis.com/kaggle-kernel-output/"
+USER = "dummy-user"
+
+
+# --- a fake Kaggle behind requests' transport -----------------------------------------------------
+def _response(request, status: int, body: bytes, headers: dict) -> requests.Response:
+    r = requests.Response()
+    r.status_code, r._content, r._content_consumed = status, body, True
+    r.headers = CaseInsensitiveDict(headers)
+    r.request, r.url, r.encoding, r.reason = request, request.url, "utf-8", "fake"
+    return r
+
+
+def _json(request, status: int, body: dict) -> requests.Response:
+    return _response(request, status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+class FakeKernels:
+    """Kaggle's kernels API as requests' transport sees it: records requests, answers from its fields."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, dict]] = []  # (endpoint, JSON body)
+        self.save_answer: dict = {"ref": "", "url": "", "versionNumber": 1}
+        self.status_answer: dict = {"status": "COMPLETE"}
+        self.fail: dict[str, int] = {}
+        self.outputs: dict[str, bytes] = {}
+
+    def send(self, adapter, request, **kwargs) -> requests.Response:
+        url = request.url.split("?")[0]
+        endpoint = url.rsplit("/", 1)[-1]
+        self.sent.append((endpoint, json.loads(request.body) if request.body else {}))
+        if endpoint in self.fail:
+            code = self.fail[endpoint]
+            return _json(request, code, {"code": code, "message": f"fake error {code}"})
+        if url == API + "SaveKernel":
+            body = self.sent[-1][1]
+            answer = {"ref": f"/code/{body['slug']}", "url": f"https://www.kaggle.com/code/{body['slug']}"}
+            return _json(request, 200, {**answer, **self.save_answer})
+        if url == API + "GetKernelSessionStatus":
+            return _json(request, 200, self.status_answer)
+        if url == API + "ListKernelSessionOutput":
+            files = [{"fileName": n, "url": STORAGE + n} for n in sorted(self.outputs)]
+            return _json(request, 200, {"files": files, "log": "[{\"data\": \"log line\"}]"})
+        if url.startswith(STORAGE):
+            data = self.outputs[url[len(STORAGE):]]
+            return _response(request, 200, data, {"Content-Type": "application/octet-stream",
+                                                  "Content-Length": str(len(data)),
+                                                  "Last-Modified": formatdate(1_500_000_000, usegmt=True)})
+        raise AssertionError(f"unexpected request {request.method} {request.url}")
+
+    def body(self, endpoint: str) -> dict:
+        [body] = [b for e, b in self.sent if e == endpoint]
+        return body
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch) -> Path:
+    """No Kaggle credentials anywhere (HOME and KAGGLE_CONFIG_DIR in tmp_path)."""
+    for key in list(os.environ):
+        if key.startswith("KAGGLE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "kaggle-config").mkdir()
+    return tmp_path / "kaggle-config"
+
+
+@pytest.fixture
+def server(no_credentials, monkeypatch) -> FakeKernels:
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
+    monkeypatch.setattr(kaggle_api, "_sleep", lambda s: None)
+    fake = FakeKernels()
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", lambda self, req, **kw: fake.send(self, req, **kw))
+    return fake
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+def _embedded_package(script: str) -> zipfile.ZipFile:
+    m = re.search(r'^PACKAGE_ZIP = """\n(.*?)\n"""', script, re.MULTILINE | re.DOTALL)
+    assert m, "no embedded package"
+    return zipfile.ZipFile(io.BytesIO(base64.b64decode("".join(m.group(1).split()))))
+
+
+# --- push: what the real kaggle package would send ------------------------------------------------
+def test_push_train_kernel_sends_a_valid_private_gpu_kernel_without_internet(server, tmp_path, capsys):
+    spec = KernelSpec(task="train", fold=1, preset="tiny", name="t1")
+    kernels.push(spec, out_root=tmp_path / "build")
+    body = server.body("SaveKernel")
+    folder = tmp_path / "build" / "carvana-t1-fold-1"
+    assert body["slug"] == f"{USER}/carvana-t1-fold-1" and body["newTitle"] == "carvana t1 fold 1"
+    assert body["language"] == "python" and body["kernelType"] == "script"
+    assert body["isPrivate"] is True and body["enableGpu"] is True and body["enableInternet"] is False
+    assert body["machineShape"] == "NvidiaTeslaT4"
+    assert body["competitionDataSources"] == [COMPETITION] and body.get("kernelDataSources", []) == []
+    assert body["text"] == (folder / "run.py").read_text()
+    compile(body["text"], "run.py", "exec")
+    assert "SETTINGS = {'task': 'train', 'name': 't1', 'preset': 'tiny'" in body["text"]
+    names = _embedded_package(body["text"]).namelist()
+    assert "competition/__main__.py" in names and "competition/kernels.py" in names
+    out = capsys.readouterr()
+    assert "does not resolve to the specified id" not in out.out  # the package's own title/slug check
+    assert f"pushed {USER}/carvana-t1-fold-1 version 1" in out.out
+
+
+def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path):
+    spec = KernelSpec(task="predict", folds=[0, 1], preset="tiny", name="t1", user="alice", shard=(1, 3))
+    kernels.push(spec, out_root=tmp_path / "build")
+    body = server.body("SaveKernel")
+    assert body["slug"] == "alice/carvana-t1-predict-shard-1-of-3"
+    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]
+    assert body["competitionDataSources"] == [COMPETITION] and body["enableInternet"] is False
+    assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
+
+
+def test_p100_warns_that_it_is_retired_and_asks_for_t4(server, tmp_path, capsys):
+    kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="p100"), out_root=tmp_path / "build")
+    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaT4"
+    err = capsys.readouterr().err
+    assert "warning:" in err and "retired" in err and "T4" in err
+
+
+def test_accelerator_none_is_a_cpu_kernel(server, tmp_path):
+    kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="none"), out_root=tmp_path / "build")
+    body = server.body("SaveKernel")
+    assert body["enableGpu"] is False and "machineShape" not in body
+
+
+def test_push_refused_by_kaggle_is_one_line(server, tmp_path):
+    server.save_answer = {"error": "Notebook title is already in use"}
+    with pytest.raises(UserError) as e:
+        kernels.push(KernelSpec(preset="tiny", name="t1"), out_root=tmp_path / "build")
+    assert "already in use" in _one_line(e)
+
+
+def test_built_metadata_is_the_template_filled_in(tmp_path):
+    for task in kernels.TASKS:
+        folder = kernels.build(KernelSpec(task=task, preset="tiny", name="t1", user="alice"), tmp_path)
+        meta = json.loads((folder / kernels.METADATA_FILE).read_text())
+        template = kernels.template_metadata(task)
+        assert set(meta) == set(template)
+        assert all(meta[k] == template[k] for k in ("language", "kernel_type", "is_private", "enable_internet",
+                                                     "competition_sources"))
+        assert meta["enable_internet"] is False and meta["competition_sources"] == [COMPETITION]
+        assert meta["id"] == f"alice/{folder.name}" and kernels.slugify(meta["title"]) == folder.name
+
+
+def test_titles_slug_like_the_kaggle_package():
+    from slugify import slugify  # python-slugify, what kaggle's kernels_push compares the id with
+    for spec in (KernelSpec(name="my_run.v2", fold=3), KernelSpec(task="predict", name="Unet 1280", shard=(0, 4))):
+        assert kernels.slugify(kernels.title(spec)) == slugify(kernels.title(spec))
+
+
+def test_embedded_package_is_every_module_and_reproducible():
+    data = kernels.package_zip()
+    assert data == kernels.package_zip()
+    names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    expected = {f"competition/{p.relative_to(kernels.PACKAGE_DIR).as_posix()}"
+                for p in kernels.PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    assert names == expected
+
+
+# --- one-line errors ------------------------------------------------------------------------------
+def test_unknown_accelerator_is_one_line(tmp_path):
+    with pytest.raises(UserError) as e:
+        kernels.build(KernelSpec(user="alice", accelerator="a100"), tmp_path)
+    line = _one_line(e)
+    assert "a100" in line and all(choice in line for choice in kernels.ACCELERATORS)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_user_is_one_line(no_credentials, tmp_path):
+    with pytest.raises(UserError) as e:
+        kernels.build(KernelSpec(), tmp_path)
+    line = _one_line(e)
+    assert "--user" in line and "KAGGLE_USERNAME" in line and str(no_credentials) in line
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "competition", "kernel", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, start", [
+    (["build", "--user", "alice", "--accelerator", "a100"], "error: unknown accelerator 'a100'"),
+    (["build"], "error: no Kaggle user name"),
+    (["build", "--user", "alice", "--fold", "7"], "error: --fold 7 is out of range"),
+])
+def test_cli_errors_exit_2_with_one_line(no_credentials, tmp_path, args, start):
+    proc = _cli(*args, "--out", str(tmp_path / "build"), env=dict(os.environ))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), lines
+
+
+# --- status and output ----------------------------------------------------------------------------
+def test_status_error_shows_kaggles_failure_message(server):
+    server.status_answer = {"status": "ERROR", "failureMessage": "Your notebook tried to allocate\nmore memory"}
+    with pytest.raises(UserError) as e:
+        kernels.status(KernelSpec(preset="tiny", name="t1"))
+    line = _one_line(e)
+    assert f"{USER}/carvana-t1-fold-0 ended in ERROR" in line and "tried to allocate more memory" in line
+    assert server.body("GetKernelSessionStatus") == {"userName": USER, "kernelSlug": "carvana-t1-fold-0"}
+
+
+@pytest.mark.parametrize("state", ["QUEUED", "RUNNING", "COMPLETE"])
+def test_status_prints_the_state(server, capsys, state):
+    server.status_answer = {"status": state}
+    assert kernels.status(KernelSpec(task="predict", preset="tiny", name="t1")) == state
+    assert f"{USER}/carvana-t1-predict: {state}" in capsys.readouterr().out
+
+
+def test_status_of_a_kernel_kaggle_denies_is_one_line(server):
+    server.fail["GetKernelSessionStatus"] = 403
+    with pytest.raises(UserError) as e:
+        kernels.status(KernelSpec(preset="tiny", name="t1"))
+    assert "wrong kernel slug" in _one_line(e)
+
+
+def test_output_of_a_train_kernel_lands_in_the_run_folder(server, tmp_path):
+    server.outputs = {"config.json": json.dumps(preset("tiny").to_json()).encode(),
+                      "folds.csv": b"img,fold\n", "fold0/model.keras": b"model bytes", "fold0/train.json": b"{}"}
+    dest = tmp_path / "runs" / "t1"
+    moved = kernels.output(KernelSpec(preset="tiny", name="t1"), dest=dest)
+    assert (dest / "fold0" / "model.keras").read_bytes() == b"model bytes"
+    assert (dest / "config.json").is_file() and (dest / "carvana-t1-fold-0.log").is_file()
+    assert len(moved) == 5 and not list(dest.glob(".kernel-output-*"))
+
+
+def test_output_before_the_kernel_is_complete_is_refused(server, tmp_path):
+    server.status_answer = {"status": "RUNNING"}
+    with pytest.raises(UserError) as e:
+        kernels.output(KernelSpec(task="predict", preset="tiny", name="t1"), dest=tmp_path)
+    assert "RUNNING, not COMPLETE" in _one_line(e)
+    assert not any(e == "ListKernelSessionOutput" for e, _ in server.sent)
+
+
+# --- the entry scripts, end to end on CPU, with a temporary folder standing in for /kaggle ----------
+def _run_kernel(script: Path, root: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    # run from the kernel's root, not the repository: the toolkit can only come from the script itself
+    return subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _kaggle_root(root: Path, synth_zip_dir: Path) -> Path:
+    comp = root / "input" / COMPETITION
+    comp.mkdir(parents=True)
+    for z in synth_zip_dir.glob("*.zip"):
+        (comp / z.name).symlink_to(z)
+    (root / "working").mkdir()
+    return root
+
+
+def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, synth_zip_dir):
+    train_spec = KernelSpec(task="train", fold=0, preset="tiny", name="kt", user="alice", epochs=1, score=False)
+    train_dir = kernels.build(train_spec, tmp_path / "build")
+    train_root = _kaggle_root(tmp_path / "train-kaggle", synth_zip_dir)
+    proc = _run_kernel(train_dir / "run.py", train_root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"from {train_root / 'temp' / 'toolkit' / 'competition'}" in proc.stdout
+    assert "versions: python" in proc.stdout and "GPUs: 0" in proc.stdout
+    working = train_root / "working"
+    for name in ("config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
+                 "fold0/train.json", "fold0/oof.npz"):
+        assert (working / name).is_file(), name
+    assert json.loads((working / "fold0" / "train.json").read_text())["epochs"] == 1
+    assert not list(working.rglob("backup")) and not list(working.rglob(".*"))
+
+    predict_spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kt", user="alice")
+    predict_dir = kernels.build(predict_spec, tmp_path / "build")
+    predict_root = _kaggle_root(tmp_path / "predict-kaggle", synth_zip_dir)
+    (predict_root / "input" / "carvana-kt-fold-0").symlink_to(working, target_is_directory=True)
+    proc = _run_kernel(predict_dir / "run.py", predict_root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [submission] = list((predict_root / "working").iterdir())
+    assert submission.name == "kt.csv.gz"
+    from competition.data.layout import open_dataset
+    names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
+    rows, problems = validate(submission, names)
+    assert rows == len(names) and problems == []
+    assert gzip.decompress(submission.read_bytes()).startswith(b"img,rle_mask\n")
+
+
+def test_kernel_script_without_the_competition_input_says_so(tmp_path):
+    folder = kernels.build(KernelSpec(preset="tiny", name="kt", user="alice", score=False), tmp_path / "build")
+    (tmp_path / "k" / "input").mkdir(parents=True)
+    proc = _run_kernel(folder / "run.py", tmp_path / "k")
+    assert proc.returncode == 2
+    assert f"error: {tmp_path / 'k' / 'input' / COMPETITION} not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
+    proc = _cli("build", "--task", "train", "--preset", "tiny", "--name", "t1", "--user", "alice", "--epochs", "1",
+                "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "'epochs': 1" in (tmp_path / "carvana-t1-fold-0" / "run.py").read_text()
+    proc = _cli("build", "--task", "predict", "--preset", "tiny", "--name", "t1", "--user", "alice", "--shard", "2/4",
+                "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "carvana-t1-predict-shard-2-of-4" / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]  # tiny: k=2

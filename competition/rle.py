@@ -83,9 +83,10 @@ def parse(rle: str, size: int = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]) -> np.ndarray
         return np.zeros((0, 2), dtype=np.int64)
     if not _RLE_PATTERN.fullmatch(text):
         raise ValueError(f"RLE must be space-separated non-negative integers, got {_preview(text)!r}")
-    numbers = np.array(text.split(), dtype=np.int64) if len(text) < 20 * 10**6 else None
-    if numbers is None:
-        raise ValueError("RLE string is implausibly long")
+    try:
+        numbers = np.array(text.split(), dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"RLE number too large in {_preview(text)!r}") from None
     if numbers.size % 2:
         raise ValueError(f"RLE has an odd count of numbers ({numbers.size}): pairs of start length expected")
     starts, lengths = numbers[0::2] - 1, numbers[1::2]

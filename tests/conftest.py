@@ -38,6 +38,20 @@ def synth_zip_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch) -> Path:
+    """An environment with no Kaggle credentials anywhere (HOME and KAGGLE_CONFIG_DIR in tmp_path)."""
+    for key in list(os.environ):
+        if key.startswith("KAGGLE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "kaggle-config").mkdir()
+    return tmp_path / "kaggle-config"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synth_dir) -> Path:
     """A tiny U-Net trained for 3 epochs on fold 0 of the synthetic set: runs/tiny/fold0."""

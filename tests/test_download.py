@@ -24,20 +24,6 @@ LAST_MODIFIED = formatdate(1_500_000_000, usegmt=True)
 
 
 @pytest.fixture
-def no_credentials(tmp_path, monkeypatch) -> Path:
-    """An environment with no Kaggle credentials anywhere (HOME and KAGGLE_CONFIG_DIR in tmp_path)."""
-    for key in list(os.environ):
-        if key.startswith("KAGGLE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    (tmp_path / "home").mkdir()
-    (tmp_path / "kaggle-config").mkdir()
-    return tmp_path / "kaggle-config"
-
-
-@pytest.fixture
 def sleeps(monkeypatch) -> list[float]:
     """The backoff waits `call` asked for; nothing really sleeps."""
     waits: list[float] = []

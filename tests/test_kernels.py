@@ -82,20 +82,6 @@ class FakeKernels:
 
 
 @pytest.fixture
-def no_credentials(tmp_path, monkeypatch) -> Path:
-    """No Kaggle credentials anywhere (HOME and KAGGLE_CONFIG_DIR in tmp_path)."""
-    for key in list(os.environ):
-        if key.startswith("KAGGLE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    (tmp_path / "home").mkdir()
-    (tmp_path / "kaggle-config").mkdir()
-    return tmp_path / "kaggle-config"
-
-
-@pytest.fixture
 def server(no_credentials, monkeypatch) -> FakeKernels:
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")

@@ -33,6 +33,19 @@ def test_submission_has_the_sample_ids_in_order_and_decodes(tiny_run, synth_dir,
     assert plain.read_text().splitlines() == lines
 
 
+def interrupt_postprocess(monkeypatch, on_call: int) -> None:
+    """Make the n-th post-processed image raise KeyboardInterrupt, as a Ctrl-C there would."""
+    real, calls = predict_mod.postprocess, []
+
+    def dies(*args):
+        calls.append(1)
+        if len(calls) == on_call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(predict_mod, "postprocess", dies)
+
+
 def _pointwise_model(shape):
     """A flip-equivariant but orientation-sensitive model: sigmoid(20 * (red - 0.5)), pixel by pixel."""
     inp = keras.Input(shape)
@@ -67,15 +80,8 @@ def test_threshold_after_resize_to_native():
 def test_resume_after_interruption_is_byte_identical(tiny_run, synth_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
     whole = predict(tiny_run, str(synth_dir), tmp_path / "a.csv.gz").read_bytes()
-    real, calls = predict_mod.postprocess, []
-
-    def dies_on_fifth(*args):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(predict_mod, "postprocess", dies_on_fifth)
+    real = predict_mod.postprocess
+    interrupt_postprocess(monkeypatch, 5)
     out = tmp_path / "b.csv.gz"
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), out)
@@ -86,15 +92,8 @@ def test_resume_after_interruption_is_byte_identical(tiny_run, synth_dir, tmp_pa
 
 def test_partial_file_from_other_settings_is_refused(tiny_run, synth_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    real, calls = predict_mod.postprocess, []
-
-    def dies_on_third(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(predict_mod, "postprocess", dies_on_third)
+    real = predict_mod.postprocess
+    interrupt_postprocess(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", threshold=0.5)
     monkeypatch.setattr(predict_mod, "postprocess", real)

@@ -1,0 +1,32 @@
+"""Benchmarks: the --quick run writes well-formed results.json and RESULTS.md (never asserts on speed)."""
+import json
+
+from competition.bench import run_bench
+
+
+def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypatch):
+    monkeypatch.setenv("CARVANA_FIXTURES", str(fixtures_dir))
+    out = tmp_path / "bench"
+    returned = run_bench(out, quick=True)
+
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert results["quick"] is True and results["fixtures"] == str(fixtures_dir)
+    assert results["machine"]["cpu"] and results["machine"]["logical_cores"] >= 1
+    assert len(results["sections"]) == 7
+    for sec in results["sections"]:
+        assert sec["rows"] and all(len(row) == len(sec["columns"]) for row in sec["rows"]), sec["title"]
+    assert results["headline"]
+    for fig in results["headline"]:
+        assert fig["ratio"] > 0 and fig["met"] in (True, False, None), fig
+    rle = next(s for s in results["sections"] if s["title"].startswith("1."))
+    assert all(d["byte_identical"] for d in rle["data"].values())
+    writer = next(s for s in results["sections"] if s["title"].startswith("6."))
+    assert [r["rows"] for r in writer["data"]["runs"]] == list(results["plan"]["writer_rows"])
+
+    report = (out / "RESULTS.md").read_text()
+    assert report.startswith("# Benchmark results (--quick)")
+    assert "| figure | ours | baseline (same run) | ratio | target | met |" in report
+    assert "ESTIMATE" in report and results["machine"]["cpu"] in report
+    for sec in results["sections"]:
+        assert f"## {sec['title']}" in report

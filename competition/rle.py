@@ -23,23 +23,39 @@ def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
     return np.flatnonzero(padded[1:] != padded[:-1])
 
 
+_BYTES_EQUAL = np.uint64(0x0101010101010101)
+
+
 def _transitions_wordwise(flat: np.ndarray) -> np.ndarray:
     """Indices i where flat[i] != flat[i-1] (a zero before and after), reading 8 bytes at a time.
 
-    Word k XOR the (unaligned) word starting one byte earlier has byte i = pixel[8k+i] XOR
-    pixel[8k+i-1], so one XOR over 300k words finds the few words holding a transition; only those
-    are split back into bytes. Needs little-endian words and a length divisible by 8.
+    A transition inside an 8-byte word, or at its start, needs the word to differ from the one before
+    it, or to be a mixed word repeating its predecessor. One aligned comparison of the words finds the
+    few candidates (a car mask changes value only a few thousand times in 2.4 million pixels); only
+    those are split into bytes. Needs a length divisible by 8.
     """
-    n_words = flat.size // 8
     x = flat.view(np.uint64)
-    y = np.empty(n_words, dtype=np.uint64)
-    y[0] = x[0] ^ (x[0] << np.uint64(8))
-    if n_words > 1:
-        earlier = np.ndarray((n_words - 1,), dtype=np.uint64, buffer=flat, offset=7, strides=(8,))
-        np.bitwise_xor(x[1:], earlier, out=y[1:])
-    k = np.flatnonzero(y != 0)  # on booleans: much faster than on uint64
-    rows, cols = np.nonzero(y[k].view(np.uint8).reshape(-1, 8))
-    edges = k[rows] * 8 + cols
+    n = x.size
+    differs = np.empty(n, dtype=bool)
+    differs[0] = True
+    np.not_equal(x[1:], x[:-1], out=differs[1:])
+    candidates = np.flatnonzero(differs)
+    words = x[candidates]
+    mixed = words != (words & np.uint64(0xFF)) * _BYTES_EQUAL  # not all 8 bytes alike
+    # Words equal to a mixed predecessor (a repeating 8-byte pattern) are not candidates: add them.
+    following = np.append(candidates[1:], n)
+    gaps = (following - candidates - 1)[mixed]
+    if gaps.any():
+        starts = candidates[mixed] + 1
+        repeats = np.repeat(starts - np.cumsum(np.append(0, gaps[:-1])), gaps) + np.arange(gaps.sum())
+        candidates = np.sort(np.concatenate([candidates, repeats]))
+    # Byte i of  word ^ (word << 8 | last byte of the word before)  is pixel[8k+i] XOR pixel[8k+i-1]
+    # (little-endian words; a virtual 0 before the first pixel).
+    words = x[candidates]
+    before = flat[candidates * 8 - 1].astype(np.uint64)
+    before[candidates == 0] = 0
+    flips = np.flatnonzero((words ^ ((words << np.uint64(8)) | before)).view(np.uint8))
+    edges = candidates[flips >> 3] * 8 + (flips & 7)
     if flat[-1]:
         edges = np.append(edges, flat.size)
     return edges

@@ -12,6 +12,7 @@ import io
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,10 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
             self.nan_epoch = None
             self.history = list(state.get("history", []))
             self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+            self.started = time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
@@ -125,7 +130,8 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
                 self.model.stop_training = True
                 return
             logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+                   "seconds": round(time.monotonic() - self.started, 2)}
             self.history.append(row)
             value = logs.get(cfg.monitor)
             if _better(mode, value, self.best):

@@ -63,7 +63,8 @@ def main() -> int:
     name, fold = SETTINGS["name"], str(SETTINGS["fold"])
     runs = temp / "runs"
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
-            "--runs", str(runs), "--cache", str(temp / "cache")]
+            "--runs", str(runs), "--cache", str(temp / "cache"),
+            "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
     try:

@@ -76,7 +76,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     name = a.name or cfg.preset
     folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
     for fold in folds:
-        train(cfg, data=a.data, run_dir=Path(a.runs) / name, fold=fold, cache_dir=Path(a.cache),
+        train(cfg, data=a.data, run_dir=Path(a.runs) / name, fold=fold,
+              cache_dir=None if a.cache == "none" else Path(a.cache),
               force=a.force)
 
 
@@ -219,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None)
     s.add_argument("--name", default=None, help="run name (default: the preset); outputs in runs/<name>/fold<k>/")
     s.add_argument("--runs", default="runs")
-    s.add_argument("--cache", default="cache", help="folder for the resized-image cache")
+    s.add_argument("--cache", default="cache",
+                   help="folder for the resized-image cache, or 'none' to decode every epoch (no disk)")
     s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
     s.add_argument("--model", default=None, choices=["unet", "simple"])
     s.add_argument("--depth", type=int)

@@ -20,7 +20,7 @@ import numpy as np
 from .config import TrainConfig, load_config, save_config
 from .data.folds import assign_folds, num_folds, read_folds, write_folds
 from .data.layout import Dataset, car_of, open_dataset
-from .data.pipeline import build_cache, check_example_ids, make_dataset
+from .data.pipeline import build_cache, check_example_ids, make_dataset, streaming
 from .errors import UserError
 from .fileio import atomic_open, read_json, write_json, write_text
 from .geometry import Geometry
@@ -251,7 +251,10 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     elif cfg.mixed_precision:
         say("note: --mixed-precision ignored on CPU")
     geom = Geometry(cfg.height, cfg.width, cfg.fit)
-    cache = build_cache(ds, sorted(ids), geom, cfg.image_interp, cache_dir)
+    if cache_dir is None:
+        cache = streaming(ds, sorted(ids), geom, cfg.image_interp)
+    else:
+        cache = build_cache(ds, sorted(ids), geom, cfg.image_interp, cache_dir)
     replicas = strategy.num_replicas_in_sync
     batch = cfg.batch * replicas
     keras.utils.set_random_seed(cfg.seed)

@@ -243,3 +243,12 @@ def test_killed_training_resumes_to_the_same_final_epoch(synth_dir, tmp_path, si
     import keras
     assert keras.models.load_model(out / "model.keras", compile=False).output_shape == (None, 32, 48, 1)
     assert not list(out.rglob("*.tmp*")), "no temporary files left behind"
+
+
+def test_cache_that_will_not_fit_the_disk_is_refused_up_front(synth_dir, tmp_path, monkeypatch):
+    from competition.data import pipeline
+    monkeypatch.setattr(pipeline.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    ds = open_dataset(synth_dir)
+    with pytest.raises(UserError, match=r"cache of 4 images needs .* GB free: .*--cache none"):
+        build_cache(ds, ds.train_ids[:4], Geometry(32, 48), "area", tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.npy*"))

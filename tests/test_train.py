@@ -95,3 +95,22 @@ def test_seed_subset_takes_whole_cars():
     chosen = train_mod.select_ids(ids, 40, seed=1)
     assert len(chosen) == 48 and len({i.split("_")[0] for i in chosen}) == 3
     assert train_mod.select_ids(ids, 0, 1) == ids
+
+
+def test_streaming_examples_equal_the_cache(synth_dir, tmp_path):
+    from competition.data.layout import open_dataset
+    from competition.data.pipeline import build_cache, streaming
+    from competition.geometry import Geometry
+    ds = open_dataset(synth_dir)
+    ids, geom = ds.train_ids[:6], Geometry(32, 48)
+    cached = build_cache(ds, ids, geom, "area", tmp_path / "cache")
+    lazy = streaming(ds, ids, geom, "area")
+    order = np.array([4, 1, 3])
+    for a, b in zip(cached.batch(order), lazy.batch(np.sort(order))):
+        np.testing.assert_array_equal(a, b)
+    assert lazy.size == cached.size == (32, 48)
+
+
+def test_training_without_a_cache(synth_dir, tmp_path):
+    summary = train(preset("tiny", epochs=1, k=3), str(synth_dir), tmp_path / "r", 2, None)
+    assert summary["epochs"] == 1 and not (tmp_path / "cache").exists()

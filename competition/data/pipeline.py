@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,40 @@ class Cache:
     images: np.ndarray
     masks: np.ndarray
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.images.shape[1], self.images.shape[2]
+
     def index(self, ids: list[str]) -> np.ndarray:
         where = {i: n for n, i in enumerate(self.ids)}
         return np.array([where[i] for i in ids], dtype=np.int64)
+
+    def batch(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.sort(order)  # memmap locality; the batch order is already random
+        return self.images[order], self.masks[order]
+
+
+@dataclass(frozen=True)
+class Streaming(Cache):
+    """No cache: every batch is decoded again (`--cache none`, for sizes whose cache won't fit the disk)."""
+
+    ds: Dataset | None = None
+    geometry: Geometry | None = None
+    interp: str = "area"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.geometry.height, self.geometry.width
+
+    def batch(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [load_example(self.ds, self.ids[n], self.geometry, self.interp) for n in order]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> Streaming:
+    """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data."""
+    empty = np.zeros((0,), np.uint8)
+    return Streaming(ids, empty, empty, ds, geom, interp)
 
 
 def load_example(ds: Dataset, image_id: str, geom: Geometry, interp: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,19 +82,20 @@ def cache_key(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> str:
     return f"{geom.height}x{geom.width}-{geom.fit}-{interp}-{h}"
 
 
-def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_root: Path | None,
+def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_root: Path,
                 workers: int | None = None) -> Cache:
     """Open the cache for these ids at this size, building it first if needed (resumable by rebuild)."""
     shape = (len(ids), geom.height, geom.width)
-    if cache_root is None:
-        images = np.empty(shape + (3,), np.uint8)
-        masks = np.empty(shape + (1,), np.uint8)
-        _fill(ds, ids, geom, interp, images, masks, workers)
-        return Cache(ids, images, masks)
     folder = cache_root / cache_key(ds, ids, geom, interp)
     done = folder / "done.json"
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
+        need = len(ids) * geom.height * geom.width * 4
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise UserError(f"the {geom.height}x{geom.width} cache of {len(ids)} images needs {need / 1e9:.1f} GB "
+                            f"but {folder} has {free / 1e9:.1f} GB free: free space, pass --cache DIR on a bigger "
+                            f"disk, or --cache none to decode every epoch")
         tmp_images, tmp_masks = folder / "images.npy.tmp", folder / "masks.npy.tmp"
         try:
             images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, shape + (3,))
@@ -135,11 +168,10 @@ def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augme
     """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch."""
     import tensorflow as tf
     index = cache.index(ids)
-    h, w = cache.images.shape[1:3]
+    h, w = cache.size
 
     def gather(idx):
-        order = np.sort(idx)  # memmap locality; the batch order is already random
-        return cache.images[order], cache.masks[order]
+        return cache.batch(idx)
 
     ds = tf.data.Dataset.from_tensor_slices(index)
     if training:

@@ -82,12 +82,12 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def _fold_number(text: str, k: int) -> int:
+    from .data.folds import check_fold
     try:
         fold = int(text)
     except ValueError:
         raise UserError(f"--fold {text!r}: expected a number 0..{k - 1} or 'all'") from None
-    if not 0 <= fold < k:
-        raise UserError(f"--fold {fold} is out of range: this run has k={k} folds (0..{k - 1})")
+    check_fold(fold, k)
     return fold
 
 

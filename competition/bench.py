@@ -509,7 +509,7 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
     from .config import PRESETS, preset
     from .losses import make_loss
     from .models import build_model
-    rows, data, figures = [], {}, []
+    rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)
         size = f"{cfg.height}x{cfg.width}"

@@ -87,6 +87,13 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def check_threshold(threshold: float) -> float:
+    """The threshold itself, or a one-line UserError unless 0 < threshold < 1."""
+    if not 0 < threshold < 1:
+        raise UserError(f"threshold {threshold} must be strictly between 0 and 1")
+    return threshold
+
+
 def check_config(c: TrainConfig) -> None:
     """One-line UserErrors for impossible settings."""
     def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -106,8 +113,7 @@ def check_config(c: TrainConfig) -> None:
         raise UserError(f"input size {c.height}x{c.width} is not a multiple of {m} (2^{m.bit_length() - 1}, "
                         f"model {c.arch} depth {c.depth}): try {max(m, round(c.height / m) * m)}x"
                         f"{max(m, round(c.width / m) * m)}")
-    if not 0 < c.threshold < 1:
-        raise UserError(f"threshold {c.threshold} must be strictly between 0 and 1")
+    check_threshold(c.threshold)
     if not 0 <= c.bce_weight <= 1:
         raise UserError(f"bce weight {c.bce_weight} must be within [0, 1]")
     if c.batch < 1 or c.epochs < 1:

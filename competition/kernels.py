@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import COMPETITION, __version__
+from .data.folds import check_fold
 from .errors import UserError
 from .fileio import atomic_open, read_json, write_json, write_text
 from .progress import say
@@ -138,11 +139,10 @@ def check_spec(spec: KernelSpec) -> None:
     k = preset_folds(spec.preset)
     if not slugify(spec.run_name):
         raise UserError(f"--name {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
-    if spec.task == "train" and not 0 <= spec.fold < k:
-        raise UserError(f"--fold {spec.fold} is out of range: preset {spec.preset} has k={k} folds (0..{k - 1})")
+    if spec.task == "train":
+        check_fold(spec.fold, k, f"preset {spec.preset}")
     for f in spec.folds or []:
-        if not 0 <= f < k:
-            raise UserError(f"--folds: fold {f} is out of range: preset {spec.preset} has k={k} folds (0..{k - 1})")
+        check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     if spec.epochs is not None and spec.epochs < 1:
         raise UserError(f"--epochs {spec.epochs}: must be at least 1")
 
@@ -352,7 +352,7 @@ def output(spec: KernelSpec, dest: Path | None = None) -> list[Path]:
         nxt = f"predict with `python -m competition predict --run {dest} ...` or push a predict kernel"
     else:
         subs = [p for p in moved if p.name.endswith(".csv.gz") or p.name.endswith(".csv")]
-        nxt = (f"merge the shards with `python -m competition merge` then submit" if spec.shard
+        nxt = ("merge the shards with `python -m competition merge` then submit" if spec.shard
                else f"submit with `make submit OUT={subs[0]} DATA=<data root>`" if subs else "no submission file in it")
     say(f"downloaded {len(moved)} file(s) of {ref} into {dest}/; {nxt}")
     return moved

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from . import rle
-from .config import TrainConfig, load_config
-from .data.layout import Dataset, open_dataset
+from .config import TrainConfig, check_threshold, load_config
+from .data.layout import open_dataset
 from .errors import UserError
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
@@ -120,16 +120,24 @@ def probabilities(predictor: Predictor, ids: list[str], read: Callable[[str], by
             yield from zip(names, probs)
 
 
-def to_native_mask(prob: np.ndarray, geometry: Geometry, threshold: float) -> np.ndarray:
-    """Model-resolution probability -> native 0/1 uint8 mask: quantise, resize bilinearly, threshold.
+def to_native_u8(prob: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Model-resolution probability -> 8-bit probability (0..255) at native size, resized bilinearly.
 
     Resizing 8-bit probabilities is several times faster than float32, and the quantisation
     (1/255) only moves pixels whose probability is within 0.002 of the threshold.
     """
-    q = cv2.convertScaleAbs(prob, alpha=255.0)  # rounds and saturates to uint8
-    native = geometry.from_model(q)
-    _, mask = cv2.threshold(native, threshold * 255.0, 1, cv2.THRESH_BINARY)
+    return geometry.from_model(cv2.convertScaleAbs(prob, alpha=255.0))  # rounds and saturates to uint8
+
+
+def threshold_native(native_u8: np.ndarray, threshold: float) -> np.ndarray:
+    """0/1 uint8 mask of the pixels whose 8-bit probability is above `threshold` * 255."""
+    _, mask = cv2.threshold(native_u8, threshold * 255.0, 1, cv2.THRESH_BINARY)
     return mask
+
+
+def to_native_mask(prob: np.ndarray, geometry: Geometry, threshold: float) -> np.ndarray:
+    """Model-resolution probability -> native 0/1 uint8 mask: quantise, resize bilinearly, threshold."""
+    return threshold_native(to_native_u8(prob, geometry), threshold)
 
 
 def postprocess(prob: np.ndarray, geometry: Geometry, threshold: float) -> str:
@@ -162,9 +170,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     plan(tta)
     ds = open_dataset(data)
     cfg, folds, models = load_models(run_dir, folds)
-    threshold = cfg.threshold if threshold is None else threshold
-    if not 0 < threshold < 1:
-        raise UserError(f"threshold {threshold} must be strictly between 0 and 1")
+    threshold = cfg.threshold if threshold is None else check_threshold(threshold)
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)

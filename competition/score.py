@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.folds import read_folds
+from .data.folds import check_fold, read_folds
 from .data.layout import car_of, open_dataset, view_of
 from .errors import UserError
 from .fileio import write_json, write_text
 from .geometry import Geometry
-from .predict import Predictor, load_models, probabilities, to_native_mask, trained_folds
+from .predict import Predictor, load_models, probabilities, threshold_native, to_native_u8, trained_folds
 from .progress import bar, say
 from .submission import iter_rows
 
@@ -77,9 +77,8 @@ def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: 
     stream = probabilities(predictor, ids, ds.read_train_image, ds.where_train, batch)
     for image_id, prob in bar(stream, total=len(ids), desc="scoring"):
         true = ds.read_mask(image_id)
-        q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
-        native = g.from_model(q)
-        pred = to_native_mask(prob, g, threshold)
+        native = to_native_u8(prob, g)  # resized once, for the mask and the threshold curve alike
+        pred = threshold_native(native, threshold)
         d = dice(true, pred)
         out.rows.append({"img": f"{image_id}.jpg", "car": car_of(image_id), "view": view_of(image_id), "dice": d,
                          "true_pixels": int(true.sum()), "pred_pixels": int(pred.sum())})
@@ -109,7 +108,7 @@ def scores_csv(rows: list[dict]) -> str:
 def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", worst: int = 10,
                tune_threshold: bool = False, threshold: float | None = None) -> dict:
     """Score fold `fold`'s held-out images; writes score.json, scores.csv, worst overlays, report.html."""
-    from .config import save_config
+    from .config import check_threshold, load_config, save_config
     from .train import select_ids
     ds = open_dataset(data)
     cfg, _, models = load_models(run_dir, [fold])
@@ -117,12 +116,9 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     if not folds_path.is_file():
         raise UserError(f"{folds_path}: missing; was {run_dir} made by `competition train`?")
     folds = read_folds(folds_path)
-    if not 0 <= fold < cfg.k:
-        raise UserError(f"--fold {fold} is out of range: this run has k={cfg.k} folds (0..{cfg.k - 1})")
+    check_fold(fold, cfg.k)
     ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
-    threshold = cfg.threshold if threshold is None else threshold
-    if not 0 < threshold < 1:
-        raise UserError(f"threshold {threshold} must be strictly between 0 and 1")
+    threshold = cfg.threshold if threshold is None else check_threshold(threshold)
     predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
     result = evaluate(predictor, ds, ids, threshold, max(1, cfg.batch))
     d = result.dice
@@ -141,7 +137,6 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     write_json(out / "score.json", summary)
     if tune_threshold:
         for cfg_path in (out / "config.json", run_dir / "config.json"):
-            from .config import load_config
             save_config(cfg_path, load_config(cfg_path).replace(threshold=best_t))
     from .report import write_fold_report
     worst_ids = [result.rows[i]["img"][:-4] for i in order[:worst]]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, load_config, save_config
-from .data.folds import assign_folds, num_folds, read_folds, write_folds
+from .data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from .data.layout import Dataset, car_of, open_dataset
 from .data.pipeline import build_cache, check_example_ids, make_dataset, streaming
 from .errors import UserError
@@ -221,8 +221,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     """Train (or resume) one fold; returns the summary written to train.json."""
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
-    if not 0 <= fold < cfg.k:
-        raise UserError(f"--fold {fold} is out of range: this run has k={cfg.k} folds (0..{cfg.k - 1})")
+    check_fold(fold, cfg.k)
     if force and out.exists():
         shutil.rmtree(out)
     if (out / "train.json").is_file():

@@ -62,5 +62,11 @@ def read_folds(path: str | Path) -> dict[str, int]:
     return out
 
 
+def check_fold(fold: int, k: int, owner: str = "this run", flag: str = "--fold") -> None:
+    """A one-line UserError unless 0 <= fold < k."""
+    if not 0 <= fold < k:
+        raise UserError(f"{flag} {fold} is out of range: {owner} has k={k} folds (0..{k - 1})")
+
+
 def num_folds(folds: dict[str, int]) -> int:
     return max(folds.values()) + 1 if folds else 0

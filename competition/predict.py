@@ -7,6 +7,7 @@ model; rows are written in sample order by the resumable `SubmissionWriter`.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
                             f"{cfg.height}x{cfg.width}; the run folder mixes models of different configs")
         models.append(model)
     return cfg, folds, models
+
+
+def model_digests(run_dir: Path, folds: list[int]) -> dict[str, str]:
+    """fold<k> -> sha256 of its model.keras: which models made a (partial) prediction's rows."""
+    digests = {}
+    for k in folds:
+        with open(run_dir / f"fold{k}" / "model.keras", "rb") as f:
+            digests[f"fold{k}"] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
 
 
 @dataclass
@@ -174,7 +184,8 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)
-    meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or [])}
+    meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or []),
+            "models": model_digests(run_dir, folds)}
     writer = SubmissionWriter(target, ids, meta)
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")

@@ -29,6 +29,23 @@ def ids_digest(ids: list[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
+def what_changed(old: dict, new: dict) -> str:
+    """The first difference between a partial prediction's settings and this run's, in words."""
+    for key, value in new.items():
+        was = old.get(key)
+        if was == value:
+            continue
+        if key == "models":
+            if not isinstance(was, dict):
+                return "by models it did not record (an older version of the toolkit)"
+            changed = [k for k in value if was.get(k) != value[k]] or sorted(set(was) - set(value))
+            return f"by other models ({changed[0]}/model.keras is not the one that made its rows: retrained?)"
+        if key == "ids":
+            return "for another list of test images"
+        return f"with other settings ({key}: {was!r} there, {value!r} now)"
+    return "with other settings"
+
+
 class SubmissionWriter:
     """Streams `<id>.jpg,<rle>` rows into `<out>.part`; resumes from `<out>.part.json`; renames at the end."""
 
@@ -45,8 +62,9 @@ class SubmissionWriter:
         if self.record.is_file() and self.part.is_file():
             rec = read_json(self.record)
             if rec.get("meta") != self.meta:
-                raise UserError(f"{self.part} is a partial prediction made with other settings; "
-                                f"delete it (and {self.record.name}) or rerun with the same settings")
+                changed = what_changed(rec.get("meta") or {}, self.meta)
+                raise UserError(f"{self.part} is a partial prediction made {changed}; "
+                                f"delete it (and {self.record.name}) or pass another --out")
             self.done, self.bytes = int(rec["rows"]), int(rec["bytes"])
             with open(self.part, "r+b") as f:
                 f.truncate(self.bytes)  # drop a chunk that was being written when interrupted

@@ -55,7 +55,7 @@ def cmd_extract(a: argparse.Namespace) -> None:
 
 # --- training -------------------------------------------------------------------------------------
 def _train_config(a: argparse.Namespace):
-    from .config import load_config, parse_size, preset
+    from .config import load_config, parse_size, preset, run_path
     size = parse_size(a.size) if a.size else (None, None)
     augment = None if a.augment is None else tuple(x for x in a.augment.split(",") if x and x != "none")
     overrides = dict(arch=a.model, depth=a.depth, filters=a.filters, pooling=a.pooling, height=size[0],
@@ -63,7 +63,7 @@ def _train_config(a: argparse.Namespace):
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
                      seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
                      dropout=a.dropout)
-    run_config = Path(a.runs) / a.name / "config.json" if a.name else None
+    run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top
         return base.replace(**{k: v for k, v in overrides.items() if v is not None})
@@ -71,12 +71,13 @@ def _train_config(a: argparse.Namespace):
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    from .config import run_path
     from .train import train
     cfg = _train_config(a)
-    name = a.name or cfg.preset
+    run_dir = run_path(a.run or a.preset or cfg.preset, a.runs)  # the preset as typed: old names keep old runs
     folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
     for fold in folds:
-        train(cfg, data=a.data, run_dir=Path(a.runs) / name, fold=fold,
+        train(cfg, data=a.data, run_dir=run_dir, fold=fold,
               cache_dir=None if a.cache == "none" else Path(a.cache),
               force=a.force)
 
@@ -114,8 +115,9 @@ def _shard_arg(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
+    from .config import run_path
     from .predict import predict
-    predict(run_dir=Path(a.run), data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
+    predict(run_dir=run_path(a.run), data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
             threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit)
 
 
@@ -137,25 +139,30 @@ def cmd_submit(a: argparse.Namespace) -> None:
 # --- scoring --------------------------------------------------------------------------------------
 def cmd_score(a: argparse.Namespace) -> None:
     from . import score
+    from .config import run_path
     if a.submission:
         score.score_submission(Path(a.submission), data=a.data)
         return
     if not a.run:
-        raise UserError("score needs --run runs/<name> (with --fold) or --submission FILE")
-    score.score_fold(Path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
+        raise UserError("score needs --run NAME (with --fold) or --submission FILE")
+    score.score_fold(run_path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
                      tune_threshold=a.tune_threshold, threshold=a.threshold)
 
 
 def cmd_cv(a: argparse.Namespace) -> None:
+    from .config import run_path
     from .score import cross_validate
-    cross_validate(Path(a.run), data=a.data, tta=a.tta)
+    cross_validate(run_path(a.run), data=a.data, tta=a.tta)
 
 
 # --- kernels and benchmarks -----------------------------------------------------------------------
 def cmd_kernel(a: argparse.Namespace) -> None:
     from . import kernels
+    from .config import run_path
+    run_dir = run_path(a.run) if a.run else None  # the kernel is named after the folder's name
     spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
-                              name=a.name, user=a.user, accelerator=a.accelerator, shard=_shard_arg(a.shard),
+                              name=run_dir.name if run_dir else None, user=a.user, accelerator=a.accelerator,
+                              shard=_shard_arg(a.shard),
                               train_kernels=a.train_kernels, epochs=a.epochs)
     if a.action == "build":
         kernels.build(spec, out_root=Path(a.out))
@@ -164,12 +171,15 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     elif a.action == "status":
         kernels.status(spec)
     else:
-        kernels.output(spec, dest=Path(a.dest) if a.dest else None)
+        kernels.output(spec, dest=Path(a.dest) if a.dest else run_dir if a.task == "train" else None)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
     run_bench(out=Path(a.out), quick=a.quick)
+
+
+RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,10 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume")
     s.add_argument("--fold", default="0", help="fold number, or 'all'")
-    s.add_argument("--preset", default=None, help="seed-simple | seed-unet | unet-strided | unet | unet-1280 | demo | tiny")
+    s.add_argument("--preset", default=None, help="article-simple | article-unet | article-unet-strided | unet | "
+                   "unet-1280 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
     s.add_argument("--data", default=None)
-    s.add_argument("--name", default=None, help="run name (default: the preset); outputs in runs/<name>/fold<k>/")
-    s.add_argument("--runs", default="runs")
+    s.add_argument("--run", "--name", dest="run", default=None,
+                   help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")
+    s.add_argument("--runs", default="runs", help="the folder a bare --run NAME is in")
     s.add_argument("--cache", default="cache",
                    help="folder for the resized-image cache, or 'none' to decode every epoch (no disk)")
     s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
@@ -241,10 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--dropout", type=float)
     s.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
-    s.add_argument("--mixed-precision", action="store_true")
+    s.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs (make: MIXED_PRECISION=1)")
 
     s = add("predict", cmd_predict, "predict the test set into a submission CSV (resumable, shardable)")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", required=True, help=RUN_HELP)
     s.add_argument("--data", default=None)
     s.add_argument("--out", required=True)
     s.add_argument("--folds", default=None, help="e.g. 0,1,2 (default: every trained fold)")
@@ -272,17 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None)
 
     s = add("score", cmd_score, "Kaggle's dice on a held-out fold (or of a submission of training ids)")
-    s.add_argument("--run", default=None)
+    s.add_argument("--run", default=None, help=RUN_HELP)
     s.add_argument("--fold", type=int, default=0)
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
     s.add_argument("--worst", type=int, default=10, help="overlays for the N worst images")
     s.add_argument("--threshold", type=float, default=None)
-    s.add_argument("--tune-threshold", action="store_true", help="search the best threshold and save it")
+    s.add_argument("--tune-threshold", action="store_true",
+                   help="search the best threshold and save it in the run's config.json (make: TUNE=1)")
     s.add_argument("--submission", default=None, help="score this CSV against the training masks")
 
     s = add("cv", cmd_cv, "score every trained fold and write runs/<name>/cv.md")
-    s.add_argument("--run", required=True)
+    s.add_argument("--run", required=True, help=RUN_HELP)
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
 
@@ -292,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, default=0, help="train: the fold to train")
     s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4")
     s.add_argument("--preset", default="unet")
-    s.add_argument("--name", default=None, help="run name (default: the preset)")
+    s.add_argument("--run", "--name", dest="run", default=None,
+                   help=f"{RUN_HELP} (default: the preset's name); names the kernel; train output goes there")
     s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
     s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class TrainConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "preset", PRESET_ALIASES.get(self.preset, self.preset))  # old names -> new
         check_config(self)
 
     @property
@@ -128,10 +130,11 @@ _SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="d
 
 PRESETS: dict[str, dict] = {
     # The article's two models and hyper-parameters, exactly (see README, "The seed article").
-    "seed-simple": dict(_SEED, arch="simple", filters=64, depth=3, dropout=0.0, dropout_blocks=0),
-    "seed-unet": dict(_SEED, arch="unet", depth=4, filters=64, pooling="max", dropout=0.3, dropout_blocks=2),
+    "article-simple": dict(_SEED, arch="simple", filters=64, depth=3, dropout=0.0, dropout_blocks=0),
+    "article-unet": dict(_SEED, arch="unet", depth=4, filters=64, pooling="max", dropout=0.3, dropout_blocks=2),
     # The article's proposed change: strided convolutions instead of max-pooling.
-    "unet-strided": dict(_SEED, arch="unet", depth=4, filters=64, pooling="strided", dropout=0.3, dropout_blocks=2),
+    "article-unet-strided": dict(_SEED, arch="unet", depth=4, filters=64, pooling="strided", dropout=0.3,
+                                 dropout_blocks=2),
     # For real use: larger input, batch norm, dice+BCE, LR schedule, every image.
     "unet": dict(arch="unet", depth=5, filters=32, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
                  height=640, width=960, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
@@ -152,9 +155,17 @@ PRESETS: dict[str, dict] = {
                  patience=2, monitor="val_dice", k=2, max_images=0),
 }
 
+# Former preset names, still accepted (and read from older runs' config.json) as the preset they became.
+PRESET_ALIASES: dict[str, str] = {
+    "seed-simple": "article-simple",
+    "seed-unet": "article-unet",
+    "unet-strided": "article-unet-strided",
+}
+
 
 def preset(name: str, **overrides) -> TrainConfig:
-    """The named preset with overrides (None values are ignored)."""
+    """The named preset (or a former name of it) with overrides (None values are ignored)."""
+    name = PRESET_ALIASES.get(name, name)
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = dict(PRESETS[name], preset=name)
@@ -173,6 +184,16 @@ def load_config(path: Path) -> TrainConfig:
     if not path.is_file():
         raise UserError(f"{path}: no config.json; is this a run folder made by `competition train`?")
     return TrainConfig.from_json(read_json(path), str(path))
+
+
+def run_path(run: str, runs: str | Path = "runs") -> Path:
+    """A run's folder from `--run`: a bare NAME is runs/NAME; a path (with a '/') is itself.
+
+    A bare name that is not under `runs` but is an existing folder here is that folder, as before."""
+    if "/" in run or os.sep in run or run in (".", ".."):
+        return Path(run)
+    under = Path(runs) / run
+    return Path(run) if not under.exists() and Path(run).is_dir() else under
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -138,7 +138,7 @@ def check_spec(spec: KernelSpec) -> None:
     machine_shape(spec.accelerator)
     k = preset_folds(spec.preset)
     if not slugify(spec.run_name):
-        raise UserError(f"--name {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
+        raise UserError(f"--run {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
     if spec.task == "train":
         check_fold(spec.fold, k, f"preset {spec.preset}")
     for f in spec.folds or []:
@@ -282,7 +282,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> str:
 
 def _options(spec: KernelSpec) -> str:
     """The CLI options that name this kernel again (for the next command's hint)."""
-    opts = [f"--task {spec.task}", f"--name {spec.run_name}", f"--preset {spec.preset}"]
+    opts = [f"--task {spec.task}", f"--run {spec.run_name}", f"--preset {spec.preset}"]
     if spec.task == "train":
         opts.append(f"--fold {spec.fold}")
     if spec.shard:

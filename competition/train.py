@@ -61,7 +61,7 @@ def check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     if diff:
         k = diff[0]
         raise UserError(f"{run_dir} was made with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
-                        f"use another --name or delete {run_dir}")
+                        f"use another --run or delete {run_dir}")
 
 
 def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:

@@ -4,14 +4,22 @@
 PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
-DATA     ?= data/synthetic
+SYNTH    ?= data/synthetic
+# The real data once `make data` has fetched it (its training masks are there), the synthetic set before.
+DATA     ?= $(if $(wildcard $(addprefix data/carvana/,train_masks.csv train_masks.csv.zip train_masks.zip train_masks)),data/carvana,$(SYNTH))
 PRESET   ?= unet
 NAME     ?= $(PRESET)
-RUN      ?= runs/$(NAME)
+# The run: a NAME (runs/NAME) or a path to its folder; NAME is its former spelling.
+RUN      ?= $(NAME)
+RUN_DIR  := $(if $(findstring /,$(RUN)),$(RUN),runs/$(RUN))
+# FOLD: the one fold to train, score or push; ENSEMBLE: the folds to predict with (empty: every trained
+# fold), formerly FOLDS.
 FOLD     ?= 0
-FOLDS    ?=
+ENSEMBLE ?= $(FOLDS)
 TTA      ?= hflip
-OUT      ?= submissions/$(NAME).csv.gz
+OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
+MIXED_PRECISION ?= 0
+TUNE     ?= 0
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 BUDGET   ?=
@@ -43,54 +51,68 @@ test: venv
 	$(PY) -m pytest -q -W ignore::DeprecationWarning tests
 
 synth: venv
-	$(CLI) synth --out $(DATA)
+	$(CLI) synth --out $(SYNTH)
 
 info: venv
+	@echo "data: $(DATA)"
 	$(CLI) info --data $(DATA)
 
 folds: venv
-	$(CLI) folds --data $(DATA) --out $(RUN)/folds.csv
+	@echo "data: $(DATA)"
+	$(CLI) folds --data $(DATA) --out $(RUN_DIR)/folds.csv
 
 train: venv
-	$(CLI) train --preset $(PRESET) --name $(NAME) --fold $(FOLD) --data $(DATA)
+	@echo "data: $(DATA)"
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)
 
 train-all: venv
-	$(CLI) train --preset $(PRESET) --name $(NAME) --fold all --data $(DATA)
+	@echo "data: $(DATA)"
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)
 
 predict: venv
-	$(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) --out $(OUT)
+	@echo "data: $(DATA)"
+	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) --out $(OUT)
 
 validate: venv
+	@echo "data: $(DATA)"
 	$(CLI) validate $(OUT) --data $(DATA)
 
+# The submission is predicted again whenever a model or the config (its tuned threshold) of the run is newer.
+$(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json) | $(VENV)/.installed
+	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) --out $(OUT)
+
 submit: venv
-	@test -f $(OUT) || $(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) --out $(OUT)
+	@echo "data: $(DATA)"
+	@$(MAKE) --no-print-directory $(OUT)
 	$(CLI) validate $(OUT) --data $(DATA)
 	$(if $(filter 1,$(SUBMIT)),$(CLI) submit $(OUT) --data $(DATA) --message "$(MSG)",@echo "validated $(OUT); run 'make submit SUBMIT=1 MSG=...' to upload it")
 
 score: venv
-	$(CLI) score --run $(RUN) --fold $(FOLD) --tta $(TTA) --data $(DATA)
+	@echo "data: $(DATA)"
+	$(CLI) score --run $(RUN) --fold $(FOLD) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold)
 
 cv: venv
+	@echo "data: $(DATA)"
 	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA)
 
 data: venv
 	$(CLI) download --dest data/carvana
 
 extract: venv
+	@echo "data: $(DATA)"
 	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --name $(NAME) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-status: venv
-	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-output: venv
-	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --name $(NAME) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 bench: venv
 	$(CLI) bench --out bench

@@ -1,0 +1,267 @@
+"""The Make path and the names: the data root Make picks, `make submit` re-predicting after retraining,
+a partial prediction refusing other models, preset aliases, and `--run NAME` = `--run runs/NAME`."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import __main__ as cli
+from competition import predict as predict_mod
+from competition import submission
+from competition.config import PRESET_ALIASES, PRESETS, TrainConfig, preset, run_path
+from competition.errors import UserError
+from competition.fileio import write_json
+from competition.predict import predict
+from competition.train import check_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+
+
+# --- Make, as a dry run in a copy holding only the Makefile ----------------------------------------
+@pytest.fixture
+def make_dir(tmp_path) -> Path:
+    """A folder with the Makefile and an up-to-date (fake) virtualenv, so dry runs show only the commands."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "requirements.txt").write_text("")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").write_text("")
+    set_mtime(tmp_path / "requirements.txt", 1_000)
+    set_mtime(tmp_path / ".venv" / ".installed", 2_000)
+    return tmp_path
+
+
+def set_mtime(path: Path, t: float) -> None:
+    os.utime(path, (t, t))
+
+
+def dry_run(folder: Path, *args: str) -> list[str]:
+    """The commands `make -n ARGS` would run in `folder`, one per line."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "RUN", "NAME", "OUT", "FOLDS", "ENSEMBLE",
+                                                             "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(folder), *args], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def data_roots(lines: list[str]) -> set[str]:
+    """Every value passed as --data (or announced as `data: X`) in these commands."""
+    roots = set()
+    for line in lines:
+        words = line.replace('"', " ").split()
+        roots.update(words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--data", "data:"))
+    return roots
+
+
+DATA_TARGETS = ["info", "folds", "train", "train-all", "predict", "validate", "submit", "score", "cv", "extract"]
+
+
+@needs_make
+@pytest.mark.parametrize("target", DATA_TARGETS)
+def test_make_uses_the_real_data_once_fetched_and_says_so_first(make_dir, target):
+    before = dry_run(make_dir, target)
+    assert before[0] == 'echo "data: data/synthetic"' and data_roots(before) == {"data/synthetic"}
+    (make_dir / "data" / "carvana").mkdir(parents=True)  # what a `make data` without credentials leaves
+    assert data_roots(dry_run(make_dir, target)) == {"data/synthetic"}
+    (make_dir / "data" / "carvana" / "train_masks.csv.zip").write_bytes(b"PK")  # `make data`'s first file
+    after = dry_run(make_dir, target)
+    assert after[0] == 'echo "data: data/carvana"' and data_roots(after) == {"data/carvana"}
+    assert data_roots(dry_run(make_dir, target, "DATA=elsewhere")) == {"elsewhere"}
+
+
+@needs_make
+def test_make_synth_writes_the_synthetic_set_even_when_the_real_data_is_there(make_dir):
+    (make_dir / "data" / "carvana" / "train_masks").mkdir(parents=True)
+    assert any("synth --out data/synthetic" in line for line in dry_run(make_dir, "synth"))
+
+
+def predicts(lines: list[str]) -> bool:
+    return any("-m competition predict" in line for line in lines)
+
+
+@needs_make
+def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir):
+    run = make_dir / "runs" / "unet"
+    (run / "fold0").mkdir(parents=True)
+    (make_dir / "submissions").mkdir()
+    out = make_dir / "submissions" / "unet.csv.gz"
+    for path in (run / "config.json", run / "fold0" / "model.keras", out):
+        path.write_bytes(b"x")
+    set_mtime(run / "config.json", 3_000)
+    set_mtime(run / "fold0" / "model.keras", 3_000)
+    set_mtime(out, 4_000)
+    assert not predicts(dry_run(make_dir, "submit"))  # the submission is newer than every model: kept
+    set_mtime(run / "fold0" / "model.keras", 5_000)  # fold 0 retrained
+    lines = dry_run(make_dir, "submit")
+    assert predicts(lines) and any(line.endswith("--out submissions/unet.csv.gz") for line in lines)
+    set_mtime(out, 6_000)
+    (run / "fold1").mkdir()
+    (run / "fold1" / "model.keras").write_bytes(b"y")
+    set_mtime(run / "fold1" / "model.keras", 7_000)  # another fold trained since
+    assert predicts(dry_run(make_dir, "submit"))
+    set_mtime(out, 8_000)
+    set_mtime(run / "config.json", 9_000)  # `make score TUNE=1` saved a tuned threshold
+    assert predicts(dry_run(make_dir, "submit"))
+    assert predicts(dry_run(make_dir, "submit", "RUN=runs/unet"))
+    other_run = dry_run(make_dir, "submit", "RUN=other", "OUT=submissions/unet.csv.gz")
+    assert not predicts(other_run)  # another run's models do not count
+    assert predicts(dry_run(make_dir, "submit", "RUN=other"))  # a missing submission is always predicted
+
+
+@needs_make
+def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir):
+    train = dry_run(make_dir, "train", "MIXED_PRECISION=1")[-1]
+    assert train.split()[-1] == "--mixed-precision"
+    assert "--mixed-precision" not in dry_run(make_dir, "train")[-1]
+    assert dry_run(make_dir, "score", "TUNE=1")[-1].split()[-1] == "--tune-threshold"
+    assert "--tune-threshold" not in dry_run(make_dir, "score")[-1]
+    for var in ("ENSEMBLE", "FOLDS"):  # FOLDS: the former name, still honoured
+        assert "--folds 0,2" in dry_run(make_dir, "predict", f"{var}=0,2")[-1]
+        assert "--folds 0,2" in dry_run(make_dir, "kernel-push", "TASK=predict", f"{var}=0,2")[-1]
+    assert "--folds" not in dry_run(make_dir, "predict")[-1]
+
+
+@needs_make
+def test_make_names_the_run_once(make_dir):
+    for args, run, out in ((), "unet", "submissions/unet.csv.gz"),\
+                          (("NAME=mine",), "mine", "submissions/mine.csv.gz"),\
+                          (("RUN=runs/mine",), "runs/mine", "submissions/mine.csv.gz"),\
+                          (("PRESET=article-unet",), "article-unet", "submissions/article-unet.csv.gz"):
+        for target in ("train", "predict", "score", "cv", "kernel-push"):
+            assert f"--run {run} " in dry_run(make_dir, target, *args)[-1] + " "
+        assert dry_run(make_dir, "predict", *args)[-1].endswith(f"--out {out}")
+
+
+# --- a partial prediction remembers its models ------------------------------------------------------
+def test_resuming_with_a_retrained_model_is_refused_in_one_line(tiny_run, synth_dir, tmp_path, monkeypatch):
+    import keras
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    out = tmp_path / "sub.csv.gz"
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    real, calls = predict_mod.postprocess, []
+
+    def dies(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(predict_mod, "postprocess", dies)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, str(synth_dir), out)
+    monkeypatch.setattr(predict_mod, "postprocess", real)
+    assert out.with_name(out.name + ".part").is_file()
+    model_path = run / "fold0" / "model.keras"
+    model = keras.models.load_model(model_path, compile=False)
+    model.set_weights([w + np.float32(0.01) for w in model.get_weights()])  # "retrained": other weights
+    model.save(model_path)
+    with pytest.raises(UserError) as e:
+        predict(run, str(synth_dir), out)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "fold0/model.keras" in message and "other models" in message
+    assert "delete it" in message and "--out" in message
+    assert not out.exists() and out.with_name(out.name + ".part").is_file()  # refused before touching it
+
+
+def test_a_partial_prediction_records_each_models_bytes(tiny_run):
+    digests = predict_mod.model_digests(tiny_run, [0])
+    assert list(digests) == ["fold0"] and len(digests["fold0"]) == 64
+    assert digests == predict_mod.model_digests(tiny_run, [0])
+
+
+def test_what_changed_names_the_difference():
+    new = {"run": "runs/a", "folds": [0, 1], "threshold": 0.5, "models": {"fold0": "aa", "fold1": "bb"}}
+    assert "fold1/model.keras" in submission.what_changed({**new, "models": {"fold0": "aa", "fold1": "cc"}}, new)
+    assert "did not record" in submission.what_changed({k: v for k, v in new.items() if k != "models"}, new)
+    assert "threshold: 0.4 there, 0.5 now" in submission.what_changed({**new, "threshold": 0.4}, new)
+
+
+# --- preset names -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("old,new", sorted(PRESET_ALIASES.items()))
+def test_former_preset_names_are_the_same_config(old, new):
+    assert new in PRESETS and old not in PRESETS
+    assert preset(old) == preset(new) and preset(old).preset == new
+    assert preset(old, epochs=3) == preset(new, epochs=3)
+
+
+def test_a_run_made_under_a_former_preset_name_still_loads_and_resumes(tmp_path):
+    d = preset("article-unet").to_json()
+    d["preset"] = "seed-unet"  # as config.json of a run made before the rename
+    write_json(tmp_path / "config.json", d)
+    assert TrainConfig.from_json(d) == preset("seed-unet") == preset("article-unet")
+    check_run_config(tmp_path, preset("seed-unet"))  # no "different config" error
+    check_run_config(tmp_path, preset("article-unet"))
+
+
+def test_the_article_presets_are_named_for_it():
+    assert {"article-simple", "article-unet", "article-unet-strided"} <= set(PRESETS)
+    assert not [name for name in PRESETS if name.startswith("seed")]
+
+
+# --- one way to name a run --------------------------------------------------------------------------
+def test_run_name_and_path_mean_the_same_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_path("unet") == run_path("runs/unet") == Path("runs/unet")
+    assert run_path("/abs/x") == Path("/abs/x") and run_path("./x") == Path("x")
+    assert run_path("unet", "elsewhere") == Path("elsewhere/unet")
+    (tmp_path / "old").mkdir()  # a run folder named by a bare path before --run NAME existed
+    assert run_path("old") == Path("old")
+    (tmp_path / "runs" / "old").mkdir(parents=True)
+    assert run_path("old") == Path("runs/old")  # runs/NAME wins when both exist
+
+
+def capture(monkeypatch, module, name: str) -> list[dict]:
+    """Replace module.name by a recorder of its keyword arguments and first positional one."""
+    calls: list[dict] = []
+
+    def record(*args, **kwargs):
+        calls.append({"args": args, **kwargs})
+
+    monkeypatch.setattr(module, name, record)
+    return calls
+
+
+def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synth_dir):
+    from competition import kernels, score
+    from competition import predict as predict_module
+    from competition import train as train_module
+    monkeypatch.chdir(tmp_path)
+    data = ["--data", str(synth_dir)]
+    for spelling in ("mine", "runs/mine"):
+        trains = capture(monkeypatch, train_module, "train")
+        assert cli.main(["--debug", "train", "--preset", "tiny", "--run", spelling, *data]) == 0
+        assert trains[0]["run_dir"] == Path("runs/mine")
+        predicts_ = capture(monkeypatch, predict_module, "predict")
+        assert cli.main(["--debug", "predict", "--run", spelling, "--out", "s.csv", *data]) == 0
+        assert predicts_[0]["run_dir"] == Path("runs/mine")
+        scores = capture(monkeypatch, score, "score_fold")
+        assert cli.main(["--debug", "score", "--run", spelling, *data]) == 0
+        assert scores[0]["args"][0] == Path("runs/mine")
+        cvs = capture(monkeypatch, score, "cross_validate")
+        assert cli.main(["--debug", "cv", "--run", spelling, *data]) == 0
+        assert cvs[0]["args"][0] == Path("runs/mine")
+        outputs = capture(monkeypatch, kernels, "output")
+        assert cli.main(["kernel", "output", "--preset", "tiny", "--run", spelling]) == 0
+        assert outputs[0]["args"][0].name == "mine" and outputs[0]["dest"] == Path("runs/mine")
+
+
+def test_name_is_still_accepted_and_a_former_preset_keeps_its_run_folder(tmp_path, monkeypatch, synth_dir):
+    from competition import kernels
+    from competition import train as train_module
+    monkeypatch.chdir(tmp_path)
+    trains = capture(monkeypatch, train_module, "train")
+    assert cli.main(["--debug", "train", "--preset", "tiny", "--name", "mine", "--data", str(synth_dir)]) == 0
+    assert cli.main(["--debug", "train", "--preset", "seed-unet", "--data", str(synth_dir)]) == 0
+    assert [c["run_dir"] for c in trains] == [Path("runs/mine"), Path("runs/seed-unet")]
+    assert trains[1]["args"][0] == preset("article-unet")
+    builds = capture(monkeypatch, kernels, "build")
+    assert cli.main(["kernel", "build", "--preset", "tiny", "--name", "mine"]) == 0
+    assert builds[0]["args"][0].run_name == "mine"

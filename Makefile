@@ -6,7 +6,8 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 SYNTH    ?= data/synthetic
 # The real data once `make data` has fetched it (its training masks are there), the synthetic set before.
-DATA     ?= $(if $(wildcard $(addprefix data/carvana/,train_masks.csv train_masks.csv.zip train_masks.zip train_masks)),data/carvana,$(SYNTH))
+FETCHED  := $(wildcard $(addprefix data/carvana/,train_masks.csv train_masks.csv.zip train_masks.zip train_masks))
+DATA     ?= $(if $(FETCHED),data/carvana,$(SYNTH))
 PRESET   ?= unet
 NAME     ?= $(PRESET)
 # The run: a NAME (runs/NAME) or a path to its folder; NAME is its former spelling.

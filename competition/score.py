@@ -138,9 +138,10 @@ def image_table(rows: list[dict], metadata: pd.DataFrame) -> pd.DataFrame:
 
 
 def breakdown(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
-    """Dice per group (images, mean, std, min), worst mean first."""
-    stats = table.groupby(by, sort=True)["dice"].agg(images="size", dice_mean="mean", dice_std="std", dice_min="min")
-    return stats.fillna({"dice_std": 0.0}).sort_values("dice_mean", kind="stable")
+    """Dice per group (images, mean, std over the group's images, min), worst mean first."""
+    stats = table.groupby(by, sort=True)["dice"].agg(images="size", dice_mean="mean",
+                                                     dice_std=lambda d: d.std(ddof=0), dice_min="min")
+    return stats.sort_values("dice_mean", kind="stable")
 
 
 def table_csv(table: pd.DataFrame) -> str:
@@ -160,9 +161,10 @@ def read_worst(fold_dir: Path) -> list[tuple[str, np.ndarray]]:
     path = fold_dir / WORST_FILE
     if not path.is_file():
         raise UserError(f"{path}: missing; score the fold first (`python -m competition score`)")
+    n = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
     with np.load(path) as z:
-        n = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
-        return [(key.split("_", 1)[1], np.unpackbits(z[key])[:n].reshape(NATIVE_SHAPE)) for key in sorted(z.files)]
+        keys = sorted(z.files, key=lambda k: int(k.split("_", 1)[0]))  # "<rank>_<image id>"
+        return [(k.split("_", 1)[1], np.unpackbits(z[k])[:n].reshape(NATIVE_SHAPE)) for k in keys]
 
 
 def by_view(rows: list[dict]) -> dict[int, float]:

@@ -3,6 +3,7 @@ and the layers reading top-down (scoring never imports the report)."""
 import ast
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,15 @@ def _makes_by_hand(metadata_csv: Path) -> dict[str, str]:
         return {r["id"]: r["make"] for r in csv.DictReader(f)}
 
 
-def _means_by_hand(dice_of: dict[str, float], make_of_car: dict[str, str]) -> dict[str, tuple[int, float]]:
+def _groups_by_hand(dice_of: dict[str, float], make_of_car: dict[str, str]) -> dict[str, list[float]]:
     groups: dict[str, list[float]] = {}
     for img, d in dice_of.items():
         groups.setdefault(make_of_car[car_of(img[:-4])], []).append(d)
-    return {m: (len(v), sum(v) / len(v)) for m, v in groups.items()}
+    return groups
+
+
+def _means_by_hand(dice_of: dict[str, float], make_of_car: dict[str, str]) -> dict[str, tuple[int, float]]:
+    return {m: (len(v), sum(v) / len(v)) for m, v in _groups_by_hand(dice_of, make_of_car).items()}
 
 
 def _shifted_predictions(ds) -> dict[str, np.ndarray]:
@@ -46,6 +51,9 @@ def test_breakdown_by_make_on_the_real_samples(fixtures_dir, tmp_path, capsys):
     assert set(got.index) == set(expected)
     for make, (n, mean) in expected.items():
         assert got.loc[make, "images"] == n and got.loc[make, "dice_mean"] == pytest.approx(mean, abs=1e-12)
+    for make, values in _groups_by_hand(dice_of, _makes_by_hand(fixtures_dir / "metadata.csv")).items():
+        assert got.loc[make, "dice_std"] == pytest.approx(statistics.pstdev(values), abs=1e-12)
+        assert got.loc[make, "dice_min"] == min(values)
     assert list(got["dice_mean"]) == sorted(got["dice_mean"])  # worst first
 
     # the same through the CLI's path: a submission CSV of these predictions, scored against the samples

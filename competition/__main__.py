@@ -147,12 +147,16 @@ def cmd_score(a: argparse.Namespace) -> None:
         raise UserError("score needs --run NAME (with --fold) or --submission FILE")
     score.score_fold(run_path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
                      tune_threshold=a.tune_threshold, threshold=a.threshold)
+    from .report import report_folds  # draws what scoring saved
+    report_folds(run_path(a.run), data=a.data, folds=[a.fold])
 
 
 def cmd_cv(a: argparse.Namespace) -> None:
     from .config import run_path
     from .score import cross_validate
     cross_validate(run_path(a.run), data=a.data, tta=a.tta)
+    from .report import report_folds  # draws what scoring saved
+    report_folds(run_path(a.run), data=a.data)
 
 
 # --- kernels and benchmarks -----------------------------------------------------------------------
@@ -164,6 +168,9 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               name=run_dir.name if run_dir else None, user=a.user, accelerator=a.accelerator,
                               shard=_shard_arg(a.shard),
                               train_kernels=a.train_kernels, epochs=a.epochs)
+    if a.task == "notebook":
+        from .notebook import kernel_command
+        return kernel_command(a.action, spec, Path(a.out))
     if a.action == "build":
         kernels.build(spec, out_root=Path(a.out))
     elif a.action == "push":
@@ -301,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
     s.add_argument("action", choices=["build", "push", "status", "output"])
-    s.add_argument("--task", default="train", choices=["train", "predict"])
+    s.add_argument("--task", default="train", choices=["train", "predict", "notebook"])
     s.add_argument("--fold", type=int, default=0, help="train: the fold to train")
     s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4")
     s.add_argument("--preset", default="unet")

@@ -1,7 +1,8 @@
 """Pictures of where a model fails: overlays of the worst images and a per-fold report.html.
 
-Overlays are drawn with OpenCV (already a dependency; exact pixel control); the histogram and bar
-charts use matplotlib (see README, "Dependencies").
+A report only draws what scoring computed and saved in the fold folder (score.json, scores.csv,
+worst.npz): it predicts nothing, and scoring never imports it. Overlays are drawn with OpenCV (already
+a dependency; exact pixel control); the histogram and bar charts use matplotlib (see README, "Dependencies").
 """
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
-from .fileio import atomic_open, write_bytes, write_text
+from .data.layout import open_dataset
+from .fileio import atomic_open, read_json, write_bytes, write_text
 from .images import decode_jpeg
+from .progress import say
+from .score import WORST_FILE, breakdown, read_worst
 
 FP_COLOR = (255, 40, 40)     # false positive: predicted car where there is none (red)
 FN_COLOR = (255, 0, 255)     # false negative: car the model missed (magenta)
@@ -70,25 +75,40 @@ def _chart(path: Path, draw) -> None:
     plt.close(fig)
 
 
-def write_fold_report(out: Path, summary: dict, rows: list[dict], predictor, ds, worst_ids: list[str],
-                      threshold: float) -> Path:
-    """worst/*.png overlays, hist.png, views.png and report.html in the fold folder."""
-    from .predict import probabilities, to_native_mask
-    from .score import dice
+def worst_overlays(fold_dir: Path, ds, scale: float = 0.5) -> list[tuple[str, np.ndarray]]:
+    """(image id, RGB overlay) of the fold's worst images, worst first, from the masks scoring saved."""
+    dice_of = {w["img"][:-4]: w["dice"] for w in read_json(fold_dir / "score.json")["worst"]}
+    out = []
+    for image_id, pred in read_worst(fold_dir):
+        image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id))
+        label = f"{image_id}  dice {dice_of[image_id]:.4f}" if image_id in dice_of else image_id
+        out.append((image_id, overlay(image, ds.read_mask(image_id), pred, label, scale)))
+    return out
+
+
+def _breakdown_rows(stats: pd.DataFrame) -> str:
+    rows = []
+    for key, r in stats.iterrows():
+        cells = key if isinstance(key, tuple) else (key,)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) +
+                    f"<td>{r.images}</td><td>{r.dice_mean:.5f}</td><td>{r.dice_min:.5f}</td></tr>")
+    return "".join(rows)
+
+
+def write_fold_report(out: Path, ds) -> Path:
+    """worst/*.png overlays, hist.png, views.png, makes.png and report.html in the fold folder `out`."""
+    summary = read_json(out / "score.json")
+    table = pd.read_csv(out / "scores.csv", dtype={"car": str, "make": str, "model": str})
     worst_dir = out / "worst"
     worst_dir.mkdir(parents=True, exist_ok=True)
     for old in worst_dir.glob("*.png"):
         old.unlink()
     pictures = []
-    stream = probabilities(predictor, worst_ids, ds.read_train_image, ds.where_train, 4)
-    for rank, (image_id, prob) in enumerate(stream, start=1):
-        image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id))
-        true = ds.read_mask(image_id)
-        pred = to_native_mask(prob, predictor.geometry, threshold)
+    for rank, (image_id, picture) in enumerate(worst_overlays(out, ds), start=1):
         name = f"{rank:02d}_{image_id}.png"
-        write_bytes(worst_dir / name, png_bytes(overlay(image, true, pred, f"{image_id}  dice {dice(true, pred):.4f}")))
+        write_bytes(worst_dir / name, png_bytes(picture))
         pictures.append((name, image_id))
-    d = np.array([r["dice"] for r in rows])
+    d = table["dice"].to_numpy()
     _chart(out / "hist.png", lambda ax: (ax.hist(d, bins=30, color="#3b7dd8"), ax.set_xlabel("dice per image"),
                                          ax.set_ylabel("images"), ax.set_title("held-out dice")))
     views = summary["by_view"]
@@ -96,6 +116,12 @@ def write_fold_report(out: Path, summary: dict, rows: list[dict], predictor, ds,
                                           ax.set_ylim(max(0.0, min(views.values()) - 0.02), 1.0),
                                           ax.set_xlabel("view"), ax.set_ylabel("mean dice"),
                                           ax.set_title("dice by view (01-16)")))
+    makes = summary["by_make"]
+    _chart(out / "makes.png", lambda ax: (ax.barh(list(makes)[:20][::-1], list(makes.values())[:20][::-1],
+                                                  color="#d98a3b"),
+                                          ax.set_xlim(max(0.0, min(makes.values()) - 0.02), 1.0),
+                                          ax.set_xlabel("mean dice"), ax.set_title("dice by make (worst 20)")))
+    models = breakdown(table, ["make", "model"]).head(20)
     worst_rows = "".join(f"<tr><td>{html.escape(w['img'])}</td><td>{w['dice']:.5f}</td></tr>" for w in summary["worst"])
     figures = "".join(f'<figure><img src="worst/{html.escape(n)}" alt="{html.escape(i)}">'
                       f"<figcaption>{html.escape(i)}</figcaption></figure>" for n, i in pictures)
@@ -111,9 +137,24 @@ The article's batch-global soft dice at model resolution: {summary['article_glob
 Best threshold {summary['best_threshold']:.2f} &rarr; {summary['dice_at_best_threshold']:.5f}.</p>
 <h2>Training curves</h2><img src="curves.png" alt="curves">
 <h2>Dice per image</h2><img src="hist.png" alt="histogram"> <img src="views.png" alt="by view">
+<h2>Dice by make and model</h2><img src="makes.png" alt="by make">
+<table><tr><th>make</th><th>model</th><th>images</th><th>dice mean</th><th>worst</th></tr>{_breakdown_rows(models)}</table>
+<p>Every image with its make, model and year: <code>scores.csv</code> (<code>pandas.read_csv</code> it).</p>
 <h2>Worst images</h2><table><tr><th>image</th><th>dice</th></tr>{worst_rows}</table>
 {figures}
 </body></html>
 """
     write_text(out / "report.html", page)
     return out / "report.html"
+
+
+def report_folds(run_dir: Path, data: str | None, folds: list[int] | None = None) -> list[Path]:
+    """report.html for each scored fold of a run (those with score.json and worst.npz), or the given ones."""
+    ds = open_dataset(data)
+    if folds is None:
+        folds = sorted(int(p.parent.name[4:]) for p in run_dir.glob(f"fold*/{WORST_FILE}")
+                       if p.parent.name[4:].isdigit() and (p.parent / "score.json").is_file())
+    pages = [write_fold_report(run_dir / f"fold{k}", ds) for k in folds]
+    for page in pages:
+        say(f"  report: {page}")
+    return pages

@@ -2,27 +2,35 @@
 
 The held-out images go through the submission's own path (decode, TTA, resize to native,
 threshold); the article's batch-global soft dice at model resolution is reported beside it.
+Per-image results are a pandas table joined with metadata.csv (make, model, year), so the dice
+breaks down by view and by make/model. Scoring computes and saves; `report` draws from what it saved
+(the per-image table, score.json and the worst images' predicted masks in worst.npz).
 """
 from __future__ import annotations
 
-import csv
+import heapq
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .data.folds import check_fold, read_folds
 from .data.layout import car_of, open_dataset, view_of
+from . import NATIVE_SHAPE
 from .errors import UserError
-from .fileio import write_json, write_text
+from .fileio import write_bytes, write_json, write_text
 from .geometry import Geometry
 from .predict import Predictor, load_models, probabilities, threshold_native, to_native_u8, trained_folds
 from .progress import bar, say
 from .submission import iter_rows
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
+METADATA_COLUMNS = ["make", "model", "year"]
+UNKNOWN = "unknown"  # make/model of a car that metadata.csv does not list (or with no metadata.csv)
+WORST_FILE = "worst.npz"  # the worst images' predicted masks, bit-packed, for the report to draw
 
 
 def dice(true: np.ndarray, pred: np.ndarray) -> float:
@@ -49,12 +57,13 @@ def threshold_curve(native_u8: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FoldScore:
-    """Per-image results of one fold."""
+    """Per-image results of one fold, and the predicted masks of its worst images."""
 
     rows: list[dict] = field(default_factory=list)
     curves: list[np.ndarray] = field(default_factory=list)
     inter: float = 0.0
     sums: float = 0.0
+    worst: list[tuple[float, int, str, np.ndarray]] = field(default_factory=list)  # heap: (-dice, n, id, packed)
 
     @property
     def dice(self) -> np.ndarray:
@@ -69,9 +78,20 @@ class FoldScore:
         i = int(np.argmax(mean))
         return float(THRESHOLDS[i]), float(mean[i])
 
+    def keep_if_worst(self, image_id: str, d: float, pred: np.ndarray, n: int) -> None:
+        """Keep `pred` (bit-packed) while it is among the n lowest dice seen so far."""
+        if n <= 0:
+            return
+        item = (-d, -len(self.rows), image_id, np.packbits(pred.astype(bool)))
+        (heapq.heappush if len(self.worst) < n else heapq.heappushpop)(self.worst, item)
 
-def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: int) -> FoldScore:
-    """Predict `ids` like a submission and score each at native resolution."""
+    def worst_masks(self) -> list[tuple[str, np.ndarray]]:
+        """(image id, packed predicted mask) of the kept worst images, worst first (ties: earlier first)."""
+        return [(image_id, packed) for _, _, image_id, packed in sorted(self.worst, reverse=True)]
+
+
+def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: int, worst: int = 0) -> FoldScore:
+    """Predict `ids` like a submission and score each at native resolution; keep the `worst` lowest masks."""
     g = predictor.geometry
     out = FoldScore()
     stream = probabilities(predictor, ids, ds.read_train_image, ds.where_train, batch)
@@ -80,6 +100,7 @@ def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: 
         native = to_native_u8(prob, g)  # resized once, for the mask and the threshold curve alike
         pred = threshold_native(native, threshold)
         d = dice(true, pred)
+        out.keep_if_worst(image_id, d, pred, worst)
         out.rows.append({"img": f"{image_id}.jpg", "car": car_of(image_id), "view": view_of(image_id), "dice": d,
                          "true_pixels": int(true.sum()), "pred_pixels": int(pred.sum())})
         out.curves.append(threshold_curve(native, true))
@@ -89,25 +110,76 @@ def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: 
     return out
 
 
-def by_view(rows: list[dict]) -> dict[int, float]:
-    views: dict[int, list[float]] = {}
-    for r in rows:
-        views.setdefault(int(r["view"]), []).append(r["dice"])
-    return {v: float(np.mean(d)) for v, d in sorted(views.items())}
+# --- per-image tables -----------------------------------------------------------------------------
+def car_metadata(ds) -> pd.DataFrame:
+    """metadata.csv as a table indexed by car id (make, model, year); empty when the data root has none."""
+    text = ds.csv_text("metadata.csv")
+    if text is None:
+        return pd.DataFrame(columns=METADATA_COLUMNS, index=pd.Index([], name="car"))
+    table = pd.read_csv(io.StringIO(text), dtype={"id": str, "make": str, "model": str})
+    missing = {"id", *METADATA_COLUMNS} - set(table.columns)
+    if missing:
+        raise UserError(f"{ds.root}/metadata.csv: no column {', '.join(sorted(missing))} "
+                        f"(expected Kaggle's id,year,make,model,trim1,trim2)")
+    table["year"] = pd.to_numeric(table["year"], errors="coerce").astype("Int64")
+    return table.drop_duplicates("id").set_index("id").rename_axis("car")[METADATA_COLUMNS]
 
 
-def scores_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({**r, "dice": f"{r['dice']:.6f}"})
+def image_table(rows: list[dict], metadata: pd.DataFrame) -> pd.DataFrame:
+    """One row per image (img, car, view, dice, ...) joined with its car's make, model and year."""
+    table = pd.DataFrame(rows)
+    if "car" not in table:
+        table["car"] = table["img"].map(lambda name: car_of(name.removesuffix(".jpg")))
+    if "view" not in table:
+        table["view"] = table["img"].map(lambda name: view_of(name.removesuffix(".jpg")))
+    table = table.drop(columns=[c for c in METADATA_COLUMNS if c in table]).join(metadata, on="car")
+    table[["make", "model"]] = table[["make", "model"]].fillna(UNKNOWN)
+    return table
+
+
+def breakdown(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """Dice per group (images, mean, std over the group's images, min), worst mean first."""
+    stats = table.groupby(by, sort=True)["dice"].agg(images="size", dice_mean="mean",
+                                                     dice_std=lambda d: d.std(ddof=0), dice_min="min")
+    return stats.sort_values("dice_mean", kind="stable")
+
+
+def table_csv(table: pd.DataFrame) -> str:
+    """CSV text of a per-image table (dice with 6 decimals); `pd.read_csv` loads it back."""
+    return table.to_csv(index=False, float_format="%.6f", lineterminator="\n")
+
+
+def _packed_npz(masks: list[tuple[str, np.ndarray]]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"{rank:02d}_{image_id}": packed for rank, (image_id, packed) in
+                                enumerate(masks, start=1)})
     return buf.getvalue()
+
+
+def read_worst(fold_dir: Path) -> list[tuple[str, np.ndarray]]:
+    """The worst images' predicted 0/1 masks that `score_fold` saved, worst first: [(image id, mask)]."""
+    path = fold_dir / WORST_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: missing; score the fold first (`python -m competition score`)")
+    n = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
+    with np.load(path) as z:
+        keys = sorted(z.files, key=lambda k: int(k.split("_", 1)[0]))  # "<rank>_<image id>"
+        return [(k.split("_", 1)[1], np.unpackbits(z[k])[:n].reshape(NATIVE_SHAPE)) for k in keys]
+
+
+def by_view(rows: list[dict]) -> dict[int, float]:
+    """Mean dice per view (1..16)."""
+    return {int(v): float(x) for v, x in pd.DataFrame(rows).groupby("view")["dice"].mean().items()}
+
+
+def _means(stats: pd.DataFrame) -> dict[str, float]:
+    return {" ".join(map(str, k)) if isinstance(k, tuple) else str(k): float(v) for k, v in stats["dice_mean"].items()}
 
 
 def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", worst: int = 10,
                tune_threshold: bool = False, threshold: float | None = None) -> dict:
-    """Score fold `fold`'s held-out images; writes score.json, scores.csv, worst overlays, report.html."""
+    """Score fold `fold`'s held-out images; writes score.json, scores.csv (per image, with make/model/year)
+    and worst.npz (the `worst` lowest images' predicted masks, which `report` draws)."""
     from .config import check_threshold, load_config, save_config
     from .train import select_ids
     ds = open_dataset(data)
@@ -120,10 +192,11 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
     threshold = cfg.threshold if threshold is None else check_threshold(threshold)
     predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
-    result = evaluate(predictor, ds, ids, threshold, max(1, cfg.batch))
-    d = result.dice
+    result = evaluate(predictor, ds, ids, threshold, max(1, cfg.batch), worst=worst)
+    table = image_table(result.rows, car_metadata(ds))
+    d = table["dice"].to_numpy()
     best_t, best_dice = result.best_threshold()
-    order = np.argsort(d, kind="stable")
+    worst_rows = table.sort_values("dice", kind="stable").head(worst)
     out = run_dir / f"fold{fold}"
     summary = {
         "fold": fold, "images": len(d), "tta": tta, "threshold": threshold,
@@ -131,16 +204,16 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
         "article_global_dice_model_res": result.global_dice(),
         "best_threshold": best_t, "dice_at_best_threshold": best_dice,
         "by_view": {f"{v:02d}": s for v, s in by_view(result.rows).items()},
-        "worst": [{"img": result.rows[i]["img"], "dice": float(d[i])} for i in order[:worst]],
+        "by_make": _means(breakdown(table, "make")),
+        "by_model": _means(breakdown(table, ["make", "model"])),
+        "worst": [{"img": r.img, "dice": float(r.dice)} for r in worst_rows.itertuples()],
     }
-    write_text(out / "scores.csv", scores_csv(result.rows))
+    write_text(out / "scores.csv", table_csv(table))
+    write_bytes(out / WORST_FILE, _packed_npz(result.worst_masks()))
     write_json(out / "score.json", summary)
     if tune_threshold:
         for cfg_path in (out / "config.json", run_dir / "config.json"):
             save_config(cfg_path, load_config(cfg_path).replace(threshold=best_t))
-    from .report import write_fold_report
-    worst_ids = [result.rows[i]["img"][:-4] for i in order[:worst]]
-    write_fold_report(out, summary, result.rows, predictor, ds, worst_ids, threshold)
     _print_summary(summary, run_dir, tune_threshold)
     return summary
 
@@ -153,20 +226,32 @@ def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:
     say(f"  best threshold {s['best_threshold']:.2f} -> {s['dice_at_best_threshold']:.5f}"
         + (" (saved to the run's config; predict uses it)" if tuned else " (--tune-threshold saves it)"))
     say("  by view: " + "  ".join(f"{v}:{x:.4f}" for v, x in s["by_view"].items()))
+    say("  by make, worst first: " + "  ".join(f"{m}:{x:.4f}" for m, x in list(s["by_make"].items())[:8]))
     say("  worst: " + ", ".join(f"{w['img']} {w['dice']:.4f}" for w in s["worst"]))
-    say(f"  report: {run_dir}/fold{s['fold']}/report.html")
+    say(f"  per image (with make, model, year): {run_dir}/fold{s['fold']}/scores.csv")
+
+
+def _markdown(stats: pd.DataFrame, top: int) -> list[str]:
+    """A breakdown as a markdown table (its `top` worst groups)."""
+    keys = list(stats.index.names)
+    lines = ["| " + " | ".join(keys) + " | images | dice mean | dice std | worst |",
+             "|" + "---|" * len(keys) + "---:|---:|---:|---:|"]
+    for key, r in stats.head(top).iterrows():
+        cells = key if isinstance(key, tuple) else (key,)
+        lines.append("| " + " | ".join(str(c) for c in cells) +
+                     f" | {r.images} | {r.dice_mean:.5f} | {r.dice_std:.5f} | {r.dice_min:.5f} |")
+    return lines
 
 
 def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
-    """Score every trained fold and write runs/<name>/cv.md (per fold, mean +- std, out-of-fold)."""
+    """Score every trained fold; write runs/<name>/cv.md (per fold, mean +- std, out-of-fold, by view and
+    by make/model) and runs/<name>/scores.csv (every held-out image with its fold, make, model, year)."""
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
     summaries = [score_fold(run_dir, k, data, tta) for k in folds]
-    all_dice = []
-    for k in folds:
-        with open(run_dir / f"fold{k}" / "scores.csv", newline="") as f:
-            all_dice += [float(r["dice"]) for r in csv.DictReader(f)]
+    oof = pd.concat([pd.read_csv(run_dir / f"fold{k}" / "scores.csv", dtype={"car": str, "make": str, "model": str})
+                     .assign(fold=k) for k in folds], ignore_index=True)
     means = [s["dice_mean"] for s in summaries]
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})", "",
              "| fold | images | dice mean | dice std | worst | article's global dice (model res) |",
@@ -176,8 +261,13 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
                      f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} |")
     std = float(np.std(means)) if len(means) > 1 else math.nan
     lines += ["", f"Folds: {np.mean(means):.5f} +- {std:.5f} (mean +- std of the fold means)",
-              f"Out-of-fold over all {len(all_dice)} images: {np.mean(all_dice):.5f}", ""]
+              f"Out-of-fold over all {len(oof)} images: {oof['dice'].mean():.5f}", "",
+              "## Out-of-fold dice by view (worst first)", "", *_markdown(breakdown(oof, "view"), 16), "",
+              "## Out-of-fold dice by make and model (the 15 worst)", "",
+              *_markdown(breakdown(oof, ["make", "model"]), 15), "",
+              f"Every image: `{run_dir}/scores.csv` (`pandas.read_csv` it; columns {', '.join(oof.columns)}).", ""]
     text = "\n".join(lines)
+    write_text(run_dir / "scores.csv", table_csv(oof))
     write_text(run_dir / "cv.md", text)
     say(text)
     return text
@@ -188,7 +278,7 @@ def score_submission(path: Path, data: str | None) -> dict:
     from . import rle
     ds = open_dataset(data)
     known = set(ds.train_ids)
-    scores: list[tuple[str, float]] = []
+    rows: list[dict] = []
     for lineno, img, mask_rle in bar(iter_rows(path), desc="scoring"):
         image_id = img[:-4] if img.endswith(".jpg") else img
         if image_id not in known:
@@ -198,11 +288,14 @@ def score_submission(path: Path, data: str | None) -> dict:
             pred = rle.decode(mask_rle)
         except ValueError as e:
             raise UserError(f"{path} line {lineno}: {img}: {e}") from e
-        scores.append((img, dice(ds.read_mask(image_id), pred)))
-    if not scores:
+        rows.append({"img": f"{image_id}.jpg", "dice": dice(ds.read_mask(image_id), pred)})
+    if not rows:
         raise UserError(f"{path}: no rows to score")
-    d = np.array([s for _, s in scores])
-    worst = sorted(scores, key=lambda s: s[1])[:5]
+    table = image_table(rows, car_metadata(ds))
+    d = table["dice"].to_numpy()
+    worst = table.sort_values("dice", kind="stable").head(5)
     say(f"{path}: Kaggle dice {d.mean():.5f} +- {d.std():.5f} over {len(d)} of {len(known)} training images")
-    say("  worst: " + ", ".join(f"{i} {s:.4f}" for i, s in worst))
+    say("  by make, worst first: " + "  ".join(f"{m}:{x:.4f}" for m, x in
+                                                 list(_means(breakdown(table, "make")).items())[:8]))
+    say("  worst: " + ", ".join(f"{r.img} {r.dice:.4f}" for r in worst.itertuples()))
     return {"dice_mean": float(d.mean()), "images": len(d)}

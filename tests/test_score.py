@@ -34,10 +34,11 @@ def test_threshold_curve_matches_direct_dice():
 
 
 def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsys):
-    s = score_fold(tiny_run, 0, str(synth_dir), tta="hflip", worst=3)
+    from competition.__main__ import main
+    assert main(["score", "--run", str(tiny_run), "--fold", "0", "--data", str(synth_dir), "--worst", "3"]) == 0
     out = tiny_run / "fold0"
-    saved = json.loads((out / "score.json").read_text())
-    assert saved["images"] == 16 and 0 <= saved["dice_mean"] <= 1 and saved == s
+    s = json.loads((out / "score.json").read_text())
+    assert s["images"] == 16 and 0 <= s["dice_mean"] <= 1 and s["tta"] == "hflip"
     rows = (out / "scores.csv").read_text().splitlines()
     assert rows[0].startswith("img,car,view,dice") and len(rows) == 17
     per_image = [float(r.split(",")[3]) for r in rows[1:]]
@@ -49,10 +50,10 @@ def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsy
     assert img is not None and img.shape == (640, 959, 3)
     page = (out / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    for src in ("curves.png", "hist.png", "views.png", f"worst/{pictures[0].name}"):
+    for src in ("curves.png", "hist.png", "views.png", "makes.png", f"worst/{pictures[0].name}"):
         assert f'src="{src}"' in page and (out / src).is_file()
     printed = capsys.readouterr().out
-    assert "Kaggle dice" in printed and "article's batch-global" in printed
+    assert "Kaggle dice" in printed and "article's batch-global" in printed and "report.html" in printed
 
 
 def test_tune_threshold_saves_it_for_predict(tiny_run, synth_dir):
@@ -66,6 +67,11 @@ def test_cv_table(tiny_run, synth_dir):
     text = cross_validate(tiny_run, str(synth_dir), tta="none")
     assert "| 0 | 16 |" in text and "Out-of-fold over all 16 images" in text
     assert (tiny_run / "cv.md").read_text() == text
+    assert "## Out-of-fold dice by make and model" in text and "## Out-of-fold dice by view" in text
+    import pandas as pd
+    oof = pd.read_csv(tiny_run / "scores.csv")
+    assert len(oof) == 16 and set(oof["fold"]) == {0} and {"make", "model", "year", "view"} <= set(oof.columns)
+    assert f"Out-of-fold over all 16 images: {oof['dice'].mean():.5f}" in text
 
 
 def test_score_submission_of_true_masks_is_one(synth_dir, tmp_path):

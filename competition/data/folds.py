@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import GroupKFold
 
 from ..errors import UserError
 from ..fileio import write_text
@@ -14,22 +14,23 @@ from .layout import car_of
 
 
 def assign_folds(image_ids: list[str], k: int, seed: int = 42) -> dict[str, int]:
-    """Map image id -> fold 0..k-1, grouped by car, balanced by image count, deterministic for a seed."""
-    sizes = Counter(car_of(i) for i in image_ids)
-    cars = sorted(sizes)
+    """Map image id -> fold 0..k-1, grouped by car, balanced by image count, deterministic for a seed.
+
+    scikit-learn's GroupKFold splits by size: the car with most images goes into the fold with fewest
+    so far. The cars are numbered in an order drawn from `seed`, so that ties (every Carvana car has 16
+    views) fall differently per seed. (GroupKFold's own shuffle=True cuts the shuffled car list into k
+    runs of equal length and ignores how many images each car has.)
+    """
+    ids = sorted(image_ids)
+    cars = sorted({car_of(i) for i in ids})
     if not 2 <= k <= len(cars):
         raise UserError(f"k={k} folds is impossible with {len(cars)} cars: choose 2 <= k <= {len(cars)}")
-    order = np.random.default_rng(seed).permutation(len(cars))
-    shuffled = [cars[i] for i in order]
-    # Largest cars first (stable, so the shuffle breaks ties), each into the currently smallest fold.
-    shuffled.sort(key=lambda c: -sizes[c])
-    totals = [0] * k
-    fold_of_car = {}
-    for car in shuffled:
-        f = min(range(k), key=lambda j: (totals[j], j))
-        fold_of_car[car] = f
-        totals[f] += sizes[car]
-    return {i: fold_of_car[car_of(i)] for i in sorted(image_ids)}
+    rank = {car: r for r, car in enumerate(np.asarray(cars)[np.random.default_rng(seed).permutation(len(cars))])}
+    groups = np.array([rank[car_of(i)] for i in ids])
+    fold = np.empty(len(ids), dtype=int)
+    for f, (_, held_out) in enumerate(GroupKFold(n_splits=k).split(ids, groups=groups)):
+        fold[held_out] = f
+    return {i: int(f) for i, f in zip(ids, fold)}
 
 
 def folds_csv(folds: dict[str, int]) -> str:

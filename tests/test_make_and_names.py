@@ -230,12 +230,13 @@ def capture(monkeypatch, module, name: str) -> list[dict]:
 
 
 def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synth_dir):
-    from competition import kernels, score
+    from competition import kernels, report, score
     from competition import predict as predict_module
     from competition import train as train_module
     monkeypatch.chdir(tmp_path)
     data = ["--data", str(synth_dir)]
     for spelling in ("mine", "runs/mine"):
+        reports = capture(monkeypatch, report, "report_folds")
         trains = capture(monkeypatch, train_module, "train")
         assert cli.main(["--debug", "train", "--preset", "tiny", "--run", spelling, *data]) == 0
         assert trains[0]["run_dir"] == Path("runs/mine")
@@ -248,6 +249,7 @@ def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synt
         cvs = capture(monkeypatch, score, "cross_validate")
         assert cli.main(["--debug", "cv", "--run", spelling, *data]) == 0
         assert cvs[0]["args"][0] == Path("runs/mine")
+        assert [r["args"][0] for r in reports] == [Path("runs/mine")] * 2  # score's and cv's reports
         outputs = capture(monkeypatch, kernels, "output")
         assert cli.main(["kernel", "output", "--preset", "tiny", "--run", spelling]) == 0
         assert outputs[0]["args"][0].name == "mine" and outputs[0]["dest"] == Path("runs/mine")

@@ -135,45 +135,60 @@ def _masks(csv_gz: Path) -> dict[str, np.ndarray]:
     return {img: decode(rle) for img, rle in (row.split(",") for row in rows)}
 
 
+def _local(*args: str) -> None:
+    """The toolkit's CLI on our pinned versions (the user's machine)."""
+    proc = subprocess.run([LOCAL_PYTHON, "-m", "competition", "--quiet", *args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @needs_kaggle
 def test_kernel_scripts_train_and_predict_on_kaggles_versions(tmp_path, synth_zip_dir):
     pins = _pins()
+    from competition.data.layout import open_dataset
+    names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
+
+    # the train kernel on Kaggle's versions; its output, downloaded, predicts on ours
     train_dir = kernels.build(KernelSpec(task="train", fold=0, preset="tiny", name="kc", user="alice", epochs=1),
                               tmp_path / "build")
     train_root = _kaggle_root(tmp_path / "train-kaggle", synth_zip_dir)
     proc = _run_kernel(train_dir / "run.py", train_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"tensorflow {pins['tensorflow']}, keras {pins['keras']}" in proc.stdout
-    working = train_root / "working"
+    trained_on_kaggle = train_root / "working"
     for name in ("config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/train.json"):
-        assert (working / name).is_file(), name
+        assert (trained_on_kaggle / name).is_file(), name
+    _local("predict", "--run", str(trained_on_kaggle), "--folds", "0", "--tta", "hflip", "--data",
+           str(synth_zip_dir), "--out", str(tmp_path / "from-kaggle.csv.gz"))
+    assert validate(tmp_path / "from-kaggle.csv.gz", names) == (len(names), [])
 
+    # a fold trained on our versions, predicted by the predict kernel on Kaggle's and locally: the same masks
+    _local("train", "--preset", "tiny", "--name", "kc", "--fold", "0", "--epochs", "1", "--data", str(synth_zip_dir),
+           "--runs", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"))
+    trained_here = tmp_path / "runs" / "kc"
     predict_dir = kernels.build(KernelSpec(task="predict", folds=[0], preset="tiny", name="kc", user="alice"),
                                 tmp_path / "build")
     predict_root = _kaggle_root(tmp_path / "predict-kaggle", synth_zip_dir)
-    (predict_root / "input" / "carvana-kc-fold-0").symlink_to(working, target_is_directory=True)
+    (predict_root / "input" / "carvana-kc-fold-0").symlink_to(trained_here, target_is_directory=True)
     proc = _run_kernel(predict_dir / "run.py", predict_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     on_kaggle = predict_root / "working" / "kc.csv.gz"
-    from competition.data.layout import open_dataset
-    names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
     assert validate(on_kaggle, names) == (len(names), [])
-
-    # the user's side: the kernel's output, downloaded, predicts the same masks with our pinned versions
-    local = tmp_path / "local.csv.gz"
-    proc = subprocess.run([LOCAL_PYTHON, "-m", "competition", "--quiet", "predict", "--run", str(working),
-                           "--folds", "0", "--tta", "hflip", "--data", str(synth_zip_dir), "--out", str(local)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    kaggle_masks, local_masks = _masks(on_kaggle), _masks(local)
+    _local("predict", "--run", str(trained_here), "--folds", "0", "--tta", "hflip", "--data", str(synth_zip_dir),
+           "--out", str(tmp_path / "here.csv.gz"))
+    kaggle_masks, local_masks = _masks(on_kaggle), _masks(tmp_path / "here.csv.gz")
     assert kaggle_masks.keys() == local_masks.keys() == set(names)
     for img, mask in kaggle_masks.items():
         differ = np.count_nonzero(mask != local_masks[img])
         assert differ <= 1e-4 * mask.size, f"{img}: {differ} pixels differ"  # float noise at the threshold only
+    print(f"masks differing pixels, Kaggle's versions vs ours: "
+          f"{sum(np.count_nonzero(m != local_masks[i]) for i, m in kaggle_masks.items())}")
 
 
 # --- the loader's own tests, on our pinned Keras: a "newer Keras" is simulated by adding arguments --------
-def _tiny_model_file(path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A tiny U-Net of the toolkit saved by our Keras, a fixed input and its prediction."""
     import keras
 
     from competition.config import preset
@@ -181,6 +196,7 @@ def _tiny_model_file(path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     cfg = preset("tiny")
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
     model.save(path)
     x = np.random.default_rng(0).random((2, cfg.height, cfg.width, 3), dtype=np.float32)
     return path, x, model.predict(x, verbose=0)
@@ -202,9 +218,10 @@ def _layers(config: dict, class_name: str) -> list[dict]:
     return [layer for layer in config["config"]["layers"] if layer["class_name"] == class_name]
 
 
-def test_arguments_a_newer_keras_added_are_dropped_when_off_and_the_model_predicts_the_same(tmp_path):
+def test_arguments_a_newer_keras_added_are_dropped_when_off_and_the_model_predicts_the_same(tmp_path,
+                                                                                             tiny_model_file):
     from competition.models.saving import load_model
-    path, x, expected = _tiny_model_file(tmp_path / "model.keras")
+    path, x, expected = tiny_model_file
 
     def newer(config: dict) -> None:
         for layer in _layers(config, "Conv2D"):
@@ -213,8 +230,8 @@ def test_arguments_a_newer_keras_added_are_dropped_when_off_and_the_model_predic
             layer["config"]["future_switch"] = False
 
     edited = _with_config(path, tmp_path / "newer.keras", newer)
+    import keras
     with pytest.raises(Exception, match="future_axes"):  # what plain Keras does with it
-        import keras
         keras.models.load_model(edited, compile=False)
     model = load_model(edited, compile=False)
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=0, atol=1e-6)
@@ -222,10 +239,10 @@ def test_arguments_a_newer_keras_added_are_dropped_when_off_and_the_model_predic
     assert "future_axes" in zipfile.ZipFile(edited).read("config.json").decode()
 
 
-def test_an_added_argument_the_model_uses_is_a_one_line_error(tmp_path):
+def test_an_added_argument_the_model_uses_is_a_one_line_error(tmp_path, tiny_model_file):
     from competition.errors import UserError
     from competition.models.saving import load_model
-    path, _, _ = _tiny_model_file(tmp_path / "model.keras")
+    path, _, _ = tiny_model_file
     edited = _with_config(path, tmp_path / "newer.keras",
                           lambda c: _layers(c, "BatchNormalization")[0]["config"].update(future_switch=True))
     with pytest.raises(UserError) as e:

@@ -247,5 +247,5 @@ def test_an_added_argument_the_model_uses_is_a_one_line_error(tmp_path, tiny_mod
                           lambda c: _layers(c, "BatchNormalization")[0]["config"].update(future_switch=True))
     with pytest.raises(UserError) as e:
         load_model(edited)
-    assert "\n" not in str(e.value) and "BatchNormalization uses future_switch=True" in str(e.value)
+    assert "\n" not in str(e.value) and "BatchNormalization(future_switch=True)" in str(e.value)
     assert str(edited) in str(e.value)

@@ -48,28 +48,27 @@ def _droppable(key: str, config: dict) -> bool:
     return value is None or value is False or (key in DEPENDS_ON and config.get(DEPENDS_ON[key]) in (None, False))
 
 
-def drop_unknown_arguments(node: Any, where: str = "") -> list[str]:
-    """Remove, in place, the arguments of features the model does not use that this Keras does not know.
+def drop_unknown_arguments(node: Any, in_use: list[str] | None = None) -> list[str]:
+    """Remove, in place, the arguments this Keras does not know of features the model does not use.
 
-    Returns "Class.argument" for each one removed; an unknown argument that is in use is a UserError."""
+    Returns "Class.argument" for each one removed; unknown ones that are in use are left in place and
+    listed in `in_use` as "Class(argument=value)"."""
     dropped: list[str] = []
+    in_use = [] if in_use is None else in_use
     if isinstance(node, dict):
         config = node.get("config")
         accepted = _accepted(str(node.get("module")), str(node.get("class_name"))) if isinstance(config, dict) else None
         if accepted is not None:
-            for key in [k for k in config if k not in accepted]:
-                if not _droppable(key, config):
-                    import keras
-                    raise UserError(f"{where}: its {node['class_name']} uses {key}={config[key]!r}, which Keras "
-                                    f"{keras.__version__} does not have; load it with the Keras that saved it")
-            for key in [k for k in config if k not in accepted]:
+            unknown = [k for k in config if k not in accepted]
+            in_use += [f"{node['class_name']}({k}={config[k]!r})" for k in unknown if not _droppable(k, config)]
+            for key in [k for k in unknown if _droppable(k, config)]:
                 del config[key]
                 dropped.append(f"{node['class_name']}.{key}")
         for value in node.values():
-            dropped += drop_unknown_arguments(value, where)
+            dropped += drop_unknown_arguments(value, in_use)
     elif isinstance(node, list):
         for value in node:
-            dropped += drop_unknown_arguments(value, where)
+            dropped += drop_unknown_arguments(value, in_use)
     return dropped
 
 
@@ -94,10 +93,17 @@ def load_model(path: Path, compile: bool = True) -> Any:
         return keras.models.load_model(path, compile=compile)
     with zipfile.ZipFile(path) as zf:
         config = json.loads(zf.read(CONFIG))
-    dropped = drop_unknown_arguments(config, str(path))
-    if not dropped:
-        return keras.models.load_model(path, compile=compile)
-    say(f"{path}: saved by a newer Keras; ignoring what Keras {keras.__version__} lacks and the model does not "
-        f"use: {', '.join(sorted(set(dropped)))}")
-    with tempfile.TemporaryDirectory(prefix="model-") as tmp:  # not beside it: /kaggle/input is read-only
-        return keras.models.load_model(_rewritten(path, config, Path(tmp)), compile=compile)
+    in_use: list[str] = []
+    dropped = drop_unknown_arguments(config, in_use)
+    try:
+        if not dropped:
+            return keras.models.load_model(path, compile=compile)
+        say(f"{path}: saved by a newer Keras; ignoring what Keras {keras.__version__} lacks and the model does "
+            f"not use: {', '.join(sorted(set(dropped)))}")
+        with tempfile.TemporaryDirectory(prefix="model-") as tmp:  # not beside it: /kaggle/input is read-only
+            return keras.models.load_model(_rewritten(path, config, Path(tmp)), compile=compile)
+    except (TypeError, ValueError) as e:
+        if not in_use:
+            raise
+        raise UserError(f"{path} uses {', '.join(sorted(set(in_use)))}, which Keras {keras.__version__} does not "
+                        f"have: load it with the Keras that saved it") from e

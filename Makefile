@@ -118,5 +118,22 @@ kernel-output: venv
 bench: venv
 	$(CLI) bench --out bench
 
+## Kaggle's image (README, "Kaggle's versions"): .venv-kaggle/ with the TensorFlow/Keras/numpy pinned in
+## kernels/kaggle-image.txt (rebuilt when that file changes), then the kernel scripts and model files on them.
+## Not part of `test`: a ~2.5 GB environment and several minutes on 2 cores.
+KAGGLE_VENV  := .venv-kaggle
+KAGGLE_IMAGE_PYTHON ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))),python3.12)
+.PHONY: kaggle-compat
+
+$(KAGGLE_VENV)/.installed: kernels/kaggle-image.txt
+	rm -rf $(KAGGLE_VENV)
+	$(KAGGLE_IMAGE_PYTHON) -m venv $(KAGGLE_VENV)
+	$(KAGGLE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(KAGGLE_VENV)/bin/python -m pip install --quiet -r kernels/kaggle-image.txt
+	@touch $@
+
+kaggle-compat: venv $(KAGGLE_VENV)/.installed
+	KAGGLE_PYTHON=$(abspath $(KAGGLE_VENV)/bin/python) $(PY) -m pytest -q -W ignore::DeprecationWarning tests/test_kaggle_compat.py
+
 clean:
 	rm -rf runs cache data/synthetic submissions/*.csv* kernels/build

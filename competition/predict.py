@@ -35,7 +35,7 @@ def trained_folds(run_dir: Path) -> list[int]:
 
 def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, list[int], list]:
     """The run's config and the models of the chosen folds (every trained fold by default)."""
-    import keras
+    from .models.saving import load_model
     cfg = load_config(run_dir / "config.json")
     available = trained_folds(run_dir)
     folds = folds if folds is not None else available
@@ -46,7 +46,7 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
         path = run_dir / f"fold{k}" / "model.keras"
         if not path.is_file():
             raise UserError(f"{path}: fold {k} is not trained (trained: {available or 'none'})")
-        model = keras.models.load_model(path, compile=False)  # inference needs no loss or metrics
+        model = load_model(path, compile=False)  # inference needs no loss or metrics; any Keras 3 (Kaggle's)
         shape = tuple(model.input_shape[1:3])
         if shape != cfg.size:
             raise UserError(f"{path} takes {shape[0]}x{shape[1]} inputs but {run_dir}/config.json says "

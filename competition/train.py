@@ -263,9 +263,10 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     state_path = out / "backup" / "state.json"
     state = read_json(state_path) if state_path.is_file() else {}
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
+    from .models.saving import load_model
     with strategy.scope():
         if state:
-            model = keras.models.load_model(out / "backup" / state["backup"])
+            model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
             say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}")
         else:
             model = _new_model(cfg)

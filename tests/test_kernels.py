@@ -113,7 +113,8 @@ def test_push_train_kernel_sends_a_valid_private_gpu_kernel_without_internet(ser
     assert body["language"] == "python" and body["kernelType"] == "script"
     assert body["isPrivate"] is True and body["enableGpu"] is True and body["enableInternet"] is False
     assert body["machineShape"] == "NvidiaTeslaT4"
-    assert body["competitionDataSources"] == [COMPETITION] and body.get("kernelDataSources", []) == []
+    # its own slug: a re-pushed version mounts the earlier version's output and resumes from it
+    assert body["competitionDataSources"] == [COMPETITION] and body["kernelDataSources"] == [body["slug"]]
     assert body["text"] == (folder / "run.py").read_text()
     compile(body["text"], "run.py", "exec")
     assert "SETTINGS = {'task': 'train', 'name': 't1', 'preset': 'tiny'" in body["text"]
@@ -129,7 +130,8 @@ def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path
     kernels.push(spec, out_root=tmp_path / "build")
     body = server.body("SaveKernel")
     assert body["slug"] == "alice/carvana-t1-predict-shard-1-of-3"
-    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]
+    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",
+                                         "alice/carvana-t1-predict-shard-1-of-3"]
     assert body["competitionDataSources"] == [COMPETITION] and body["enableInternet"] is False
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
@@ -296,8 +298,9 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
     (predict_root / "input" / "carvana-kt-fold-0").symlink_to(working, target_is_directory=True)
     proc = _run_kernel(predict_dir / "run.py", predict_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [submission] = list((predict_root / "working").iterdir())
-    assert submission.name == "kt.csv.gz"
+    submission = predict_root / "working" / "kt.csv.gz"
+    assert sorted(p.name for p in (predict_root / "working").iterdir()) == ["kernel-state.json", "kt.csv.gz"]
+    assert json.loads((predict_root / "working" / "kernel-state.json").read_text())["state"] == "complete"
     from competition.data.layout import open_dataset
     names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
     rows, problems = validate(submission, names)
@@ -318,9 +321,10 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
     proc = _cli("build", "--task", "train", "--preset", "tiny", "--name", "t1", "--user", "alice", "--epochs", "1",
                 "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "'epochs': 1" in (tmp_path / "carvana-t1-fold-0" / "run.py").read_text()
+    assert "'epochs': 1" in (tmp_path / "carvana-t1-fold-0-trial-1-epochs" / "run.py").read_text()
     proc = _cli("build", "--task", "predict", "--preset", "tiny", "--name", "t1", "--user", "alice", "--shard", "2/4",
                 "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "carvana-t1-predict-shard-2-of-4" / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]  # tiny: k=2
+    assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",  # tiny: k=2
+                                      "alice/carvana-t1-predict-shard-2-of-4"]

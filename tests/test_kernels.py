@@ -3,11 +3,13 @@ output, one-line errors, and the built entry scripts run end to end under a temp
 from __future__ import annotations
 
 import base64
+import csv
 import gzip
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -328,3 +330,157 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
     meta = json.loads((tmp_path / "carvana-t1-predict-shard-2-of-4" / "kernel-metadata.json").read_text())
     assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",  # tiny: k=2
                                       "alice/carvana-t1-predict-shard-2-of-4"]
+
+
+# --- the 12-hour cap: killed kernels resume from their own mirrored output ------------------------------
+# Runs a built entry script with a kill at a fixed point, from inside the process (SIGKILL: no `finally`,
+# no atexit, as when Kaggle ends a session): KILL_AT=epochN dies after the first batch of epoch N;
+# KILL_AT=chunkN dies while mirroring chunk N (its bytes appended to the mirrored part, its record not yet).
+# CHUNK_ROWS sets the submission writer's chunk size, so 4 test images make 4 chunks.
+_KILLER = '''
+import os, runpy, signal, sys
+from pathlib import Path
+mod = runpy.run_path(sys.argv[1], run_name="kaggle_kernel")
+mod["unpack_toolkit"](Path(os.environ["KAGGLE_ROOT"]))
+kill, chunk = os.environ.get("KILL_AT", ""), os.environ.get("CHUNK_ROWS")
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if chunk:
+    import competition.submission as sub
+    sub.CHUNK_ROWS = int(chunk)
+if kill.startswith("epoch"):
+    import keras
+    import competition.train as tr
+    make, n = tr._make_callbacks, int(kill[5:])
+    class Killer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == n and batch == 0:
+                die()
+    def patched(*args, **kwargs):
+        callbacks, recorder = make(*args, **kwargs)
+        return [*callbacks, Killer()], recorder
+    tr._make_callbacks = patched
+elif kill.startswith("chunk"):
+    import competition.mirror as mi
+    write, n, calls = mi.write_text, int(kill[5:]), []
+    def record(path, text):
+        calls.append(path)
+        if len(calls) == n:
+            die()
+        write(path, text)
+    mi.write_text = record
+sys.exit(mod["main"]() or 0)
+'''
+
+
+def _run_killable(script: Path, root: Path, **env: str) -> subprocess.CompletedProcess:
+    killer = root.parent / "killer.py"
+    killer.write_text(_KILLER)
+    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS")}
+    full.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", **env)
+    return subprocess.run([sys.executable, str(killer), str(script)], cwd=root, env=full, capture_output=True,
+                          text=True, timeout=400)
+
+
+def _next_session(root: Path, user: str, slug: str) -> None:
+    """A fresh session of the same kernel: the last output mounted as its own source, temp and working empty."""
+    mount = root / "input" / "notebooks" / user / slug
+    shutil.rmtree(mount, ignore_errors=True)
+    mount.parent.mkdir(parents=True, exist_ok=True)
+    (root / "working").rename(mount)
+    shutil.rmtree(root / "temp", ignore_errors=True)
+    (root / "working").mkdir()
+
+
+def _api_mounted_root(root: Path, synth_zip_dir: Path) -> Path:
+    """/kaggle as an API-pushed kernel sees it: the competition under input/competitions/."""
+    comp = root / "input" / "competitions" / COMPETITION
+    comp.mkdir(parents=True)
+    for z in synth_zip_dir.glob("*.zip"):
+        (comp / z.name).symlink_to(z)
+    (root / "working").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
+    """A train kernel (3 epochs) killed in epoch 2, then its next version resumed from the mirrored output."""
+    tmp = tmp_path_factory.mktemp("capped")
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kr", user="alice", epochs=3)
+    folder = kernels.build(spec, tmp / "build")
+    root = _api_mounted_root(tmp / "kaggle", synth_zip_dir)
+    first = _run_killable(folder / "run.py", root, KILL_AT="epoch2")
+    killed = {p.relative_to(root / "working").as_posix() for p in (root / "working").rglob("*") if p.is_file()}
+    state = json.loads((root / "working" / "fold0" / "backup" / "state.json").read_text())
+    import keras
+    best = keras.models.load_model(root / "working" / "fold0" / "model.keras", compile=False)
+    kernel_state = json.loads((root / "working" / kernels.STATE_FILE).read_text())
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root)
+    return dict(spec=spec, root=root, slug=folder.name, first=first, killed=killed, state=state, best=best,
+                kernel_state=kernel_state, second=second, working=root / "working")
+
+
+def test_kernel_killed_mid_epoch_leaves_the_best_model_and_a_backup(killed_and_resumed_fold):
+    r = killed_and_resumed_fold
+    assert r["first"].returncode == -9, r["first"].stdout + r["first"].stderr  # SIGKILL: no `finally` ran
+    assert "GPUs: 0" in r["first"].stdout and "warning: this kernel asked for 2x T4" in r["first"].stdout
+    assert r["state"]["epoch"] == 1 and r["state"]["backup"] == "epoch001.keras"
+    assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
+            "fold0/backup/state.json", "fold0/backup/epoch001.keras", kernels.STATE_FILE} <= r["killed"]
+    assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in r["killed"])  # no half-written copy
+    assert r["best"].input_shape[1:3] == (32, 48)  # a loadable model
+    assert r["kernel_state"]["state"] == "running"
+
+
+def test_next_kernel_version_resumes_the_fold_from_the_mounted_output(killed_and_resumed_fold):
+    r = killed_and_resumed_fold
+    proc, working = r["second"], r["working"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mount = r["root"] / "input" / "notebooks" / "alice" / r["slug"]
+    assert f"resuming from the earlier version's output {mount}" in proc.stdout
+    assert "after epoch 1 of 3" in proc.stdout and "Epoch 1/3" not in proc.stdout  # not started again
+    summary = json.loads((working / "fold0" / "train.json").read_text())
+    assert summary["epochs"] == 3  # what an uninterrupted run trains: the killed epoch counted once
+    with open(working / "fold0" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["epoch"]) for r in rows] == [1, 2, 3]
+    with open(mount / "fold0" / "history.csv") as f:
+        assert next(csv.DictReader(f)) == rows[0]  # epoch 1 kept from the first session, not retrained
+    assert not (working / "fold0" / "backup").exists() and not list(working.rglob(".*"))
+    assert json.loads((working / kernels.STATE_FILE).read_text())["state"] == "complete"
+    # scored with a tuned threshold, which the run's config (what predict uses) now holds
+    score = json.loads((working / "fold0" / "score.json").read_text())
+    assert json.loads((working / "config.json").read_text())["threshold"] == score["best_threshold"]
+
+
+def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resumed_fold, tmp_path, synth_zip_dir,
+                                                                  monkeypatch):
+    trained = killed_and_resumed_fold["working"]
+    # the reference: an uninterrupted prediction with the same chunks, in this process
+    from competition import submission
+    from competition.predict import predict
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 1)
+    kernels.assemble_run([trained], tmp_path / "run")
+    reference = predict(tmp_path / "run", str(synth_zip_dir), tmp_path / "ref" / "kr.csv.gz", folds=[0])
+
+    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice")
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
+    train_mount = root / "input" / "notebooks" / "alice" / "carvana-kr-fold-0"
+    train_mount.parent.mkdir(parents=True)
+    train_mount.symlink_to(trained, target_is_directory=True)
+    first = _run_killable(folder / "run.py", root, KILL_AT="chunk3", CHUNK_ROWS="1")
+    assert first.returncode == -9, first.stdout + first.stderr
+    record = json.loads((root / "working" / "kr.csv.gz.part.json").read_text())
+    part = (root / "working" / "kr.csv.gz.part").stat().st_size
+    assert record["rows"] == 2 and part > record["bytes"]  # chunk 3 mirrored, its record not: a torn tail
+    assert not (root / "working" / "kr.csv.gz").exists()
+
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root, CHUNK_ROWS="1")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "2 of 4 rows already written" in second.stdout
+    assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in (root / "working").iterdir()) == [kernels.STATE_FILE, "kr.csv.gz"]

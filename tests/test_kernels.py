@@ -236,6 +236,71 @@ def test_status_prints_the_state(server, capsys, state):
     assert f"{USER}/carvana-t1-predict: {state}" in capsys.readouterr().out
 
 
+def test_status_error_prints_the_command_that_resumes_it(server):
+    server.status_answer = {"status": "ERROR", "failureMessage": "Your notebook exceeded the time limit"}
+    with pytest.raises(UserError) as e:
+        kernels.status(KernelSpec(preset="tiny", name="t1", fold=1, epochs=2, accelerator="l4"))
+    line = _one_line(e)
+    assert "exceeded the time limit" in line
+    assert ("resume it with `python -m competition kernel push --task train --name t1 --preset tiny --fold 1 "
+            "--epochs 2 --accelerator l4`") in line
+
+
+def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys):
+    server.status_answer = {"status": "COMPLETE"}
+    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
+                      "fold0/model.keras": b"not fetched by status"}
+    spec = KernelSpec(task="predict", preset="tiny", name="t1", shard=(1, 4))
+    assert kernels.status(spec) == "TIME_LIMITED"
+    out = capsys.readouterr().out
+    assert "COMPLETE but NOT FINISHED" in out and "fold 0 after epoch 7" in out
+    assert "`python -m competition kernel push --task predict --name t1 --preset tiny --shard 1/4`" in out
+    fetched = [body for endpoint, body in server.sent if endpoint not in ("GetKernelSessionStatus",
+                                                                          "ListKernelSessionOutput")]
+    assert len(fetched) == 1  # only the small state file was downloaded, not the model
+
+
+def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, capsys):
+    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
+    assert kernels.status(KernelSpec(preset="tiny", name="t1")) == "COMPLETE"
+    assert "fetch its outputs" in capsys.readouterr().out
+
+
+def test_gpu_mismatch_is_warned_about():
+    assert kernels.gpu_mismatch("t4x2", ["Tesla T4", "Tesla T4"]) is None
+    for got in ([], ["Tesla T4"], ["Tesla P100-PCIE-16GB", "Tesla P100-PCIE-16GB"]):
+        warning = kernels.gpu_mismatch("t4x2", got)
+        assert warning and "asked for 2x T4" in warning and (", ".join(got) or "no GPU") in warning
+    assert kernels.gpu_mismatch("l4", ["NVIDIA L4"]) is None and "got no GPU" in kernels.gpu_mismatch("l4", [])
+    assert kernels.gpu_mismatch("none", []) is None and kernels.gpu_mismatch(None, []) is None
+
+
+def test_l4_warns_that_it_may_not_be_open(server, tmp_path, capsys):
+    kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="l4"), out_root=tmp_path / "build")
+    assert server.body("SaveKernel")["machineShape"] == "NvidiaL4"
+    err = capsys.readouterr().err
+    assert "warning:" in err and "may not be open for this competition" in err
+
+
+def test_trial_kernel_never_takes_the_real_folds_slug():
+    real, trial = KernelSpec(fold=2, name="r"), KernelSpec(fold=2, name="r", epochs=1)
+    assert kernels.kernel_slug(real) == "carvana-r-fold-2"
+    assert kernels.kernel_slug(trial) == "carvana-r-fold-2-trial-1-epochs"
+    # a predict kernel's default train kernels are the real folds, never the trial ones
+    assert kernels.train_refs(KernelSpec(task="predict", name="r", preset="tiny"), "u") == [
+        "u/carvana-r-fold-0", "u/carvana-r-fold-1"]
+
+
+def test_first_push_does_not_warn_about_its_own_missing_output(server, tmp_path, capsys):
+    server.save_answer = {"versionNumber": 1, "invalidKernelSources": [f"{USER}/carvana-t1-fold-0"]}
+    kernels.push(KernelSpec(preset="tiny", name="t1"), out_root=tmp_path / "build")
+    assert "did not attach" not in capsys.readouterr().err
+    server.save_answer = {"versionNumber": 1, "invalidKernelSources": [f"{USER}/carvana-t1-fold-0", "x/other"]}
+    kernels.push(KernelSpec(preset="tiny", name="t1"), out_root=tmp_path / "build")
+    err = capsys.readouterr().err
+    assert "did not attach the kernel source(s) x/other " in err
+
+
 def test_status_of_a_kernel_kaggle_denies_is_one_line(server):
     server.fail["GetKernelSessionStatus"] = 403
     with pytest.raises(UserError) as e:

@@ -164,17 +164,26 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
     return callbacks, recorder
 
 
-def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadline, mirror: Path | None):
-    """After the recorder, each epoch: curves.png, the fold mirrored (`--mirror`), and the `--time-limit` check."""
+def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadline, mirror: Path | None,
+                    state: dict, callbacks: list):
+    """Last callback of each epoch: the LR schedule's state saved for a resume (and restored at the start),
+    curves.png, the fold mirrored (`--mirror`), and the `--time-limit` check."""
     import keras
 
     from .mirror import mirror_fold
+    plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
 
     class Guard(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.stopped_after = None  # the epoch after which the time limit stopped training
             self.started = time.monotonic()
+
+        def on_train_begin(self, logs=None):
+            saved = state.get("reduce_lr")
+            if plateau is not None and saved:  # after ReduceLROnPlateau's own reset: continue its counts
+                plateau.wait, plateau.best, plateau.cooldown_counter = saved["wait"], saved["best"], saved["cooldown"]
+                self.model.optimizer.learning_rate = saved["lr"]  # a reduction made after the backup was saved
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.monotonic()
@@ -183,6 +192,12 @@ def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadli
             if recorder.nan_epoch is not None:
                 return
             seconds = time.monotonic() - self.started
+            state_path = out / "backup" / "state.json"
+            if plateau is not None and state_path.is_file():
+                lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                write_json(state_path, {**read_json(state_path), "reduce_lr": {
+                    "wait": int(plateau.wait), "best": float(plateau.best), "cooldown": int(plateau.cooldown_counter),
+                    "lr": lr}})
             if mirror is not None:
                 plot_curves(recorder.history, out / "curves.png", f"{run_dir.name} fold {out.name[4:]}")
                 mirror_fold(out, mirror / out.name)
@@ -307,8 +322,8 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "
         f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}, batch {batch} on {replicas} device(s)")
     callbacks, recorder = _make_callbacks(cfg, out, state)
-    guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror)
-    callbacks.insert(callbacks.index(recorder) + 1, guard)
+    guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror, state, callbacks)
+    callbacks.append(guard)  # last: after the recorder's backup and the LR schedule's step
     if mirror is not None:
         from .mirror import mirror_fold, mirror_run_files
         mirror_run_files(run_dir, mirror)

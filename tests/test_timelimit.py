@@ -111,3 +111,25 @@ def test_predict_time_limit_stops_between_chunks_and_resumes_to_the_same_bytes(t
     assert runs == 3  # stopped after chunk 1 and 2; the last chunk is never refused
     assert path.read_bytes() == reference.read_bytes()
     assert not list(mirror.iterdir())  # the finished file replaces the mirrored partial one
+
+
+def test_a_resumed_fold_continues_the_lr_schedule(tmp_path, synth_dir):
+    from competition.train import train
+    cfg = preset("tiny", epochs=3, patience=5, k=3, reduce_lr_patience=1)
+    run = tmp_path / "runs" / "lr"
+    kwargs = dict(data=str(synth_dir), run_dir=run, fold=0, cache_dir=tmp_path / "cache", time_limit=Deadline(0.001))
+    assert train(cfg, **kwargs)["time_limited"]
+    state_path = run / "fold0" / "backup" / "state.json"
+    state = json.loads(state_path.read_text())
+    first_val = state["history"][0]["val_dice"]
+    # after epoch 1 the schedule's best is that epoch's value, nothing waited, the LR as configured
+    assert state["reduce_lr"] == {"wait": 0, "best": pytest.approx(first_val), "cooldown": 0, "lr": pytest.approx(cfg.lr)}
+    # a schedule that had already lowered the LR and holds an unbeatable best (val_dice <= 1)
+    state["reduce_lr"] = {"wait": 0, "best": 2.0, "cooldown": 0, "lr": cfg.lr / 4}
+    state_path.write_text(json.dumps(state))
+    assert train(cfg, **kwargs)["time_limited"]
+    state = json.loads(state_path.read_text())
+    assert state["history"][1]["lr"] == pytest.approx(cfg.lr / 4)   # epoch 2 trained with the restored LR
+    # no improvement on the restored best with patience 1: halved, counter reset, best kept (a fresh
+    # schedule would have taken epoch 2's value as its best and kept the LR)
+    assert state["reduce_lr"] == {"wait": 0, "best": 2.0, "cooldown": 0, "lr": pytest.approx(cfg.lr / 8)}

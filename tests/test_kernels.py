@@ -266,6 +266,17 @@ def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, cap
     assert "fetch its outputs" in capsys.readouterr().out
 
 
+def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
+    from competition.timelimit import parse_duration
+    hour = 3600.0
+    train = parse_duration(kernels.time_limit("train", started=50.0, now=50.0 + hour))
+    predict = parse_duration(kernels.time_limit("predict", started=50.0, now=50.0 + hour))
+    assert train == 12 * hour - kernels.TIME_MARGIN_SECONDS["train"] - hour
+    assert predict == 12 * hour - kernels.TIME_MARGIN_SECONDS["predict"] - hour
+    assert 10 * hour < train < predict < 11 * hour  # room to score a fold after training, less after predicting
+    assert parse_duration(kernels.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
+
+
 def test_gpu_mismatch_is_warned_about():
     assert kernels.gpu_mismatch("t4x2", ["Tesla T4", "Tesla T4"]) is None
     for got in ([], ["Tesla T4"], ["Tesla P100-PCIE-16GB", "Tesla P100-PCIE-16GB"]):

@@ -42,7 +42,9 @@ def unpack_toolkit(root: Path) -> Path:
         with zipfile.ZipFile(io.BytesIO(base64.b64decode("".join(PACKAGE_ZIP.split())))) as zf:
             zf.extractall(dest)
     else:
-        found = sorted((root / "input").glob("*/competition/__init__.py"))
+        found = [p for pattern in ("*/competition/__init__.py", "datasets/*/*/competition/__init__.py",
+                                   "notebooks/*/*/competition/__init__.py")
+                 for p in sorted((root / "input").glob(pattern))]
         if not found:
             sys.exit("error: this is the unfilled template: build the kernel with "
                      "`python -m competition kernel build` (or attach the toolkit's competition/ as a dataset)")

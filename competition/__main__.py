@@ -72,14 +72,18 @@ def _train_config(a: argparse.Namespace):
 
 def cmd_train(a: argparse.Namespace) -> None:
     from .config import run_path
+    from .timelimit import deadline
     from .train import train
+    limit = deadline(a.time_limit)
     cfg = _train_config(a)
     run_dir = run_path(a.run or a.preset or cfg.preset, a.runs)  # the preset as typed: old names keep old runs
     folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
     for fold in folds:
-        train(cfg, data=a.data, run_dir=run_dir, fold=fold,
-              cache_dir=None if a.cache == "none" else Path(a.cache),
-              force=a.force)
+        summary = train(cfg, data=a.data, run_dir=run_dir, fold=fold,
+                        cache_dir=None if a.cache == "none" else Path(a.cache),
+                        force=a.force, time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
+        if summary.get("time_limited"):
+            break
 
 
 def _fold_number(text: str, k: int) -> int:
@@ -117,8 +121,11 @@ def _shard_arg(text: str | None) -> tuple[int, int] | None:
 def cmd_predict(a: argparse.Namespace) -> None:
     from .config import run_path
     from .predict import predict
+    from .timelimit import deadline
+    limit = deadline(a.time_limit)
     predict(run_dir=run_path(a.run), data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
-            threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit)
+            threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
+            time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
 
 
 def cmd_merge(a: argparse.Namespace) -> None:
@@ -261,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dropout", type=float)
     s.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs (make: MIXED_PRECISION=1)")
+    s.add_argument("--time-limit", default=None,
+                   help="e.g. 11h30m: stop after the epoch whose successor would pass it; rerun to resume")
+    s.add_argument("--mirror", default=None,
+                   help="copy the best model, history, curves and resumable backup here after every epoch")
 
     s = add("predict", cmd_predict, "predict the test set into a submission CSV (resumable, shardable)")
     s.add_argument("--run", required=True, help=RUN_HELP)
@@ -272,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=None)
     s.add_argument("--shard", default=None, help="i/N: predict the i-th of N contiguous slices")
     s.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--time-limit", default=None,
+                   help="e.g. 11h: stop after the chunk of rows whose successor would pass it; rerun to resume")
+    s.add_argument("--mirror", default=None,
+                   help="copy the partial submission and its progress record here as each chunk is written")
 
     s = add("merge", cmd_merge, "join shard files into one submission, checking they cover the sample once")
     s.add_argument("parts", nargs="+")

@@ -3,8 +3,9 @@
 Two halves. The host side (`build`, `push`, `status`, `output`), run by `python -m competition kernel`,
 fills the templates in `kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry
 script that carries this package as an embedded zip) and talks to Kaggle through `kaggle_api`.
-The kernel side (`check_environment`, `find_competition_input`, `find_kernel_input`, `assemble_run`,
-`copy_outputs`) is called by those entry scripts on Kaggle, once the embedded package is unpacked.
+The kernel side (`check_environment`, `find_competition_input`, `find_kernel_input`, `restore_run`,
+`assemble_run`, `copy_outputs`, `time_limit`, `write_kernel_state`) is called by those entry scripts on Kaggle,
+once the embedded package is unpacked.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from typing import Any, Callable
 from . import COMPETITION, __version__
 from .data.folds import check_fold
 from .errors import UserError
-from .fileio import atomic_open, read_json, write_json, write_text
+from .fileio import read_json, write_json, write_text
+from .mirror import copy_file
 from .progress import say
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -35,7 +37,16 @@ CODE_FILE = "run.py"
 ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaT4", "l4": "NvidiaL4",
                                        "none": None}
 RETIRED = {"p100": "the P100 is retired on Kaggle (sessions asking for NvidiaTeslaP100 run on the default GPU, "
-                   "NvidiaTeslaT4, instead): this kernel asks for 2x T4"}
+                   "NvidiaTeslaT4, instead): this kernel asks for 2x T4",
+           "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
+                 "competitions only, and may then run the kernel on another machine without saying so; the "
+                 "kernel's first lines print the GPUs it got (t4x2 is always open)"}
+# --accelerator choice -> (GPUs, name part) the kernel should see; fewer or others is warned about in its first lines
+EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (2, "T4"), "l4": (1, "L4"), "none": (0, "")}
+SESSION_SECONDS = 12 * 3600  # Kaggle ends a GPU session after 12 hours, without running `finally`
+# what a kernel keeps of its session for the work after the time-limited step (scoring, copying the output)
+TIME_MARGIN_SECONDS = {"train": 40 * 60, "predict": 15 * 60}
+STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
 MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
 NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same package gives the same bytes
@@ -62,6 +73,11 @@ class KernelSpec:
     def run_name(self) -> str:
         return self.name or self.preset
 
+    @property
+    def trial(self) -> bool:
+        """A train kernel with --epochs: a smoke run, under its own slug so it never replaces the real fold's."""
+        return self.task == "train" and self.epochs is not None
+
 
 # --- names ----------------------------------------------------------------------------------------
 def slugify(text: str) -> str:
@@ -76,7 +92,7 @@ def train_title(name: str, fold: int) -> str:
 def title(spec: KernelSpec) -> str:
     """The kernel's title; its slug is the kernel's id."""
     if spec.task == "train":
-        return train_title(spec.run_name, spec.fold)
+        return train_title(spec.run_name, spec.fold) + (f" trial {spec.epochs} epochs" if spec.trial else "")
     shard = f" shard {spec.shard[0]} of {spec.shard[1]}" if spec.shard else ""
     return f"carvana {spec.run_name} predict{shard}"
 
@@ -175,13 +191,15 @@ def metadata(spec: KernelSpec, user: str) -> dict:
         meta.pop("machine_shape", None)
     else:
         meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: P100)
-    meta["kernel_sources"] = train_refs(spec, user) if spec.task == "predict" else []
+    # its own slug last: a re-pushed version mounts the earlier version's output and resumes from it
+    meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + [kernel_ref(spec, user)]
     return meta
 
 
 def kernel_settings(spec: KernelSpec, user: str) -> dict:
     """The SETTINGS dict the entry script runs with."""
-    common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__}
+    common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
+              "kernel": kernel_ref(spec, user), "accelerator": spec.accelerator.strip().lower()}
     if spec.task == "train":
         return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score}
     return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
@@ -268,7 +286,9 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> str:
     for kind, bad, fix in (
             ("competition", response.invalid_competition_sources,
              f"accept the rules at https://www.kaggle.com/competitions/{COMPETITION}/rules"),
-            ("kernel", response.invalid_kernel_sources, "push the train kernels first and let them finish"),
+            # its own slug is no source yet at the first push: nothing to resume from, as intended
+            ("kernel", [b for b in response.invalid_kernel_sources or [] if b.strip("/") != ref],
+             "push the train kernels first and let them finish"),
             ("dataset", response.invalid_dataset_sources, "check the dataset slugs")):
         if bad:
             print(f"warning: Kaggle did not attach the {kind} source(s) {', '.join(bad)} to {ref}: {fix}; "
@@ -285,6 +305,10 @@ def _options(spec: KernelSpec) -> str:
     opts = [f"--task {spec.task}", f"--run {spec.run_name}", f"--preset {spec.preset}"]
     if spec.task == "train":
         opts.append(f"--fold {spec.fold}")
+    if spec.folds is not None:
+        opts.append(f"--folds {','.join(map(str, spec.folds))}")
+    if spec.train_kernels:
+        opts.append(f"--train-kernels {spec.train_kernels}")
     if spec.shard:
         opts.append(f"--shard {spec.shard[0]}/{spec.shard[1]}")
     if spec.user:
@@ -307,14 +331,44 @@ def _error_line(ref: str, message: str) -> str:
             f"its log: `kaggle kernels logs {ref}` or https://www.kaggle.com/code/{ref} (Logs)")
 
 
+def resume_command(spec: KernelSpec) -> str:
+    """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
+    opts = _options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+    return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
+                                                          if spec.accelerator != "t4x2" else "")
+
+
+def _kernel_state(api: Any, ref: str) -> dict | None:
+    """The kernel's own record of how far it got (STATE_FILE in its output), or None when it has none."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        _kaggle(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
+                what=f"reading {STATE_FILE} of {ref}")
+        path = Path(tmp) / STATE_FILE
+        return read_json(path) if path.is_file() else None
+
+
 def status(spec: KernelSpec) -> str:
-    """Print the kernel's status; ERROR is a one-line UserError carrying Kaggle's failure message."""
+    """Print the kernel's status; ERROR is a one-line UserError carrying Kaggle's failure message.
+
+    A kernel that stopped at its time limit, or was stopped or failed before finishing, says so with the
+    exact command that resumes it."""
     from .kaggle_api import get_api
     check_spec(spec)
     ref = kernel_ref(spec, resolve_user(spec.user))
-    state, message = _status(get_api(), ref)
+    api = get_api()
+    state, message = _status(api, ref)
+    resume = f"resume it with `{resume_command(spec)}` (the new version continues from this one's output)"
     if state == "ERROR":
-        raise UserError(_error_line(ref, message))
+        raise UserError(f"{_error_line(ref, message)}; {resume}")
+    if state.startswith("CANCEL"):
+        raise UserError(f"{ref} was stopped ({state}) before it finished; {resume}")
+    if state == "COMPLETE":
+        record = _kernel_state(api, ref) or {}
+        if record.get("state") == "time-limited":
+            say(f"{ref}: COMPLETE but NOT FINISHED - it stopped at its time limit ({record.get('detail', '')}); "
+                f"{resume}")
+            return "TIME_LIMITED"
     hint = {"COMPLETE": f"fetch its outputs with `python -m competition kernel output {_options(spec)}`",
             "QUEUED": "waiting for a machine; ask again later",
             "RUNNING": "ask again later"}.get(state, message)
@@ -376,8 +430,23 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
 
 
-def check_environment() -> dict[str, str]:
-    """Print Python/TensorFlow/Keras versions and the GPUs; a missing module or old version is a UserError."""
+def gpu_mismatch(accelerator: str | None, names: list[str]) -> str | None:
+    """A warning when the GPUs a kernel got (their names) are fewer or other than its --accelerator asked for."""
+    want, model = EXPECTED_GPUS.get((accelerator or "").strip().lower(), (0, ""))
+    if not want:
+        return None
+    got = ", ".join(names) if names else "no GPU"
+    if len(names) < want or not all(model in n for n in names):
+        return (f"this kernel asked for {want}x {model} (--accelerator {accelerator}) but got {got}: Kaggle ran "
+                f"it on another machine; it will be slower or run out of memory - stop it and push again "
+                f"(or with --accelerator t4x2) if that is not what you want")
+    return None
+
+
+def check_environment(accelerator: str | None = None) -> dict[str, str]:
+    """Print Python/TensorFlow/Keras versions and the GPUs; a missing module or old version is a UserError.
+
+    With `accelerator` (what the kernel asked for), GPUs fewer or other than asked are a warning."""
     missing = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"this kernel image lacks {', '.join(missing)}: choose the latest Python environment "
@@ -399,6 +468,10 @@ def check_environment() -> dict[str, str]:
                                   " - running on CPU (slow); push with --accelerator t4x2 for Kaggle's GPUs"),
           flush=True)
     versions["gpus"] = str(len(gpus))
+    warning = gpu_mismatch(accelerator, names)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        print(f"warning: {warning}", flush=True)  # also in the log's stdout, where the GPU line is
     return versions
 
 
@@ -407,35 +480,26 @@ def toolkit_has(module: str) -> bool:
     return importlib.util.find_spec(f"{__package__}.{module}") is not None
 
 
-def _find_dir(root: Path, name: str, depth: int = 3) -> Path | None:
-    """root/name, else the first folder called `name` at most `depth` levels under root."""
-    if (root / name).is_dir():
-        return root / name
-    level = [root]
-    for _ in range(depth):
-        level = sorted(d for parent in level if parent.is_dir() for d in parent.iterdir() if d.is_dir())
-        for d in level:
-            if d.name == name:
-                return d
-    return None
-
-
 def find_competition_input(input_root: Path) -> Path:
-    """The competition's files under /kaggle/input (zips, read in place)."""
-    found = _find_dir(input_root, COMPETITION)
+    """The competition's files under /kaggle/input in any mount layout (zips, read in place)."""
+    from .data.layout import find_input
+    found = find_input(COMPETITION, root=input_root)
     if found is None:
-        raise UserError(f"{input_root}/{COMPETITION} not found: the kernel needs the competition as a source "
+        raise UserError(f"{input_root}/{COMPETITION} not found (nor under competitions/, notebooks/<user>/ or "
+                        f"datasets/<user>/): the kernel needs the competition as a source "
                         f"(competition_sources in {METADATA_FILE}) and its rules accepted at "
                         f"https://www.kaggle.com/competitions/{COMPETITION}/rules")
     return found
 
 
 def find_kernel_input(input_root: Path, ref: str) -> Path:
-    """The output of kernel user/slug, attached as /kaggle/input/<slug>/."""
-    slug = ref.rsplit("/", 1)[-1]
-    found = _find_dir(input_root, slug)
+    """The output of kernel user/slug, mounted at notebooks/<user>/<slug>/ (or flat <slug>/) under /kaggle/input."""
+    from .data.layout import find_input
+    user, _, slug = ref.rpartition("/")
+    found = find_input(slug, user or None, input_root)
     if found is None:
-        raise UserError(f"{input_root}/{slug} not found: add {ref} to kernel_sources in {METADATA_FILE} "
+        raise UserError(f"{input_root}/notebooks/{user or '<user>'}/{slug} not found: add {ref} to kernel_sources "
+                        f"in {METADATA_FILE} "
                         f"and let it finish (COMPLETE) before this kernel runs")
     return found
 
@@ -481,8 +545,32 @@ def copy_outputs(src: Path, working: Path) -> list[Path]:
     return copied
 
 
-def copy_file(src: Path, dest: Path) -> Path:
-    """Copy one file so that it appears at `dest` complete or not at all."""
-    with open(src, "rb") as fin, atomic_open(dest, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-    return dest
+def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
+    """Copy the output of this kernel's earlier version (mounted as its own source) into each of `dests`
+    (the working run folder, /kaggle/working), so training or prediction continues where it stopped."""
+    from .data.layout import find_input
+    user, _, slug = ref.rpartition("/")
+    src = find_input(slug, user or None, input_root)
+    if src is None:
+        print(f"no earlier output of {ref} under {input_root}: starting from the beginning", flush=True)
+        return None
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.endswith(".log") and p.name != STATE_FILE
+             and not any(part.startswith(".") for part in p.relative_to(src).parts)]
+    for dest in dests:
+        for path in files:
+            copy_file(path, dest / path.relative_to(src))
+    print(f"resuming from the earlier version's output {src} ({len(files)} file(s))", flush=True)
+    return src
+
+
+def time_limit(task: str, started: float, now: float | None = None) -> str:
+    """The --time-limit a kernel passes: Kaggle's session limit less a margin for what follows, less the time
+    the kernel has already used since `started` (time.monotonic())."""
+    import time
+    used = (time.monotonic() if now is None else now) - started
+    return f"{max(1, int(SESSION_SECONDS - TIME_MARGIN_SECONDS[task] - used))}s"
+
+
+def write_kernel_state(working: Path, state: str, detail: str = "") -> None:
+    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports)."""
+    write_json(working / STATE_FILE, {"state": state, "detail": detail})

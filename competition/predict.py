@@ -173,8 +173,11 @@ def shard_path(out: Path, shard: tuple[int, int] | None) -> Path:
 
 def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None = None, tta: str = "hflip",
             threshold: float | None = None, batch: int | None = None, shard: tuple[int, int] | None = None,
-            limit: int | None = None) -> Path:
-    """Predict the test set into a (resumable) submission file; returns its path."""
+            limit: int | None = None, time_limit=None, mirror: Path | None = None) -> Path | None:
+    """Predict the test set into a (resumable) submission file; returns its path (None: stopped by time_limit).
+
+    time_limit: a `timelimit.Deadline`: stop after the chunk whose successor would cross it (the same command
+    resumes). mirror: a folder that gets the partial file and its progress record as each chunk is written."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
@@ -186,7 +189,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     target = shard_path(out, shard)
     meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or []),
             "models": model_digests(run_dir, folds)}
-    writer = SubmissionWriter(target, ids, meta)
+    writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
@@ -200,10 +203,17 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     stream = probabilities(predictor, todo, ds.read_test_image, ds.where_test, batch)
     with ThreadPoolExecutor(2, thread_name_prefix="post") as pool, \
             bar(total=len(ids), initial=writer.done, desc=f"predict {target.name}") as b:
+        clock = _ChunkClock(writer, time_limit)
         for image_id, rle_string in ordered_map(pool, post, stream, ahead=2 * batch):
             writer.add(image_id, rle_string)
             b.update()
+            if clock.stop():
+                break
+    if clock.stopped:
+        return _stop_for_time(writer, time_limit)
     path = writer.finish()
+    if writer.mirror is not None:
+        writer.mirror.remove()
     if shard is None and not limit:
         rows = check_valid(path, [f"{i}.jpg" for i in all_ids])
         say(f"wrote {path}: {rows} rows, folds {folds}, TTA {tta}, threshold {threshold}; validated against "
@@ -212,3 +222,28 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
         say(f"wrote {path}: {len(ids)} rows" + (f" (shard {shard[0]} of {shard[1]}; join with "
                                                  f"`python -m competition merge`)" if shard else ""))
     return path
+
+
+class _ChunkClock:
+    """--time-limit for predict: times each recorded chunk; stop() is True once the next would cross the limit."""
+
+    def __init__(self, writer: SubmissionWriter, deadline):
+        import time
+        self.writer, self.deadline, self.clock = writer, deadline, time.monotonic
+        self.done, self.started, self.stopped = writer.done, self.clock(), False
+
+    def stop(self) -> bool:
+        if self.deadline is None or self.writer.done == self.done or self.writer.done == len(self.writer.ids):
+            return False  # no limit, mid-chunk (never stop there: the chunks must line up on resume), or done
+        now = self.clock()
+        self.stopped = self.deadline.step_done(now - self.started)
+        self.done, self.started = self.writer.done, now
+        return self.stopped
+
+
+def _stop_for_time(writer: SubmissionWriter, deadline) -> None:
+    from .timelimit import describe
+    say(f"stopped {writer.part} after {writer.done} of {len(writer.ids)} rows: another chunk (up to "
+        f"{describe(max(deadline.steps))}) would pass the time limit of {describe(deadline.limit)}; "
+        f"run the same command again to resume")
+    return None

@@ -49,7 +49,8 @@ def what_changed(old: dict, new: dict) -> str:
 class SubmissionWriter:
     """Streams `<id>.jpg,<rle>` rows into `<out>.part`; resumes from `<out>.part.json`; renames at the end."""
 
-    def __init__(self, out: Path, ids: list[str], meta: dict, chunk_rows: int | None = None):
+    def __init__(self, out: Path, ids: list[str], meta: dict, chunk_rows: int | None = None,
+                 mirror: Path | None = None):
         chunk_rows = chunk_rows or CHUNK_ROWS
         self.out, self.ids, self.chunk_rows = out, ids, chunk_rows
         self.part = out.with_name(out.name + ".part")
@@ -71,6 +72,12 @@ class SubmissionWriter:
         else:
             self.part.unlink(missing_ok=True)
             self.record.unlink(missing_ok=True)
+        self.mirror = None  # --mirror: the part and its record copied there as each chunk is recorded
+        if mirror is not None:
+            from .mirror import PartMirror
+            self.mirror = PartMirror(self.part, self.record, mirror)
+            if self.done:
+                self.mirror.sync(self.bytes, self.record.read_text())
 
     @property
     def remaining(self) -> list[str]:
@@ -104,6 +111,8 @@ class SubmissionWriter:
         self.bytes += len(data)
         self.pending = []
         write_json(self.record, {"rows": self.done, "bytes": self.bytes, "meta": self.meta})
+        if self.mirror is not None:
+            self.mirror.sync(self.bytes, self.record.read_text())
 
     def finish(self) -> Path:
         """Flush, check completeness, rename the part file onto the output."""

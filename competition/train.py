@@ -164,6 +164,51 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
     return callbacks, recorder
 
 
+def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadline, mirror: Path | None,
+                    state: dict, callbacks: list):
+    """Last callback of each epoch: the LR schedule's state saved for a resume (and restored at the start),
+    curves.png, the fold mirrored (`--mirror`), and the `--time-limit` check."""
+    import keras
+
+    from .mirror import mirror_fold
+    plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
+
+    class Guard(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.stopped_after = None  # the epoch after which the time limit stopped training
+            self.started = time.monotonic()
+
+        def on_train_begin(self, logs=None):
+            saved = state.get("reduce_lr")
+            if plateau is not None and saved:  # after ReduceLROnPlateau's own reset: continue its counts
+                plateau.wait, plateau.best, plateau.cooldown_counter = saved["wait"], saved["best"], saved["cooldown"]
+                self.model.optimizer.learning_rate = saved["lr"]  # a reduction made after the backup was saved
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if recorder.nan_epoch is not None:
+                return
+            seconds = time.monotonic() - self.started
+            state_path = out / "backup" / "state.json"
+            if plateau is not None and state_path.is_file():
+                lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+                write_json(state_path, {**read_json(state_path), "reduce_lr": {
+                    "wait": int(plateau.wait), "best": float(plateau.best), "cooldown": int(plateau.cooldown_counter),
+                    "lr": lr}})
+            if mirror is not None:
+                plot_curves(recorder.history, out / "curves.png", f"{run_dir.name} fold {out.name[4:]}")
+                mirror_fold(out, mirror / out.name)
+            if (deadline is not None and deadline.step_done(seconds) and epoch + 1 < cfg.epochs
+                    and not self.model.stop_training):
+                self.stopped_after = epoch + 1
+                self.model.stop_training = True
+
+    return Guard()
+
+
 def save_model(model, path: Path) -> None:
     """model.save to a temporary .keras beside `path`, then rename: never a half-written model."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +262,12 @@ def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_dir: Path | None,
-          force: bool = False) -> dict:
-    """Train (or resume) one fold; returns the summary written to train.json."""
+          force: bool = False, time_limit=None, mirror: Path | None = None) -> dict:
+    """Train (or resume) one fold; returns the summary written to train.json.
+
+    time_limit: a `timelimit.Deadline`: stop after the epoch whose successor would cross it (the fold is then
+    marked "time_limited" and the same command resumes it). mirror: a folder that gets the run's files after
+    every epoch (a kernel's /kaggle/working)."""
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
     check_fold(fold, cfg.k)
@@ -274,6 +323,12 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "
         f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}, batch {batch} on {replicas} device(s)")
     callbacks, recorder = _make_callbacks(cfg, out, state)
+    guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror, state, callbacks)
+    callbacks.append(guard)  # last: after the recorder's backup and the LR schedule's step
+    if mirror is not None:
+        from .mirror import mirror_fold, mirror_run_files
+        mirror_run_files(run_dir, mirror)
+        mirror_fold(out, mirror / out.name)
     from . import progress
     verbose = 0 if progress.QUIET else (1 if sys.stdout.isatty() else 2)
     if initial_epoch < cfg.epochs and not state.get("stopped"):
@@ -288,7 +343,26 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
                 else "no checkpoint was good enough to keep")
         raise UserError(f"training of {out} stopped: the loss became NaN in epoch {recorder.nan_epoch}; {kept}; "
                         f"try a lower --lr (now {cfg.lr})")
-    return _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids, batch, run_dir, fold)
+    if guard.stopped_after is not None:
+        return _stop_for_time(out, guard.stopped_after, cfg, time_limit, mirror)
+    summary = _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids, batch, run_dir, fold)
+    if mirror is not None:
+        from .mirror import mirror_finished_fold
+        mirror_finished_fold(out, mirror / out.name)
+    return summary
+
+
+def _stop_for_time(out: Path, epoch: int, cfg: TrainConfig, deadline, mirror: Path | None) -> dict:
+    """Mark the fold time-limited in its backup state (not complete: the same command resumes it)."""
+    from .timelimit import describe
+    state_path = out / "backup" / "state.json"
+    write_json(state_path, {**read_json(state_path), "time_limited": True})
+    if mirror is not None:
+        from .mirror import copy_file
+        copy_file(state_path, mirror / out.name / "backup" / "state.json")
+    say(f"stopped {out} after epoch {epoch} of {cfg.epochs}: another epoch (up to {describe(max(deadline.steps))}) "
+        f"would pass the time limit of {describe(deadline.limit)}; run the same command again to resume")
+    return {"fold": int(out.name[4:]), "epochs": epoch, "time_limited": True}
 
 
 def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: list[str], batch: int,

@@ -11,7 +11,6 @@ import pytest
 
 from competition.__main__ import main
 from competition.data import extract as ex
-from competition.data import layout
 from competition.data.layout import open_dataset
 from competition.errors import UserError
 
@@ -209,12 +208,11 @@ class _counter:
 
 
 def test_kaggle_input_extracts_to_working_with_links_for_the_rest(synth_zip_dir, tmp_path, monkeypatch):
-    inputs = tmp_path / "input" / "carvana-image-masking-challenge"
+    inputs = tmp_path / "input" / "competitions" / "carvana-image-masking-challenge"  # as API-pushed kernels see it
     shutil.copytree(synth_zip_dir, inputs)
     inputs.chmod(0o555)  # read-only, as /kaggle/input is
     working = tmp_path / "working"
-    monkeypatch.setattr(layout, "KAGGLE_INPUT", inputs)
-    monkeypatch.setenv("CARVANA_KAGGLE_WORKING", str(working))
+    monkeypatch.setenv("KAGGLE_ROOT", str(tmp_path))
     try:
         default = ex.extract(None, budget=None, to=None, dry_run=True)
         assert default.to == working and default.budget == ex.KAGGLE_BUDGET

@@ -3,11 +3,13 @@ output, one-line errors, and the built entry scripts run end to end under a temp
 from __future__ import annotations
 
 import base64
+import csv
 import gzip
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -113,7 +115,8 @@ def test_push_train_kernel_sends_a_valid_private_gpu_kernel_without_internet(ser
     assert body["language"] == "python" and body["kernelType"] == "script"
     assert body["isPrivate"] is True and body["enableGpu"] is True and body["enableInternet"] is False
     assert body["machineShape"] == "NvidiaTeslaT4"
-    assert body["competitionDataSources"] == [COMPETITION] and body.get("kernelDataSources", []) == []
+    # its own slug: a re-pushed version mounts the earlier version's output and resumes from it
+    assert body["competitionDataSources"] == [COMPETITION] and body["kernelDataSources"] == [body["slug"]]
     assert body["text"] == (folder / "run.py").read_text()
     compile(body["text"], "run.py", "exec")
     assert "SETTINGS = {'task': 'train', 'name': 't1', 'preset': 'tiny'" in body["text"]
@@ -129,7 +132,8 @@ def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path
     kernels.push(spec, out_root=tmp_path / "build")
     body = server.body("SaveKernel")
     assert body["slug"] == "alice/carvana-t1-predict-shard-1-of-3"
-    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]
+    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",
+                                         "alice/carvana-t1-predict-shard-1-of-3"]
     assert body["competitionDataSources"] == [COMPETITION] and body["enableInternet"] is False
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
@@ -232,6 +236,82 @@ def test_status_prints_the_state(server, capsys, state):
     assert f"{USER}/carvana-t1-predict: {state}" in capsys.readouterr().out
 
 
+def test_status_error_prints_the_command_that_resumes_it(server):
+    server.status_answer = {"status": "ERROR", "failureMessage": "Your notebook exceeded the time limit"}
+    with pytest.raises(UserError) as e:
+        kernels.status(KernelSpec(preset="tiny", name="t1", fold=1, epochs=2, accelerator="l4"))
+    line = _one_line(e)
+    assert "exceeded the time limit" in line
+    assert ("resume it with `python -m competition kernel push --task train --name t1 --preset tiny --fold 1 "
+            "--epochs 2 --accelerator l4`") in line
+
+
+def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys):
+    server.status_answer = {"status": "COMPLETE"}
+    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
+                      "fold0/model.keras": b"not fetched by status"}
+    spec = KernelSpec(task="predict", preset="tiny", name="t1", shard=(1, 4))
+    assert kernels.status(spec) == "TIME_LIMITED"
+    out = capsys.readouterr().out
+    assert "COMPLETE but NOT FINISHED" in out and "fold 0 after epoch 7" in out
+    assert "`python -m competition kernel push --task predict --name t1 --preset tiny --shard 1/4`" in out
+    fetched = [body for endpoint, body in server.sent if endpoint not in ("GetKernelSessionStatus",
+                                                                          "ListKernelSessionOutput")]
+    assert len(fetched) == 1  # only the small state file was downloaded, not the model
+
+
+def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, capsys):
+    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
+    assert kernels.status(KernelSpec(preset="tiny", name="t1")) == "COMPLETE"
+    assert "fetch its outputs" in capsys.readouterr().out
+
+
+def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
+    from competition.timelimit import parse_duration
+    hour = 3600.0
+    train = parse_duration(kernels.time_limit("train", started=50.0, now=50.0 + hour))
+    predict = parse_duration(kernels.time_limit("predict", started=50.0, now=50.0 + hour))
+    assert train == 12 * hour - kernels.TIME_MARGIN_SECONDS["train"] - hour
+    assert predict == 12 * hour - kernels.TIME_MARGIN_SECONDS["predict"] - hour
+    assert 10 * hour < train < predict < 11 * hour  # room to score a fold after training, less after predicting
+    assert parse_duration(kernels.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
+
+
+def test_gpu_mismatch_is_warned_about():
+    assert kernels.gpu_mismatch("t4x2", ["Tesla T4", "Tesla T4"]) is None
+    for got in ([], ["Tesla T4"], ["Tesla P100-PCIE-16GB", "Tesla P100-PCIE-16GB"]):
+        warning = kernels.gpu_mismatch("t4x2", got)
+        assert warning and "asked for 2x T4" in warning and (", ".join(got) or "no GPU") in warning
+    assert kernels.gpu_mismatch("l4", ["NVIDIA L4"]) is None and "got no GPU" in kernels.gpu_mismatch("l4", [])
+    assert kernels.gpu_mismatch("none", []) is None and kernels.gpu_mismatch(None, []) is None
+
+
+def test_l4_warns_that_it_may_not_be_open(server, tmp_path, capsys):
+    kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="l4"), out_root=tmp_path / "build")
+    assert server.body("SaveKernel")["machineShape"] == "NvidiaL4"
+    err = capsys.readouterr().err
+    assert "warning:" in err and "may not be open for this competition" in err
+
+
+def test_trial_kernel_never_takes_the_real_folds_slug():
+    real, trial = KernelSpec(fold=2, name="r"), KernelSpec(fold=2, name="r", epochs=1)
+    assert kernels.kernel_slug(real) == "carvana-r-fold-2"
+    assert kernels.kernel_slug(trial) == "carvana-r-fold-2-trial-1-epochs"
+    # a predict kernel's default train kernels are the real folds, never the trial ones
+    assert kernels.train_refs(KernelSpec(task="predict", name="r", preset="tiny"), "u") == [
+        "u/carvana-r-fold-0", "u/carvana-r-fold-1"]
+
+
+def test_first_push_does_not_warn_about_its_own_missing_output(server, tmp_path, capsys):
+    server.save_answer = {"versionNumber": 1, "invalidKernelSources": [f"{USER}/carvana-t1-fold-0"]}
+    kernels.push(KernelSpec(preset="tiny", name="t1"), out_root=tmp_path / "build")
+    assert "did not attach" not in capsys.readouterr().err
+    server.save_answer = {"versionNumber": 1, "invalidKernelSources": [f"{USER}/carvana-t1-fold-0", "x/other"]}
+    kernels.push(KernelSpec(preset="tiny", name="t1"), out_root=tmp_path / "build")
+    err = capsys.readouterr().err
+    assert "did not attach the kernel source(s) x/other " in err
+
+
 def test_status_of_a_kernel_kaggle_denies_is_one_line(server):
     server.fail["GetKernelSessionStatus"] = 403
     with pytest.raises(UserError) as e:
@@ -296,8 +376,9 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
     (predict_root / "input" / "carvana-kt-fold-0").symlink_to(working, target_is_directory=True)
     proc = _run_kernel(predict_dir / "run.py", predict_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [submission] = list((predict_root / "working").iterdir())
-    assert submission.name == "kt.csv.gz"
+    submission = predict_root / "working" / "kt.csv.gz"
+    assert sorted(p.name for p in (predict_root / "working").iterdir()) == ["kernel-state.json", "kt.csv.gz"]
+    assert json.loads((predict_root / "working" / "kernel-state.json").read_text())["state"] == "complete"
     from competition.data.layout import open_dataset
     names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
     rows, problems = validate(submission, names)
@@ -318,9 +399,164 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
     proc = _cli("build", "--task", "train", "--preset", "tiny", "--name", "t1", "--user", "alice", "--epochs", "1",
                 "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "'epochs': 1" in (tmp_path / "carvana-t1-fold-0" / "run.py").read_text()
+    assert "'epochs': 1" in (tmp_path / "carvana-t1-fold-0-trial-1-epochs" / "run.py").read_text()
     proc = _cli("build", "--task", "predict", "--preset", "tiny", "--name", "t1", "--user", "alice", "--shard", "2/4",
                 "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "carvana-t1-predict-shard-2-of-4" / "kernel-metadata.json").read_text())
-    assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1"]  # tiny: k=2
+    assert meta["kernel_sources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",  # tiny: k=2
+                                      "alice/carvana-t1-predict-shard-2-of-4"]
+
+
+# --- the 12-hour cap: killed kernels resume from their own mirrored output ------------------------------
+# Runs a built entry script with a kill at a fixed point, from inside the process (SIGKILL: no `finally`,
+# no atexit, as when Kaggle ends a session): KILL_AT=epochN dies after the first batch of epoch N;
+# KILL_AT=chunkN dies while mirroring chunk N (its bytes appended to the mirrored part, its record not yet).
+# CHUNK_ROWS sets the submission writer's chunk size, so 4 test images make 4 chunks.
+_KILLER = '''
+import os, runpy, signal, sys
+from pathlib import Path
+mod = runpy.run_path(sys.argv[1], run_name="kaggle_kernel")
+mod["unpack_toolkit"](Path(os.environ["KAGGLE_ROOT"]))
+kill, chunk = os.environ.get("KILL_AT", ""), os.environ.get("CHUNK_ROWS")
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if chunk:
+    import competition.submission as sub
+    sub.CHUNK_ROWS = int(chunk)
+if kill.startswith("epoch"):
+    import keras
+    import competition.train as tr
+    make, n = tr._make_callbacks, int(kill[5:])
+    class Killer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == n and batch == 0:
+                die()
+    def patched(*args, **kwargs):
+        callbacks, recorder = make(*args, **kwargs)
+        return [*callbacks, Killer()], recorder
+    tr._make_callbacks = patched
+elif kill.startswith("chunk"):
+    import competition.mirror as mi
+    write, n, calls = mi.write_text, int(kill[5:]), []
+    def record(path, text):
+        calls.append(path)
+        if len(calls) == n:
+            die()
+        write(path, text)
+    mi.write_text = record
+sys.exit(mod["main"]() or 0)
+'''
+
+
+def _run_killable(script: Path, root: Path, **env: str) -> subprocess.CompletedProcess:
+    killer = root.parent / "killer.py"
+    killer.write_text(_KILLER)
+    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS")}
+    full.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", **env)
+    return subprocess.run([sys.executable, str(killer), str(script)], cwd=root, env=full, capture_output=True,
+                          text=True, timeout=400)
+
+
+def _next_session(root: Path, user: str, slug: str) -> None:
+    """A fresh session of the same kernel: the last output mounted as its own source, temp and working empty."""
+    mount = root / "input" / "notebooks" / user / slug
+    shutil.rmtree(mount, ignore_errors=True)
+    mount.parent.mkdir(parents=True, exist_ok=True)
+    (root / "working").rename(mount)
+    shutil.rmtree(root / "temp", ignore_errors=True)
+    (root / "working").mkdir()
+
+
+def _api_mounted_root(root: Path, synth_zip_dir: Path) -> Path:
+    """/kaggle as an API-pushed kernel sees it: the competition under input/competitions/."""
+    comp = root / "input" / "competitions" / COMPETITION
+    comp.mkdir(parents=True)
+    for z in synth_zip_dir.glob("*.zip"):
+        (comp / z.name).symlink_to(z)
+    (root / "working").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
+    """A train kernel (3 epochs) killed in epoch 2, then its next version resumed from the mirrored output."""
+    tmp = tmp_path_factory.mktemp("capped")
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kr", user="alice", epochs=3)
+    folder = kernels.build(spec, tmp / "build")
+    root = _api_mounted_root(tmp / "kaggle", synth_zip_dir)
+    first = _run_killable(folder / "run.py", root, KILL_AT="epoch2")
+    killed = {p.relative_to(root / "working").as_posix() for p in (root / "working").rglob("*") if p.is_file()}
+    state = json.loads((root / "working" / "fold0" / "backup" / "state.json").read_text())
+    import keras
+    best = keras.models.load_model(root / "working" / "fold0" / "model.keras", compile=False)
+    kernel_state = json.loads((root / "working" / kernels.STATE_FILE).read_text())
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root)
+    return dict(spec=spec, root=root, slug=folder.name, first=first, killed=killed, state=state, best=best,
+                kernel_state=kernel_state, second=second, working=root / "working")
+
+
+def test_kernel_killed_mid_epoch_leaves_the_best_model_and_a_backup(killed_and_resumed_fold):
+    r = killed_and_resumed_fold
+    assert r["first"].returncode == -9, r["first"].stdout + r["first"].stderr  # SIGKILL: no `finally` ran
+    assert "GPUs: 0" in r["first"].stdout and "warning: this kernel asked for 2x T4" in r["first"].stdout
+    assert r["state"]["epoch"] == 1 and r["state"]["backup"] == "epoch001.keras"
+    assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
+            "fold0/backup/state.json", "fold0/backup/epoch001.keras", kernels.STATE_FILE} <= r["killed"]
+    assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in r["killed"])  # no half-written copy
+    assert r["best"].input_shape[1:3] == (32, 48)  # a loadable model
+    assert r["kernel_state"]["state"] == "running"
+
+
+def test_next_kernel_version_resumes_the_fold_from_the_mounted_output(killed_and_resumed_fold):
+    r = killed_and_resumed_fold
+    proc, working = r["second"], r["working"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mount = r["root"] / "input" / "notebooks" / "alice" / r["slug"]
+    assert f"resuming from the earlier version's output {mount}" in proc.stdout
+    assert "after epoch 1 of 3" in proc.stdout and "Epoch 1/3" not in proc.stdout  # not started again
+    summary = json.loads((working / "fold0" / "train.json").read_text())
+    assert summary["epochs"] == 3  # what an uninterrupted run trains: the killed epoch counted once
+    with open(working / "fold0" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["epoch"]) for r in rows] == [1, 2, 3]
+    with open(mount / "fold0" / "history.csv") as f:
+        assert next(csv.DictReader(f)) == rows[0]  # epoch 1 kept from the first session, not retrained
+    assert not (working / "fold0" / "backup").exists() and not list(working.rglob(".*"))
+    assert json.loads((working / kernels.STATE_FILE).read_text())["state"] == "complete"
+    # scored with a tuned threshold, which the run's config (what predict uses) now holds
+    score = json.loads((working / "fold0" / "score.json").read_text())
+    assert json.loads((working / "config.json").read_text())["threshold"] == score["best_threshold"]
+
+
+def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resumed_fold, tmp_path, synth_zip_dir,
+                                                                  monkeypatch):
+    trained = killed_and_resumed_fold["working"]
+    # the reference: an uninterrupted prediction with the same chunks, in this process
+    from competition import submission
+    from competition.predict import predict
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 1)
+    kernels.assemble_run([trained], tmp_path / "run")
+    reference = predict(tmp_path / "run", str(synth_zip_dir), tmp_path / "ref" / "kr.csv.gz", folds=[0])
+
+    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice")
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
+    train_mount = root / "input" / "notebooks" / "alice" / "carvana-kr-fold-0"
+    train_mount.parent.mkdir(parents=True)
+    train_mount.symlink_to(trained, target_is_directory=True)
+    first = _run_killable(folder / "run.py", root, KILL_AT="chunk3", CHUNK_ROWS="1")
+    assert first.returncode == -9, first.stdout + first.stderr
+    record = json.loads((root / "working" / "kr.csv.gz.part.json").read_text())
+    part = (root / "working" / "kr.csv.gz.part").stat().st_size
+    assert record["rows"] == 2 and part > record["bytes"]  # chunk 3 mirrored, its record not: a torn tail
+    assert not (root / "working" / "kr.csv.gz").exists()
+
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root, CHUNK_ROWS="1")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "2 of 4 rows already written" in second.stdout
+    assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
+    assert sorted(p.name for p in (root / "working").iterdir()) == [kernels.STATE_FILE, "kr.csv.gz"]

@@ -96,10 +96,19 @@ def test_truncated_zip_is_one_clear_error(tmp_path, synth_zip_dir):
         open_dataset(tmp_path).train_ids
 
 
-def test_kaggle_input_found_automatically(monkeypatch, synth_zip_dir):
-    from competition.data import layout
-    monkeypatch.setattr(layout, "KAGGLE_INPUT", synth_zip_dir)
-    assert open_dataset(None).root == synth_zip_dir
+@pytest.mark.parametrize("mount", ["competitions/{slug}", "notebooks/someone/{slug}", "datasets/someone/{slug}",
+                                   "{slug}"])
+def test_kaggle_input_found_automatically_in_every_mount_layout(monkeypatch, tmp_path, synth_zip_dir, mount):
+    from competition import COMPETITION
+    where = tmp_path / "input" / mount.format(slug=COMPETITION)
+    where.parent.mkdir(parents=True)
+    where.symlink_to(synth_zip_dir, target_is_directory=True)
+    (tmp_path / "input" / "competitions" / "other-competition").mkdir(parents=True)  # not taken for ours
+    monkeypatch.setenv("KAGGLE_ROOT", str(tmp_path))
+    assert open_dataset(None).root == where
+    monkeypatch.setenv("KAGGLE_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(UserError, match="no data root given"):
+        open_dataset(None)
 
 
 def test_no_layout_and_missing_partners(tmp_path, synth_dir):

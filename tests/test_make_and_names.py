@@ -224,6 +224,7 @@ def capture(monkeypatch, module, name: str) -> list[dict]:
 
     def record(*args, **kwargs):
         calls.append({"args": args, **kwargs})
+        return {}  # train and predict return a summary (or None)
 
     monkeypatch.setattr(module, name, record)
     return calls

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import COMPETITION
 from ..errors import UserError
 from ..fileio import atomic_open
 from ..progress import bar, say
@@ -30,8 +31,8 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
 
 
 def kaggle_working() -> Path:
-    """/kaggle/working (CARVANA_KAGGLE_WORKING overrides it, for tests)."""
-    return Path(os.environ.get("CARVANA_KAGGLE_WORKING", "/kaggle/working"))
+    """/kaggle/working (moved by KAGGLE_ROOT, as every /kaggle path)."""
+    return layout.kaggle_root() / "working"
 
 
 def parse_size(text: str) -> int:
@@ -259,8 +260,9 @@ def _free(to: Path) -> int:
 
 def _root(data: Path | None) -> Path:
     if data is None:
-        if layout.KAGGLE_INPUT.is_dir():
-            return layout.KAGGLE_INPUT
+        found = layout.find_input(COMPETITION)
+        if found is not None:
+            return found
         raise UserError("no data root given: pass --data DIR (e.g. data/carvana after `make data`)")
     if not data.is_dir():
         raise UserError(f"{data}: no such folder; run `make data` first or pass --data DIR")
@@ -268,7 +270,7 @@ def _root(data: Path | None) -> Path:
 
 
 def _in_kaggle_input(data: Path) -> bool:
-    inputs = layout.KAGGLE_INPUT.parent.resolve()
+    inputs = (layout.kaggle_root() / "input").resolve()
     return data.resolve() == inputs or inputs in data.resolve().parents
 
 

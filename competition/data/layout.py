@@ -2,7 +2,8 @@
 
 (a) extracted folders `train_hq/` (or `train/`), `train_masks/`, `test_hq/` (or `test/`) + CSVs;
 (b) Kaggle's zips (`train_hq.zip`, `train_masks.zip`, `test_hq.zip`, `*.csv.zip`), read in place;
-(c) `/kaggle/input/carvana-image-masking-challenge` inside a Kaggle kernel, found automatically;
+(c) the competition's input inside a Kaggle kernel, found automatically under /kaggle/input in any of the
+    layouts Kaggle mounts it in (see `find_input`);
 (d) a flat folder of `<id>.jpg` + `<id>_mask.gif` pairs with an optional `train_masks.csv`.
 Folders win over zips when both are present, so a partial extraction is used where it exists.
 """
@@ -20,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import NATIVE_SHAPE, rle
+from .. import COMPETITION, NATIVE_SHAPE, rle
 from ..errors import DataError, UserError
 from ..masks import read_mask
 
-KAGGLE_INPUT = Path(os.environ.get("CARVANA_KAGGLE_INPUT", "/kaggle/input/carvana-image-masking-challenge"))
 ID_PATTERN = re.compile(r"^(?P<car>[0-9A-Za-z]+)_(?P<view>\d{2})$")
 LAYOUTS_HELP = ("accepted layouts: extracted train_hq/ (or train/) + train_masks/ + test_hq/; "
                 "Kaggle's zips train_hq.zip, train_masks.zip, test_hq.zip; "
-                "a flat folder of <id>.jpg + <id>_mask.gif; or /kaggle/input/" "carvana-image-masking-challenge")
+                "a flat folder of <id>.jpg + <id>_mask.gif; or, in a Kaggle kernel, the competition under /kaggle/input")
 
 
 def car_of(image_id: str) -> str:
@@ -261,11 +261,38 @@ def sample_submission_names(text: str, where: Path | str) -> list[str]:
 def open_dataset(path: str | os.PathLike | None) -> Dataset:
     """Open a data root; None (or "auto") means the Kaggle competition input when inside a kernel."""
     if path in (None, "", "auto"):
-        if KAGGLE_INPUT.is_dir():
-            return Dataset(KAGGLE_INPUT)
+        found = find_input(COMPETITION)
+        if found is not None:
+            return Dataset(found)
         raise UserError("no data root given: pass --data DIR (e.g. data/synthetic after `make synth`)")
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; run `make synth` for the synthetic dataset or `make data` "
                         f"for Kaggle's; {LAYOUTS_HELP}")
     return Dataset(root)
+
+
+# --- inside a Kaggle kernel -------------------------------------------------------------------------
+def kaggle_root() -> Path:
+    """/kaggle, or the folder KAGGLE_ROOT names (tests, a local copy of a kernel's inputs)."""
+    return Path(os.environ.get("KAGGLE_ROOT") or "/kaggle")
+
+
+def input_candidates(slug: str, user: str | None = None, root: Path | None = None) -> list[Path]:
+    """Where Kaggle may mount source `slug` (a competition, a kernel's output, a dataset), in the order tried.
+
+    Layouts seen today: competitions/<slug>/ (a competition attached to an API-pushed kernel),
+    notebooks/<user>/<slug>/ (another kernel's output), datasets/<user>/<slug>/, and the older flat <slug>/.
+    """
+    root = root if root is not None else kaggle_root() / "input"
+    owners = [user] if user else ["*"]
+    paths = [root / "competitions" / slug]
+    for kind in ("notebooks", "datasets"):
+        for owner in owners:
+            paths += sorted((root / kind).glob(f"{owner}/{slug}")) if owner == "*" else [root / kind / owner / slug]
+    return paths + [root / slug]
+
+
+def find_input(slug: str, user: str | None = None, root: Path | None = None) -> Path | None:
+    """The mounted folder of source `slug` under /kaggle/input in any layout (`input_candidates`), else None."""
+    return next((p for p in input_candidates(slug, user, root) if p.is_dir()), None)

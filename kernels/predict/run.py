@@ -2,17 +2,22 @@
 
 `python -m competition kernel build --task predict [--folds 0,1,2,3,4] [--shard i/N]` fills SETTINGS and
 PACKAGE_ZIP below and writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. Its
-kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/input/<train-slug>/. On
-Kaggle this script:
+kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/input/notebooks/<user>/<train-slug>/
+(or the older flat /kaggle/input/<train-slug>/), and its own slug. On Kaggle this script:
   1. unpacks the embedded `competition` package (no pip, no internet) and puts it on sys.path;
-  2. prints the Python/TensorFlow/Keras versions and the GPUs, and stops with one clear line if they
-     cannot run the toolkit;
+  2. prints the Python/TensorFlow/Keras versions and the GPUs it got, warns when they are fewer or other
+     than the accelerator asked for, and stops with one clear line if they cannot run the toolkit;
   3. gathers the train kernels' fold<K>/model.keras into one run folder in /kaggle/temp (checking that
      their configs agree);
-  4. runs the toolkit's own CLI, `predict --run ... --tta hflip [--shard i/N]`, on the test zip read in
-     place from /kaggle/input/carvana-image-masking-challenge;
-  5. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) to /kaggle/working,
-     the kernel's output.
+  4. when this kernel's earlier version left a partial submission in its output (<name>.csv.gz.part and
+     its progress record), copies it back, so prediction continues after its last recorded chunk;
+  5. runs the toolkit's own CLI, `predict --run ... --tta hflip [--shard i/N] --time-limit T --mirror
+     /kaggle/working`, on the test zip read in place from /kaggle/input: every chunk of rows and its progress
+     record are copied into /kaggle/working as they are written, and T (Kaggle's 12 hours less a margin)
+     stops it cleanly before Kaggle would; push the kernel again to continue - the final file is
+     byte-identical to an uninterrupted run's;
+  6. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) to /kaggle/working,
+     the kernel's output; kernel-state.json there says "complete" or "time-limited".
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
 it, e.g. to run this file locally on a copy of the inputs.
 """
@@ -21,10 +26,11 @@ import io
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
-SETTINGS = {"task": "predict", "name": "unet", "preset": "unet", "train_kernels": ["<kaggle-user>/carvana-unet-fold-0"], "folds": None, "tta": "hflip", "shard": None}
+SETTINGS = {"task": "predict", "name": "unet", "preset": "unet", "train_kernels": ["<kaggle-user>/carvana-unet-fold-0"], "folds": None, "tta": "hflip", "shard": None, "kernel": None, "accelerator": "t4x2"}
 PACKAGE_ZIP = ""  # `kernel build` fills this line: the competition package, zipped, in base64
 
 
@@ -36,7 +42,9 @@ def unpack_toolkit(root: Path) -> Path:
         with zipfile.ZipFile(io.BytesIO(base64.b64decode("".join(PACKAGE_ZIP.split())))) as zf:
             zf.extractall(dest)
     else:
-        found = sorted((root / "input").glob("*/competition/__init__.py"))
+        found = [p for pattern in ("*/competition/__init__.py", "datasets/*/*/competition/__init__.py",
+                                   "notebooks/*/*/competition/__init__.py")
+                 for p in sorted((root / "input").glob(pattern))]
         if not found:
             sys.exit("error: this is the unfilled template: build the kernel with "
                      "`python -m competition kernel build` (or attach the toolkit's competition/ as a dataset)")
@@ -46,7 +54,8 @@ def unpack_toolkit(root: Path) -> Path:
 
 
 def main() -> int:
-    root = Path(os.environ.get("KAGGLE_ROOT", "/kaggle"))
+    started = time.monotonic()
+    root = Path(os.environ.get("KAGGLE_ROOT") or "/kaggle")
     working, temp = root / "working", root / "temp"
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,27 +67,39 @@ def main() -> int:
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, shard = SETTINGS["name"], SETTINGS.get("shard")
     run_dir = temp / "runs" / name
+    out = temp / "submissions" / f"{name}.csv.gz"
+    written = shard_path(out, tuple(shard) if shard else None)
     try:
-        kernels.check_environment()
+        kernels.check_environment(SETTINGS.get("accelerator"))
         data = kernels.find_competition_input(root / "input")
         sources = [kernels.find_kernel_input(root / "input", ref) for ref in SETTINGS["train_kernels"]]
         kernels.assemble_run(sources, run_dir)
+        if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
+            kernels.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
-    out = temp / "submissions" / f"{name}.csv.gz"
-    args = ["predict", "--run", str(run_dir), "--data", str(data), "--out", str(out), "--tta", SETTINGS["tta"]]
-    if SETTINGS.get("folds"):
-        args += ["--folds", ",".join(str(f) for f in SETTINGS["folds"])]
-    if shard:
-        args += ["--shard", f"{shard[0]}/{shard[1]}"]
-    rc = cli(args)
-    if rc == 0:
-        written = shard_path(out, tuple(shard) if shard else None)
-        kernels.copy_file(written, working / written.name)
-        print(f"output: {working / written.name}", flush=True)
-    return rc
+    if not written.is_file():
+        kernels.write_kernel_state(working, "running", written.name)
+        args = ["predict", "--run", str(run_dir), "--data", str(data), "--out", str(out), "--tta", SETTINGS["tta"],
+                "--mirror", str(working), "--time-limit", kernels.time_limit("predict", started)]
+        if SETTINGS.get("folds"):
+            args += ["--folds", ",".join(str(f) for f in SETTINGS["folds"])]
+        if shard:
+            args += ["--shard", f"{shard[0]}/{shard[1]}"]
+        rc = cli(args)
+        if rc != 0:
+            return rc
+    if not written.is_file():
+        kernels.write_kernel_state(working, "time-limited", f"{written.name}: partial")
+        print(f"{written.name} stopped at the time limit, NOT finished: push this kernel again (same command) "
+              f"and the new version continues from the rows in this output", flush=True)
+        return 0
+    kernels.copy_file(written, working / written.name)
+    kernels.write_kernel_state(working, "complete", written.name)
+    print(f"output: {working / written.name}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,14 +3,21 @@
 `python -m competition kernel build --task train --fold K` fills SETTINGS and PACKAGE_ZIP below and
 writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On Kaggle this script:
   1. unpacks the embedded `competition` package (no pip, no internet) and puts it on sys.path;
-  2. prints the Python/TensorFlow/Keras versions and the GPUs, and stops with one clear line if they
-     cannot run the toolkit;
-  3. runs the toolkit's own CLI, `train --preset P --name N --fold K`, on the competition's zips read in
-     place from /kaggle/input/carvana-image-masking-challenge; the run and its image cache live in
-     /kaggle/temp;
-  4. copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras, history.csv,
-     curves.png, oof.npz, train.json, and the fold's score when the toolkit has one) to /kaggle/working,
-     the kernel's output - also after a failure, so whatever was finished is kept.
+  2. prints the Python/TensorFlow/Keras versions and the GPUs it got, warns when they are fewer or other
+     than the accelerator asked for, and stops with one clear line if they cannot run the toolkit;
+  3. when this kernel's earlier version left an output (the kernel lists its own slug as a source, mounted
+     at /kaggle/input/notebooks/<user>/<slug>/), copies it into the run folder and into /kaggle/working, so
+     the fold resumes after its last finished epoch (optimizer, learning rate, early-stopping count intact);
+  4. runs the toolkit's own CLI, `train --preset P --name N --fold K --time-limit T --mirror /kaggle/working`,
+     on the competition's zips read in place from /kaggle/input (competitions/carvana-image-masking-challenge/
+     or any other layout Kaggle mounts it in); the run and its image cache live in /kaggle/temp. After every
+     epoch the best model.keras, history.csv, curves.png and the resumable backup are copied (atomically)
+     into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours less a
+     margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
+  5. scores the finished fold, tuning its threshold (the run's config then holds the tuned threshold that
+     predict uses), and copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras,
+     history.csv, curves.png, oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there
+     says "complete", or "time-limited" (push the same kernel again to resume).
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
 it, e.g. to run this file locally on a copy of the inputs.
 """
@@ -19,10 +26,11 @@ import io
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
-SETTINGS = {"task": "train", "name": "unet", "preset": "unet", "fold": 0, "epochs": None, "score": True}
+SETTINGS = {"task": "train", "name": "unet", "preset": "unet", "fold": 0, "epochs": None, "score": True, "kernel": None, "accelerator": "t4x2"}
 PACKAGE_ZIP = ""  # `kernel build` fills this line: the competition package, zipped, in base64
 
 
@@ -34,7 +42,9 @@ def unpack_toolkit(root: Path) -> Path:
         with zipfile.ZipFile(io.BytesIO(base64.b64decode("".join(PACKAGE_ZIP.split())))) as zf:
             zf.extractall(dest)
     else:
-        found = sorted((root / "input").glob("*/competition/__init__.py"))
+        found = [p for pattern in ("*/competition/__init__.py", "datasets/*/*/competition/__init__.py",
+                                   "notebooks/*/*/competition/__init__.py")
+                 for p in sorted((root / "input").glob(pattern))]
         if not found:
             sys.exit("error: this is the unfilled template: build the kernel with "
                      "`python -m competition kernel build` (or attach the toolkit's competition/ as a dataset)")
@@ -44,7 +54,8 @@ def unpack_toolkit(root: Path) -> Path:
 
 
 def main() -> int:
-    root = Path(os.environ.get("KAGGLE_ROOT", "/kaggle"))
+    started = time.monotonic()
+    root = Path(os.environ.get("KAGGLE_ROOT") or "/kaggle")
     working, temp = root / "working", root / "temp"
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,31 +64,45 @@ def main() -> int:
     from competition.__main__ import main as cli
     from competition.errors import UserError
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
+    name, fold = SETTINGS["name"], str(SETTINGS["fold"])
+    runs = temp / "runs"
     try:
-        kernels.check_environment()
+        kernels.check_environment(SETTINGS.get("accelerator"))
         data = kernels.find_competition_input(root / "input")
+        if SETTINGS.get("kernel"):
+            kernels.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
-    name, fold = SETTINGS["name"], str(SETTINGS["fold"])
-    runs = temp / "runs"
+    kernels.write_kernel_state(working, "running", f"fold {fold}")
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
-            "--runs", str(runs), "--cache", str(temp / "cache"),
+            "--runs", str(runs), "--cache", str(temp / "cache"), "--mirror", str(working),
+            "--time-limit", kernels.time_limit("train", started),
             "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
+    fold_dir = runs / name / f"fold{fold}"
     try:
         rc = cli(args)
+        if rc == 0 and not (fold_dir / "train.json").is_file():
+            epoch = kernels.read_json(fold_dir / "backup" / "state.json").get("epoch")
+            kernels.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}")
+            print(f"fold {fold} stopped at the time limit after epoch {epoch}, NOT finished: push this kernel again "
+                  f"(same command) and the new version resumes from this output", flush=True)
+            return 0
         if rc == 0 and SETTINGS.get("score") and kernels.toolkit_has("score"):
             kernels.copy_outputs(runs / name, working)  # the model is safe before scoring starts
-            if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data)]) != 0:
+            # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
+            if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold"]) != 0:
                 print("warning: scoring failed (see above); the trained fold is in the output all the same",
                       file=sys.stderr, flush=True)
     finally:
         copied = kernels.copy_outputs(runs / name, working)
         print(f"output: {len(copied)} file(s) in {working}: {', '.join(str(p.relative_to(working)) for p in copied)}",
               flush=True)
+    if rc == 0:
+        kernels.write_kernel_state(working, "complete", f"fold {fold}")
     return rc
 
 

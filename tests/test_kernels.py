@@ -242,7 +242,7 @@ def test_status_error_prints_the_command_that_resumes_it(server):
         kernels.status(KernelSpec(preset="tiny", name="t1", fold=1, epochs=2, accelerator="l4"))
     line = _one_line(e)
     assert "exceeded the time limit" in line
-    assert ("resume it with `python -m competition kernel push --task train --name t1 --preset tiny --fold 1 "
+    assert ("resume it with `python -m competition kernel push --task train --run t1 --preset tiny --fold 1 "
             "--epochs 2 --accelerator l4`") in line
 
 
@@ -254,7 +254,7 @@ def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys)
     assert kernels.status(spec) == "TIME_LIMITED"
     out = capsys.readouterr().out
     assert "COMPLETE but NOT FINISHED" in out and "fold 0 after epoch 7" in out
-    assert "`python -m competition kernel push --task predict --name t1 --preset tiny --shard 1/4`" in out
+    assert "`python -m competition kernel push --task predict --run t1 --preset tiny --shard 1/4`" in out
     fetched = [body for endpoint, body in server.sent if endpoint not in ("GetKernelSessionStatus",
                                                                           "ListKernelSessionOutput")]
     assert len(fetched) == 1  # only the small state file was downloaded, not the model

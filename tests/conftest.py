@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# TF's CPU kernels are not bit-identical from one process to the next without this; with it, a resumed
+# training can be compared exactly with an uninterrupted one (tests/test_reliability.py).
+os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("CARVANA_FIXTURES", ROOT.parent / "shared" / "fixtures" / "carvana"))
@@ -52,12 +56,28 @@ def no_credentials(tmp_path, monkeypatch) -> Path:
     return tmp_path / "kaggle-config"
 
 
+TINY = dict(epochs=8, patience=1, k=3)  # patience 1: early stopping fires well before epoch 8
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, synth_dir) -> Path:
-    """A tiny U-Net trained for 3 epochs on fold 0 of the synthetic set: runs/tiny/fold0."""
+def trained_run(tmp_path_factory, synth_dir) -> Path:
+    """A tiny U-Net trained on fold 0 of the synthetic set until early stopping fired. Read-only: use tiny_run."""
     from competition.config import preset
     from competition.train import train
     root = tmp_path_factory.mktemp("runs")
-    cfg = preset("tiny", epochs=3, patience=5, k=3)
-    train(cfg, data=str(synth_dir), run_dir=root / "tiny", fold=0, cache_dir=root / "cache")
+    train(preset("tiny", **TINY), data=str(synth_dir), run_dir=root / "tiny", fold=0, cache_dir=root / "cache")
     return root / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(trained_run) -> Path:
+    """The image cache trained_run was trained from (pass it to train to skip decoding)."""
+    return trained_run.parent / "cache"
+
+
+@pytest.fixture
+def tiny_run(trained_run, tmp_path) -> Path:
+    """This test's own copy of the trained run, runs/tiny/fold0: what one test writes no other test sees."""
+    dest = tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_run, dest)
+    return dest

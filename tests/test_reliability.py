@@ -22,18 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The CLI, --quiet (no progress bars on stderr: what is left there is the error)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", "competition", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "competition", "--quiet", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 2 and the whole of stderr one line, `error: ...`, holding each needle."""
     assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("error:") and r.stderr.endswith("\n") and r.stderr.count("\n") == 1, r.stderr
     for n in needles:
-        assert n in lines[0], lines[0]
+        assert n in r.stderr, r.stderr
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -43,7 +43,6 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None
     (["train", "--preset", "tiny", "--loss", "focal"], ["unknown loss 'focal'"]),
     (["train", "--preset", "tiny", "--fold", "7"], ["--fold 7 is out of range", "k=2"]),
     (["train", "--preset", "tiny", "--data", "/no/such/dir"], ["/no/such/dir: no such folder"]),
-    (["predict", "--run", "runs/none", "--out", "x.csv.gz", "--threshold", "1.5", "--data", "."], []),
     (["folds", "--data", "SYNTH", "--k", "1"], ["impossible"]),
 ])
 def test_configuration_errors_are_one_line(args, needles, synth_dir, tmp_path):
@@ -147,13 +146,17 @@ def test_disk_full_while_writing_the_submission(tiny_run, synth_dir, tmp_path, m
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd)
 
+    whole = predict_mod.predict(tiny_run, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
     monkeypatch.setattr(submission.os, "fsync", full_on_third)
     out = tmp_path / "s.csv.gz"
     with pytest.raises(UserError, match="free disk space and rerun: 2 rows are kept"):
         predict_mod.predict(tiny_run, str(synth_dir), out)
     assert not out.exists()
     monkeypatch.setattr(submission.os, "fsync", real)
-    assert predict_mod.predict(tiny_run, str(synth_dir), out).is_file()
+    real_post, redone = predict_mod.postprocess, []
+    monkeypatch.setattr(predict_mod, "postprocess", lambda *a: redone.append(1) or real_post(*a))
+    assert predict_mod.predict(tiny_run, str(synth_dir), out).read_bytes() == whole
+    assert len(redone) == len(open_dataset(synth_dir).test_ids) - 2  # the 2 rows kept are not predicted again
 
 
 def test_atomic_write_leaves_nothing_on_disk_full(tmp_path, monkeypatch):
@@ -196,18 +199,20 @@ def test_rle_decode_fuzz(text):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(max_size=30), max_size=5), st.binary(max_size=40))
-def test_validate_fuzz(tmp_path, lines, raw):
-    from competition.submission import validate
-    p = tmp_path / "fuzz.csv"
-    p.write_bytes(("\n".join(["img,rle_mask", *lines]) + "\n").encode("utf-8", "surrogatepass") + raw)
-    try:
-        rows, problems = validate(p, ["a_01.jpg", "a_02.jpg"])
-    except ValueError:
-        return
-    except UserError:
-        return
-    assert isinstance(rows, int) and all(str(x) for x in problems)
+@given(st.lists(st.text(max_size=30), max_size=5), st.binary(max_size=40), st.booleans())
+def test_validate_fuzz(tmp_path, capsys, lines, raw, fuzz_the_sample):
+    """`validate` on arbitrary bytes (as the submission or as the sample): exit 0, or exit 2 ending in one
+    `error:` line; any other exception (a UnicodeDecodeError, say) fails the test as a traceback would."""
+    from competition.__main__ import main
+    fuzz, good = tmp_path / "fuzz.csv", tmp_path / "good.csv"
+    fuzz.write_bytes(("\n".join(["img,rle_mask", *lines]) + "\n").encode("utf-8", "surrogatepass") + raw)
+    good.write_text("img,rle_mask\na_01.jpg,1 2\na_02.jpg,\n")
+    file, sample = (good, fuzz) if fuzz_the_sample else (fuzz, good)
+    capsys.readouterr()
+    code = main(["validate", str(file), "--sample", str(sample)])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err
+    assert (err == "") if code == 0 else err.splitlines()[-1].startswith("error:"), err
 
 
 # --- a training run killed at fixed points, mid-write included, resumes exactly ---------------------------

@@ -256,17 +256,15 @@ def test_killed_training_resumes_exactly_like_the_uninterrupted_run(trained_run,
     """Ctrl-C, then kills in the middle of writing state.json and a backup model, then a kill just after the
     epoch where early stopping fired: the fifth run ends where the uninterrupted run ended, bit for bit."""
     import keras
-    from conftest import TINY
+    from conftest import DETERMINISTIC, TINY, tiny_train_args
     reference = trained_run / "fold0"
     stop = len(_history(reference))  # the epoch where early stopping fired in the uninterrupted run
     assert stop < TINY["epochs"]
     out = tmp_path / "runs" / "tiny" / "fold0"
-    args = ["--quiet", "train", "--preset", "tiny", "--name", "tiny", "--fold", "0", "--data", str(synth_dir),
-            "--runs", str(tmp_path / "runs"), "--cache", str(tiny_cache),
-            *[x for k, v in TINY.items() for x in (f"--{k}", str(v))]]
+    args = tiny_train_args(synth_dir, tmp_path / "runs", tiny_cache)
 
     def run(kill: str | None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "KILL": kill or "none:"}
+        env = {**os.environ, **DETERMINISTIC, "KILL": kill or "none:"}
         return subprocess.run([sys.executable, "-c", KILLABLE, *args], capture_output=True, text=True, env=env,
                               timeout=300)
 

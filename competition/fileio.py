@@ -5,11 +5,29 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 from .errors import UserError
+
+
+TEMP_MARK = ".tmp-"  # in the name of every temporary file the toolkit writes: `.<name>.tmp-<random>[suffix]`
+
+
+def temp_path(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A fresh temporary name beside `path` that `remove_temps` recognises (suffix: e.g. ".keras" for Keras)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}{suffix}")
+
+
+def remove_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in `folder` and below; returns them."""
+    stale = [p for p in Path(folder).rglob(f".*{TEMP_MARK}*") if p.is_file() or p.is_symlink()]
+    for p in stale:
+        _remove_quietly(p)
+    return stale
 
 
 def _disk_full_message(path: Path) -> str:
@@ -22,7 +40,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
     """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     os.close(fd)
     try:
         with open(tmp, mode, **kwargs) as f:

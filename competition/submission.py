@@ -197,8 +197,12 @@ def sample_names_for(sample: Path | None, data: str | None) -> list[str]:
     if sample is not None:
         if not sample.is_file():
             raise UserError(f"{sample}: no such sample submission")
-        with open_text(sample) as f:
-            return sample_submission_names(f.read(), sample)
+        try:
+            with open_text(sample) as f:
+                text = f.read()
+        except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+            raise UserError(f"{sample}: unreadable sample submission ({e})") from e
+        return sample_submission_names(text, sample)
     return [f"{i}.jpg" for i in open_dataset(data).test_ids]
 
 

@@ -22,7 +22,7 @@ from .data.folds import assign_folds, check_fold, num_folds, read_folds, write_f
 from .data.layout import Dataset, car_of, open_dataset
 from .data.pipeline import build_cache, check_example_ids, make_dataset, streaming
 from .errors import UserError
-from .fileio import atomic_open, read_json, write_json, write_text
+from .fileio import atomic_open, read_json, remove_temps, temp_path, write_json, write_text
 from .geometry import Geometry
 from .progress import say
 
@@ -142,7 +142,7 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
             save_model(self.model, backup)
             write_json(out / "backup" / "state.json", {
                 "epoch": epoch + 1, "backup": backup.name, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": getattr(early, "wait", 0), "history": self.history})
+                "wait": getattr(early, "wait", 0), "stopped": bool(early.stopped_epoch), "history": self.history})
             for old in (out / "backup").glob("epoch*.keras"):
                 if old != backup:
                     old.unlink(missing_ok=True)
@@ -212,7 +212,7 @@ def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadli
 def save_model(model, path: Path) -> None:
     """model.save to a temporary .keras beside `path`, then rename: never a half-written model."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    tmp = temp_path(path, ".keras")
     model.save(tmp)
     tmp.replace(path)
 
@@ -305,18 +305,20 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
         cache = build_cache(ds, sorted(ids), geom, cfg.image_interp, cache_dir)
     replicas = strategy.num_replicas_in_sync
     batch = cfg.batch * replicas
-    keras.utils.set_random_seed(cfg.seed)
-    train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed)
-    val_ds = make_dataset(cache, val_ids, batch, False)
-
     state_path = out / "backup" / "state.json"
     state = read_json(state_path) if state_path.is_file() else {}
+    remove_temps(out)  # left by a run killed mid-write; nothing refers to them
+    keras.utils.set_random_seed(cfg.seed)
+    train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed,
+                            first_epoch=int(state.get("epoch", 0)))
+    val_ds = make_dataset(cache, val_ids, batch, False)
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
     from .models.saving import load_model
     with strategy.scope():
         if state:
             model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
-            say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}")
+            say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
+                + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
         else:
             model = _new_model(cfg)
     initial_epoch = int(state.get("epoch", 0))

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,12 +80,38 @@ def no_credentials(tmp_path, monkeypatch) -> Path:
     return tmp_path / "kaggle-config"
 
 
+TINY = dict(epochs=8, patience=1, k=3)  # patience 1: early stopping fires well before epoch 8
+# TF's CPU kernels are not bit-identical from one process to the next without this; with it, a resumed
+# training can be compared exactly with an uninterrupted one (tests/test_reliability.py). Only for the
+# training processes: with it, TF refuses any random op without a seed.
+DETERMINISTIC = {"TF_DETERMINISTIC_OPS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def tiny_train_args(synth_dir: Path, runs: Path, cache: Path) -> list[str]:
+    """The CLI arguments that train trained_run (fold 0 of run `tiny` under `runs`)."""
+    return ["--quiet", "train", "--preset", "tiny", "--name", "tiny", "--fold", "0", "--data", str(synth_dir),
+            "--runs", str(runs), "--cache", str(cache), *[x for k, v in TINY.items() for x in (f"--{k}", str(v))]]
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, synth_dir) -> Path:
-    """A tiny U-Net trained for 3 epochs on fold 0 of the synthetic set: runs/tiny/fold0."""
-    from competition.config import preset
-    from competition.train import train
+def trained_run(tmp_path_factory, synth_dir) -> Path:
+    """A tiny U-Net trained on fold 0 of the synthetic set until early stopping fired. Read-only: use tiny_run."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = preset("tiny", epochs=3, patience=5, k=3)
-    train(cfg, data=str(synth_dir), run_dir=root / "tiny", fold=0, cache_dir=root / "cache")
+    r = subprocess.run([sys.executable, "-m", "competition", *tiny_train_args(synth_dir, root, root / "cache")],
+                       env={**os.environ, **DETERMINISTIC}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
     return root / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(trained_run) -> Path:
+    """The image cache trained_run was trained from (pass it to train to skip decoding)."""
+    return trained_run.parent / "cache"
+
+
+@pytest.fixture
+def tiny_run(trained_run, tmp_path) -> Path:
+    """This test's own copy of the trained run, runs/tiny/fold0: what one test writes no other test sees."""
+    dest = tmp_path / "runs" / "tiny"
+    shutil.copytree(trained_run, dest)
+    return dest

@@ -110,6 +110,22 @@ def test_budget_that_fits_part_keeps_the_biggest_last_in_its_zip(data, synth_zip
     assert "test_hq.zip" in table and "read in place" in table and f"of {ex.human(budget)}" in table
 
 
+def test_budget_counts_what_earlier_runs_extracted_and_is_exact_to_the_byte(data, synth_zip_dir):
+    sizes = _sizes(data)
+    total = sum(sizes.values())
+    first = ex.extract(data, budget=str(sum(sizes[n] for n in ZIPS[:4])), to=None)  # CSVs and masks only
+    assert [n for n, a in _actions(first).items() if a == "extract"] == ZIPS[:4]
+    # one byte short of everything: the 4 zips already extracted count, so only train_hq still fits
+    short = ex.extract(data, budget=str(total - 1), to=None)
+    assert _actions(short) == {**{n: "done" for n in ZIPS[:4]}, "train_hq.zip": "extract", "test_hq.zip": "in place"}
+    assert short.extracted == total - sizes["test_hq.zip"] <= short.budget
+    assert not (data / "test_hq").exists()
+    exact = ex.extract(data, budget=str(total), to=None)  # exactly everything: test_hq fits to the byte
+    assert _actions(exact)["test_hq.zip"] == "extract" and exact.extracted == total == exact.budget
+    assert (data / "test_hq").is_dir()
+    _same_view(data, synth_zip_dir)
+
+
 def test_budget_that_fits_none_extracts_nothing(data, synth_zip_dir):
     plan = ex.extract(data, budget="0", to=None)
     assert set(_actions(plan).values()) == {"in place"} and plan.extracted == 0

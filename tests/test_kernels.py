@@ -560,3 +560,27 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert "2 of 4 rows already written" in second.stdout
     assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
     assert sorted(p.name for p in (root / "working").iterdir()) == [kernels.STATE_FILE, "kr.csv.gz"]
+
+
+
+# --- credentials ----------------------------------------------------------------------------------
+def test_the_kaggle_key_is_in_nothing_written_or_sent(server, tmp_path, monkeypatch, capsys):
+    """The key authenticates requests (their headers) and goes nowhere else: not into run.py or its embedded
+    package, kernel-metadata.json, a request body, a downloaded output or anything printed."""
+    key = "secret-key-5f1d9c2e7a"
+    monkeypatch.setenv("KAGGLE_KEY", key)
+    kernels.push(KernelSpec(task="train", fold=0, preset="tiny", name="t1"), out_root=tmp_path / "build")
+    kernels.push(KernelSpec(task="predict", folds=[0], preset="tiny", name="t1"), out_root=tmp_path / "build")
+    server.outputs = {"config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": b"m"}
+    kernels.output(KernelSpec(preset="tiny", name="t1"), dest=tmp_path / "runs" / "t1")
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "run.py" for p in written) and any(p.name == kernels.METADATA_FILE for p in written)
+    for p in written:
+        assert key.encode() not in p.read_bytes(), p
+    for script in (p for p in written if p.name == "run.py"):
+        package = _embedded_package(script.read_text())
+        assert all(key.encode() not in package.read(n) for n in package.namelist())
+    assert [e for e, _ in server.sent].count("SaveKernel") == 2
+    assert key not in json.dumps(server.sent)
+    out = capsys.readouterr()
+    assert key not in out.out + out.err

@@ -1,5 +1,6 @@
 """Inference and the submission file: ids and order, TTA undo, resume, shards, validation."""
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -46,48 +47,95 @@ def interrupt_postprocess(monkeypatch, on_call: int) -> None:
     monkeypatch.setattr(predict_mod, "postprocess", dies)
 
 
-def _pointwise_model(shape):
-    """A flip-equivariant but orientation-sensitive model: sigmoid(20 * (red - 0.5)), pixel by pixel."""
+RAMP = np.linspace(-3.0, 3.0, 48, dtype=np.float32)  # a logit that grows from left to right
+
+
+def _position_dependent_model(shape):
+    """sigmoid(10 * (red - 0.5) + a left-to-right ramp): not flip-equivariant, so hflip TTA changes its output."""
+    ramp = keras.ops.convert_to_tensor(RAMP[None, None, :, None])
     inp = keras.Input(shape)
-    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
-    model = keras.Model(inp, conv(inp))
-    conv.set_weights([np.array([20.0, 0, 0], np.float32).reshape(1, 1, 3, 1), np.array([-10.0], np.float32)])
-    return model
+    out = keras.layers.Lambda(lambda x: keras.ops.sigmoid(10.0 * (x[..., :1] - 0.5) + ramp))(inp)
+    return keras.Model(inp, out)
 
 
-def test_hflip_tta_is_undone():
+def test_hflip_tta_averages_the_flipped_prediction_flipped_back():
     rng = np.random.default_rng(0)
-    batch = np.zeros((2, 32, 48, 3), np.uint8)
-    batch[:, :, :10, 0] = 255  # the left edge is red: flipping without undoing moves it to the right
-    batch[:, 5:9, 20:30] = rng.integers(0, 255, (2, 4, 10, 3))
-    model = _pointwise_model((32, 48, 3))
+    batch = rng.integers(0, 256, (2, 32, 48, 3)).astype(np.uint8)
+    model = _position_dependent_model((32, 48, 3))
     geom = Geometry(32, 48)
-    plain = Predictor([model], geom, "none")(batch)
-    tta = Predictor([model], geom, "hflip")(batch)
-    np.testing.assert_allclose(tta, plain, atol=1e-5)
-    assert plain[:, :, :10].min() > 0.99 and plain[:, :, -10:].max() < 0.01
+    red = batch[..., 0].astype(np.float32) / 255
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    as_is = sigmoid(10 * (red - 0.5) + RAMP)             # the model on the image
+    flipped_back = sigmoid(10 * (red - 0.5) + RAMP[::-1])  # on the mirrored image, mirrored back
+    assert np.abs(as_is - flipped_back).mean() > 0.1       # so flipping matters, and so does undoing it
+    np.testing.assert_allclose(Predictor([model], geom, "none")(batch), as_is, atol=1e-5)
+    np.testing.assert_allclose(Predictor([model], geom, "hflip")(batch), (as_is + flipped_back) / 2, atol=1e-5)
 
 
 def test_threshold_after_resize_to_native():
-    geom = Geometry(64, 96)
-    prob = np.zeros((64, 96), np.float32)
-    prob[10:30, 20:60] = 0.9
-    mask = to_native_mask(prob, geom, 0.5)
+    """A left-to-right gradient: the mask's edge lands where the bilinearly resized probability crosses the
+    threshold, not on the model pixel's edge where thresholding first (then resizing) would put it."""
+    h, w, t = 32, 16, 0.35  # wide model pixels (120 native columns), the threshold a quarter into one
+    geom = Geometry(h, w)
+    prob = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1))
+    mask = to_native_mask(prob, geom, t)
     assert mask.shape == (1280, 1918) and set(np.unique(mask)) == {0, 1}
-    assert abs(mask.sum() / (20 * 40 * 20 * 19.98) - 1) < 0.05
+    firsts = mask.argmax(axis=1)  # each row: 0 up to an edge, 1 after it
+    assert all(row[f:].all() and not row[:f].any() for row, f in zip(mask, firsts))
+    # native column x samples model x (x + 0.5) * w / 1918 - 0.5, where the ramp is that / (w - 1)
+    after = t * (w - 1)
+    expected = (after + 0.5) * 1918 / w - 0.5
+    before = (np.floor(after) + 1) * 1918 / w - 0.5   # first model pixel above t, at its left edge
+    band = (w - 1) * 1918 / w / 255  # columns the 8-bit quantisation (1/255) may move the edge
+    assert np.abs(firsts - expected).max() <= band + 1, (firsts.min(), firsts.max(), expected)
+    assert abs(before - expected) > 2 * (band + 1)  # the two orders are told apart
 
 
-def test_resume_after_interruption_is_byte_identical(tiny_run, synth_dir, tmp_path, monkeypatch):
+def count_postprocessed(monkeypatch) -> list[int]:
+    """Count the images post-processed from now on (one per image predicted)."""
+    real, calls = predict_mod.postprocess, []
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(predict_mod, "postprocess", counting)
+    return calls
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_resume_after_a_torn_chunk_predicts_only_the_rest_and_is_byte_identical(tiny_run, synth_dir, tmp_path,
+                                                                                  monkeypatch, gz):
+    """Killed while appending the third chunk (half of it on disk): the rerun drops the torn half, predicts only
+    the rows after the two recorded chunks, and writes exactly the bytes of an uninterrupted run."""
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    whole = predict(tiny_run, str(synth_dir), tmp_path / "a.csv.gz").read_bytes()
-    real = predict_mod.postprocess
-    interrupt_postprocess(monkeypatch, 5)
-    out = tmp_path / "b.csv.gz"
+    ext = ".csv.gz" if gz else ".csv"
+    whole = predict(tiny_run, str(synth_dir), tmp_path / f"a{ext}").read_bytes()
+    total = len(open_dataset(synth_dir).test_ids)
+    real_fsync, fsyncs = submission.os.fsync, []
+
+    def torn_third_chunk(fd):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
+            return real_fsync(fd)  # the progress record
+        fsyncs.append(fd)
+        if len(fsyncs) == 3:  # the third chunk is in the file: cut it in half and die
+            size = os.fstat(fd).st_size
+            os.ftruncate(fd, size - (size - prefix[0]) // 2)
+            raise KeyboardInterrupt
+        real_fsync(fd)
+        prefix[0] = os.fstat(fd).st_size
+
+    prefix = [0]
+    monkeypatch.setattr(submission.os, "fsync", torn_third_chunk)
+    out = tmp_path / f"b{ext}"
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), out)
-    assert not out.exists() and out.with_name("b.csv.gz.part").exists()
-    monkeypatch.setattr(predict_mod, "postprocess", real)
+    part = out.with_name(out.name + ".part")
+    assert not out.exists() and part.stat().st_size > prefix[0]  # a torn chunk after the recorded ones
+    monkeypatch.setattr(submission.os, "fsync", real_fsync)
+    computed = count_postprocessed(monkeypatch)
     assert predict(tiny_run, str(synth_dir), out).read_bytes() == whole
+    assert len(computed) == total - 4 and 0 < len(computed) < total  # two chunks of 2 rows were kept
 
 
 def test_partial_file_from_other_settings_is_refused(tiny_run, synth_dir, tmp_path, monkeypatch):
@@ -99,6 +147,40 @@ def test_partial_file_from_other_settings_is_refused(tiny_run, synth_dir, tmp_pa
     monkeypatch.setattr(predict_mod, "postprocess", real)
     with pytest.raises(UserError, match="other settings"):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", threshold=0.4)
+
+
+def test_merging_overlapping_shards_is_refused(synth_dir, tmp_path):
+    names = [f"{i}.jpg" for i in open_dataset(synth_dir).test_ids]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("img,rle_mask\n" + "".join(f"{n},1 2\n" for n in names[:5]))
+    b.write_text("img,rle_mask\n" + "".join(f"{n},\n" for n in names[4:]))  # names[4] is in both
+    with pytest.raises(UserError, match=f"b.csv line 2: {names[4]} is also in another shard"):
+        merge([a, b], tmp_path / "m.csv", synth_dir / "sample_submission.csv")
+    assert not (tmp_path / "m.csv").exists() and not list(tmp_path.glob(".m.csv*"))
+
+
+def test_two_folds_are_averaged(tiny_run, synth_dir, tmp_path):
+    """Fold 1 is fold 0 with its output logit shifted: the submission is the mean of the two folds' probabilities."""
+    import shutil
+    shutil.copytree(tiny_run / "fold0", tiny_run / "fold1")
+    m1 = keras.models.load_model(tiny_run / "fold1" / "model.keras", compile=False)
+    head = m1.get_layer("head_logits")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, bias + 2.0])
+    m1.save(tiny_run / "fold1" / "model.keras")
+    m0 = keras.models.load_model(tiny_run / "fold0" / "model.keras", compile=False)
+    out = predict(tiny_run, str(synth_dir), tmp_path / "two.csv", folds=[0, 1], tta="none")
+    ds = open_dataset(synth_dir)
+    geom = Geometry(32, 48)
+    rows = dict(line.split(",") for line in _rows(out)[1:])
+    far = 0
+    for image_id in ds.test_ids:
+        x = Predictor([m0], geom, "none").load(ds.read_test_image(image_id), image_id)[None].astype(np.float32) / 255
+        p0, p1 = (np.asarray(m(x, training=False))[0, ..., 0] for m in (m0, m1))
+        far += np.abs(p0 - p1).mean() > 0.05
+        expected = to_native_mask((p0 + p1) / 2, geom, 0.5)
+        np.testing.assert_array_equal(rle.decode(rows[f"{image_id}.jpg"]), expected)
+    assert far == len(ds.test_ids)  # the two folds really differ
 
 
 def test_shards_merged_equal_the_single_run(tiny_run, synth_dir, tmp_path):

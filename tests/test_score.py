@@ -56,11 +56,41 @@ def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsy
     assert "Kaggle dice" in printed and "article's batch-global" in printed and "report.html" in printed
 
 
-def test_tune_threshold_saves_it_for_predict(tiny_run, synth_dir):
+def _mean_dice_per_threshold(run, synth_dir, thresholds) -> np.ndarray:
+    """Mean over fold 0's held-out images of the native dice at each threshold, by sorting, not histograms."""
+    import csv
+    from competition.geometry import Geometry
+    from competition.predict import Predictor, load_models, probabilities, to_native_u8
+    cfg, _, models = load_models(run, [0])
+    ds = open_dataset(synth_dir)
+    ids = sorted(r["img"][:-4] for r in csv.DictReader(open(run / "folds.csv")) if r["fold"] == "0")
+    geom = Geometry(cfg.height, cfg.width, cfg.fit)
+    total = np.zeros(len(thresholds))
+    for image_id, prob in probabilities(Predictor(models, geom, "none"), ids, ds.read_train_image, ds.where_train, 4):
+        native, true = to_native_u8(prob, geom).ravel(), ds.read_mask(image_id).ravel().astype(bool)
+        cut = thresholds * 255
+        pred = native.size - np.searchsorted(np.sort(native), cut, side="right")   # pixels above each cut
+        hits = true.sum() - np.searchsorted(np.sort(native[true]), cut, side="right")
+        denom = true.sum() + pred
+        total += np.where(denom > 0, 2 * hits / np.maximum(denom, 1), 1.0)
+    return total / len(ids)
+
+
+def test_tuned_threshold_is_the_argmax_and_predict_uses_it(tiny_run, synth_dir, tmp_path, capsys):
     from competition.config import load_config
+    from competition.predict import predict
     s = score_fold(tiny_run, 0, str(synth_dir), tta="none", worst=1, tune_threshold=True)
+    curve = _mean_dice_per_threshold(tiny_run, synth_dir, THRESHOLDS)
+    assert curve.max() - curve.min() > 1e-3  # the threshold matters on this model
+    assert s["best_threshold"] == THRESHOLDS[int(np.argmax(curve))]
+    assert s["dice_at_best_threshold"] == pytest.approx(curve.max(), abs=1e-9)
     assert load_config(tiny_run / "config.json").threshold == s["best_threshold"]
     assert load_config(tiny_run / "fold0" / "config.json").threshold == s["best_threshold"]
+    capsys.readouterr()
+    tuned = predict(tiny_run, str(synth_dir), tmp_path / "tuned.csv", tta="none").read_bytes()
+    assert f"threshold {s['best_threshold']};" in capsys.readouterr().out
+    explicit = predict(tiny_run, str(synth_dir), tmp_path / "explicit.csv", tta="none", threshold=s["best_threshold"])
+    assert tuned == explicit.read_bytes()
 
 
 def test_cv_table(tiny_run, synth_dir):
@@ -79,6 +109,32 @@ def test_score_submission_of_true_masks_is_one(synth_dir, tmp_path):
     p = tmp_path / "s.csv"
     p.write_text("img,rle_mask\n" + "".join(f"{i}.jpg,{rle.encode(ds.read_mask(i))}\n" for i in ds.train_ids[:5]))
     assert score_submission(p, str(synth_dir)) == {"dice_mean": 1.0, "images": 5}
+
+
+def test_score_submission_of_imperfect_masks_is_their_exact_mean_dice(synth_dir, tmp_path):
+    """Five predictions, each wrong in its own way; the expected score is numpy's dice, image by image."""
+    ds = open_dataset(synth_dir)
+    ids = ds.train_ids[:5]
+    expected, lines = [], []
+    for n, image_id in enumerate(ids):
+        true = ds.read_mask(image_id).astype(bool)
+        pred = true.copy()
+        if n == 0:
+            pred = np.roll(true, 40, axis=1)          # shifted right
+        elif n == 1:
+            pred[: true.shape[0] // 2] = False         # top half lost
+        elif n == 2:
+            pred[600:700, :] = True                    # a band of false positives
+        elif n == 3:
+            pred[:] = False                            # nothing found
+        inter = np.logical_and(true, pred).sum()
+        expected.append(2 * inter / (true.sum() + pred.sum()))
+        lines.append(f"{image_id}.jpg,{rle.encode(pred.astype(np.uint8))}\n")
+    p = tmp_path / "s.csv"
+    p.write_text("img,rle_mask\n" + "".join(lines))
+    assert expected[4] == 1.0 and expected[3] == 0.0 and all(0.1 < d < 0.99 for d in expected[:3]), expected
+    result = score_submission(p, str(synth_dir))
+    assert result["images"] == 5 and result["dice_mean"] == pytest.approx(np.mean(expected), abs=1e-12)
 
 
 def test_score_submission_with_unknown_ids_is_one_line(synth_dir, tmp_path):

@@ -94,7 +94,7 @@ def test_without_credentials_the_csv_stays_and_one_line_says_so(no_credentials, 
     before = sub.read_bytes()
     r = subprocess.run([sys.executable, "-m", "competition", "submit", str(sub), "--sample", str(sample)],
                        capture_output=True, text=True, cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    [line] = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.count("\n") == 1, r.stderr
+    line = r.stderr
     assert "kaggle.json" in line and "nothing was submitted" in line and str(sub) in line
     assert sub.read_bytes() == before

@@ -12,18 +12,26 @@ from competition.config import preset
 from competition.errors import UserError
 from competition.losses import make_metrics
 from competition.train import load_oof, train
+from conftest import TINY
 
 
-def test_tiny_run_writes_every_file_and_learns(tiny_run, synth_dir):
+def test_tiny_run_writes_every_file_learns_and_stops_early(tiny_run, synth_dir):
     out = tiny_run / "fold0"
     for name in ("config.json", "model.keras", "history.csv", "curves.png", "oof.npz", "train.json"):
         assert (out / name).is_file(), name
     assert (tiny_run / "folds.csv").is_file() and (tiny_run / "config.json").is_file()
     assert not (out / "backup").exists(), "the backup is removed once the fold is complete"
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    epochs = len(rows)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0], losses
+    # patience 1: training stopped at the first epoch that did not improve val_dice, before TINY's last epoch
+    dice = [float(r["val_dice"]) for r in rows]
+    assert epochs < TINY["epochs"] and dice[-1] <= max(dice[:-1]), dice
+    assert all(b > a for a, b in zip(dice[:-2], dice[1:-1])), dice
+    summary = train_mod.read_json(out / "train.json")
+    assert summary["epochs"] == epochs and summary["best"] == max(dice) and summary["best_epoch"] == epochs - 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ids, probs = load_oof(out / "oof.npz")
     folds = dict((r["img"][:-4], int(r["fold"])) for r in csv.DictReader(open(tiny_run / "folds.csv")))
@@ -33,33 +41,11 @@ def test_tiny_run_writes_every_file_and_learns(tiny_run, synth_dir):
     assert model.output_shape == (None, 32, 48, 1)
 
 
-def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, capsys):
+def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, tiny_cache, capsys):
     before = (tiny_run / "fold0" / "model.keras").stat().st_mtime_ns
-    train(preset("tiny", epochs=3, patience=5, k=3), str(synth_dir), tiny_run, 0, tiny_run.parent / "cache")
+    train(preset("tiny", **TINY), str(synth_dir), tiny_run, 0, tiny_cache)
     assert (tiny_run / "fold0" / "model.keras").stat().st_mtime_ns == before
     assert "already trained" in capsys.readouterr().out
-
-
-def test_interrupted_run_resumes_at_the_right_epoch(tmp_path, synth_dir, monkeypatch, capsys):
-    cfg = preset("tiny", epochs=4, patience=10, k=3)
-    real = train_mod.write_json
-
-    def interrupt_after_epoch_2(path, obj):
-        real(path, obj)
-        if path.name == "state.json" and obj["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "write_json", interrupt_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, str(synth_dir), tmp_path / "r", 1, tmp_path / "cache")
-    out = tmp_path / "r" / "fold1"
-    assert not (out / "train.json").exists() and (out / "backup" / "state.json").is_file()
-    monkeypatch.setattr(train_mod, "write_json", real)
-    summary = train(cfg, str(synth_dir), tmp_path / "r", 1, tmp_path / "cache")
-    assert "resuming" in capsys.readouterr().out
-    rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert summary["epochs"] == 4
 
 
 def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypatch):
@@ -87,7 +73,7 @@ def test_fold_out_of_range_and_incompatible_run(tmp_path, synth_dir, tiny_run):
     with pytest.raises(UserError, match="out of range"):
         train(preset("tiny", k=3), str(synth_dir), tmp_path / "r", 3, None)
     with pytest.raises(UserError, match="different config .*filters"):
-        train(preset("tiny", k=3, epochs=3, patience=5, filters=8), str(synth_dir), tiny_run, 1, None)
+        train(preset("tiny", **{**TINY, "filters": 8}), str(synth_dir), tiny_run, 1, None)
 
 
 def test_seed_subset_takes_whole_cars():

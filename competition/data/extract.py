@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import COMPETITION
 from ..errors import UserError
-from ..fileio import atomic_open
+from ..fileio import TEMP_MARK, atomic_open
 from ..progress import bar, say
 from . import layout
 from .download import human
@@ -233,7 +233,7 @@ def _link_in_place(item: Item, to: Path) -> None:
     link = to / item.source.name
     if link.exists() or link.is_symlink():
         return
-    tmp = to / f".{item.source.name}.link-tmp"
+    tmp = to / f".{item.source.name}{TEMP_MARK}link"
     try:
         if tmp.is_symlink():
             tmp.unlink()

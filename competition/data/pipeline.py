@@ -7,6 +7,7 @@ read those arrays. Augmentation moves image and mask with the same random transf
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UserError
-from ..fileio import write_json
+from ..fileio import TEMP_MARK, write_json
 from ..geometry import Geometry
 from ..images import decode_jpeg, reduction_for
 from ..progress import bar
@@ -96,7 +97,7 @@ def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_
             raise UserError(f"the {geom.height}x{geom.width} cache of {len(ids)} images needs {need / 1e9:.1f} GB "
                             f"but {folder} has {free / 1e9:.1f} GB free: free space, pass --cache DIR on a bigger "
                             f"disk, or --cache none to decode every epoch")
-        tmp_images, tmp_masks = folder / "images.npy.tmp", folder / "masks.npy.tmp"
+        tmp_images, tmp_masks = folder / f".images.npy{TEMP_MARK}build", folder / f".masks.npy{TEMP_MARK}build"
         try:
             images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, shape + (3,))
             masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, shape + (1,))
@@ -164,8 +165,12 @@ def augment_batch(images, masks, augment: tuple[str, ...], rotate: float, contra
 
 
 def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
-                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42):
-    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch."""
+                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0):
+    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch.
+
+    Pass n over a training dataset is shuffled by (seed, first_epoch + n), so a run resumed at epoch
+    `first_epoch` sees the same orders as an uninterrupted one (tf.data's own reshuffling restarts).
+    """
     import tensorflow as tf
     index = cache.index(ids)
     h, w = cache.size
@@ -173,9 +178,16 @@ def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augme
     def gather(idx):
         return cache.batch(idx)
 
-    ds = tf.data.Dataset.from_tensor_slices(index)
     if training:
-        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+        passes = itertools.count(first_epoch)  # pass n is shuffled by (seed, n), whatever ran before it
+
+        def order():
+            yield from np.random.default_rng([seed, next(passes)]).permutation(index)
+
+        ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec([], tf.as_dtype(index.dtype)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(index)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(index)
     ds = ds.batch(batch)
 
     def load(idx):

@@ -44,9 +44,9 @@ $(VENV)/.installed: requirements.txt
 ## The main job on the embedded synthetic dataset: synth -> folds -> train fold 0 -> score -> predict.
 demo: venv
 	$(CLI) synth --out data/synthetic
-	$(CLI) train --preset demo --name demo --fold 0 --data data/synthetic
-	$(CLI) score --run runs/demo --fold 0 --data data/synthetic --tta hflip
-	$(CLI) predict --run runs/demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
+	$(CLI) train --preset demo --run demo --fold 0 --data data/synthetic
+	$(CLI) score --run demo --fold 0 --data data/synthetic --tta hflip
+	$(CLI) predict --run demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
 
 test: venv
 	$(PY) -m pytest -q -W ignore::DeprecationWarning tests

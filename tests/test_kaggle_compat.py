@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import COMPETITION, kernels
+from competition import kernels
 from competition.kernels import KernelSpec
 from competition.rle import decode
 from competition.submission import validate
+from test_kernels import _kaggle_root  # the same stand-in /kaggle as the CPU kernel tests
 
 ROOT = Path(__file__).resolve().parents[1]
 PINS = ROOT / "kernels" / "kaggle-image.txt"
@@ -119,15 +120,6 @@ def test_a_model_saved_by_one_version_predicts_the_same_in_the_other(tmp_path, s
 def _run_kernel(script: Path, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([KAGGLE_PYTHON, str(script)], cwd=root, env=_env(KAGGLE_ROOT=str(root)),
                           capture_output=True, text=True, timeout=600)
-
-
-def _kaggle_root(root: Path, synth_zip_dir: Path) -> Path:
-    comp = root / "input" / COMPETITION
-    comp.mkdir(parents=True)
-    for z in synth_zip_dir.glob("*.zip"):
-        (comp / z.name).symlink_to(z)
-    (root / "working").mkdir()
-    return root
 
 
 def _masks(csv_gz: Path) -> dict[str, np.ndarray]:

@@ -62,7 +62,7 @@ def _train_config(a: argparse.Namespace):
                      width=size[1], fit=a.fit, loss=a.loss, bce_weight=a.bce_weight, lr=a.lr, batch=a.batch,
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
                      seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
-                     dropout=a.dropout)
+                     dropout=a.dropout, schedule=a.schedule, warmup=a.warmup, clipnorm=a.clipnorm)
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss", help="dice | dice_global | bce | dice_bce")
     s.add_argument("--bce-weight", type=float)
     s.add_argument("--lr", type=float)
+    s.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule after warm-up")
+    s.add_argument("--warmup", type=int, help="epochs of linear learning-rate warm-up")
+    s.add_argument("--clipnorm", type=float, help="clip gradients to this global norm (0: off)")
     s.add_argument("--batch", type=int, help="batch size per replica")
     s.add_argument("--epochs", type=int)
     s.add_argument("--patience", type=int)

@@ -93,9 +93,25 @@ def _new_model(cfg: TrainConfig):
     from .losses import make_loss, make_metrics
     from .models import build_model
     model = build_model(cfg)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr_at(cfg, 0), epsilon=cfg.epsilon,
+                                                  clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold))
     return model
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based) under the run's schedule: a pure function of the epoch,
+    so a resumed run sets exactly the rate the uninterrupted one had.
+
+    Warm-up rises linearly from lr/10 over `warmup` epochs; "cosine" then falls from lr to lr/100 at the
+    last epoch. "constant" stays at lr (ReduceLROnPlateau, if set, lowers it from there)."""
+    if epoch < cfg.warmup:
+        return cfg.lr * (0.1 + 0.9 * epoch / cfg.warmup)
+    if cfg.schedule == "cosine":
+        span = max(1, cfg.epochs - 1 - cfg.warmup)
+        t = min(1.0, (epoch - cfg.warmup) / span)
+        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return cfg.lr
 
 
 def _better(mode: str, value: float, best: float | None) -> bool:
@@ -158,7 +174,11 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
     early = ResumableEarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience)
     recorder = Recorder()
     callbacks = [keras.callbacks.TerminateOnNaN(), early, recorder]
-    if cfg.reduce_lr_patience:
+    if cfg.warmup or cfg.schedule != "constant":
+        def schedule(epoch: int, lr: float) -> float:  # after a constant schedule's warm-up: leave it to the plateau
+            return lr_at(cfg, epoch) if cfg.schedule != "constant" or epoch <= cfg.warmup else lr
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
+    if cfg.reduce_lr_patience and cfg.schedule == "constant":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode, factor=0.5,
                                                            patience=cfg.reduce_lr_patience, min_lr=1e-6))
     return callbacks, recorder

@@ -100,3 +100,24 @@ def test_streaming_examples_equal_the_cache(synth_dir, tmp_path):
 def test_training_without_a_cache(synth_dir, tmp_path):
     summary = train(preset("tiny", epochs=1, k=3), str(synth_dir), tmp_path / "r", 2, None)
     assert summary["epochs"] == 1 and not (tmp_path / "cache").exists()
+
+
+def test_learning_rate_schedule_warmup_then_cosine():
+    cfg = preset("tiny", lr=1e-2, epochs=11, warmup=2, schedule="cosine")
+    rates = [train_mod.lr_at(cfg, e) for e in range(cfg.epochs)]
+    assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5.5e-3)  # lr/10, then half-way up
+    assert rates[2] == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-4)  # the peak, then lr/100 at the end
+    assert all(b < a for a, b in zip(rates[2:], rates[3:])), rates  # falls every epoch after the warm-up
+    flat = preset("tiny", lr=1e-2, epochs=5)
+    assert [train_mod.lr_at(flat, e) for e in range(5)] == [1e-2] * 5
+    with pytest.raises(UserError, match="schedule"):
+        preset("tiny", schedule="linear")
+
+
+def test_training_follows_the_schedule_and_clips(synth_dir, tmp_path, tiny_cache):
+    cfg = preset("tiny", epochs=3, k=3, patience=3, warmup=1, schedule="cosine", clipnorm=1.0)
+    train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "fold0" / "history.csv")))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([train_mod.lr_at(cfg, e) for e in range(3)], rel=1e-5)
+    model = keras.models.load_model(tmp_path / "r" / "fold0" / "model.keras")
+    assert model.optimizer.clipnorm == 1.0

@@ -1,0 +1,139 @@
+"""Measure each preset's training and prediction speed on this machine's accelerator: the figures `plan` uses.
+
+Backend-neutral (Keras 3 on TensorFlow, JAX or PyTorch): it needs only the models, not the input pipeline, so it
+runs where TensorFlow is absent. Every preset is timed at the shape it trains on (its crop, if it has one, else
+its input size) with its batch, and at the whole frame it predicts on. Random inputs: speed, not accuracy.
+
+    KERAS_BACKEND=jax python -m competition.calibrate --out calibration.json [--mixed-precision] [--presets a,b]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _sync(x) -> None:
+    """Wait for the accelerator: fetch one value of the result (asynchronous backends return early)."""
+    np.asarray(x if not isinstance(x, dict) else next(iter(x.values()))).ravel()[:1].tolist()
+
+
+def time_steps(step, steps: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of `steps` calls of step() after `warmup` untimed ones (compilation, autotuning)."""
+    for _ in range(warmup):
+        _sync(step())
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        _sync(step())
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def device_name() -> str:
+    """The accelerator the backend computes on, in words (or the CPU)."""
+    import keras
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+            d = jax.devices()[0]
+            return f"{d.platform}:{getattr(d, 'device_kind', d)}"
+        if backend == "tensorflow":
+            import tensorflow as tf
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return "gpu:" + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        if backend == "torch":
+            import torch
+            if torch.cuda.is_available():
+                return "gpu:" + torch.cuda.get_device_name(0)
+    except Exception as e:  # noqa: BLE001 - a name is a nicety; the timings stand without it
+        return f"unknown ({e})"
+    return "cpu:" + (platform.processor() or platform.machine())
+
+
+def train_shape(cfg) -> tuple[int, int]:
+    """The image shape one training step sees: the crop when the preset has one, else its input size."""
+    crop = getattr(cfg, "crop", None)
+    if crop:
+        return tuple(crop) if not isinstance(crop, str) else tuple(int(v) for v in crop.split("x"))
+    return cfg.height, cfg.width
+
+
+def measure(cfg, steps: int, predict_batch: int) -> dict:
+    """Training images/s at the training shape and batch, prediction images/s at the whole input frame."""
+    import keras
+
+    from .losses import make_loss
+    from .models import build_model
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    out = {"preset": cfg.preset, "batch": cfg.batch, "predict_batch": predict_batch}
+    h, w = train_shape(cfg)
+    model = build_model(cfg.replace(height=h, width=w) if (h, w) != (cfg.height, cfg.width) else cfg)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
+                  loss=make_loss(cfg.loss, cfg.bce_weight))
+    x = rng.random((cfg.batch, h, w, 3), dtype=np.float32)
+    y = (rng.random((cfg.batch, h, w, 1)) > 0.5).astype(np.float32)
+    times = time_steps(lambda: model.train_on_batch(x, y, return_dict=True), steps)
+    out.update(train_shape=[h, w], train_step_s=times, train_img_s=cfg.batch / statistics.median(times))
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    model = build_model(cfg)
+    x = rng.random((predict_batch, cfg.height, cfg.width, 3), dtype=np.float32)
+    times = time_steps(lambda: model.predict_on_batch(x), steps)
+    out.update(predict_shape=[cfg.height, cfg.width], predict_step_s=times,
+               predict_img_s=predict_batch / statistics.median(times))
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return out
+
+
+def calibrate(presets: list[str], mixed_precision: bool, steps: int, predict_batch: int) -> dict:
+    """Every named preset measured on this machine; a failure (out of memory, say) is recorded, not fatal."""
+    import keras
+
+    from .config import preset
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    result = {"device": device_name(), "backend": keras.backend.backend(), "keras": keras.__version__,
+              "precision": "mixed_float16" if mixed_precision else "float32", "steps": steps,
+              "measured": time.strftime("%Y-%m-%d"), "presets": {}}
+    for name in presets:
+        cfg = preset(name, mixed_precision=mixed_precision or None)
+        try:
+            result["presets"][name] = measure(cfg, steps, predict_batch)
+        except Exception as e:  # noqa: BLE001 - one preset that does not fit must not lose the others
+            result["presets"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print(name, json.dumps({k: v for k, v in result["presets"][name].items() if not k.endswith("step_s")}),
+              flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import PRESETS
+    p = argparse.ArgumentParser(prog="python -m competition.calibrate", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"))
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--predict-batch", type=int, default=4)
+    a = p.parse_args(argv)
+    result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
+    from .fileio import write_json
+    write_json(Path(a.out), result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,6 +68,15 @@ def train_shape(cfg) -> tuple[int, int]:
     return cfg.height, cfg.width
 
 
+def parse_case(text: str) -> tuple[str, tuple[int, int] | None, int | None]:
+    """'unet-1280:512x512:8' -> the preset, training on 512x512 crops with batch 8 ('unet' alone: as it is)."""
+    from .config import parse_size
+    name, *rest = text.split(":")
+    size = parse_size(rest[0]) if rest and rest[0] else None
+    batch = int(rest[1]) if len(rest) > 1 else None
+    return name, size, batch
+
+
 def measure(cfg, steps: int, predict_batch: int) -> dict:
     """Training images/s at the training shape and batch, prediction images/s at the whole input frame."""
     import keras
@@ -99,8 +108,9 @@ def measure(cfg, steps: int, predict_batch: int) -> dict:
     return out
 
 
-def calibrate(presets: list[str], mixed_precision: bool, steps: int, predict_batch: int) -> dict:
-    """Every named preset measured on this machine; a failure (out of memory, say) is recorded, not fatal."""
+def calibrate(cases: list[str], mixed_precision: bool, steps: int, predict_batch: int) -> dict:
+    """Every case (a preset, or `PRESET:HxW:BATCH` to train it on HxW crops with that batch) measured on this
+    machine; a failure (out of memory, say) is recorded, not fatal."""
     import keras
 
     from .config import preset
@@ -109,9 +119,12 @@ def calibrate(presets: list[str], mixed_precision: bool, steps: int, predict_bat
     result = {"device": device_name(), "backend": keras.backend.backend(), "keras": keras.__version__,
               "precision": "mixed_float16" if mixed_precision else "float32", "steps": steps,
               "measured": time.strftime("%Y-%m-%d"), "presets": {}}
-    for name in presets:
-        cfg = preset(name, mixed_precision=mixed_precision or None)
+    for name in cases:
+        preset_name, crop, batch = parse_case(name)
+        cfg = preset(preset_name, mixed_precision=mixed_precision or None, batch=batch)
         try:
+            if crop:
+                cfg = _with_crop(cfg, crop)
             result["presets"][name] = measure(cfg, steps, predict_batch)
         except Exception as e:  # noqa: BLE001 - one preset that does not fit must not lose the others
             result["presets"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -120,11 +133,30 @@ def calibrate(presets: list[str], mixed_precision: bool, steps: int, predict_bat
     return result
 
 
+def _with_crop(cfg, crop: tuple[int, int]):
+    """The config, training on `crop`."""
+    return _Cropped(cfg, crop)
+
+
+class _Cropped:
+    """A config whose training shape is `crop` (whatever crop the preset itself has)."""
+
+    def __init__(self, cfg, crop: tuple[int, int]):
+        self._cfg, self.crop = cfg, crop
+
+    def __getattr__(self, name):
+        return getattr(self._cfg, name)
+
+    def replace(self, **changes):
+        return self._cfg.replace(**changes)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import PRESETS
     p = argparse.ArgumentParser(prog="python -m competition.calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"))
+    p.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"),
+                   help="comma list of presets, or PRESET:HxW:BATCH to train on HxW crops with that batch")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--predict-batch", type=int, default=4)

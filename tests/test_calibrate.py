@@ -28,3 +28,11 @@ def test_one_preset_that_fails_is_recorded_and_the_others_still_measured(tmp_pat
     result = calibrate.calibrate(["demo", "tiny"], False, 1, 2)
     assert "MemoryError" in result["presets"]["demo"]["error"]
     assert result["presets"]["tiny"]["train_img_s"] > 0
+
+
+def test_a_crop_case_trains_on_the_crop_and_predicts_on_the_whole_frame():
+    assert calibrate.parse_case("unet-1280:512x768:8") == ("unet-1280", (512, 768), 8)
+    assert calibrate.parse_case("demo") == ("demo", None, None)
+    result = calibrate.calibrate(["tiny:16x32:2"], False, 1, 2)
+    case = result["presets"]["tiny:16x32:2"]
+    assert case["train_shape"] == [16, 32] and case["batch"] == 2 and case["predict_shape"] == [32, 48]

@@ -25,15 +25,20 @@ def _sync(x) -> None:
     np.asarray(x if not isinstance(x, dict) else next(iter(x.values()))).ravel()[:1].tolist()
 
 
-def time_steps(step, steps: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of `steps` calls of step() after `warmup` untimed ones (compilation, autotuning)."""
+def time_steps(step, steps: int, warmup: int = 2, cpu: list[float] | None = None) -> list[float]:
+    """Seconds of each of `steps` calls of step() after `warmup` untimed ones (compilation, autotuning).
+
+    cpu, if given, gets each step's processor seconds (all threads of this process): on a CPU shared with other
+    jobs, processor seconds per image divided by the cores is what the step would take on the idle machine."""
     for _ in range(warmup):
         _sync(step())
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _sync(step())
         times.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(time.process_time() - c)
     return times
 
 
@@ -92,8 +97,10 @@ def measure(cfg, steps: int, predict_batch: int) -> dict:
                   loss=make_loss(cfg.loss, cfg.bce_weight))
     x = rng.random((cfg.batch, h, w, 3), dtype=np.float32)
     y = (rng.random((cfg.batch, h, w, 1)) > 0.5).astype(np.float32)
-    times = time_steps(lambda: model.train_on_batch(x, y, return_dict=True), steps)
-    out.update(train_shape=[h, w], train_step_s=times, train_img_s=cfg.batch / statistics.median(times))
+    cpu: list[float] = []
+    times = time_steps(lambda: model.train_on_batch(x, y, return_dict=True), steps, cpu=cpu)
+    out.update(train_shape=[h, w], train_step_s=times, train_img_s=cfg.batch / statistics.median(times),
+               train_cpu_s_per_img=statistics.median(cpu) / cfg.batch)
     del model
     keras.backend.clear_session()
     gc.collect()

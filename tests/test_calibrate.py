@@ -12,6 +12,7 @@ def test_calibrate_times_training_and_prediction_of_each_preset(tmp_path):
     assert result["device"].startswith("cpu:")  # tests hide GPUs (conftest)
     tiny = result["presets"]["tiny"]
     assert tiny["train_shape"] == [32, 48] and tiny["predict_shape"] == [32, 48] and tiny["predict_batch"] == 3
+    assert tiny["train_cpu_s_per_img"] > 0
     assert len(tiny["train_step_s"]) == 2 and all(t > 0 for t in tiny["train_step_s"] + tiny["predict_step_s"])
     median = sorted(tiny["train_step_s"])[0] / 2 + sorted(tiny["train_step_s"])[1] / 2
     assert abs(tiny["train_img_s"] - 4 / median) < 1e-9 * tiny["train_img_s"]  # batch 4 over the median step

@@ -55,14 +55,14 @@ def cmd_extract(a: argparse.Namespace) -> None:
 
 # --- training -------------------------------------------------------------------------------------
 def _train_config(a: argparse.Namespace):
-    from .config import load_config, parse_size, preset, run_path
+    from .config import load_config, parse_crop, parse_size, preset, run_path
     size = parse_size(a.size) if a.size else (None, None)
     augment = None if a.augment is None else tuple(x for x in a.augment.split(",") if x and x != "none")
     overrides = dict(arch=a.model, depth=a.depth, filters=a.filters, pooling=a.pooling, height=size[0],
                      width=size[1], fit=a.fit, loss=a.loss, bce_weight=a.bce_weight, lr=a.lr, batch=a.batch,
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
                      seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
-                     dropout=a.dropout)
+                     dropout=a.dropout, crop=None if a.crop is None else parse_crop(a.crop))
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top
@@ -80,8 +80,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
     for fold in folds:
         summary = train(cfg, data=a.data, run_dir=run_dir, fold=fold,
-                        cache_dir=None if a.cache == "none" else Path(a.cache),
-                        force=a.force, time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
+                        cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
+                        hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
         if summary.get("time_limited"):
             break
 
@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")
     s.add_argument("--runs", default="runs", help="the folder a bare --run NAME is in")
     s.add_argument("--cache", default="cache",
-                   help="folder for the resized-image cache, or 'none' to decode every epoch (no disk)")
+                   help="folder for the resized-image cache, 'none' to decode every epoch (no disk), or 'memory' "
+                        "to decode every epoch from the files' bytes held in RAM")
     s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
     s.add_argument("--model", default=None, choices=["unet", "simple"])
     s.add_argument("--depth", type=int)
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pooling", choices=["max", "strided"])
     s.add_argument("--size", help="HEIGHTxWIDTH, e.g. 640x960")
     s.add_argument("--fit", choices=["resize", "pad"])
+    s.add_argument("--crop", help="HEIGHTxWIDTH: train on random crops of the --size frame (validation, scoring "
+                   "and prediction use whole frames), or 'none'")
     s.add_argument("--loss", help="dice | dice_global | bce | dice_bce")
     s.add_argument("--bce-weight", type=float)
     s.add_argument("--lr", type=float)

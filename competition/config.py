@@ -33,6 +33,7 @@ class TrainConfig:
     height: int = 96
     width: int = 128
     fit: str = "resize"           # "resize" (stretch) | "pad" (keep aspect, pad)
+    crop: tuple[int, int] | None = None  # train on random crops (height, width) of the frame; None: whole frames
     image_interp: str = "area"    # how photos are shrunk: "area" | "bilinear" | "nearest" (the article)
     # loss and optimiser
     loss: str = "dice"
@@ -58,11 +59,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", PRESET_ALIASES.get(self.preset, self.preset))  # old names -> new
+        object.__setattr__(self, "crop", tuple(self.crop) if self.crop else None)  # () or [] (JSON): no crop
         check_config(self)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.height, self.width
+
+    @property
+    def train_size(self) -> tuple[int, int]:
+        """The input size of a training batch: the crop, or the whole frame."""
+        return self.crop or self.size
+
+    @property
+    def eval_batch(self) -> int:
+        """Batch for whole frames (validation, scoring, prediction): the training batch, scaled down by
+        the frame-to-crop area ratio when training on crops, so a batch of frames fits where crops did."""
+        if not self.crop:
+            return self.batch
+        return max(1, self.batch * self.crop[0] * self.crop[1] // (self.height * self.width))
 
     @property
     def multiple(self) -> int:
@@ -72,6 +87,7 @@ class TrainConfig:
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        d["crop"] = list(self.crop) if self.crop else None
         return d
 
     @classmethod
@@ -115,6 +131,14 @@ def check_config(c: TrainConfig) -> None:
         raise UserError(f"input size {c.height}x{c.width} is not a multiple of {m} (2^{m.bit_length() - 1}, "
                         f"model {c.arch} depth {c.depth}): try {max(m, round(c.height / m) * m)}x"
                         f"{max(m, round(c.width / m) * m)}")
+    if c.crop is not None:
+        ch, cw = c.crop
+        if ch % m or cw % m or ch <= 0 or cw <= 0:
+            raise UserError(f"crop {ch}x{cw} is not a multiple of {m} (model {c.arch} depth {c.depth}): try "
+                            f"{max(m, round(ch / m) * m)}x{max(m, round(cw / m) * m)}")
+        if ch > c.height or cw > c.width:
+            raise UserError(f"crop {ch}x{cw} is larger than the frame {c.height}x{c.width} it is cut from: "
+                            f"pass a smaller --crop or a larger --size")
     check_threshold(c.threshold)
     if not 0 <= c.bce_weight <= 1:
         raise UserError(f"bce weight {c.bce_weight} must be within [0, 1]")
@@ -203,6 +227,17 @@ def parse_size(text: str) -> tuple[int, int]:
         return h, w
     except ValueError as e:
         raise UserError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 640x960") from e
+
+
+def parse_crop(text: str) -> tuple[int, int] | tuple[()]:
+    """'640x640' -> (640, 640); 'none' -> () (whole frames: clears a preset's crop, where None means unset)."""
+    if text.strip().lower() in ("none", "0", ""):
+        return ()
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError as e:
+        raise UserError(f"crop {text!r}: expected HEIGHTxWIDTH, e.g. 640x640, or none") from e
 
 
 def describe(cfg: TrainConfig) -> str:

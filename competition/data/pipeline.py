@@ -45,6 +45,11 @@ class Cache:
         order = np.sort(order)  # memmap locality; the batch order is already random
         return self.images[order], self.masks[order]
 
+    def crops(self, order: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Example order[n] cut at (tops[n], lefts[n]), crop-sized: only those rows are read from the memmap."""
+        return cut_batch([(self.images[n], self.masks[n]) for n in order], tops, lefts, crop)
+
 
 @dataclass(frozen=True)
 class Streaming(Cache):
@@ -58,23 +63,64 @@ class Streaming(Cache):
     def size(self) -> tuple[int, int]:
         return self.geometry.height, self.geometry.width
 
+    held: dict | None = None  # `--cache memory`: id -> (JPEG bytes, packed mask bits), filled as read
+
     def batch(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [load_example(self.ds, self.ids[n], self.geometry, self.interp) for n in order]
+        pairs = [self.example(n) for n in order]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
+    def crops(self, order: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return cut_batch([self.example(n) for n in order], tops, lefts, crop)
 
-def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> Streaming:
-    """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data."""
+    def example(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example n decoded and fitted to the model size (from memory once read, with `held`)."""
+        if self.held is None:
+            return load_example(self.ds, self.ids[n], self.geometry, self.interp)
+        image_id = self.ids[n]
+        if image_id not in self.held:  # a dict assignment is atomic: parallel readers at worst read twice
+            mask = self.ds.read_mask(image_id)
+            self.held[image_id] = (self.ds.read_train_image(image_id), np.packbits(mask), mask.shape)
+        jpeg, bits, shape = self.held[image_id]
+        mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape)
+        return fit_example(jpeg, mask, self.ds.where_train(image_id), self.geometry, self.interp)
+
+
+def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str, hold: bool = False) -> Streaming:
+    """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data.
+
+    hold: keep each file's encoded bytes in memory once read (`--cache memory`; Kaggle's train_hq is ~1 GB of
+    JPEGs and the masks ~0.3 MB each as bits), so later epochs decode without touching the disk."""
     empty = np.zeros((0,), np.uint8)
-    return Streaming(ids, empty, empty, ds, geom, interp)
+    return Streaming(ids, empty, empty, ds, geom, interp, {} if hold else None)
 
 
 def load_example(ds: Dataset, image_id: str, geom: Geometry, interp: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode one training pair and fit it to the model size (the decode-every-epoch path)."""
-    reduce = reduction_for(geom.inner)
-    image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id), reduce)
-    mask = ds.read_mask(image_id)
+    return fit_example(ds.read_train_image(image_id), ds.read_mask(image_id), ds.where_train(image_id), geom, interp)
+
+
+def fit_example(jpeg: bytes, mask: np.ndarray, where: str, geom: Geometry,
+                interp: str) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG bytes (decoded reduced when the model is small) and a native mask, fitted to the model size."""
+    image = decode_jpeg(jpeg, where, reduction_for(geom.inner))
     return geom.to_model(image, interp), geom.to_model(mask[..., None], "nearest")
+
+
+def crop_offsets(rng: np.random.Generator, n: int, size: tuple[int, int],
+                 crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """n random (top, left) corners of a crop inside a frame, uniform over every position it fits."""
+    return (rng.integers(0, size[0] - crop[0] + 1, n, dtype=np.int64),
+            rng.integers(0, size[1] - crop[1] + 1, n, dtype=np.int64))
+
+
+def cut_batch(pairs: list[tuple[np.ndarray, np.ndarray]], tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each (image, mask) pair cut at its own corner, the same window for both; stacked as a batch."""
+    ch, cw = crop
+    images = np.stack([im[t:t + ch, l:l + cw] for (im, _), t, l in zip(pairs, tops, lefts)])
+    masks = np.stack([m[t:t + ch, l:l + cw] for (_, m), t, l in zip(pairs, tops, lefts)])
+    return images, masks
 
 
 def cache_key(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> str:
@@ -165,33 +211,45 @@ def augment_batch(images, masks, augment: tuple[str, ...], rotate: float, contra
 
 
 def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
-                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0):
-    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch.
+                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0,
+                 crop: tuple[int, int] | None = None):
+    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (crop), (augment), float32, prefetch.
 
     Pass n over a training dataset is shuffled by (seed, first_epoch + n), so a run resumed at epoch
     `first_epoch` sees the same orders as an uninterrupted one (tf.data's own reshuffling restarts).
+    crop (training only): every example of pass n is cut at a corner drawn by (seed, first_epoch + n, 1),
+    image and mask alike, before the augmentation - which then costs the crop's pixels, not the frame's.
     """
     import tensorflow as tf
     index = cache.index(ids)
-    h, w = cache.size
-
-    def gather(idx):
-        return cache.batch(idx)
+    crop = tuple(crop) if training and crop else None
+    h, w = crop or cache.size
 
     if training:
         passes = itertools.count(first_epoch)  # pass n is shuffled by (seed, n), whatever ran before it
+        scalar = tf.TensorSpec([], tf.as_dtype(index.dtype))
 
         def order():
-            yield from np.random.default_rng([seed, next(passes)]).permutation(index)
+            n = next(passes)
+            perm = np.random.default_rng([seed, n]).permutation(index)
+            if crop is None:
+                yield from perm
+                return
+            tops, lefts = crop_offsets(np.random.default_rng([seed, n, 1]), len(perm), cache.size, crop)
+            yield from zip(perm, tops, lefts)
 
-        ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec([], tf.as_dtype(index.dtype)))
+        sig = scalar if crop is None else (scalar, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
+        ds = tf.data.Dataset.from_generator(order, output_signature=sig)
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(index)))
     else:
         ds = tf.data.Dataset.from_tensor_slices(index)
     ds = ds.batch(batch)
 
-    def load(idx):
-        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.uint8])
+    def gather(idx, tops=None, lefts=None):
+        return cache.batch(idx) if tops is None else cache.crops(idx, tops, lefts, crop)
+
+    def load(*args):
+        x, y = tf.numpy_function(gather, list(args), [tf.uint8, tf.uint8])
         x.set_shape([None, h, w, 3])
         y.set_shape([None, h, w, 1])
         return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)

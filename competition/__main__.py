@@ -188,6 +188,18 @@ def cmd_kernel(a: argparse.Namespace) -> None:
         kernels.output(spec, dest=Path(a.dest) if a.dest else run_dir if a.task == "train" else None)
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    from .config import parse_crop, parse_size, preset
+    from .plan import plan
+    size = parse_size(a.size) if a.size else (None, None)
+    cfg = preset(a.preset, height=size[0], width=size[1], batch=a.batch, epochs=a.epochs, k=a.k,
+                 crop=None if a.crop is None else parse_crop(a.crop))
+    if (a.train_img_s is None) != (a.predict_img_s is None):
+        raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
+    stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
+    plan(cfg, _folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated)
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
     run_bench(out=Path(a.out), quick=a.quick)
@@ -241,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume")
     s.add_argument("--fold", default="0", help="fold number, or 'all'")
     s.add_argument("--preset", default=None, help="article-simple | article-unet | article-unet-strided | unet | "
-                   "unet-1280 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
+                   "unet-1280 | unet-t4 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
     s.add_argument("--data", default=None)
     s.add_argument("--run", "--name", dest="run", default=None,
                    help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")
@@ -343,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("bench", cmd_bench, "measure speed against baselines run side by side; writes bench/")
     s.add_argument("--quick", action="store_true")
     s.add_argument("--out", default="bench")
+
+    s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota")
+    s.add_argument("--preset", default="unet")
+    s.add_argument("--folds", default=None, help="e.g. 0,1,2,3,4 (default: all k)")
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--gpu", default="t4x2", choices=["t4x2", "t4", "p100", "l4"], help="the kernel's accelerator")
+    s.add_argument("--size", help="HEIGHTxWIDTH")
+    s.add_argument("--crop", help="HEIGHTxWIDTH or none")
+    s.add_argument("--batch", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--k", type=int)
+    s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s)")
+    s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass")
+    s.add_argument("--allow-split", action="store_true",
+                   help="plan resumed sessions for a fold, or shards for the test pass, instead of refusing")
     return p
 
 
@@ -373,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .progress import set_quiet
     set_quiet(args.quiet)
-    if args.command in ("train", "predict", "score", "cv", "bench") and not args.debug and "tensorflow" not in sys.modules:
+    if args.command in ("train", "predict", "score", "cv", "bench", "plan") and not args.debug and "tensorflow" not in sys.modules:
         import_tensorflow_quietly()
     try:
         args.func(args)

@@ -400,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .progress import set_quiet
     set_quiet(args.quiet)
-    if args.command in ("train", "predict", "score", "cv", "bench", "plan") and not args.debug and "tensorflow" not in sys.modules:
+    needs_tf = args.command in ("train", "predict", "score", "cv", "bench") or (
+        args.command == "plan" and args.train_img_s is None)  # a stated throughput needs no model
+    if needs_tf and not args.debug and "tensorflow" not in sys.modules:
         import_tensorflow_quietly()
     try:
         args.func(args)

@@ -8,7 +8,8 @@ import keras
 
 from competition.config import TrainConfig, load_config, parse_crop, preset
 from competition.data.layout import open_dataset
-from competition.data.pipeline import Cache, build_cache, crop_offsets, make_dataset, streaming
+from competition.data.pipeline import (Cache, augment_crops, build_cache, crop_augmentation, crop_offsets, make_dataset,
+                                       streaming)
 from competition.errors import UserError
 from competition.geometry import Geometry
 from competition.train import load_oof, train
@@ -77,6 +78,30 @@ def test_crop_corners_are_drawn_by_seed_and_pass_so_a_resume_sees_the_same_crops
 def test_crop_offsets_cover_every_position_and_stay_inside():
     tops, lefts = crop_offsets(np.random.default_rng(0), 4000, (20, 30), (16, 24))
     assert set(tops) == set(range(5)) and set(lefts) == set(range(7))
+
+
+def test_crop_augmentation_moves_image_and_mask_together():
+    """Blocks of 8 px whose mask is their red channel: after a flip and a rotation both still agree."""
+    rng = np.random.default_rng(1)
+    blocks = rng.random((4, 8, 10)) < 0.5
+    masks = np.kron(blocks, np.ones((8, 8)))[..., None].astype(np.uint8)  # (4, 64, 80, 1)
+    images = np.concatenate([masks * 255, rng.integers(0, 256, masks.shape), masks * 0], axis=3).astype(np.uint8)
+    params = crop_augmentation(np.random.default_rng(2), 4, ("flip", "rotate", "contrast"), 0.02, 0.2)
+    params[:, 0] = [0, 1, 0, 1]  # both with and without a flip
+    x, y = augment_crops(images, masks, params)
+    assert x.dtype == y.dtype == np.float32 and 0 <= x.min() and x.max() <= 1 and set(np.unique(y)) <= {0.0, 1.0}
+    red = x[..., :1] > (x[..., :1].max() + x[..., :1].min()) / 2
+    assert (red == (y > 0.5)).mean() > 0.97  # they differ only where bilinear and nearest round an edge apart
+    pre_x, pre_y = images.copy(), masks.copy()
+    pre_x[1::2], pre_y[1::2] = images[1::2, :, ::-1], masks[1::2, :, ::-1]  # flip first, then only rotate
+    flipped = augment_crops(pre_x, pre_y, params * [0, 1, 1])
+    # (OpenCV rounds source coordinates to 1/32 px: a composed warp lands a few noisy pixels elsewhere)
+    assert (np.abs(x - flipped[0]) < 2 / 255).mean() > 0.99 and (y == flipped[1]).mean() > 0.99
+    # contrast about each channel's mean, clipped to [0, 1]: the formula of augment_batch
+    only = augment_crops(images, masks, np.array([[0, 0, 1.2]] * 4))[0]
+    f = images / 255.0
+    mean = f.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(only, np.clip((f - mean) * 1.2 + mean, 0, 1), atol=1e-6)
 
 
 def test_validation_data_stays_whole_frames():

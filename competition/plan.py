@@ -232,8 +232,8 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
         ["train speed-up on this session", f"{c['speedup']:.2f}x",
          f"{n} GPU(s), MirroredStrategy; each extra GPU assumed to add {MULTI_GPU_SCALING:.0%} of one"],
         ["input pipeline must deliver", f"{rates.train_img_s * c['speedup']:.0f} img/s",
-         "training inputs a second on this session's CPUs (full-size JPEG decode + mask per input at full "
-         "resolution): compare `make bench`, section 8"],
+         "training inputs a second that the session's CPUs must decode and augment to keep its GPUs busy "
+         "(`make bench` section 8 measures the full-resolution crop pipeline per core)"],
         ["one epoch", f"{c['epoch_s'] / 60:.1f} min",
          f"{recipe.train_images:,} training inputs + {recipe.val_images:,} whole validation frames "
          f"({TRAIN_IMAGES:,} Kaggle training images, k={cfg.k})"],

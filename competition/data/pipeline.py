@@ -89,7 +89,7 @@ class Streaming(Cache):
 def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str, hold: bool = False) -> Streaming:
     """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data.
 
-    hold: keep each file's encoded bytes in memory once read (`--cache memory`; Kaggle's train_hq is ~1 GB of
+    hold: keep each file's encoded bytes in memory once read (`--cache memory`; Kaggle's train_hq is a few GB of
     JPEGs and the masks ~0.3 MB each as bits), so later epochs decode without touching the disk."""
     empty = np.zeros((0,), np.uint8)
     return Streaming(ids, empty, empty, ds, geom, interp, {} if hold else None)

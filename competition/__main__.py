@@ -55,14 +55,15 @@ def cmd_extract(a: argparse.Namespace) -> None:
 
 # --- training -------------------------------------------------------------------------------------
 def _train_config(a: argparse.Namespace):
-    from .config import load_config, parse_size, preset, run_path
+    from .config import load_config, parse_crop, parse_size, preset, run_path
     size = parse_size(a.size) if a.size else (None, None)
     augment = None if a.augment is None else tuple(x for x in a.augment.split(",") if x and x != "none")
     overrides = dict(arch=a.model, depth=a.depth, filters=a.filters, pooling=a.pooling, height=size[0],
                      width=size[1], fit=a.fit, loss=a.loss, bce_weight=a.bce_weight, lr=a.lr, batch=a.batch,
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
                      seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
-                     dropout=a.dropout, schedule=a.schedule, warmup=a.warmup, clipnorm=a.clipnorm)
+                     dropout=a.dropout, schedule=a.schedule, warmup=a.warmup, clipnorm=a.clipnorm,
+                     crop=None if a.crop is None else parse_crop(a.crop))
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top
@@ -80,8 +81,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     folds = range(cfg.k) if a.fold == "all" else [_fold_number(a.fold, cfg.k)]
     for fold in folds:
         summary = train(cfg, data=a.data, run_dir=run_dir, fold=fold,
-                        cache_dir=None if a.cache == "none" else Path(a.cache),
-                        force=a.force, time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
+                        cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
+                        hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
         if summary.get("time_limited"):
             break
 
@@ -188,6 +189,18 @@ def cmd_kernel(a: argparse.Namespace) -> None:
         kernels.output(spec, dest=Path(a.dest) if a.dest else run_dir if a.task == "train" else None)
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    from .config import parse_crop, parse_size, preset
+    from .plan import plan
+    size = parse_size(a.size) if a.size else (None, None)
+    cfg = preset(a.preset, height=size[0], width=size[1], batch=a.batch, epochs=a.epochs, k=a.k,
+                 crop=None if a.crop is None else parse_crop(a.crop))
+    if (a.train_img_s is None) != (a.predict_img_s is None):
+        raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
+    stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
+    plan(cfg, _folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated)
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
     run_bench(out=Path(a.out), quick=a.quick)
@@ -241,13 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume")
     s.add_argument("--fold", default="0", help="fold number, or 'all'")
     s.add_argument("--preset", default=None, help="article-simple | article-unet | article-unet-strided | unet | "
-                   "unet-1280 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
+                   "unet-1280 | unet-t4 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
     s.add_argument("--data", default=None)
     s.add_argument("--run", "--name", dest="run", default=None,
                    help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")
     s.add_argument("--runs", default="runs", help="the folder a bare --run NAME is in")
     s.add_argument("--cache", default="cache",
-                   help="folder for the resized-image cache, or 'none' to decode every epoch (no disk)")
+                   help="folder for the resized-image cache, 'none' to decode every epoch (no disk), or 'memory' "
+                        "to decode every epoch from the files' bytes held in RAM")
     s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
     s.add_argument("--model", default=None, choices=["unet", "simple"])
     s.add_argument("--depth", type=int)
@@ -255,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pooling", choices=["max", "strided"])
     s.add_argument("--size", help="HEIGHTxWIDTH, e.g. 640x960")
     s.add_argument("--fit", choices=["resize", "pad"])
+    s.add_argument("--crop", help="HEIGHTxWIDTH: train on random crops of the --size frame (validation, scoring "
+                   "and prediction use whole frames), or 'none'")
     s.add_argument("--loss", help="dice | dice_global | bce | dice_bce")
     s.add_argument("--bce-weight", type=float)
     s.add_argument("--lr", type=float)
@@ -343,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("bench", cmd_bench, "measure speed against baselines run side by side; writes bench/")
     s.add_argument("--quick", action="store_true")
     s.add_argument("--out", default="bench")
+
+    s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota")
+    s.add_argument("--preset", default="unet")
+    s.add_argument("--folds", default=None, help="e.g. 0,1,2,3,4 (default: all k)")
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--gpu", default="t4x2", choices=["t4x2", "t4", "p100", "l4"], help="the kernel's accelerator")
+    s.add_argument("--size", help="HEIGHTxWIDTH")
+    s.add_argument("--crop", help="HEIGHTxWIDTH or none")
+    s.add_argument("--batch", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--k", type=int)
+    s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s)")
+    s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass")
+    s.add_argument("--allow-split", action="store_true",
+                   help="plan resumed sessions for a fold, or shards for the test pass, instead of refusing")
     return p
 
 
@@ -373,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .progress import set_quiet
     set_quiet(args.quiet)
-    if args.command in ("train", "predict", "score", "cv", "bench") and not args.debug and "tensorflow" not in sys.modules:
+    needs_tf = args.command in ("train", "predict", "score", "cv", "bench") or (
+        args.command == "plan" and args.train_img_s is None)  # a stated throughput needs no model
+    if needs_tf and not args.debug and "tensorflow" not in sys.modules:
         import_tensorflow_quietly()
     try:
         args.func(args)

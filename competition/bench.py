@@ -56,13 +56,15 @@ class Plan:
     writer_rows: tuple[int, int]
     presets: tuple[str, ...]  # presets whose throughput is measured (others: "skipped")
     model_steps: int       # timed steps per preset after a warm-up step
+    crop_preset: str = "unet-t4"  # section 8: the crop pipeline at this preset's frame and crop
+    crop_small: bool = False      # section 8 at a small frame and crop instead (quick)
 
 
 FULL = Plan(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
             pipeline_epochs=3, writer_rows=(10_006, TEST_IMAGES),
             presets=("seed-simple", "seed-unet", "unet-strided", "unet", "unet-1280", "demo", "tiny"), model_steps=2)
 QUICK = Plan(rounds=3, predict_rounds=3, real_masks=8, synth_cars=1, test_images=8, pipeline_images=8,
-             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo", "tiny"), model_steps=1)
+             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo", "tiny"), model_steps=1, crop_small=True)
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -572,6 +574,67 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
     return sec, [fig]
 
 
+# --- 8. Crop input pipeline vs what a T4 consumes -----------------------------------------------
+def bench_crops(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+    import tensorflow as tf
+
+    from .config import preset
+    from .data.pipeline import make_dataset, streaming
+    from .plan import MULTI_GPU_SCALING, SESSIONS, rates_for
+    cfg = preset(plan.crop_preset)
+    rates, _ = rates_for(cfg, "T4", "fp16")  # what one T4 consumes at the preset (measured or estimated)
+    frame, crop = ((320, 480), (256, 256)) if plan.crop_small else (cfg.size, cfg.crop)
+    geometry = Geometry(*frame, cfg.fit)
+    ds = inputs.train
+    ids = ds.train_ids[:plan.pipeline_images]
+    batch = 8
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def pipeline(hold: bool, threads: int | None):
+        data = make_dataset(streaming(ds, ids, geometry, cfg.image_interp, hold=hold), ids, batch, training=True,
+                            augment=cfg.augment, rotate=cfg.rotate, contrast=cfg.contrast, crop=crop)
+        if threads:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = threads
+            data = data.with_options(options)
+        return data
+
+    sets = {"memory, 1 thread": pipeline(True, 1), "memory": pipeline(True, None), "disk": pipeline(False, None)}
+    with opencv_threads(1):  # one decode per tf.data thread: the threads are the parallelism
+        for d in sets.values():
+            _epoch(d)  # untimed: graph building, and `hold` reads the files into memory
+        times = interleaved({k: (lambda d=d: _epoch(d)) for k, d in sets.items()}, plan.pipeline_epochs)
+    ips = {k: len(ids) / median(v) for k, v in times.items()}
+    per_core = ips["memory, 1 thread"]
+    ratio = per_core / rates.train_img_s
+    kaggle_cores, (_, gpus) = 4, SESSIONS["t4x2"]
+    session_need = rates.train_img_s * (1 + MULTI_GPU_SCALING * (gpus - 1))
+    target = session_need / kaggle_cores / rates.train_img_s
+    label = f"{frame[0]}x{frame[1]} {cfg.fit}, {crop[0]}x{crop[1]} crops"
+    data = {"frame": list(frame), "crop": list(crop), "images": len(ids), "batch": batch, "usable_cores": cores,
+            "images_per_s": ips, "raw_epoch_s": times, "t4_train_img_s": rates.train_img_s,
+            "t4_source": rates.source, "ratio_per_core_to_t4": ratio}
+    rows = [[label, f"{ips['memory, 1 thread']:.1f}", f"{ips['memory']:.1f}", f"{ips['disk']:.1f}", str(cores),
+             f"{rates.train_img_s:.1f}", f"**{ratio:.2f}**", f"{1 / ratio:.1f}"]]
+    fig = figure(f"Crop input pipeline ({label}), one core vs one T4 at {cfg.preset}",
+                 f"{per_core:.1f} images/s per core",
+                 f"{rates.train_img_s:.1f} images/s one T4 trains ({'ESTIMATE' if 'ESTIMATE' in rates.source else 'measured'})",
+                 ratio, "of one T4", f">= {target:.2f} (Kaggle's {kaggle_cores} cores feed a 2x T4 session)",
+                 None if plan.crop_small else ratio >= target)
+    sec = section(f"8. Crop input pipeline at full resolution vs what one T4 consumes ({cfg.preset})",
+                  f"{len(ids)} training images from {inputs.train_label}, fitted to {frame[0]}x{frame[1]} "
+                  f"({cfg.fit}), cut to random {crop[0]}x{crop[1]} crops, joint flip/rotate/contrast, batch {batch}: "
+                  f"`make_dataset(streaming(...), crop=...)` as `train --cache memory` (files' bytes in RAM, "
+                  f"decoded every epoch) and `--cache none` (read from disk too). '1 thread': tf.data's thread "
+                  f"pool and OpenCV on one thread - the per-core rate. One untimed epoch each, then "
+                  f"{plan.pipeline_epochs} alternating; median. One T4: the training images/s `plan` uses for "
+                  f"{cfg.preset} ({rates.source}). Ratio = per-core / one T4; cores per T4 = its inverse."
+                  + (" --quick: a small frame and crop, so the ratio is not the preset's." if plan.crop_small else ""),
+                  ["frame, crop", "1 thread img/s (per core)", "all cores, memory img/s", "all cores, disk img/s",
+                   "usable cores", "one T4 trains img/s", "per core / T4", "cores per T4"], rows, data=data)
+    return sec, [fig]
+
+
 # --- the run --------------------------------------------------------------------------------------
 def machine() -> dict:
     """CPU model, cores, memory and library versions of this run."""
@@ -653,7 +716,8 @@ def run_bench(out: Path, quick: bool) -> dict:
                  ("JPEG decode", lambda: bench_decode(inputs, plan)),
                  ("predict end to end", lambda: bench_predict(inputs, plan, work)),
                  ("submission writer memory", lambda: bench_writer(inputs, plan, work)),
-                 ("model throughput", lambda: bench_models(plan))]
+                 ("model throughput", lambda: bench_models(plan)),
+                 ("crop input pipeline", lambda: bench_crops(inputs, plan))]
         for label, step in steps:
             t0 = time.perf_counter()
             sec, figs = step()

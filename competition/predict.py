@@ -48,7 +48,7 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
             raise UserError(f"{path}: fold {k} is not trained (trained: {available or 'none'})")
         model = load_model(path, compile=False)  # inference needs no loss or metrics; any Keras 3 (Kaggle's)
         shape = tuple(model.input_shape[1:3])
-        if shape != cfg.size:
+        if shape not in (cfg.size, (None, None)):  # (None, None): trained on crops, takes whole frames
             raise UserError(f"{path} takes {shape[0]}x{shape[1]} inputs but {run_dir}/config.json says "
                             f"{cfg.height}x{cfg.width}; the run folder mixes models of different configs")
         models.append(model)
@@ -194,7 +194,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
     predictor = Predictor(models, geometry, tta, cfg.image_interp)
-    batch = batch or max(1, cfg.batch)
+    batch = batch or cfg.eval_batch
     todo = writer.remaining
 
     def post(item: tuple[str, np.ndarray]) -> tuple[str, str]:

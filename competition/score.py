@@ -192,7 +192,7 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
     threshold = cfg.threshold if threshold is None else check_threshold(threshold)
     predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
-    result = evaluate(predictor, ds, ids, threshold, max(1, cfg.batch), worst=worst)
+    result = evaluate(predictor, ds, ids, threshold, cfg.eval_batch, worst=worst)
     table = image_table(result.rows, car_metadata(ds))
     d = table["dice"].to_numpy()
     best_t, best_dice = result.best_threshold()

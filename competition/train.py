@@ -92,7 +92,7 @@ def _new_model(cfg: TrainConfig):
 
     from .losses import make_loss, make_metrics
     from .models import build_model
-    model = build_model(cfg)
+    model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr_at(cfg, 0), epsilon=cfg.epsilon,
                                                   clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold))
@@ -282,12 +282,13 @@ def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_dir: Path | None,
-          force: bool = False, time_limit=None, mirror: Path | None = None) -> dict:
+          force: bool = False, time_limit=None, mirror: Path | None = None, hold: bool = False) -> dict:
     """Train (or resume) one fold; returns the summary written to train.json.
 
     time_limit: a `timelimit.Deadline`: stop after the epoch whose successor would cross it (the fold is then
     marked "time_limited" and the same command resumes it). mirror: a folder that gets the run's files after
-    every epoch (a kernel's /kaggle/working)."""
+    every epoch (a kernel's /kaggle/working). hold: with no cache_dir, keep the files' bytes in memory once read
+    (`--cache memory`)."""
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
     check_fold(fold, cfg.k)
@@ -320,7 +321,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
         say("note: --mixed-precision ignored on CPU")
     geom = Geometry(cfg.height, cfg.width, cfg.fit)
     if cache_dir is None:
-        cache = streaming(ds, sorted(ids), geom, cfg.image_interp)
+        cache = streaming(ds, sorted(ids), geom, cfg.image_interp, hold)
     else:
         cache = build_cache(ds, sorted(ids), geom, cfg.image_interp, cache_dir)
     replicas = strategy.num_replicas_in_sync
@@ -330,8 +331,8 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     remove_temps(out)  # left by a run killed mid-write; nothing refers to them
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed,
-                            first_epoch=int(state.get("epoch", 0)))
-    val_ds = make_dataset(cache, val_ids, batch, False)
+                            first_epoch=int(state.get("epoch", 0)), crop=cfg.crop)
+    val_ds = make_dataset(cache, val_ids, cfg.eval_batch * replicas, False)  # whole frames
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
     from .models.saving import load_model
     with strategy.scope():
@@ -343,7 +344,9 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
             model = _new_model(cfg)
     initial_epoch = int(state.get("epoch", 0))
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "
-        f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}, batch {batch} on {replicas} device(s)")
+        f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}"
+        + (f" in random {cfg.crop[0]}x{cfg.crop[1]} crops" if cfg.crop else "")
+        + f", batch {batch} on {replicas} device(s)")
     callbacks, recorder = _make_callbacks(cfg, out, state)
     guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror, state, callbacks)
     callbacks.append(guard)  # last: after the recorder's backup and the LR schedule's step
@@ -367,7 +370,8 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
                         f"try a lower --lr (now {cfg.lr})")
     if guard.stopped_after is not None:
         return _stop_for_time(out, guard.stopped_after, cfg, time_limit, mirror)
-    summary = _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids, batch, run_dir, fold)
+    summary = _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids,
+                      cfg.eval_batch * replicas, run_dir, fold)
     if mirror is not None:
         from .mirror import mirror_finished_fold
         mirror_finished_fold(out, mirror / out.name)

@@ -45,6 +45,11 @@ class Cache:
         order = np.sort(order)  # memmap locality; the batch order is already random
         return self.images[order], self.masks[order]
 
+    def crops(self, order: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Example order[n] cut at (tops[n], lefts[n]), crop-sized: only those rows are read from the memmap."""
+        return cut_batch([(self.images[n], self.masks[n]) for n in order], tops, lefts, crop)
+
 
 @dataclass(frozen=True)
 class Streaming(Cache):
@@ -58,23 +63,105 @@ class Streaming(Cache):
     def size(self) -> tuple[int, int]:
         return self.geometry.height, self.geometry.width
 
+    held: dict | None = None  # `--cache memory`: id -> (JPEG bytes, packed mask bits), filled as read
+
     def batch(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [load_example(self.ds, self.ids[n], self.geometry, self.interp) for n in order]
+        pairs = [self.example(n) for n in order]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
+    def crops(self, order: np.ndarray, tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return cut_batch([self.example(n) for n in order], tops, lefts, crop)
 
-def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> Streaming:
-    """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data."""
+    def example(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example n decoded and fitted to the model size (from memory once read, with `held`)."""
+        if self.held is None:
+            return load_example(self.ds, self.ids[n], self.geometry, self.interp)
+        image_id = self.ids[n]
+        if image_id not in self.held:  # a dict assignment is atomic: parallel readers at worst read twice
+            mask = self.ds.read_mask(image_id)
+            self.held[image_id] = (self.ds.read_train_image(image_id), np.packbits(mask), mask.shape)
+        jpeg, bits, shape = self.held[image_id]
+        mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape)
+        return fit_example(jpeg, mask, self.ds.where_train(image_id), self.geometry, self.interp)
+
+
+def streaming(ds: Dataset, ids: list[str], geom: Geometry, interp: str, hold: bool = False) -> Streaming:
+    """Examples decoded on the fly every epoch (reduced JPEG decode); batches decode in parallel in tf.data.
+
+    hold: keep each file's encoded bytes in memory once read (`--cache memory`; Kaggle's train_hq is a few GB of
+    JPEGs and the masks ~0.3 MB each as bits), so later epochs decode without touching the disk."""
     empty = np.zeros((0,), np.uint8)
-    return Streaming(ids, empty, empty, ds, geom, interp)
+    return Streaming(ids, empty, empty, ds, geom, interp, {} if hold else None)
 
 
 def load_example(ds: Dataset, image_id: str, geom: Geometry, interp: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode one training pair and fit it to the model size (the decode-every-epoch path)."""
-    reduce = reduction_for(geom.inner)
-    image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id), reduce)
-    mask = ds.read_mask(image_id)
+    return fit_example(ds.read_train_image(image_id), ds.read_mask(image_id), ds.where_train(image_id), geom, interp)
+
+
+def fit_example(jpeg: bytes, mask: np.ndarray, where: str, geom: Geometry,
+                interp: str) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG bytes (decoded reduced when the model is small) and a native mask, fitted to the model size."""
+    image = decode_jpeg(jpeg, where, reduction_for(geom.inner))
     return geom.to_model(image, interp), geom.to_model(mask[..., None], "nearest")
+
+
+def crop_offsets(rng: np.random.Generator, n: int, size: tuple[int, int],
+                 crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """n random (top, left) corners of a crop inside a frame, uniform over every position it fits."""
+    return (rng.integers(0, size[0] - crop[0] + 1, n, dtype=np.int64),
+            rng.integers(0, size[1] - crop[1] + 1, n, dtype=np.int64))
+
+
+def crop_augmentation(rng: np.random.Generator, n: int, augment: tuple[str, ...], rotate: float,
+                      contrast: float) -> np.ndarray:
+    """(n, 3): per example a flip (0/1), a rotation angle (radians) and a contrast factor, as `augment` asks."""
+    none = np.zeros(n)
+    flips = (rng.random(n) < 0.5).astype(np.float64) if "flip" in augment else none
+    limit = rotate * 2.0 * np.pi
+    angles = rng.uniform(-limit, limit, n) if "rotate" in augment and rotate > 0 else none
+    factors = rng.uniform(1 - contrast, 1 + contrast, n) if "contrast" in augment and contrast > 0 else none + 1
+    return np.stack([flips, angles, factors], axis=1)
+
+
+def augment_crops(images: np.ndarray, masks: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 crops -> float32 [0, 1], each flipped, rotated about its centre (bilinear photo, nearest mask, reflected
+    border: `augment_batch`'s transform) and contrast-scaled (photo only) by its row of `crop_augmentation`.
+
+    OpenCV on uint8 instead of TensorFlow on float32: several times cheaper a pixel, which at full resolution
+    decides whether a few CPU cores can feed a GPU."""
+    import cv2
+    h, w = images.shape[1:3]
+    out_x = np.empty(images.shape, np.float32)
+    out_y = np.empty(masks.shape, np.float32)
+    centre = ((w - 1) / 2.0, (h - 1) / 2.0)
+    mirror = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
+    for n, (flip, angle, factor) in enumerate(params):
+        x, y = np.ascontiguousarray(images[n]), np.ascontiguousarray(masks[n, ..., 0])
+        if angle:  # one warp for rotation and flip together
+            m = np.vstack([cv2.getRotationMatrix2D(centre, float(np.degrees(angle)), 1.0), [0.0, 0.0, 1.0]])
+            m = (m @ mirror if flip else m)[:2]
+            x = cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            y = cv2.warpAffine(y, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+        elif flip:
+            x, y = cv2.flip(x, 1), cv2.flip(y, 1)
+        # contrast about each channel's mean, and the scaling to [0, 1], as one float32 look-up table per channel
+        mean = np.array(cv2.mean(x)[:3]) / 255.0
+        lut = np.clip((levels - mean) * factor + mean, 0.0, 1.0).astype(np.float32).reshape(1, 256, 3)
+        out_x[n] = cv2.LUT(x, lut)
+        out_y[n, ..., 0] = y
+    return out_x, out_y
+
+
+def cut_batch(pairs: list[tuple[np.ndarray, np.ndarray]], tops: np.ndarray, lefts: np.ndarray,
+              crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each (image, mask) pair cut at its own corner, the same window for both; stacked as a batch."""
+    ch, cw = crop
+    images = np.stack([im[t:t + ch, l:l + cw] for (im, _), t, l in zip(pairs, tops, lefts)])
+    masks = np.stack([m[t:t + ch, l:l + cw] for (_, m), t, l in zip(pairs, tops, lefts)])
+    return images, masks
 
 
 def cache_key(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> str:
@@ -165,39 +252,57 @@ def augment_batch(images, masks, augment: tuple[str, ...], rotate: float, contra
 
 
 def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
-                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0):
-    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (augment), float32, prefetch.
+                 rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0,
+                 crop: tuple[int, int] | None = None):
+    """tf.data over cached arrays: (shuffle), batch, gather from the memmap, (crop), (augment), float32, prefetch.
 
     Pass n over a training dataset is shuffled by (seed, first_epoch + n), so a run resumed at epoch
     `first_epoch` sees the same orders as an uninterrupted one (tf.data's own reshuffling restarts).
+    crop (training only): every example of pass n is cut at a corner drawn by (seed, first_epoch + n, 1),
+    image and mask alike, then augmented (`augment_crops`, same generator) - costing the crop's pixels, not the
+    frame's, on uint8 in OpenCV, and repeating exactly after a resume.
     """
     import tensorflow as tf
     index = cache.index(ids)
-    h, w = cache.size
-
-    def gather(idx):
-        return cache.batch(idx)
+    crop = tuple(crop) if training and crop else None
+    h, w = crop or cache.size
 
     if training:
         passes = itertools.count(first_epoch)  # pass n is shuffled by (seed, n), whatever ran before it
+        scalar = tf.TensorSpec([], tf.as_dtype(index.dtype))
 
         def order():
-            yield from np.random.default_rng([seed, next(passes)]).permutation(index)
+            n = next(passes)
+            perm = np.random.default_rng([seed, n]).permutation(index)
+            if crop is None:
+                yield from perm
+                return
+            rng = np.random.default_rng([seed, n, 1])
+            tops, lefts = crop_offsets(rng, len(perm), cache.size, crop)
+            yield from zip(perm, tops, lefts, crop_augmentation(rng, len(perm), augment, rotate, contrast))
 
-        ds = tf.data.Dataset.from_generator(order, output_signature=tf.TensorSpec([], tf.as_dtype(index.dtype)))
+        sig = scalar if crop is None else (scalar, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
+                                           tf.TensorSpec([3], tf.float64))
+        ds = tf.data.Dataset.from_generator(order, output_signature=sig)
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(index)))
     else:
         ds = tf.data.Dataset.from_tensor_slices(index)
     ds = ds.batch(batch)
 
-    def load(idx):
-        x, y = tf.numpy_function(gather, [idx], [tf.uint8, tf.uint8])
+    def gather(idx, tops=None, lefts=None, params=None):
+        if tops is None:
+            return cache.batch(idx)
+        return augment_crops(*cache.crops(idx, tops, lefts, crop), params)
+
+    def load(*args):
+        dtype = tf.uint8 if crop is None else tf.float32
+        x, y = tf.numpy_function(gather, list(args), [dtype, dtype])
         x.set_shape([None, h, w, 3])
         y.set_shape([None, h, w, 1])
-        return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)
+        return (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)) if crop is None else (x, y)
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment:
+    if training and augment and crop is None:
         ds = ds.map(lambda x, y: augment_batch(x, y, augment, rotate, contrast), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -8,11 +8,13 @@ from .simple import build_simple
 from .unet import build_unet
 
 
-def build_model(cfg: TrainConfig) -> keras.Model:
-    """The model a config describes (shape checked by the config)."""
+def build_model(cfg: TrainConfig, size: tuple[int | None, int | None] | None = None) -> keras.Model:
+    """The model a config describes (shape checked by the config), for inputs of `size` (default: the frame;
+    (None, None): any multiple of `cfg.multiple`, as a crop-trained model must take crops and whole frames)."""
+    shape = (*(size or cfg.size), 3)
     if cfg.arch == "simple":
-        return build_simple((cfg.height, cfg.width, 3), filters=cfg.filters)
-    return build_unet((cfg.height, cfg.width, 3), depth=cfg.depth, filters=cfg.filters, pooling=cfg.pooling,
+        return build_simple(shape, filters=cfg.filters)
+    return build_unet(shape, depth=cfg.depth, filters=cfg.filters, pooling=cfg.pooling,
                       dropout=cfg.dropout, dropout_blocks=cfg.dropout_blocks, batchnorm=cfg.batchnorm)
 
 

@@ -9,7 +9,7 @@ def build_simple(input_shape: tuple[int, int, int] = (96, 128, 3), filters: int 
                  name: str = "simple") -> keras.Model:
     """Conv2D f/2f/4f stride 2 + stride 1, then Conv2DTranspose 4f/2f/f stride 1 + stride 2; 3x3 sigmoid."""
     h, w = input_shape[:2]
-    if h % 8 or w % 8:
+    if (h or 0) % 8 or (w or 0) % 8:  # None: any multiple of 8
         raise ValueError(f"input {h}x{w} is not a multiple of 8")
     conv = dict(activation="relu", padding="same", kernel_initializer="he_normal")
     inputs = keras.Input(input_shape, name="image")

@@ -48,8 +48,8 @@ def build_unet(input_shape: tuple[int, int, int] = (96, 128, 3), depth: int = 4,
                pooling: str = "max", dropout: float = 0.3, dropout_blocks: int = 2,
                batchnorm: bool = False, name: str = "unet") -> keras.Model:
     """U-Net with `depth` downsamplings; filters double per level; sigmoid probability output."""
-    h, w = input_shape[:2]
-    if h % 2**depth or w % 2**depth:
+    h, w = input_shape[:2]  # None, None: any size that is a multiple of 2^depth (for training on crops)
+    if (h or 0) % 2**depth or (w or 0) % 2**depth:
         raise ValueError(f"input {h}x{w} is not a multiple of 2^{depth}={2**depth}")
     inputs = keras.Input(input_shape, name="image")
     x, skips = inputs, []

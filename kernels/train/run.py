@@ -53,6 +53,14 @@ def unpack_toolkit(root: Path) -> Path:
     return dest / "competition"
 
 
+def _cache(temp: Path) -> str:
+    """--cache: a folder in /kaggle/temp, but at full resolution (~50 GB of arrays, more than a session's disk)
+    the files' encoded bytes held in memory, decoded every epoch."""
+    from competition.config import preset
+    cfg = preset(SETTINGS["preset"])
+    return "memory" if cfg.height * cfg.width >= 1280 * 1920 else str(temp / "cache")
+
+
 def main() -> int:
     started = time.monotonic()
     root = Path(os.environ.get("KAGGLE_ROOT") or "/kaggle")
@@ -77,7 +85,7 @@ def main() -> int:
 
     kernels.write_kernel_state(working, "running", f"fold {fold}")
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
-            "--runs", str(runs), "--cache", str(temp / "cache"), "--mirror", str(working),
+            "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
             "--time-limit", kernels.time_limit("train", started),
             "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
     if SETTINGS.get("epochs"):

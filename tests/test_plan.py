@@ -1,0 +1,115 @@
+"""`plan`: the arithmetic on a stated throughput, its sources, and its refusal of what one session cannot hold."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from competition import plan as plan_mod
+from competition.config import preset
+from competition.errors import UserError
+from competition.plan import Rates, cost, plan, recipe_for, refusal, scaled_measurement
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN, VAL = 5088 - 1018, 1018  # Kaggle's 5,088 training images in 5 folds: 1,018 (5088 / 5, rounded) held out
+
+
+def test_hours_sessions_shards_and_quota_on_a_stated_throughput():
+    recipe = recipe_for(preset("unet"), None, "hflip", "t4")  # 5 folds, up to 40 epochs, one T4
+    assert (recipe.train_images, recipe.val_images, recipe.tta_passes, recipe.gpus) == (TRAIN, VAL, 2, 1)
+    c = cost(recipe, Rates(10.0, 20.0, "stated"))
+    epoch_s = TRAIN / 10 + VAL / 20                                    # 407 s training + 50.9 s validating
+    assert c["epoch_s"] == pytest.approx(457.9)
+    assert c["fold_train_h"] == pytest.approx(40 * epoch_s / 3600)     # 5.09 h
+    assert c["fold_finish_h"] == pytest.approx(VAL * 3 / 20 / 3600)    # OOF pass + 2 TTA passes of scoring
+    assert c["fold_sessions"] == 1 and c["train_kernels"] == 5
+    assert c["predict_h"] == pytest.approx(100_064 * 2 * 5 / 20 / 3600)  # 13.9 h > 11.75 h: two shards
+    assert c["shards"] == 2
+    total = 5 * (40 * epoch_s / 3600 + VAL * 3 / 20 / 3600) + 100_064 * 2 * 5 / 20 / 3600
+    assert c["total_h"] == pytest.approx(total) and total == pytest.approx(39.55, abs=0.01)
+    assert c["quota_fraction"] == pytest.approx(total / 30) and c["weeks"] == 2
+
+
+def test_two_gpus_speed_training_up_but_not_the_test_pass():
+    one = cost(recipe_for(preset("unet"), [0], "none", "t4"), Rates(10.0, 20.0, "stated"))
+    two = cost(recipe_for(preset("unet"), [0], "none", "t4x2"), Rates(10.0, 20.0, "stated"))
+    assert two["speedup"] == pytest.approx(1.9)
+    assert two["fold_train_h"] == pytest.approx(one["fold_train_h"] / 1.9)
+    assert two["predict_h"] == one["predict_h"] == pytest.approx(100_064 / 20 / 3600)
+
+
+def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
+    cfg = preset("unet")
+    with pytest.raises(UserError, match=r"test pass needs 13\.9 h .*11\.75 h.*--allow-split to plan 2 shards"):
+        plan(cfg, None, "hflip", "t4", stated=(10.0, 20.0))
+    assert "| predict shards | 2 |" in capsys.readouterr().out  # the table is printed before the refusal
+    result = plan(cfg, None, "hflip", "t4", allow_split=True, stated=(10.0, 20.0))
+    assert result["cost"]["shards"] == 2
+    # 100 epochs of 457.9 s = 12.7 h: more than the 11.33 h a train session gives (12 h less 40 min)
+    long = preset("unet", epochs=100)
+    with pytest.raises(UserError, match=r"one fold of unet needs 12\.7 h .*11\.33 h.*2 resumed sessions per fold"):
+        plan(long, [0], "none", "t4", stated=(10.0, 20.0))
+    assert plan(long, [0], "none", "t4", allow_split=True, stated=(10.0, 20.0))["cost"]["train_kernels"] == 2
+    fits = plan(cfg, [0, 1], "hflip", "t4", stated=(10.0, 20.0))  # 2 folds: 5.6 h of test pass, one session
+    assert refusal(fits["recipe"], fits["cost"]) is None and fits["cost"]["shards"] == 1
+
+
+def test_a_measurement_on_another_card_is_scaled_by_peak_and_says_so():
+    m = {"device": "H100", "train_img_s": 98.9, "predict_img_s": 197.8, "precision": "fp16", "batch": 8}
+    r = scaled_measurement(m, "T4")
+    assert r.train_img_s == pytest.approx(98.9 * 65 / 989) and r.predict_img_s == pytest.approx(197.8 * 65 / 989)
+    assert "measured on H100" in r.source and "scaled to T4 by peak fp16 65 / 989" in r.source
+    assert "scaled" not in scaled_measurement({**m, "device": "T4"}, "T4").source
+
+
+def test_estimates_say_they_are_estimates_and_use_a_measured_calibration(monkeypatch):
+    cfg = preset("demo")
+    train_flops, frame_flops = plan_mod.model_flops(cfg)
+    assert train_flops == frame_flops > 0  # no crop: the training input is the frame
+    rates, _ = plan_mod.rates_for(cfg, "T4", "fp16")
+    assert "ESTIMATE" in rates.source and "20% ASSUMED" in rates.source
+    assert rates.predict_img_s == pytest.approx(65e12 * 0.2 / frame_flops)
+    assert rates.train_img_s == pytest.approx(65e12 * 0.2 / (3 * frame_flops))
+    # a measured preset calibrates the others: its fraction of peak replaces the assumed one
+    tiny = preset("tiny")
+    t_train, t_frame = plan_mod.model_flops(tiny)
+    monkeypatch.setitem(plan_mod.MEASURED, "tiny", {"device": "H100", "precision": "fp16", "batch": 4,
+                                                     "train_img_s": 0.1 * 989e12 / (3 * t_train),
+                                                     "predict_img_s": 0.3 * 989e12 / t_frame})
+    rates, _ = plan_mod.rates_for(cfg, "T4", "fp16")
+    assert "10% training / 30% predicting" in rates.source and "(tiny)" in rates.source
+    assert rates.train_img_s == pytest.approx(65e12 * 0.1 / (3 * frame_flops))
+    assert rates.predict_img_s == pytest.approx(65e12 * 0.3 / frame_flops)
+
+
+def test_crop_presets_cost_crops_to_train_and_frames_to_predict():
+    cfg = preset("unet-t4")
+    train_flops, frame_flops = plan_mod.model_flops(cfg)
+    assert train_flops == pytest.approx(frame_flops * 1024 * 1024 / (1280 * 1920), rel=0.02)
+    memory = plan_mod.train_memory_gb(cfg, "fp16")
+    assert 0.3 * 16 < memory < 0.75 * 16  # leaves room on a 16 GB T4 for what the estimate leaves out
+    # the README's table: unet ~11 GB at batch 8 in fp16; unet-1280 ~6 GB at batch 2
+    assert plan_mod.train_memory_gb(preset("unet"), "fp16") == pytest.approx(11, abs=0.5)
+    assert plan_mod.train_memory_gb(preset("unet-1280"), "fp16") == pytest.approx(6, abs=0.5)
+
+
+def test_cli_prints_the_table_and_refuses_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base = [sys.executable, "-m", "competition", "plan", "--preset", "unet", "--gpu", "t4",
+            "--train-img-s", "10", "--predict-img-s", "20"]
+    r = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("error: the test pass needs 13.9 h") and r.stderr.count("\n") == 1
+    assert "| total | **39.5 h** |" in r.stdout and "stated on the command line" in r.stdout
+    r = subprocess.run(base + ["--folds", "0", "--tta", "none"], capture_output=True, text=True, cwd=tmp_path,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| predict shards | 1 |" in r.stdout and "| sessions per fold | 1 |" in r.stdout
+
+
+def test_the_measured_article_presets_cost_themselves_but_calibrate_nothing():
+    rates, flops = plan_mod.rates_for(preset("article-unet"), "H100", "fp16")
+    assert flops is None and rates.train_img_s == plan_mod.MEASURED["article-unet"]["train_img_s"]
+    assert "H100" in rates.source
+    rates, _ = plan_mod.rates_for(preset("unet"), "T4", "fp16")  # a 96x128 net says nothing of a 640x960 one
+    assert "ASSUMED" in rates.source and "article" not in rates.source

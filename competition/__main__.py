@@ -177,7 +177,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               shard=_shard_arg(a.shard),
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
-                              weights_dataset=a.weights_dataset)
+                              weights_dataset=a.weights_dataset, filters=a.filters)
     if a.task == "notebook":
         from .notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out))
@@ -352,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
     s.add_argument("--epochs", type=int, default=None, help="train: override the preset's epochs (e.g. 1 to try it)")
     _encoder_args(s, kernel=True)
+    s.add_argument("--filters", type=int, default=None, help="train: override the preset's filters (e.g. 16 with an encoder)")
     s.add_argument("--weights-dataset", default=None,
                    help="train: user/slug of a Kaggle dataset holding the encoder's weights file (internet stays off)")
     s.add_argument("--out", default="kernels/build", help="where push folders are written")

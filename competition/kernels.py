@@ -72,6 +72,7 @@ class KernelSpec:
     encoder_weights: str | None = None    # train: imagenet (internet on) | none; default imagenet with an encoder
     freeze_encoder: int | None = None     # train: decoder-only epochs first (--freeze-encoder)
     weights_dataset: str | None = None    # train: user/slug of a dataset holding the encoder's weights file
+    filters: int | None = None            # train: override the preset's filters (16 suits the encoders' decoder)
 
     @property
     def run_name(self) -> str:
@@ -165,6 +166,8 @@ def check_spec(spec: KernelSpec) -> None:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     if spec.epochs is not None and spec.epochs < 1:
         raise UserError(f"--epochs {spec.epochs}: must be at least 1")
+    if spec.filters is not None and (spec.filters < 1 or spec.task != "train"):
+        raise UserError(f"--filters {spec.filters}: a positive number, for train kernels")
     check_encoder_options(spec)
 
 
@@ -236,10 +239,11 @@ def kernel_settings(spec: KernelSpec, user: str) -> dict:
     common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
               "kernel": kernel_ref(spec, user), "accelerator": spec.accelerator.strip().lower()}
     if spec.task == "train":
-        encoder = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,
-                   "freeze_encoder": spec.freeze_encoder, "weights_dataset": spec.weights_dataset}
+        options = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,
+                   "freeze_encoder": spec.freeze_encoder, "weights_dataset": spec.weights_dataset,
+                   "filters": spec.filters}
         return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score,
-                **{k: v for k, v in encoder.items() if v is not None}}
+                **{k: v for k, v in options.items() if v is not None}}
     return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
             "shard": list(spec.shard) if spec.shard else None}
 
@@ -352,7 +356,8 @@ def _options(spec: KernelSpec) -> str:
     if spec.user:
         opts.append(f"--user {spec.user}")
     for flag, value in (("--encoder", spec.encoder), ("--encoder-weights", spec.encoder_weights),
-                        ("--freeze-encoder", spec.freeze_encoder), ("--weights-dataset", spec.weights_dataset)):
+                        ("--freeze-encoder", spec.freeze_encoder), ("--weights-dataset", spec.weights_dataset),
+                        ("--filters", spec.filters)):
         if value is not None:
             opts.append(f"{flag} {value}")
     return " ".join(opts)

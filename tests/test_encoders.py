@@ -150,6 +150,17 @@ def test_imagenet_without_network_is_one_line_exit_2(offline, synth_dir, tmp_pat
     assert f"put {wanted} in {tmp_path / 'keras-home' / 'models'}/" in err and "Traceback" not in err
 
 
+def test_mixed_precision_keeps_the_preprocessing_and_the_output_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = encoders.build_encoder_unet((32, 64, 3), "vgg16", weights="none", filters=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer(PREPROCESS_LAYER).compute_dtype == "float32" and model.output.dtype == "float32"
+    assert model.get_layer(ENCODER_LAYER).get_layer("block1_conv1").compute_dtype == "float16"
+    assert model.get_layer("dec1_conv1").compute_dtype == "float16"
+
+
 def _trainable(model) -> set[str]:
     return {v.path for v in model.trainable_weights}
 
@@ -210,6 +221,9 @@ def test_kernel_internet_only_for_imagenet_weights(tmp_path):
     assert meta["enable_internet"] is False and meta["dataset_sources"] == ["alice/vgg16-notop"]
     script = (tmp_path / "carvana-enc-fold-0" / "run.py").read_text()
     assert "'encoder': 'vgg16'" in script and "'weights_dataset': 'alice/vgg16-notop'" in script
+    _metadata(tmp_path, encoder="vgg16", encoder_weights="none", filters=16, freeze_encoder=2)
+    script = (tmp_path / "carvana-enc-fold-0" / "run.py").read_text()
+    assert "'filters': 16" in script and "'freeze_encoder': 2" in script and "'encoder_weights': 'none'" in script
     with pytest.raises(UserError, match="--weights-dataset"):
         _metadata(tmp_path, encoder="vgg16", encoder_weights=str(tmp_path / "w.h5"))
     with pytest.raises(UserError, match="need --encoder"):

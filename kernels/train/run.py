@@ -91,6 +91,8 @@ def main() -> int:
         args += ["--encoder", SETTINGS["encoder"]] + (["--encoder-weights", weights] if weights else [])
     if SETTINGS.get("freeze_encoder"):
         args += ["--freeze-encoder", str(SETTINGS["freeze_encoder"])]
+    if SETTINGS.get("filters"):
+        args += ["--filters", str(SETTINGS["filters"])]
     fold_dir = runs / name / f"fold{fold}"
     try:
         rc = cli(args)

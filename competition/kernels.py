@@ -177,8 +177,7 @@ def check_encoder_options(spec: KernelSpec) -> None:
         if spec.encoder_weights or spec.freeze_encoder or spec.weights_dataset:
             raise UserError("--encoder-weights, --freeze-encoder and --weights-dataset need --encoder NAME")
         return
-    from .models.encoders import encoder_spec
-    encoder_spec(spec.encoder)
+    from .config import preset
     if spec.task != "train":
         raise UserError("--encoder is for train kernels: a predict kernel reads the encoder from the trained model")
     if spec.encoder_weights not in (None, "imagenet", "none"):
@@ -190,6 +189,9 @@ def check_encoder_options(spec: KernelSpec) -> None:
         parts = spec.weights_dataset.split("/")
         if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p) for p in parts):
             raise UserError(f"--weights-dataset {spec.weights_dataset!r}: expected user/slug of a Kaggle dataset")
+    # the run's config, as the kernel will make it: an unknown encoder or a size it cannot take fails here
+    preset(spec.preset, encoder=spec.encoder, encoder_weights=spec.encoder_weights,
+           freeze_encoder=spec.freeze_encoder, filters=spec.filters)
 
 
 def needs_internet(spec: KernelSpec) -> bool:

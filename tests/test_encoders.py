@@ -220,7 +220,7 @@ def test_freeze_encoder_survives_a_resume_at_the_phase_change(synth_dir, tmp_pat
 
 # --- kernels --------------------------------------------------------------------------------------
 def _metadata(tmp_path: Path, **kw) -> dict:
-    folder = kernels.build(KernelSpec(task="train", preset="tiny", name="enc", user="alice", **kw), tmp_path)
+    folder = kernels.build(KernelSpec(task="train", preset="unet", name="enc", user="alice", **kw), tmp_path)
     return json.loads((folder / kernels.METADATA_FILE).read_text())
 
 
@@ -240,6 +240,8 @@ def test_kernel_internet_only_for_imagenet_weights(tmp_path):
         _metadata(tmp_path, encoder="vgg16", encoder_weights=str(tmp_path / "w.h5"))
     with pytest.raises(UserError, match="need --encoder"):
         _metadata(tmp_path, weights_dataset="alice/x")
+    with pytest.raises(UserError, match="not a multiple of 32"):  # the demo preset's 160x240, refused before a push
+        kernels.build(KernelSpec(task="train", preset="demo", name="enc", user="alice", encoder="vgg16"), tmp_path)
 
 
 def test_kernel_finds_the_weights_file_in_the_dataset(tmp_path):

@@ -199,7 +199,8 @@ def build_encoder_unet(input_shape: tuple[int, int, int], encoder: str, weights:
     prep = layers.Conv2D(3, 1, name=PREPROCESS_LAYER, dtype="float32", trainable=False,
                          kernel_initializer="zeros", bias_initializer="zeros")
     *skips, x = features(prep(inputs))
-    prep.set_weights([preprocess_affine(spec.preprocess)[0][None, None], preprocess_affine(spec.preprocess)[1]])
+    kernel, bias = preprocess_affine(spec.preprocess)
+    prep.set_weights([kernel[None, None], bias])
     by_stride = dict(zip(spec.strides, skips))
     stride = BOTTLENECK_STRIDE
     while stride > 1:

@@ -63,7 +63,8 @@ def _train_config(a: argparse.Namespace):
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
                      seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
                      dropout=a.dropout, schedule=a.schedule, warmup=a.warmup, clipnorm=a.clipnorm,
-                     crop=None if a.crop is None else parse_crop(a.crop))
+                     crop=None if a.crop is None else parse_crop(a.crop), encoder=a.encoder,
+                     encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder)
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top
@@ -175,7 +176,9 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
                               name=run_dir.name if run_dir else None, user=a.user, accelerator=a.accelerator,
                               shard=_shard_arg(a.shard),
-                              train_kernels=a.train_kernels, epochs=a.epochs)
+                              train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
+                              encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
+                              weights_dataset=a.weights_dataset, filters=a.filters)
     if a.task == "notebook":
         from .notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out))
@@ -207,6 +210,19 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
 
 RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
+
+
+def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:
+    """--encoder, --encoder-weights, --freeze-encoder (train, and train kernels)."""
+    from .models.encoders import ENCODERS, FINETUNE_LR_FACTOR
+    s.add_argument("--encoder", default=None, choices=list(ENCODERS),
+                   help="a pretrained keras.applications backbone under the U-Net decoder (default: none)")
+    s.add_argument("--encoder-weights", default=None,
+                   help="imagenet (default; needs internet or the file in ~/.keras/models/) | none" +
+                        (" (a file: --weights-dataset)" if kernel else " | PATH (.h5 / .weights.h5 of the backbone, "
+                                                                      "or a .keras model with this encoder)"))
+    s.add_argument("--freeze-encoder", type=int, default=None, metavar="EPOCHS",
+                   help=f"train the decoder alone for EPOCHS epochs, then everything at lr x {FINETUNE_LR_FACTOR:g}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--dropout", type=float)
     s.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    _encoder_args(s)
     s.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs (make: MIXED_PRECISION=1)")
     s.add_argument("--time-limit", default=None,
                    help="e.g. 11h30m: stop after the epoch whose successor would pass it; rerun to resume")
@@ -353,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")
     s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
     s.add_argument("--epochs", type=int, default=None, help="train: override the preset's epochs (e.g. 1 to try it)")
+    _encoder_args(s, kernel=True)
+    s.add_argument("--filters", type=int, default=None, help="train: override the preset's filters (e.g. 16 with an encoder)")
+    s.add_argument("--weights-dataset", default=None,
+                   help="train: user/slug of a Kaggle dataset holding the encoder's weights file (internet stays off)")
     s.add_argument("--out", default="kernels/build", help="where push folders are written")
     s.add_argument("--dest", default=None, help="output: where to put the kernel's outputs")
 

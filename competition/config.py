@@ -31,6 +31,9 @@ class TrainConfig:
     dropout: float = 0.3
     dropout_blocks: int = 2       # dropout in this many deepest blocks (the article: 2)
     batchnorm: bool = False
+    encoder: str = ""             # "": the from-scratch U-Net; else a pretrained backbone (models/encoders.py)
+    encoder_weights: str = ""     # with an encoder: "imagenet" (the default) | "none" | a weights file
+    freeze_encoder: int = 0       # train the decoder alone this many epochs, then everything at a lower lr
     height: int = 96
     width: int = 128
     fit: str = "resize"           # "resize" (stretch) | "pad" (keep aspect, pad)
@@ -64,6 +67,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", PRESET_ALIASES.get(self.preset, self.preset))  # old names -> new
         object.__setattr__(self, "crop", tuple(self.crop) if self.crop else None)  # () or [] (JSON): no crop
+
+        if self.encoder and not self.encoder_weights:
+            object.__setattr__(self, "encoder_weights", "imagenet")
         check_config(self)
 
     @property
@@ -86,6 +92,8 @@ class TrainConfig:
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this."""
+        if self.encoder:
+            return 32  # every backbone's bottleneck has stride 32
         return 2 ** (3 if self.arch == "simple" else self.depth)
 
     def to_json(self) -> dict:
@@ -133,10 +141,12 @@ def check_config(c: TrainConfig) -> None:
         choice("augmentation", a, AUGMENTS)
     if c.depth < 1 or c.filters < 1:
         raise UserError(f"depth and filters must be positive (got depth {c.depth}, filters {c.filters})")
+    check_encoder(c)
     m = c.multiple
     if c.height % m or c.width % m or c.height <= 0 or c.width <= 0:
+        model = f"encoder {c.encoder}" if c.encoder else f"model {c.arch} depth {c.depth}"
         raise UserError(f"input size {c.height}x{c.width} is not a multiple of {m} (2^{m.bit_length() - 1}, "
-                        f"model {c.arch} depth {c.depth}): try {max(m, round(c.height / m) * m)}x"
+                        f"{model}): try {max(m, round(c.height / m) * m)}x"
                         f"{max(m, round(c.width / m) * m)}")
     if c.crop is not None:
         ch, cw = c.crop
@@ -153,6 +163,19 @@ def check_config(c: TrainConfig) -> None:
         raise UserError(f"batch and epochs must be at least 1 (got batch {c.batch}, epochs {c.epochs})")
     if c.k < 2:
         raise UserError(f"k={c.k} folds: need at least 2")
+
+
+def check_encoder(c: TrainConfig) -> None:
+    """One-line UserErrors for encoder settings that cannot work together."""
+    if c.encoder:
+        from .models.encoders import encoder_spec
+        encoder_spec(c.encoder)
+        if c.arch != "unet":
+            raise UserError(f"--encoder {c.encoder} builds a U-Net: it does not go with --model {c.arch}")
+    elif c.encoder_weights or c.freeze_encoder:
+        raise UserError("--encoder-weights and --freeze-encoder need --encoder NAME")
+    if c.freeze_encoder < 0:
+        raise UserError(f"--freeze-encoder {c.freeze_encoder}: must be 0 or more epochs")
 
 
 _SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="dice_global", lr=1e-4,

@@ -68,6 +68,11 @@ class KernelSpec:
     epochs: int | None = None             # train: override the preset's epochs (e.g. 1 for a smoke run)
     score: bool = True                    # train: score the fold after training, when the toolkit can
     tta: str = "hflip"                    # predict: test-time augmentation
+    encoder: str | None = None            # train: a pretrained backbone (--encoder)
+    encoder_weights: str | None = None    # train: imagenet (internet on) | none; default imagenet with an encoder
+    freeze_encoder: int | None = None     # train: decoder-only epochs first (--freeze-encoder)
+    weights_dataset: str | None = None    # train: user/slug of a dataset holding the encoder's weights file
+    filters: int | None = None            # train: override the preset's filters (16 suits the encoders' decoder)
 
     @property
     def run_name(self) -> str:
@@ -161,6 +166,38 @@ def check_spec(spec: KernelSpec) -> None:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     if spec.epochs is not None and spec.epochs < 1:
         raise UserError(f"--epochs {spec.epochs}: must be at least 1")
+    if spec.filters is not None and (spec.filters < 1 or spec.task != "train"):
+        raise UserError(f"--filters {spec.filters}: a positive number, for train kernels")
+    check_encoder_options(spec)
+
+
+def check_encoder_options(spec: KernelSpec) -> None:
+    """One-line UserErrors for encoder options a kernel cannot honour."""
+    if not spec.encoder:
+        if spec.encoder_weights or spec.freeze_encoder or spec.weights_dataset:
+            raise UserError("--encoder-weights, --freeze-encoder and --weights-dataset need --encoder NAME")
+        return
+    from .config import preset
+    if spec.task != "train":
+        raise UserError("--encoder is for train kernels: a predict kernel reads the encoder from the trained model")
+    if spec.encoder_weights not in (None, "imagenet", "none"):
+        raise UserError(f"--encoder-weights {spec.encoder_weights!r}: a kernel cannot read a file of this machine; "
+                        f"upload it as a Kaggle dataset and pass --weights-dataset user/slug")
+    if spec.weights_dataset is not None:
+        if spec.encoder_weights == "none":
+            raise UserError("--weights-dataset with --encoder-weights none: choose one")
+        parts = spec.weights_dataset.split("/")
+        if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p) for p in parts):
+            raise UserError(f"--weights-dataset {spec.weights_dataset!r}: expected user/slug of a Kaggle dataset")
+    # the run's config, as the kernel will make it: an unknown encoder or a size it cannot take fails here
+    preset(spec.preset, encoder=spec.encoder, encoder_weights=spec.encoder_weights,
+           freeze_encoder=spec.freeze_encoder, filters=spec.filters)
+
+
+def needs_internet(spec: KernelSpec) -> bool:
+    """A train kernel downloads ImageNet weights (asked for, or the default with an encoder) and no dataset has them."""
+    return (spec.task == "train" and bool(spec.encoder) and spec.weights_dataset is None
+            and (spec.encoder_weights or "imagenet") == "imagenet")
 
 
 def resolve_user(user: str | None) -> str:
@@ -193,6 +230,9 @@ def metadata(spec: KernelSpec, user: str) -> dict:
         meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: P100)
     # its own slug last: a re-pushed version mounts the earlier version's output and resumes from it
     meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + [kernel_ref(spec, user)]
+    meta["enable_internet"] = needs_internet(spec)  # on only to fetch ImageNet weights
+    if spec.weights_dataset:
+        meta["dataset_sources"] = [*meta.get("dataset_sources", []), spec.weights_dataset]
     return meta
 
 
@@ -201,7 +241,11 @@ def kernel_settings(spec: KernelSpec, user: str) -> dict:
     common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
               "kernel": kernel_ref(spec, user), "accelerator": spec.accelerator.strip().lower()}
     if spec.task == "train":
-        return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score}
+        options = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,
+                   "freeze_encoder": spec.freeze_encoder, "weights_dataset": spec.weights_dataset,
+                   "filters": spec.filters}
+        return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score,
+                **{k: v for k, v in options.items() if v is not None}}
     return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
             "shard": list(spec.shard) if spec.shard else None}
 
@@ -313,6 +357,11 @@ def _options(spec: KernelSpec) -> str:
         opts.append(f"--shard {spec.shard[0]}/{spec.shard[1]}")
     if spec.user:
         opts.append(f"--user {spec.user}")
+    for flag, value in (("--encoder", spec.encoder), ("--encoder-weights", spec.encoder_weights),
+                        ("--freeze-encoder", spec.freeze_encoder), ("--weights-dataset", spec.weights_dataset),
+                        ("--filters", spec.filters)):
+        if value is not None:
+            opts.append(f"{flag} {value}")
     return " ".join(opts)
 
 
@@ -502,6 +551,29 @@ def find_kernel_input(input_root: Path, ref: str) -> Path:
                         f"in {METADATA_FILE} "
                         f"and let it finish (COMPLETE) before this kernel runs")
     return found
+
+
+def find_weights_file(input_root: Path, ref: str, encoder: str) -> Path:
+    """The encoder's weights file in dataset user/slug under /kaggle/input: the file keras.applications
+    names (e.g. vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), else the dataset's only .h5/.keras file."""
+    from .data.layout import find_input
+    from .models.encoders import encoder_spec
+    wanted = encoder_spec(encoder).weights_file
+    user, _, slug = ref.rpartition("/")
+    folder = find_input(slug, user or None, input_root)
+    if folder is None:
+        raise UserError(f"{input_root}/datasets/{user}/{slug} not found: add {ref} to dataset_sources in "
+                        f"{METADATA_FILE} (kernel build --weights-dataset {ref} does) and check it is yours or public")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    exact = [p for p in files if p.name == wanted]
+    weights = [p for p in files if p.name.endswith((".h5", ".keras"))]
+    if exact or len(weights) == 1:
+        found = (exact or weights)[0]
+        print(f"encoder weights: {found}", flush=True)
+        return found
+    others = f" (it has {len(weights)} other weight files: keep only one, or name it so)" if weights else ""
+    raise UserError(f"{folder}: no {wanted}{others}: upload that file (the ImageNet weights of {encoder}, which "
+                    f"Keras keeps in ~/.keras/models/ once downloaded) to the dataset {ref}")
 
 
 def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:

@@ -27,7 +27,8 @@ from .geometry import Geometry
 from .progress import say
 
 # Settings that may differ between folds of one run (everything else defines the model or the data).
-_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "reduce_lr_patience", "lr", "batch"}
+_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "reduce_lr_patience", "lr", "batch",
+               "encoder_weights"}  # the same ImageNet weights, downloaded here, from a dataset file on Kaggle
 
 
 def fold_dir(run_dir: Path, fold: int) -> Path:
@@ -88,13 +89,16 @@ def pick_strategy():
 
 
 def _new_model(cfg: TrainConfig):
+    from .models import build_model
+    model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
+    return _compile(model, cfg, lr_at(cfg, 0))
+
+
+def _compile(model, cfg: TrainConfig, lr: float):
     import keras
 
     from .losses import make_loss, make_metrics
-    from .models import build_model
-    model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr_at(cfg, 0), epsilon=cfg.epsilon,
-                                                  clipnorm=cfg.clipnorm or None),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=cfg.epsilon, clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold))
     return model
 
@@ -112,6 +116,19 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
         t = min(1.0, (epoch - cfg.warmup) / span)
         return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
     return cfg.lr
+
+def _unfreeze(model, cfg: TrainConfig, state: dict) -> dict:
+    """End of --freeze-encoder: the backbone trainable, a fresh Adam at lr * FINETUNE_LR_FACTOR, and the state
+    the fine-tuning starts from (patience and the LR schedule start again; the best so far is kept). Nothing is
+    written here: the first fine-tuning epoch saves the unfrozen model with this state, so a run killed before
+    then unfreezes again when resumed."""
+    from .models.encoders import FINETUNE_LR_FACTOR, set_encoder_trainable
+    set_encoder_trainable(model, True)
+    _compile(model, cfg, cfg.lr * FINETUNE_LR_FACTOR)
+    state = {k: v for k, v in state.items() if k != "reduce_lr"}
+    say(f"epoch {state.get('epoch', 0)}: encoder unfrozen, learning rate {cfg.lr * FINETUNE_LR_FACTOR:g} "
+        f"(lr x {FINETUNE_LR_FACTOR:g})")
+    return {**state, "phase": "finetune", "wait": 0, "stopped": False}
 
 
 def _better(mode: str, value: float, best: float | None) -> bool:
@@ -158,7 +175,8 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
             save_model(self.model, backup)
             write_json(out / "backup" / "state.json", {
                 "epoch": epoch + 1, "backup": backup.name, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": getattr(early, "wait", 0), "stopped": bool(early.stopped_epoch), "history": self.history})
+                "wait": getattr(early, "wait", 0), "stopped": bool(early.stopped_epoch), "history": self.history,
+                **({"phase": state["phase"]} if "phase" in state else {})})  # --freeze-encoder: frozen | finetune
             for old in (out / "backup").glob("epoch*.keras"):
                 if old != backup:
                     old.unlink(missing_ok=True)
@@ -175,8 +193,13 @@ def _make_callbacks(cfg: TrainConfig, out: Path, state: dict):
     recorder = Recorder()
     callbacks = [keras.callbacks.TerminateOnNaN(), early, recorder]
     if cfg.warmup or cfg.schedule != "constant":
+        scale = 1.0
+        if state.get("phase") == "finetune":  # after --freeze-encoder: the schedule at a tenth
+            from .models.encoders import FINETUNE_LR_FACTOR
+            scale = FINETUNE_LR_FACTOR
+
         def schedule(epoch: int, lr: float) -> float:  # after a constant schedule's warm-up: leave it to the plateau
-            return lr_at(cfg, epoch) if cfg.schedule != "constant" or epoch <= cfg.warmup else lr
+            return scale * lr_at(cfg, epoch) if cfg.schedule != "constant" or epoch <= cfg.warmup else lr
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     if cfg.reduce_lr_patience and cfg.schedule == "constant":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=mode, factor=0.5,
@@ -342,34 +365,47 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
                 + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
         else:
             model = _new_model(cfg)
+            if cfg.encoder and cfg.freeze_encoder:
+                state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
     initial_epoch = int(state.get("epoch", 0))
+    model_name = f"{cfg.arch} on {cfg.encoder}" if cfg.encoder else cfg.arch
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "
-        f"(cars never shared), {cfg.arch} {cfg.height}x{cfg.width}"
+        f"(cars never shared), {model_name} {cfg.height}x{cfg.width}"
         + (f" in random {cfg.crop[0]}x{cfg.crop[1]} crops" if cfg.crop else "")
         + f", batch {batch} on {replicas} device(s)")
-    callbacks, recorder = _make_callbacks(cfg, out, state)
-    guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror, state, callbacks)
-    callbacks.append(guard)  # last: after the recorder's backup and the LR schedule's step
     if mirror is not None:
         from .mirror import mirror_fold, mirror_run_files
         mirror_run_files(run_dir, mirror)
         mirror_fold(out, mirror / out.name)
     from . import progress
     verbose = 0 if progress.QUIET else (1 if sys.stdout.isatty() else 2)
-    if initial_epoch < cfg.epochs and not state.get("stopped"):
-        try:
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, shuffle=False,
-                      callbacks=callbacks, verbose=verbose)
-        except tf.errors.ResourceExhaustedError as e:
-            raise UserError(f"out of GPU memory training {cfg.height}x{cfg.width} with batch {cfg.batch} per GPU: "
-                            f"try --batch {max(1, cfg.batch // 2)} or a smaller --size") from e
-    if recorder.nan_epoch is not None:
-        kept = (f"model.keras holds the last good best (epoch {recorder.best_epoch})" if recorder.best_epoch
-                else "no checkpoint was good enough to keep")
-        raise UserError(f"training of {out} stopped: the loss became NaN in epoch {recorder.nan_epoch}; {kept}; "
-                        f"try a lower --lr (now {cfg.lr})")
-    if guard.stopped_after is not None:
-        return _stop_for_time(out, guard.stopped_after, cfg, time_limit, mirror)
+    while True:  # one pass, or two with --freeze-encoder: the decoder alone, then everything
+        end = min(cfg.freeze_encoder, cfg.epochs) if state.get("phase") == "frozen" else cfg.epochs
+        callbacks, recorder = _make_callbacks(cfg, out, state)
+        guard = _guard_callback(cfg, out, run_dir, recorder, time_limit, mirror, state, callbacks)
+        callbacks.append(guard)  # last: after the recorder's backup and the LR schedule's step
+        if initial_epoch < end and not state.get("stopped"):
+            try:
+                model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=initial_epoch, shuffle=False,
+                          callbacks=callbacks, verbose=verbose)
+            except tf.errors.ResourceExhaustedError as e:
+                raise UserError(f"out of GPU memory training {cfg.height}x{cfg.width} with batch {cfg.batch} per "
+                                f"GPU: try --batch {max(1, cfg.batch // 2)} or a smaller --size") from e
+        if recorder.nan_epoch is not None:
+            kept = (f"model.keras holds the last good best (epoch {recorder.best_epoch})" if recorder.best_epoch
+                    else "no checkpoint was good enough to keep")
+            raise UserError(f"training of {out} stopped: the loss became NaN in epoch {recorder.nan_epoch}; {kept}; "
+                            f"try a lower --lr (now {cfg.lr})")
+        if guard.stopped_after is not None:
+            return _stop_for_time(out, guard.stopped_after, cfg, time_limit, mirror)
+        if end >= cfg.epochs:
+            break
+        state = read_json(state_path) if state_path.is_file() else state  # what the frozen epochs left
+        with strategy.scope():
+            state = _unfreeze(model, cfg, state)
+        initial_epoch = int(state.get("epoch", 0))
+        train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed,
+                                first_epoch=initial_epoch, crop=cfg.crop)
     summary = _finish(cfg, out, recorder.history or state.get("history", []), cache, val_ids,
                       cfg.eval_batch * replicas, run_dir, fold)
     if mirror is not None:

@@ -72,8 +72,8 @@ from competition.config import preset
 from competition.models import build_model
 from competition.models.saving import load_model
 
-mode, path, out = sys.argv[1:4]
-cfg = preset("tiny")
+mode, path, out, encoder = sys.argv[1:5]
+cfg = preset("tiny", **(dict(height=32, width=64, encoder=encoder, encoder_weights="none") if encoder else {}))
 rng = np.random.default_rng(0)
 x = rng.random((4, cfg.height, cfg.width, 3), dtype=np.float32)
 if mode == "save":
@@ -95,20 +95,21 @@ else:
 """
 
 
-def _model_step(python: str, mode: str, path: Path, out: Path) -> str:
-    proc = subprocess.run([python, "-c", MODEL_SCRIPT, mode, str(path), str(out)], cwd=ROOT,
+def _model_step(python: str, mode: str, path: Path, out: Path, encoder: str = "") -> str:
+    proc = subprocess.run([python, "-c", MODEL_SCRIPT, mode, str(path), str(out), encoder], cwd=ROOT,
                           env=_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 @needs_kaggle
+@pytest.mark.parametrize("encoder", ["", "mobilenetv2"])  # "": the plain U-Net; an encoder nests a backbone model
 @pytest.mark.parametrize("saver, loader", [("local", "kaggle"), ("kaggle", "local")])
-def test_a_model_saved_by_one_version_predicts_the_same_in_the_other(tmp_path, saver, loader):
+def test_a_model_saved_by_one_version_predicts_the_same_in_the_other(tmp_path, saver, loader, encoder):
     pythons = {"local": LOCAL_PYTHON, "kaggle": KAGGLE_PYTHON}
     model = tmp_path / "model.keras"
-    _model_step(pythons[saver], "save", model, tmp_path / "saved.npy")
-    out = _model_step(pythons[loader], "load", model, tmp_path / "loaded.npy")
+    _model_step(pythons[saver], "save", model, tmp_path / "saved.npy", encoder)
+    out = _model_step(pythons[loader], "load", model, tmp_path / "loaded.npy", encoder)
     saved, loaded = np.load(tmp_path / "saved.npy"), np.load(tmp_path / "loaded.npy")
     assert saved.shape == loaded.shape and saved.std() > 1e-4  # a real map, not a constant
     np.testing.assert_allclose(loaded, saved, rtol=0, atol=1e-5)

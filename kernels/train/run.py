@@ -10,7 +10,9 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      the fold resumes after its last finished epoch (optimizer, learning rate, early-stopping count intact);
   4. runs the toolkit's own CLI, `train --preset P --name N --fold K --time-limit T --mirror /kaggle/working`,
      on the competition's zips read in place from /kaggle/input (competitions/carvana-image-masking-challenge/
-     or any other layout Kaggle mounts it in); the run and its image cache live in /kaggle/temp. After every
+     or any other layout Kaggle mounts it in); with an encoder, its weights come from the internet (imagenet:
+     the kernel is built with enable_internet) or from the file in the attached --weights-dataset, passed as
+     --encoder-weights PATH; the run and its image cache live in /kaggle/temp. After every
      epoch the best model.keras, history.csv, curves.png and the resumable backup are copied (atomically)
      into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours less a
      margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
@@ -77,6 +79,9 @@ def main() -> int:
     try:
         kernels.check_environment(SETTINGS.get("accelerator"))
         data = kernels.find_competition_input(root / "input")
+        weights = SETTINGS.get("encoder_weights")
+        if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
+            weights = str(kernels.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
         if SETTINGS.get("kernel"):
             kernels.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
     except UserError as e:
@@ -90,6 +95,12 @@ def main() -> int:
             "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
+    if SETTINGS.get("encoder"):
+        args += ["--encoder", SETTINGS["encoder"]] + (["--encoder-weights", weights] if weights else [])
+    if SETTINGS.get("freeze_encoder"):
+        args += ["--freeze-encoder", str(SETTINGS["freeze_encoder"])]
+    if SETTINGS.get("filters"):
+        args += ["--filters", str(SETTINGS["filters"])]
     fold_dir = runs / name / f"fold{fold}"
     try:
         rc = cli(args)

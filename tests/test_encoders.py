@@ -261,3 +261,12 @@ def test_kernel_finds_the_weights_file_in_the_dataset(tmp_path):
     assert kernels.find_weights_file(root, "alice/weights", "resnet50") == folder / "sub" / wanted
     with pytest.raises(UserError, match="dataset_sources"):
         kernels.find_weights_file(root, "alice/absent", "resnet50")
+
+
+def test_a_crop_trained_encoder_model_takes_crops_and_whole_frames():
+    from competition.config import preset
+    from competition.models import build_model
+    cfg = preset("tiny", height=64, width=96, encoder="mobilenetv2", encoder_weights="none", crop=(32, 32), filters=4)
+    model = build_model(cfg, (None, None))  # as train builds it for --crop
+    assert model.predict_on_batch(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 32, 32, 1)
+    assert model.predict_on_batch(np.zeros((1, 64, 96, 3), np.float32)).shape == (1, 64, 96, 1)

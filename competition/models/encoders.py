@@ -190,8 +190,8 @@ def build_encoder_unet(input_shape: tuple[int, int, int], encoder: str, weights:
     import keras
     from keras import layers
     spec = encoder_spec(encoder)
-    h, w = input_shape[:2]
-    if h % BOTTLENECK_STRIDE or w % BOTTLENECK_STRIDE:
+    h, w = input_shape[:2]  # None: any multiple of the stride (a crop-trained model takes crops and frames)
+    if (h or 0) % BOTTLENECK_STRIDE or (w or 0) % BOTTLENECK_STRIDE:
         raise ValueError(f"input {h}x{w} is not a multiple of {BOTTLENECK_STRIDE}")
     features = feature_model(build_backbone(encoder, input_shape, weights), encoder)
     features.trainable = not freeze

@@ -27,11 +27,19 @@ import numpy as np
 
 from . import rle
 from .config import TrainConfig, check_threshold, run_path
+from .data.folds import check_fold, read_folds
+from .data.layout import car_of, open_dataset, view_of
 from .errors import UserError
-from .fileio import read_json, write_json
+from .fileio import read_json, write_bytes, write_json, write_text
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
+from .predict import (Predictor, _ChunkClock, _stop_for_time, batched, load_models, model_digests, ordered_map,
+                      shard_path, shard_slice, threshold_native, to_native_u8)
 from .progress import bar, say
+from .score import (WORST_FILE, FoldScore, _means, _packed_npz, breakdown, by_view, car_metadata, dice, image_table,
+                    table_csv, threshold_curve)
+from .submission import SubmissionWriter, check_valid
+from .tta import plan
 
 BLEND_FILE = "blend.json"
 _FOLDS = re.compile(r"\d+(,\d+)*")
@@ -87,7 +95,7 @@ class Member:
     weight: float
     cfg: TrainConfig
     folds: list[int]
-    predictor: object  # predict.Predictor
+    predictor: Predictor
 
     @property
     def geometry(self) -> Geometry:
@@ -96,7 +104,6 @@ class Member:
 
 def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str) -> list[Member]:
     """Load every member's models: its own @FOLDS, else `folds` (--folds), else every trained fold."""
-    from .predict import Predictor, load_models
     seen: dict[tuple, str] = {}
     for s in specs:
         key = (run_path(s.run).resolve(), tuple(s.folds or folds or ()))
@@ -127,7 +134,6 @@ def blend_native(maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 def native_maps(members: list[Member], probs: list[np.ndarray]) -> list[np.ndarray]:
     """Each member's model-resolution probability as its 8-bit native map (what that run alone thresholds)."""
-    from .predict import to_native_u8
     return [to_native_u8(p, m.geometry) for m, p in zip(members, probs)]
 
 
@@ -141,7 +147,6 @@ def member_probabilities(members: list[Member], ids: list[str], read: Callable[[
                          workers: int | None = None) -> Iterator[tuple[str, list[np.ndarray]]]:
     """(id, [each member's model-resolution probability]) in order; each JPEG is read once and decoded once per
     distinct JPEG reduction, in threads ahead of the models (as `predict.probabilities` does for one run)."""
-    from .predict import batched, ordered_map
     workers = workers or min(8, os.cpu_count() or 2)
     reductions = [reduction_for(m.geometry.inner) for m in members]
 
@@ -221,11 +226,6 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
                   shard: tuple[int, int] | None = None, limit: int | None = None, time_limit=None,
                   mirror: Path | None = None, name: str | None = None) -> Path | None:
     """Predict the test set with a blend of runs into a (resumable) submission; as `predict.predict` for one run."""
-    from .data.layout import open_dataset
-    from .predict import _ChunkClock, _stop_for_time, model_digests, ordered_map, shard_path, shard_slice
-    from .predict import threshold_native
-    from .submission import SubmissionWriter, check_valid
-    from .tta import plan
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
@@ -278,8 +278,7 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
 # --- score ------------------------------------------------------------------------------------------
 def shared_held_out(members: list[Member], fold: int) -> list[str]:
     """The images every member held out on `fold`; the runs must share folds.csv (else a one-line error)."""
-    from .data.folds import check_fold, read_folds
-    from .train import select_ids
+    from .train import select_ids  # as score_fold does: train (its data pipeline) imports TensorFlow
     first, first_folds, first_ids = None, None, None
     for m in members:
         path = m.run_dir / "folds.csv"
@@ -303,12 +302,6 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
                 tune_threshold: bool = False, threshold: float | None = None, name: str | None = None) -> dict:
     """Score the blend on fold `fold`'s held-out images beside each member (each at its own threshold);
     writes <runs>/blends/<name>/fold<k>/score.json, scores.csv, worst.npz; --tune-threshold saves blend.json."""
-    from .data.layout import open_dataset
-    from .predict import model_digests, threshold_native
-    from .score import (FoldScore, WORST_FILE, _means, _packed_npz, breakdown, by_view, car_metadata, dice,
-                        image_table, table_csv, threshold_curve)
-    from .data.layout import car_of, view_of
-    from .fileio import write_bytes, write_text
     with_folds = [s.run for s in specs if s.folds]
     if with_folds:
         raise UserError(f"--run {with_folds[0]}: score blends fold --fold {fold} of every run; leave out @FOLDS")

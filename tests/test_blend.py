@@ -3,6 +3,7 @@ record every run, scoring beside each run, and the predict kernel that blends se
 from __future__ import annotations
 
 import gzip
+import os
 import json
 import shutil
 import subprocess
@@ -291,3 +292,18 @@ def test_blend_kernel_carries_the_tuned_threshold_and_refuses_train_options(tmp_
                            train_kernels="alice/k")):
         with pytest.raises(UserError, match="several --run"):
             kernels.build(bad, tmp_path / "b")
+
+
+def test_cli_kernel_build_with_two_runs_names_the_blend_and_sources_both(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "competition", "kernel", "build", "--task", "predict", "--preset",
+                           "tiny", "--run", "tiny", "--run", "wide@0:3", "--user", "alice", "--out", str(tmp_path)],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "carvana-tiny-widex3-predict"
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == ["alice/carvana-tiny-fold-0", "alice/carvana-tiny-fold-1",
+                                      "alice/carvana-wide-fold-0", "alice/carvana-tiny-widex3-predict"]
+    script = (folder / "run.py").read_text()
+    assert "'blend': [{'name': 'tiny', 'folds': [0, 1], 'weight': 1.0" in script
+    assert "{'name': 'wide', 'folds': [0], 'weight': 3.0" in script

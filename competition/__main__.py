@@ -124,8 +124,16 @@ def cmd_predict(a: argparse.Namespace) -> None:
     from .config import run_path
     from .predict import predict
     from .timelimit import deadline
+    from .blend import parse_member, predict_blend
     limit = deadline(a.time_limit)
-    predict(run_dir=run_path(a.run), data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
+    specs = [parse_member(r) for r in a.run]
+    if len(specs) > 1:  # a blend of runs: every one of them, never only the last
+        predict_blend(specs, data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
+                      threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
+                      time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, name=a.blend)
+        return
+    folds = list(specs[0].folds) if specs[0].folds else _folds_arg(a.folds)
+    predict(run_dir=run_path(specs[0].run), data=a.data, out=Path(a.out), folds=folds, tta=a.tta,
             threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
             time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
 
@@ -154,6 +162,12 @@ def cmd_score(a: argparse.Namespace) -> None:
         return
     if not a.run:
         raise UserError("score needs --run NAME (with --fold) or --submission FILE")
+    if len(a.run) > 1:  # a blend of runs, scored beside each of them
+        from .blend import parse_member, score_blend
+        score_blend([parse_member(r) for r in a.run], fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
+                    tune_threshold=a.tune_threshold, threshold=a.threshold, name=a.blend)
+        return
+    a.run = a.run[0]
     score.score_fold(run_path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
                      tune_threshold=a.tune_threshold, threshold=a.threshold)
     from .report import report_folds  # draws what scoring saved
@@ -172,10 +186,15 @@ def cmd_cv(a: argparse.Namespace) -> None:
 def cmd_kernel(a: argparse.Namespace) -> None:
     from . import kernels
     from .config import run_path
-    run_dir = run_path(a.run) if a.run else None  # the kernel is named after the folder's name
+    runs = a.run or []
+    run_dir = run_path(runs[0]) if len(runs) == 1 else None  # the kernel is named after the folder's name
+    name = run_dir.name if run_dir else None
+    if len(runs) > 1:  # a predict kernel blending runs: named after the blend
+        from .blend import default_name, parse_member
+        name = default_name([parse_member(r) for r in runs])
     spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
-                              name=run_dir.name if run_dir else None, user=a.user, accelerator=a.accelerator,
-                              shard=_shard_arg(a.shard),
+                              name=name, user=a.user, accelerator=a.accelerator,
+                              shard=_shard_arg(a.shard), blend=runs if len(runs) > 1 else None,
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
                               weights_dataset=a.weights_dataset, filters=a.filters)
@@ -223,6 +242,15 @@ def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:
                                                                       "or a .keras model with this encoder)"))
     s.add_argument("--freeze-encoder", type=int, default=None, metavar="EPOCHS",
                    help=f"train the decoder alone for EPOCHS epochs, then everything at lr x {FINETUNE_LR_FACTOR:g}")
+
+class _Once(argparse.Action):
+    """An option that may be given once: a second `--run` is an error, never silently the one used."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): this command "
+                         f"takes one run (predict and score blend several)")
+        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default=None, help="article-simple | article-unet | article-unet-strided | unet | "
                    "unet-1280 | unet-t4 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
     s.add_argument("--data", default=None)
-    s.add_argument("--run", "--name", dest="run", default=None,
+    s.add_argument("--run", "--name", dest="run", default=None, action=_Once,
                    help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")
     s.add_argument("--runs", default="runs", help="the folder a bare --run NAME is in")
     s.add_argument("--cache", default="cache",
@@ -310,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy the best model, history, curves and resumable backup here after every epoch")
 
     s = add("predict", cmd_predict, "predict the test set into a submission CSV (resumable, shardable)")
-    s.add_argument("--run", required=True, help=RUN_HELP)
+    s.add_argument("--run", required=True, action="append", help=f"{RUN_HELP}; give it again to blend runs: "
+                   f"--run A --run B[@FOLDS][:WEIGHT] (docs/guide.md, Blending)")
+    s.add_argument("--blend", default=None, help="a blend's name (default: its runs and weights, e.g. A+B)")
     s.add_argument("--data", default=None)
     s.add_argument("--out", required=True)
     s.add_argument("--folds", default=None, help="e.g. 0,1,2 (default: every trained fold)")
@@ -342,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None)
 
     s = add("score", cmd_score, "Kaggle's dice on a held-out fold (or of a submission of training ids)")
-    s.add_argument("--run", default=None, help=RUN_HELP)
+    s.add_argument("--run", default=None, action="append",
+                   help=f"{RUN_HELP}; give it again to score a blend of runs: --run A --run B[:WEIGHT]")
+    s.add_argument("--blend", default=None, help="a blend's name (default: its runs and weights, e.g. A+B)")
     s.add_argument("--fold", type=int, default=0)
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
@@ -353,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--submission", default=None, help="score this CSV against the training masks")
 
     s = add("cv", cmd_cv, "score every trained fold and write runs/<name>/cv.md")
-    s.add_argument("--run", required=True, help=RUN_HELP)
+    s.add_argument("--run", required=True, action=_Once, help=RUN_HELP)
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
 
@@ -363,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", type=int, default=0, help="train: the fold to train")
     s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4")
     s.add_argument("--preset", default="unet")
-    s.add_argument("--run", "--name", dest="run", default=None,
-                   help=f"{RUN_HELP} (default: the preset's name); names the kernel; train output goes there")
+    s.add_argument("--run", "--name", dest="run", default=None, action="append",
+                   help=f"{RUN_HELP} (default: the preset's name); names the kernel; train output goes there; "
+                        f"predict: give it again to blend runs, --run A --run B[@FOLDS][:WEIGHT]")
     s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
     s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")

@@ -73,6 +73,7 @@ class KernelSpec:
     freeze_encoder: int | None = None     # train: decoder-only epochs first (--freeze-encoder)
     weights_dataset: str | None = None    # train: user/slug of a dataset holding the encoder's weights file
     filters: int | None = None            # train: override the preset's filters (16 suits the encoders' decoder)
+    blend: list[str] | None = None        # predict: the runs to blend, each NAME[@FOLDS][:WEIGHT] (name: the blend's)
 
     @property
     def run_name(self) -> str:
@@ -124,8 +125,30 @@ def predict_folds(spec: KernelSpec) -> list[int] | None:
     return None if spec.train_kernels else list(range(preset_folds(spec.preset)))
 
 
+def blend_members(spec: KernelSpec, user: str) -> list[dict]:
+    """A blending predict kernel's runs: name, folds (@FOLDS, else --folds, else the preset's), weight, kernels."""
+    from .blend import parse_member
+    members = []
+    for text in spec.blend or []:
+        m = parse_member(text)
+        name = Path(m.run).name
+        folds = list(m.folds or spec.folds or range(preset_folds(spec.preset)))
+        members.append({"name": name, "folds": folds, "weight": m.weight,
+                        "train_kernels": [f"{user}/{slugify(train_title(name, k))}" for k in folds]})
+    return members
+
+
+def blend_threshold(spec: KernelSpec) -> float | None:
+    """The threshold `score --tune-threshold` saved here for this blend (runs/blends/<name>/blend.json), if any."""
+    from .blend import blend_dir, member_identity, parse_member, saved_threshold
+    specs = [parse_member(text) for text in spec.blend or []]
+    return saved_threshold(blend_dir(specs, spec.name), member_identity(specs)) if specs else None
+
+
 def train_refs(spec: KernelSpec, user: str) -> list[str]:
     """The train kernels whose outputs a predict kernel reads (its kernel_sources)."""
+    if spec.blend:
+        return [ref for m in blend_members(spec, user) for ref in m["train_kernels"]]
     if spec.train_kernels:
         refs = [r.strip() for r in spec.train_kernels.split(",") if r.strip()]
         for r in refs:
@@ -162,6 +185,11 @@ def check_spec(spec: KernelSpec) -> None:
         raise UserError(f"--run {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
     if spec.task == "train":
         check_fold(spec.fold, k, f"preset {spec.preset}")
+    if spec.blend and (spec.task != "predict" or spec.train_kernels):
+        raise UserError("several --run: only a predict kernel blends runs, and it finds each run's train kernels "
+                        "itself (carvana-<run>-fold-<k>; give a run's folds as --run NAME@0,1,2), without "
+                        "--train-kernels" if spec.task == "predict" else
+                        "several --run: a train kernel trains one run; blend runs in a predict kernel")
     for f in spec.folds or []:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     if spec.epochs is not None and spec.epochs < 1:
@@ -246,6 +274,10 @@ def kernel_settings(spec: KernelSpec, user: str) -> dict:
                    "filters": spec.filters}
         return {**common, "fold": spec.fold, "epochs": spec.epochs, "score": spec.score,
                 **{k: v for k, v in options.items() if v is not None}}
+    if spec.blend:  # each run gathered apart, then every one passed to predict with its folds and weight
+        return {**common, "blend": blend_members(spec, user), "threshold": blend_threshold(spec),
+                "train_kernels": train_refs(spec, user), "folds": None, "tta": spec.tta,
+                "shard": list(spec.shard) if spec.shard else None}
     return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
             "shard": list(spec.shard) if spec.shard else None}
 
@@ -346,7 +378,8 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> str:
 
 def _options(spec: KernelSpec) -> str:
     """The CLI options that name this kernel again (for the next command's hint)."""
-    opts = [f"--task {spec.task}", f"--run {spec.run_name}", f"--preset {spec.preset}"]
+    runs = spec.blend or [spec.run_name]
+    opts = [f"--task {spec.task}", *(f"--run {r}" for r in runs), f"--preset {spec.preset}"]
     if spec.task == "train":
         opts.append(f"--fold {spec.fold}")
     if spec.folds is not None:

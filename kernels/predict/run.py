@@ -8,14 +8,14 @@ kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/inp
   2. prints the Python/TensorFlow/Keras versions and the GPUs it got, warns when they are fewer or other
      than the accelerator asked for, and stops with one clear line if they cannot run the toolkit;
   3. gathers the train kernels' fold<K>/model.keras into one run folder in /kaggle/temp (checking that
-     their configs agree);
+     their configs agree); a blend (`--run A --run B[:WEIGHT]`) gathers one run folder per run;
   4. when this kernel's earlier version left a partial submission in its output (<name>.csv.gz.part and
      its progress record), copies it back, so prediction continues after its last recorded chunk;
   5. runs the toolkit's own CLI, `predict --run ... --tta hflip [--shard i/N] --time-limit T --mirror
-     /kaggle/working`, on the test zip read in place from /kaggle/input: every chunk of rows and its progress
-     record are copied into /kaggle/working as they are written, and T (Kaggle's 12 hours less a margin)
-     stops it cleanly before Kaggle would; push the kernel again to continue - the final file is
-     byte-identical to an uninterrupted run's;
+     /kaggle/working` (a blend: one `--run` per run, with its folds and weight), on the test zip read in
+     place from /kaggle/input: every chunk of rows and its progress record are copied into /kaggle/working
+     as they are written, and T (Kaggle's 12 hours less a margin) stops it cleanly before Kaggle would;
+     push the kernel again to continue - the final file is byte-identical to an uninterrupted run's;
   6. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) to /kaggle/working,
      the kernel's output; kernel-state.json there says "complete" or "time-limited".
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
@@ -72,8 +72,9 @@ def main() -> int:
     try:
         kernels.check_environment(SETTINGS.get("accelerator"))
         data = kernels.find_competition_input(root / "input")
-        sources = [kernels.find_kernel_input(root / "input", ref) for ref in SETTINGS["train_kernels"]]
-        kernels.assemble_run(sources, run_dir)
+        for member in SETTINGS.get("blend") or [{"name": name, "train_kernels": SETTINGS["train_kernels"]}]:
+            sources = [kernels.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
+            kernels.assemble_run(sources, temp / "runs" / member["name"])
         if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
             kernels.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
     except UserError as e:
@@ -82,8 +83,13 @@ def main() -> int:
 
     if not written.is_file():
         kernels.write_kernel_state(working, "running", written.name)
-        args = ["predict", "--run", str(run_dir), "--data", str(data), "--out", str(out), "--tta", SETTINGS["tta"],
-                "--mirror", str(working), "--time-limit", kernels.time_limit("predict", started)]
+        runs = [f"{temp / 'runs' / m['name']}@{','.join(map(str, m['folds']))}:{m['weight']}"
+                for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
+        args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),
+                "--tta", SETTINGS["tta"], "--mirror", str(working),
+                "--time-limit", kernels.time_limit("predict", started)]
+        if SETTINGS.get("threshold") is not None:  # a blend's threshold tuned by `score --tune-threshold`
+            args += ["--threshold", str(SETTINGS["threshold"])]
         if SETTINGS.get("folds"):
             args += ["--folds", ",".join(str(f) for f in SETTINGS["folds"])]
         if shard:

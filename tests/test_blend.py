@@ -1,0 +1,309 @@
+"""Cross-run blends: the weighted mean of each run's native probabilities, valid and resumable submissions that
+record every run, scoring beside each run, and the predict kernel that blends several runs."""
+from __future__ import annotations
+
+import gzip
+import os
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import blend as blend_mod
+from competition import rle, submission
+from competition.__main__ import main
+from competition.blend import MemberSpec, parse_member, predict_blend
+from competition.data.layout import open_dataset
+from competition.errors import UserError
+from competition.geometry import Geometry
+from competition.predict import Predictor, load_models, predict, probabilities, threshold_native, to_native_u8
+from competition.submission import merge, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def run_pair(trained_run, tmp_path_factory) -> tuple[Path, Path]:
+    """Two runs that share folds.csv: `tiny` (32x48, resize) and `wide`, made from it at another input size
+    and fit (64x128, padded), with its output bias shifted and its own threshold 0.4. Read-only: use `runs`."""
+    import keras
+    from competition.config import load_config, save_config
+    from competition.models import build_model
+    from competition.train import save_model
+    root = tmp_path_factory.mktemp("pair") / "runs"
+    a = root / "tiny"
+    shutil.copytree(trained_run, a)
+    b = root / "wide"
+    b.mkdir()
+    shutil.copy(a / "folds.csv", b / "folds.csv")
+    cfg = load_config(a / "config.json").replace(height=64, width=128, fit="pad", threshold=0.4)
+    save_config(b / "config.json", cfg)
+    source = keras.models.load_model(a / "fold0" / "model.keras", compile=False)
+    model = build_model(cfg)  # a U-Net is fully convolutional: the same weights serve another input size
+    weights = source.get_weights()
+    weights[-1] = weights[-1] + 0.7  # the output layer's bias: a run that disagrees with `tiny`
+    model.set_weights(weights)
+    save_model(model, b / "fold0" / "model.keras")
+    return a, b
+
+
+@pytest.fixture
+def runs(run_pair, tmp_path) -> tuple[Path, Path]:
+    """This test's own copies of the two runs, under tmp_path/runs/ (a blend's folder: tmp_path/runs/blends/)."""
+    copies = []
+    for run in run_pair:
+        dest = tmp_path / "runs" / run.name
+        shutil.copytree(run, dest)
+        copies.append(dest)
+    return copies[0], copies[1]
+
+
+def _rows(path: Path) -> list[str]:
+    with gzip.open(path, "rt") if path.name.endswith(".gz") else open(path) as f:
+        return f.read().splitlines()
+
+
+def _native_probabilities(run: Path, data: Path, tta: str = "hflip") -> dict[str, np.ndarray]:
+    """Each test image's 8-bit native probability from the run alone, through its own predictor."""
+    cfg, _, models = load_models(run, None)
+    ds = open_dataset(data)
+    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
+    return {i: to_native_u8(p, predictor.geometry)
+            for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
+
+
+def test_blend_is_the_weighted_mean_of_each_runs_native_probabilities(runs, synth_dir, tmp_path):
+    a, b = runs
+    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
+                        tmp_path / "blend.csv", threshold=0.5)
+    got = dict(line.split(",") for line in _rows(out)[1:])
+    pa, pb = _native_probabilities(a, synth_dir), _native_probabilities(b, synth_dir)
+    differs_a = differs_b = 0
+    for image_id in open_dataset(synth_dir).test_ids:
+        mean = np.rint((1.0 * pa[image_id].astype(np.float64) + 3.0 * pb[image_id]) / 4.0).astype(np.uint8)
+        expected = threshold_native(mean, 0.5)
+        assert got[f"{image_id}.jpg"] == rle.encode(expected), image_id
+        differs_a += int((expected != threshold_native(pa[image_id], 0.5)).sum())
+        differs_b += int((expected != threshold_native(pb[image_id], 0.5)).sum())
+    assert differs_a > 1000 and differs_b > 0  # the blend is neither run alone: the test could fail
+
+
+def test_a_one_run_blend_is_that_runs_own_prediction(runs, synth_dir, tmp_path):
+    """The blend path (shared JPEG decoding, native mean) changes nothing when there is one run to blend."""
+    _, b = runs
+    alone = predict(b, str(synth_dir), tmp_path / "alone.csv.gz")
+    blended = predict_blend([MemberSpec(str(b))], str(synth_dir), tmp_path / "blend.csv.gz")
+    assert blended.read_bytes() == alone.read_bytes()
+
+
+def test_parse_member():
+    assert parse_member("unet") == MemberSpec("unet")
+    assert parse_member("runs/unet-1280@0,2:0.25") == MemberSpec("runs/unet-1280", (0, 2), 0.25)
+    assert parse_member("a@3") == MemberSpec("a", (3,), 1.0) and parse_member("a:2") == MemberSpec("a", None, 2.0)
+    for bad, words in (("a:x", "weight"), ("a:0", "positive"), ("a:-1", "positive"), ("a@x", "fold numbers"),
+                       ("a@1,:2", "fold numbers"), (":2", "no run")):
+        with pytest.raises(UserError, match=words):
+            parse_member(bad)
+
+
+def test_cli_blend_is_valid_and_records_both_runs(runs, synth_dir, tmp_path, monkeypatch, capsys):
+    """`--run` twice blends both: the progress record names both runs and both runs' model digests."""
+    a, b = runs
+    out = tmp_path / "sub.csv.gz"
+    args = ["predict", "--run", str(a), "--run", f"{b}:3", "--data", str(synth_dir), "--out", str(out)]
+    assert main(args) == 0
+    names = [f"{i}.jpg" for i in open_dataset(synth_dir).test_ids]
+    rows, problems = validate(out, names)
+    assert rows == len(names) and problems == []
+    assert main(["validate", str(out), "--data", str(synth_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "blend of tiny (folds 0, 32x48 resize, weight 1), wide (folds 0, 64x128 pad, weight 3)" in printed
+    assert "threshold 0.425 (the weighted mean of the runs' own thresholds)" in printed  # (0.5 + 3 * 0.4) / 4
+
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    _interrupt_blend(monkeypatch, 3)
+    partial = tmp_path / "partial.csv"
+    assert main(["predict", "--run", str(a), "--run", f"{b}:3", "--data", str(synth_dir), "--out", str(partial)]) == 130
+    meta = json.loads(partial.with_name("partial.csv.part.json").read_text())["meta"]
+    assert meta["runs"] == [str(a), str(b)] and meta["weights"] == [1.0, 3.0] and meta["folds"] == [[0], [0]]
+    assert set(meta["models"]) == {str(a / "fold0"), str(b / "fold0")}
+    assert meta["models"][str(b / "fold0")] != meta["models"][str(a / "fold0")]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    err = _refused(capsys, "--run", str(a), "--run", str(b), "--data", str(synth_dir), "--out", str(partial))
+    assert "weights: [1.0, 3.0] there, [1.0, 1.0] now" in err
+    import keras
+    model = keras.models.load_model(b / "fold0" / "model.keras", compile=False)  # retrain one run (a bit)
+    model.set_weights([w + 0.01 for w in model.get_weights()])
+    model.save(b / "fold0" / "model.keras")
+    err = _refused(capsys, "--run", str(a), "--run", f"{b}:3", "--data", str(synth_dir), "--out", str(partial))
+    assert f"by other models ({b / 'fold0'}/model.keras is not the one that made its rows" in err
+
+
+def _refused(capsys, *args: str) -> str:
+    capsys.readouterr()  # what came before (an interrupted run's progress bar)
+    assert main(["predict", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "partial prediction made" in err
+    return err
+
+
+def _interrupt_blend(monkeypatch, on_call: int) -> list[int]:
+    """Make the n-th blended image raise KeyboardInterrupt (a Ctrl-C there); returns the call counter."""
+    real, calls = blend_mod.blended, []
+
+    def dies(*args):
+        calls.append(1)
+        if len(calls) == on_call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(blend_mod, "blended", dies)
+    return calls
+
+
+def test_blended_predict_resumes_to_the_same_bytes(runs, synth_dir, tmp_path, monkeypatch):
+    a, b = runs
+    specs = [MemberSpec(str(a), weight=2.0), MemberSpec(str(b))]
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    whole = predict_blend(specs, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
+    _interrupt_blend(monkeypatch, 6)
+    out = tmp_path / "resumed.csv.gz"
+    with pytest.raises(KeyboardInterrupt):
+        predict_blend(specs, str(synth_dir), out)
+    assert not out.exists() and json.loads(out.with_name(out.name + ".part.json").read_text())["rows"] == 4
+    computed = _interrupt_blend(monkeypatch, 0)  # counts only
+    assert predict_blend(specs, str(synth_dir), out).read_bytes() == whole
+    assert len(computed) == len(open_dataset(synth_dir).test_ids) - 4  # the two recorded chunks were kept
+
+
+def test_shards_of_a_blend_merge_into_the_whole(runs, synth_dir, tmp_path):
+    a, b = runs
+    specs = [MemberSpec(str(a)), MemberSpec(str(b))]
+    whole = predict_blend(specs, str(synth_dir), tmp_path / "whole.csv")
+    parts = [predict_blend(specs, str(synth_dir), tmp_path / "s.csv", shard=(i, 2)) for i in range(2)]
+    assert [p.name for p in parts] == ["s.shard-0-of-2.csv", "s.shard-1-of-2.csv"]
+    merged = merge(parts, tmp_path / "merged.csv", None, data=str(synth_dir))
+    assert merged.read_bytes() == whole.read_bytes()
+
+
+def test_score_prints_each_run_beside_the_blend_and_saves_its_threshold(runs, synth_dir, tmp_path, capsys):
+    a, b = runs
+    alone = {}
+    for run in runs:
+        assert main(["score", "--run", str(run), "--fold", "0", "--data", str(synth_dir), "--worst", "0"]) == 0
+        alone[run.name] = json.loads((run / "fold0" / "score.json").read_text())["dice_mean"]
+    capsys.readouterr()
+    assert main(["score", "--run", str(a), "--run", str(b), "--fold", "0", "--data", str(synth_dir), "--worst", "2",
+                 "--tune-threshold"]) == 0
+    printed = capsys.readouterr().out
+    folder = tmp_path / "runs" / "blends" / "tiny+wide"
+    s = json.loads((folder / "fold0" / "score.json").read_text())
+    assert [m["run"] for m in s["members"]] == ["tiny", "wide"] and s["images"] == 16
+    for m in s["members"]:  # each run's score beside the blend is what scoring that run alone gives
+        assert m["dice_mean"] == pytest.approx(alone[m["run"]], abs=1e-9)
+        assert f"  {m['run']:<5}  {m['dice_mean']:.5f}" in printed
+    assert f"  blend  {s['dice_mean']:.5f}" in printed
+    assert f"best blend threshold {s['best_threshold']:.2f} -> {s['dice_at_best_threshold']:.5f}" in printed
+    table = (folder / "fold0" / "scores.csv").read_text().splitlines()
+    assert "dice_tiny" in table[0] and "dice_wide" in table[0] and len(table) == 17
+    saved = json.loads((folder / "blend.json").read_text())
+    assert saved["threshold"] == s["best_threshold"]
+    assert saved["members"] == [{"run": "tiny", "weight": 1.0}, {"run": "wide", "weight": 1.0}]
+
+    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "t.csv", limit=2)
+    assert f"threshold {s['best_threshold']} (tuned, from {folder / 'blend.json'})" in capsys.readouterr().out
+    assert out.is_file()
+    saved["members"][1]["weight"] = 2.0  # a blend.json of other weights under this name is refused
+    (folder / "blend.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="holds the threshold of the blend tiny:1, wide:2, not of tiny:1, wide:1"):
+        predict_blend([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "u.csv", limit=2)
+
+
+def test_score_refuses_runs_with_other_folds(runs, synth_dir, capsys):
+    a, b = runs
+    lines = (b / "folds.csv").read_text().splitlines()
+    lines[1] = lines[1][:-1] + ("1" if lines[1].endswith("0") else "0")  # one image in another fold
+    (b / "folds.csv").write_text("\n".join(lines) + "\n")
+    assert main(["score", "--run", str(a), "--run", str(b), "--fold", "0", "--data", str(synth_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {b / 'folds.csv'} differs from {a / 'folds.csv'}" in err
+
+
+def test_run_given_twice_is_never_silently_one(runs, synth_dir, tmp_path, capsys):
+    a, _ = runs
+    assert main(["predict", "--run", str(a), "--run", str(a), "--data", str(synth_dir),
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "is given twice" in capsys.readouterr().err
+    for command in (["cv", "--run", "a", "--run", "b"], ["train", "--run", "a", "--run", "b"]):
+        proc = subprocess.run([sys.executable, "-m", "competition", *command], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2 and "--run given twice (a and b)" in proc.stderr
+
+
+# --- the predict kernel blends runs -----------------------------------------------------------------
+def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
+    from competition import kernels
+    from competition.kernels import KernelSpec
+    from test_kernels import _kaggle_root, _run_kernel  # the same stand-in /kaggle as the CPU kernel tests
+    a, b = runs
+    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny", "wide@0:3"])
+    folder = kernels.build(spec, tmp_path / "build")
+    assert folder.name == "carvana-tiny-widex3-predict"
+    meta = json.loads((folder / kernels.METADATA_FILE).read_text())
+    assert meta["kernel_sources"] == ["alice/carvana-tiny-fold-0", "alice/carvana-tiny-fold-1",  # tiny: k=2
+                                      "alice/carvana-wide-fold-0", "alice/carvana-tiny-widex3-predict"]
+    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny@0", "wide@0:3"])
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _kaggle_root(tmp_path / "kaggle", synth_zip_dir)
+    for run in runs:  # a train kernel's output is its run folder
+        (root / "input" / f"carvana-{run.name}-fold-0").symlink_to(run, target_is_directory=True)
+    proc = _run_kernel(folder / "run.py", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "blend of tiny (folds 0, 32x48 resize, weight 1), wide (folds 0, 64x128 pad, weight 3)" in proc.stdout
+    submission_file = root / "working" / "tiny+widex3.csv.gz"
+    names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
+    rows, problems = validate(submission_file, names)
+    assert rows == len(names) and problems == []
+    # the same blend predicted here, from the same runs, gives the same file
+    local = predict_blend([MemberSpec(str(a), (0,)), MemberSpec(str(b), (0,), 3.0)], str(synth_zip_dir),
+                          tmp_path / "local.csv.gz")
+    assert submission_file.read_bytes() == local.read_bytes()
+
+
+def test_blend_kernel_carries_the_tuned_threshold_and_refuses_train_options(tmp_path, monkeypatch):
+    from competition import kernels
+    from competition.kernels import KernelSpec
+    monkeypatch.chdir(tmp_path)  # runs/ here: where `kernel build --run tiny --run wide` looks for runs/blends/
+    spec = KernelSpec(task="predict", preset="tiny", name="tiny+wide", user="alice", blend=["tiny", "wide"])
+    assert "'threshold': None" in (kernels.build(spec, tmp_path / "b") / "run.py").read_text()
+    folder = tmp_path / "runs" / "blends" / "tiny+wide"
+    folder.mkdir(parents=True)
+    (folder / "blend.json").write_text(json.dumps({"members": [{"run": "tiny", "weight": 1.0},
+                                                               {"run": "wide", "weight": 1.0}], "threshold": 0.43}))
+    assert "'threshold': 0.43" in (kernels.build(spec, tmp_path / "b") / "run.py").read_text()
+    for bad in (KernelSpec(task="train", preset="tiny", name="x", user="alice", blend=["tiny", "wide"]),
+                KernelSpec(task="predict", preset="tiny", name="x", user="alice", blend=["tiny", "wide"],
+                           train_kernels="alice/k")):
+        with pytest.raises(UserError, match="several --run"):
+            kernels.build(bad, tmp_path / "b")
+
+
+def test_cli_kernel_build_with_two_runs_names_the_blend_and_sources_both(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "competition", "kernel", "build", "--task", "predict", "--preset",
+                           "tiny", "--run", "tiny", "--run", "wide@0:3", "--user", "alice", "--out", str(tmp_path)],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "carvana-tiny-widex3-predict"
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == ["alice/carvana-tiny-fold-0", "alice/carvana-tiny-fold-1",
+                                      "alice/carvana-wide-fold-0", "alice/carvana-tiny-widex3-predict"]
+    script = (folder / "run.py").read_text()
+    assert "'blend': [{'name': 'tiny', 'folds': [0, 1], 'weight': 1.0" in script
+    assert "{'name': 'wide', 'folds': [0], 'weight': 3.0" in script

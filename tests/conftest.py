@@ -115,3 +115,12 @@ def tiny_run(trained_run, tmp_path) -> Path:
     dest = tmp_path / "runs" / "tiny"
     shutil.copytree(trained_run, dest)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _progress_chatter_restored():
+    """A test that runs the CLI's main() with --quiet must not silence the tests after it."""
+    from competition import progress
+    quiet = progress.QUIET
+    yield
+    progress.set_quiet(quiet)

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# JAX takes 75% of the GPU per process by default: the scoring process beside the fold workers then ran out.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def augment(x: np.ndarray, y: np.ndarray, cfg, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -30,15 +30,14 @@ from .config import TrainConfig, check_threshold, run_path
 from .data.folds import check_fold, read_folds
 from .data.layout import car_of, open_dataset, view_of
 from .errors import UserError
-from .fileio import read_json, write_bytes, write_json, write_text
+from .fileio import read_json, write_json
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
-from .predict import (Predictor, _ChunkClock, _stop_for_time, batched, load_models, model_digests, ordered_map,
-                      shard_path, shard_slice, threshold_native, to_native_u8)
+from .predict import (Predictor, batched, load_models, model_digests, ordered_map, shard_path, shard_slice,
+                      threshold_native, to_native_u8, write_stream)
 from .progress import bar, say
-from .score import (WORST_FILE, FoldScore, _means, _packed_npz, breakdown, by_view, car_metadata, dice, image_table,
-                    table_csv, threshold_curve)
-from .submission import SubmissionWriter, check_valid
+from .score import FoldScore, dice, summarise, threshold_curve, write_fold_score
+from .submission import SubmissionWriter
 from .tta import plan
 
 BLEND_FILE = "blend.json"
@@ -252,27 +251,8 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
         return item[0], rle.encode(threshold_native(blended(members, item[1]), threshold))
 
     stream = member_probabilities(members, todo, ds.read_test_image, ds.where_test, batch)
-    with ThreadPoolExecutor(2, thread_name_prefix="post") as pool, \
-            bar(total=len(ids), initial=writer.done, desc=f"predict {target.name}") as b:
-        clock = _ChunkClock(writer, time_limit)
-        for image_id, rle_string in ordered_map(pool, post, stream, ahead=2 * batch):
-            writer.add(image_id, rle_string)
-            b.update()
-            if clock.stop():
-                break
-    if clock.stopped:
-        return _stop_for_time(writer, time_limit)
-    path = writer.finish()
-    if writer.mirror is not None:
-        writer.mirror.remove()
-    if shard is None and not limit:
-        rows = check_valid(path, [f"{i}.jpg" for i in all_ids])
-        say(f"wrote {path}: {rows} rows, blend of {len(members)} runs, TTA {tta}, threshold {threshold}; "
-            f"validated against the sample submission")
-    else:
-        say(f"wrote {path}: {len(ids)} rows" + (f" (shard {shard[0]} of {shard[1]}; join with "
-                                                 f"`python -m competition merge`)" if shard else ""))
-    return path
+    return write_stream(writer, target, stream, post, batch, len(ids), all_ids, time_limit, shard, limit,
+                        f"blend of {len(members)} runs, TTA {tta}, threshold {threshold}")
 
 
 # --- score ------------------------------------------------------------------------------------------
@@ -328,29 +308,20 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
                             "true_pixels": int(true.sum()), "pred_pixels": int(pred.sum()),
                             **{f"dice_{m.label}": s[-1] for m, s in zip(members, member_dice)}})
         result.curves.append(threshold_curve(native, true))
-    table = image_table(result.rows, car_metadata(ds))
-    d = table["dice"].to_numpy()
-    best_t, best_dice = result.best_threshold()
-    worst_rows = table.sort_values("dice", kind="stable").head(worst)
+    table, common = summarise(result, ds, worst)
     out = folder / f"fold{fold}"
     summary = {
-        "fold": fold, "images": len(d), "tta": tta, "threshold": threshold, "threshold_from": source,
+        "fold": fold, "tta": tta, "threshold": threshold, "threshold_from": source, **common,
         "members": [{"run": m.label, "path": str(m.run_dir), "weight": m.weight, "threshold": m.cfg.threshold,
                      "dice_mean": float(np.mean(s)), "dice_std": float(np.std(s))}
                     for m, s in zip(members, member_dice)],
-        "dice_mean": float(d.mean()), "dice_std": float(d.std()), "dice_min": float(d.min()),
-        "best_threshold": best_t, "dice_at_best_threshold": best_dice,
-        "by_view": {f"{v:02d}": s for v, s in by_view(result.rows).items()},
-        "by_make": _means(breakdown(table, "make")),
-        "worst": [{"img": r.img, "dice": float(r.dice)} for r in worst_rows.itertuples()],
     }
-    write_text(out / "scores.csv", table_csv(table))
-    write_bytes(out / WORST_FILE, _packed_npz(result.worst_masks()))
-    write_json(out / "score.json", summary)
+    write_fold_score(out, table, result, summary)
     if tune_threshold:
         write_json(folder / BLEND_FILE, {
-            "members": _identity(members), "threshold": best_t,
-            "tuned": {"fold": fold, "tta": tta, "images": len(d), "dice": best_dice,
+            "members": _identity(members), "threshold": summary["best_threshold"],
+            "tuned": {"fold": fold, "tta": tta, "images": summary["images"],
+                      "dice": summary["dice_at_best_threshold"],
                       "models": {m.label: model_digests(m.run_dir, m.folds) for m in members}}})
     _print_blend(summary, folder, tune_threshold)
     return summary

@@ -201,8 +201,20 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
         return item[0], postprocess(item[1], geometry, threshold)
 
     stream = probabilities(predictor, todo, ds.read_test_image, ds.where_test, batch)
+    return write_stream(writer, target, stream, post, batch, len(ids), all_ids, time_limit, shard, limit,
+                        f"folds {folds}, TTA {tta}, threshold {threshold}")
+
+
+def write_stream(writer: SubmissionWriter, target: Path, stream: Iterable, post: Callable, batch: int, rows: int,
+                 all_ids: list[str], time_limit, shard: tuple[int, int] | None, limit: int | None,
+                 what: str) -> Path:
+    """Turn (id, probabilities) items into RLE rows on two threads, in order, into the writer; stop for
+    --time-limit after a chunk; then finish the file and validate it when it holds the whole test set.
+
+    Shared by one run's prediction and a blend's: `post` maps an item to (id, rle string); `what` describes
+    the prediction in the closing line."""
     with ThreadPoolExecutor(2, thread_name_prefix="post") as pool, \
-            bar(total=len(ids), initial=writer.done, desc=f"predict {target.name}") as b:
+            bar(total=rows, initial=writer.done, desc=f"predict {target.name}") as b:
         clock = _ChunkClock(writer, time_limit)
         for image_id, rle_string in ordered_map(pool, post, stream, ahead=2 * batch):
             writer.add(image_id, rle_string)
@@ -215,12 +227,11 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     if writer.mirror is not None:
         writer.mirror.remove()
     if shard is None and not limit:
-        rows = check_valid(path, [f"{i}.jpg" for i in all_ids])
-        say(f"wrote {path}: {rows} rows, folds {folds}, TTA {tta}, threshold {threshold}; validated against "
-            f"the sample submission")
+        n = check_valid(path, [f"{i}.jpg" for i in all_ids])
+        say(f"wrote {path}: {n} rows, {what}; validated against the sample submission")
     else:
-        say(f"wrote {path}: {len(ids)} rows" + (f" (shard {shard[0]} of {shard[1]}; join with "
-                                                 f"`python -m competition merge`)" if shard else ""))
+        say(f"wrote {path}: {rows} rows" + (f" (shard {shard[0]} of {shard[1]}; join with "
+                                             f"`python -m competition merge`)" if shard else ""))
     return path
 
 

@@ -193,29 +193,40 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     threshold = cfg.threshold if threshold is None else check_threshold(threshold)
     predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
     result = evaluate(predictor, ds, ids, threshold, cfg.eval_batch, worst=worst)
+    table, common = summarise(result, ds, worst)
+    out = run_dir / f"fold{fold}"
+    summary = {"fold": fold, "tta": tta, "threshold": threshold, **common,
+               "article_global_dice_model_res": result.global_dice(),
+               "by_model": _means(breakdown(table, ["make", "model"]))}
+    write_fold_score(out, table, result, summary)
+    if tune_threshold:
+        for cfg_path in (out / "config.json", run_dir / "config.json"):
+            save_config(cfg_path, load_config(cfg_path).replace(threshold=summary["best_threshold"]))
+    _print_summary(summary, run_dir, tune_threshold)
+    return summary
+
+
+def summarise(result: FoldScore, ds, worst: int) -> tuple[pd.DataFrame, dict]:
+    """The per-image table (with make, model, year) and the summary fields of every fold score, one run's or a
+    blend's: images, dice mean/std/min, the best threshold, dice by view and by make, the `worst` images."""
     table = image_table(result.rows, car_metadata(ds))
     d = table["dice"].to_numpy()
     best_t, best_dice = result.best_threshold()
     worst_rows = table.sort_values("dice", kind="stable").head(worst)
-    out = run_dir / f"fold{fold}"
-    summary = {
-        "fold": fold, "images": len(d), "tta": tta, "threshold": threshold,
-        "dice_mean": float(d.mean()), "dice_std": float(d.std()), "dice_min": float(d.min()),
-        "article_global_dice_model_res": result.global_dice(),
+    return table, {
+        "images": len(d), "dice_mean": float(d.mean()), "dice_std": float(d.std()), "dice_min": float(d.min()),
         "best_threshold": best_t, "dice_at_best_threshold": best_dice,
         "by_view": {f"{v:02d}": s for v, s in by_view(result.rows).items()},
         "by_make": _means(breakdown(table, "make")),
-        "by_model": _means(breakdown(table, ["make", "model"])),
         "worst": [{"img": r.img, "dice": float(r.dice)} for r in worst_rows.itertuples()],
     }
+
+
+def write_fold_score(out: Path, table: pd.DataFrame, result: FoldScore, summary: dict) -> None:
+    """scores.csv, worst.npz (the worst images' predicted masks, which `report` draws) and score.json in `out`."""
     write_text(out / "scores.csv", table_csv(table))
     write_bytes(out / WORST_FILE, _packed_npz(result.worst_masks()))
     write_json(out / "score.json", summary)
-    if tune_threshold:
-        for cfg_path in (out / "config.json", run_dir / "config.json"):
-            save_config(cfg_path, load_config(cfg_path).replace(threshold=best_t))
-    _print_summary(summary, run_dir, tune_threshold)
-    return summary
 
 
 def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:

@@ -124,3 +124,18 @@ def _progress_chatter_restored():
     quiet = progress.QUIET
     yield
     progress.set_quiet(quiet)
+
+
+def interrupt_call(monkeypatch, module, name: str, on_call: int) -> list[int]:
+    """Make the n-th call of module.name raise KeyboardInterrupt, as a Ctrl-C there would (0: never); returns the
+    list that counts the calls."""
+    real, calls = getattr(module, name), []
+
+    def dies(*args):
+        calls.append(1)
+        if len(calls) == on_call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(module, name, dies)
+    return calls

@@ -22,6 +22,7 @@ from competition.errors import UserError
 from competition.geometry import Geometry
 from competition.predict import Predictor, load_models, predict, probabilities, threshold_native, to_native_u8
 from competition.submission import merge, validate
+from conftest import interrupt_call
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,16 +156,7 @@ def _refused(capsys, *args: str) -> str:
 
 def _interrupt_blend(monkeypatch, on_call: int) -> list[int]:
     """Make the n-th blended image raise KeyboardInterrupt (a Ctrl-C there); returns the call counter."""
-    real, calls = blend_mod.blended, []
-
-    def dies(*args):
-        calls.append(1)
-        if len(calls) == on_call:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(blend_mod, "blended", dies)
-    return calls
+    return interrupt_call(monkeypatch, blend_mod, "blended", on_call)
 
 
 def test_blended_predict_resumes_to_the_same_bytes(runs, synth_dir, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from competition.errors import UserError
 from competition.geometry import Geometry
 from competition.predict import Predictor, predict, shard_path, to_native_mask
 from competition.submission import merge, validate
+from conftest import interrupt_call
 
 
 def _rows(path):
@@ -36,15 +37,7 @@ def test_submission_has_the_sample_ids_in_order_and_decodes(tiny_run, synth_dir,
 
 def interrupt_postprocess(monkeypatch, on_call: int) -> None:
     """Make the n-th post-processed image raise KeyboardInterrupt, as a Ctrl-C there would."""
-    real, calls = predict_mod.postprocess, []
-
-    def dies(*args):
-        calls.append(1)
-        if len(calls) == on_call:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(predict_mod, "postprocess", dies)
+    interrupt_call(monkeypatch, predict_mod, "postprocess", on_call)
 
 
 RAMP = np.linspace(-3.0, 3.0, 48, dtype=np.float32)  # a logit that grows from left to right

@@ -431,37 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with stderr silenced: its C++ start-up lines (oneDNN,
-    "could not find cuda drivers") are printed before its log level applies. Shown again on failure."""
-    import tempfile
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-            tf.config.list_logical_devices("GPU")
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .progress import set_quiet
     set_quiet(args.quiet)
-    needs_tf = args.command in ("train", "predict", "score", "cv", "bench") or (
-        args.command == "plan" and args.train_img_s is None)  # a stated throughput needs no model
-    if needs_tf and not args.debug and "tensorflow" not in sys.modules:
-        import_tensorflow_quietly()
+    if not args.debug:  # TensorFlow's start-up lines off stderr, whenever (if ever) a command imports it
+        from .quiet import install
+        install()
     try:
         args.func(args)
     except UserError as e:

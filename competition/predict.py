@@ -181,9 +181,11 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
+    if threshold is not None:
+        check_threshold(threshold)  # before the models load: a mistyped option answers at once
     ds = open_dataset(data)
     cfg, folds, models = load_models(run_dir, folds)
-    threshold = cfg.threshold if threshold is None else check_threshold(threshold)
+    threshold = cfg.threshold if threshold is None else threshold
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)

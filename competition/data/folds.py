@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import GroupKFold
 
 from ..errors import UserError
 from ..fileio import write_text
@@ -21,6 +20,7 @@ def assign_folds(image_ids: list[str], k: int, seed: int = 42) -> dict[str, int]
     views) fall differently per seed. (GroupKFold's own shuffle=True cuts the shuffled car list into k
     runs of equal length and ignores how many images each car has.)
     """
+    from sklearn.model_selection import GroupKFold  # here: scikit-learn takes seconds to import
     ids = sorted(image_ids)
     cars = sorted({car_of(i) for i in ids})
     if not 2 <= k <= len(cars):

@@ -62,9 +62,10 @@ class Plan:
 
 FULL = Plan(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
             pipeline_epochs=3, writer_rows=(10_006, TEST_IMAGES),
-            presets=("seed-simple", "seed-unet", "unet-strided", "unet", "unet-1280", "demo", "tiny"), model_steps=2)
-QUICK = Plan(rounds=3, predict_rounds=3, real_masks=8, synth_cars=1, test_images=8, pipeline_images=8,
-             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo", "tiny"), model_steps=1, crop_small=True)
+            presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "unet-t4",
+                     "demo", "real-cpu", "tiny"), model_steps=2)
+QUICK = Plan(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
+             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True)
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -491,13 +492,14 @@ def conv_flops(model) -> float:
     return total
 
 
-def t4_estimate(flops: float) -> dict:
-    """Images/s on one T4 from published peak x assumed efficiency / FLOPs (training = 3x forward), and minutes."""
+def t4_estimate(flops: float, train_flops: float | None = None) -> dict:
+    """Images/s on one T4 from published peak x assumed efficiency / FLOPs (training = 3x the forward FLOPs of
+    a training input: `train_flops` for a crop, else the frame's), and minutes."""
     est = {}
     for precision, peak in T4_PEAK_TFLOPS.items():
         rate = 1e12 * peak * T4_EFFICIENCY[precision]
         est[f"infer_{precision}"] = rate / flops
-        est[f"train_{precision}"] = rate / (3 * flops)
+        est[f"train_{precision}"] = rate / (3 * (train_flops or flops))
     est["epoch_minutes"] = TRAIN_IMAGES * 4 / 5 / est["train_fp16"] / 60   # one epoch of one fold
     est["predict_minutes"] = TEST_IMAGES * 2 / est["infer_fp16"] / 60      # hflip TTA: two passes, one fold
     return est
@@ -514,24 +516,27 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
     rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)
-        size = f"{cfg.height}x{cfg.width}"
+        size = f"{cfg.height}x{cfg.width}" + (f" (trains on {cfg.crop[0]}x{cfg.crop[1]} crops)" if cfg.crop else "")
         if name not in plan.presets:
-            rows.append([name, size, "-", "skipped (--quick)", "", "", "", "", "", ""])
+            rows.append([name, size, "-", "skipped (--quick)" if plan is QUICK else "not measured", "", "", "", "",
+                         "", ""])
             continue
-        batch = 1 if cfg.height * cfg.width >= 640 * 960 else min(cfg.batch, 4)
+        train_hw = cfg.train_size  # a crop preset trains on crops and predicts whole frames
+        batch = 1 if train_hw[0] * train_hw[1] >= 640 * 960 else min(cfg.batch, 4)
         keras.utils.set_random_seed(0)
         model = build_model(cfg)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
                       loss=make_loss(cfg.loss, cfg.bce_weight))
         rng = np.random.default_rng(0)
-        x = rng.random((batch, cfg.height, cfg.width, 3), dtype=np.float32)
-        y = (rng.random((batch, cfg.height, cfg.width, 1)) > 0.5).astype(np.float32)
+        x = rng.random((batch, *train_hw, 3), dtype=np.float32)
+        y = (rng.random((batch, *train_hw, 1)) > 0.5).astype(np.float32)
+        frame = x if not cfg.crop else rng.random((1, cfg.height, cfg.width, 3), dtype=np.float32)
         model.train_on_batch(x, y)  # warm-up: traces the train step
-        model.predict_on_batch(x)
-        times = interleaved({"train": lambda: model.train_on_batch(x, y), "infer": lambda: model.predict_on_batch(x)},
-                            plan.model_steps)
-        ips = {k: batch / median(v) for k, v in times.items()}
-        flops = conv_flops(model)
+        model.predict_on_batch(frame)
+        times = interleaved({"train": lambda: model.train_on_batch(x, y),
+                             "infer": lambda: model.predict_on_batch(frame)}, plan.model_steps)
+        ips = {"train": batch / median(times["train"]), "infer": len(frame) / median(times["infer"])}
+        flops = conv_flops(model if not cfg.crop else build_model(cfg, cfg.size))  # of one whole frame
         cpu_gflops = flops * ips["infer"] / 1e9
         data[name] = {"size": [cfg.height, cfg.width], "batch": batch, "images_per_s": ips, "raw_step_s": times,
                       "gflops_per_image_forward": flops / 1e9, "cpu_achieved_gflops_infer": cpu_gflops}
@@ -540,7 +545,7 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
         if flops < MIN_ESTIMATE_FLOPS:
             rows.append(row + ["n/a (too small: a GPU would be bound by launches, not FLOPs)", "", ""])
         else:
-            est = t4_estimate(flops)
+            est = t4_estimate(flops, conv_flops(build_model(cfg, train_hw)) if cfg.crop else None)
             data[name]["t4_estimate"] = est
             rows.append(row + [f"{est['train_fp32']:.0f} / {est['train_fp16']:.0f}",
                                f"{est['infer_fp32']:.0f} / {est['infer_fp16']:.0f}",

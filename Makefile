@@ -29,6 +29,9 @@ USER_ARG ?=
 ACCEL    ?= t4x2
 SHARD    ?=
 CLI      := $(PY) -m competition
+# pytest processes (pytest-xdist): CI has 2 cores and the suite is single-threaded TensorFlow; 1 = serial.
+# A file's tests stay in one process (--dist loadfile), so a module's shared trained run is made once.
+TEST_JOBS ?= 2
 
 .PHONY: demo test synth folds info train train-all predict validate submit score cv data extract \
         kernel-build kernel-push kernel-status kernel-output bench venv clean
@@ -49,7 +52,7 @@ demo: venv
 	$(CLI) predict --run demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
 
 test: venv
-	$(PY) -m pytest -q -W ignore::DeprecationWarning tests
+	$(PY) -m pytest -q -W ignore::DeprecationWarning -n $(TEST_JOBS) --dist loadfile tests
 
 synth: venv
 	$(CLI) synth --out $(SYNTH)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORT_NAME = {"scikit-learn": "sklearn", "opencv-python-headless": "cv2", "pillow": "PIL"}
-# Used by the tests only (the toolkit itself needs none of them).
-TEST_ONLY = {"pytest", "hypothesis", "nbclient", "nbformat"}
+# Used by the tests only (the toolkit itself needs none of them). pytest-xdist is a pytest plugin that
+# nothing imports: the last test checks `make test` uses it.
+TEST_ONLY = {"pytest", "hypothesis", "nbclient", "nbformat", "pytest-xdist"}
 
 
 def pinned() -> dict[str, str]:
@@ -58,7 +59,7 @@ def test_every_runtime_package_is_imported_by_the_toolkit():
 
 def test_every_test_package_is_imported_by_the_tests():
     tests = top_level_imports("tests")
-    assert not [p for p in TEST_ONLY if p in pinned() and _import_name(p) not in tests]
+    assert not [p for p in TEST_ONLY - {"pytest-xdist"} if p in pinned() and _import_name(p) not in tests]
     assert TEST_ONLY <= set(pinned())
 
 
@@ -73,3 +74,7 @@ def test_the_two_packages_nothing_of_ours_imports_are_still_needed():
     from jupyter_client.kernelspec import get_kernel_spec
     assert "ipykernel" in " ".join(get_kernel_spec("python3").argv)
     assert 'kernel_name="python3"' in (ROOT / "tests" / "test_notebook.py").read_text()
+    # pytest-xdist: the suite's processes, `-n` in the Makefile's test target (what .ci/run runs)
+    test_target = re.search(r"^test:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert "-m pytest" in test_target and "-n $(TEST_JOBS)" in test_target
+    assert importlib.util.find_spec("xdist") is not None

@@ -51,6 +51,17 @@ def test_configuration_errors_are_one_line(args, needles, synth_dir, tmp_path):
     assert_one_line_error(r, *needles)
 
 
+def test_a_configuration_error_never_imports_tensorflow(tmp_path):
+    """TensorFlow takes seconds to import: an option error is reported before anything needs it, while a
+    command that does need it still gets TensorFlow's start-up lines kept off stderr (the one-line tests)."""
+    code = ("import sys; from competition.__main__ import main; rc = main(['--quiet', 'train', '--preset', 'nope']);"
+            "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules, 'sklearn' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.stdout.split() == ["2", "False", "False", "False"], r.stdout + r.stderr
+    assert r.stderr.startswith("error: unknown preset 'nope'") and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path):
     r = cli("--debug", "train", "--preset", "nope", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" in r.stderr

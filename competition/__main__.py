@@ -177,6 +177,11 @@ def cmd_score(a: argparse.Namespace) -> None:
 def cmd_cv(a: argparse.Namespace) -> None:
     from .config import run_path
     from .score import cross_validate
+    if len(a.run) > 1:  # a blend of runs, each of them beside it
+        from .blend import cross_validate_blend, parse_member
+        cross_validate_blend([parse_member(r) for r in a.run], data=a.data, tta=a.tta, name=a.blend)
+        return
+    a.run = a.run[0]
     cross_validate(run_path(a.run), data=a.data, tta=a.tta)
     from .report import report_folds  # draws what scoring saved
     report_folds(run_path(a.run), data=a.data)
@@ -249,7 +254,7 @@ class _Once(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         if getattr(namespace, self.dest, None) is not None:
             parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): this command "
-                         f"takes one run (predict and score blend several)")
+                         f"takes one run (predict, score and cv blend several)")
         setattr(namespace, self.dest, values)
 
 
@@ -385,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--submission", default=None, help="score this CSV against the training masks")
 
     s = add("cv", cmd_cv, "score every trained fold and write runs/<name>/cv.md")
-    s.add_argument("--run", required=True, action=_Once, help=RUN_HELP)
+    s.add_argument("--run", required=True, action="append",
+                   help=f"{RUN_HELP}; give it again for a blend of runs (--run A --run B[:WEIGHT]): every fold "
+                        f"they share, each run beside the blend, into runs/blends/<name>/cv.md")
+    s.add_argument("--blend", default=None, help="a blend's name (default: its runs and weights, e.g. A+B)")
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
 

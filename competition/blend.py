@@ -8,8 +8,8 @@ the images, streaming: only the current batch's maps exist at any time.
 
 `predict_blend` writes a submission exactly as `predict.predict` does (resumable chunks, shards, --mirror,
 --time-limit); its progress record holds every member's run, weight, folds and model digests, so a rerun
-with another blend refuses the partial file. `score_blend` scores the blend on a fold beside each member,
-and `--tune-threshold` saves the blend's best threshold in <runs>/blends/<name>/blend.json, which
+with another blend refuses the partial file. `score_blend` scores the blend on a fold beside each member
+(`cross_validate_blend`: on every fold they share, into a cv.md), and `--tune-threshold` saves the blend's best threshold in <runs>/blends/<name>/blend.json, which
 `predict_blend` then uses (see `blend_threshold`).
 """
 from __future__ import annotations
@@ -34,9 +34,10 @@ from .fileio import read_json, write_json
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
 from .predict import (Predictor, batched, load_models, model_digests, ordered_map, shard_path, shard_slice,
+                      trained_folds,
                       threshold_native, to_native_u8, write_stream)
 from .progress import bar, say
-from .score import FoldScore, dice, summarise, threshold_curve, write_fold_score
+from .score import FoldScore, dice, fold_scores, summarise, threshold_curve, write_cv, write_fold_score
 from .submission import SubmissionWriter
 from .tta import plan
 
@@ -341,3 +342,31 @@ def _print_blend(s: dict, folder: Path, tuned: bool) -> None:
            else " (--tune-threshold saves it for this blend)"))
     say("  worst: " + ", ".join(f"{w['img']} {w['dice']:.4f}" for w in s["worst"]))
     say(f"  per image (blend and each run): {folder}/fold{s['fold']}/scores.csv")
+
+
+def cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str = "hflip",
+                         name: str | None = None) -> str:
+    """Score the blend on every fold all its runs trained, each run beside it, and write
+    <runs>/blends/<name>/cv.md and scores.csv as `cv` does for one run (the blend's threshold as `score`
+    picks it: its tuned one, else the weighted mean of the runs')."""
+    if any(s.folds for s in specs):
+        raise UserError("cv of a blend scores every fold its runs share; leave out @FOLDS")
+    shared = sorted(set.intersection(*(set(trained_folds(run_path(s.run))) for s in specs)))
+    if not shared:
+        raise UserError(f"runs {', '.join(s.run for s in specs)} have no trained fold in common: nothing to score")
+    summaries = [score_blend(specs, k, data, tta, name=name) for k in shared]
+    folder = blend_dir(specs, name)
+    labels = [m["run"] for m in summaries[0]["members"]]
+    lines = [f"# Cross-validation of the blend `{folder.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})",
+             "", "Each run alone at its own threshold, beside the blend (weights "
+             + ", ".join(f"{m['run']} {m['weight']:g}" for m in summaries[0]["members"]) + ").", "",
+             "| fold | images | " + " | ".join(f"`{x}` alone" for x in labels) + " | blend | blend std | blend worst "
+             "| blend threshold |", "|---:|---:|" + "---:|" * (len(labels) + 4)]
+    for s in summaries:
+        lines.append(f"| {s['fold']} | {s['images']} | " + " | ".join(f"{m['dice_mean']:.5f}" for m in s["members"])
+                     + f" | **{s['dice_mean']:.5f}** | {s['dice_std']:.5f} | {s['dice_min']:.5f} | {s['threshold']:g} |")
+    oof = fold_scores(folder, shared)
+    lines += ["", "Out-of-fold over all images: " + ", ".join(f"`{x}` alone {oof[f'dice_{x}'].mean():.5f}"
+                                                              for x in labels)
+              + f", blend {oof['dice'].mean():.5f}."]
+    return write_cv(folder, lines, [s["dice_mean"] for s in summaries], oof)

@@ -261,8 +261,7 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
     summaries = [score_fold(run_dir, k, data, tta) for k in folds]
-    oof = pd.concat([pd.read_csv(run_dir / f"fold{k}" / "scores.csv", dtype={"car": str, "make": str, "model": str})
-                     .assign(fold=k) for k in folds], ignore_index=True)
+    oof = fold_scores(run_dir, folds)
     means = [s["dice_mean"] for s in summaries]
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})", "",
              "| fold | images | dice mean | dice std | worst | article's global dice (model res) |",
@@ -270,16 +269,28 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
     for s in summaries:
         lines.append(f"| {s['fold']} | {s['images']} | {s['dice_mean']:.5f} | {s['dice_std']:.5f} | "
                      f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} |")
+    return write_cv(run_dir, lines, means, oof)
+
+
+def fold_scores(folder: Path, folds: list[int]) -> pd.DataFrame:
+    """Every held-out image's row of each fold's scores.csv under `folder`, with its fold."""
+    return pd.concat([pd.read_csv(folder / f"fold{k}" / "scores.csv", dtype={"car": str, "make": str, "model": str})
+                      .assign(fold=k) for k in folds], ignore_index=True)
+
+
+def write_cv(folder: Path, lines: list[str], means: list[float], oof: pd.DataFrame) -> str:
+    """cv.md (the per-fold table in `lines`, then the fold spread, out-of-fold dice and its breakdowns by view
+    and by make/model) and scores.csv (every held-out image) in `folder`; returns the markdown."""
     std = float(np.std(means)) if len(means) > 1 else math.nan
-    lines += ["", f"Folds: {np.mean(means):.5f} +- {std:.5f} (mean +- std of the fold means)",
-              f"Out-of-fold over all {len(oof)} images: {oof['dice'].mean():.5f}", "",
-              "## Out-of-fold dice by view (worst first)", "", *_markdown(breakdown(oof, "view"), 16), "",
-              "## Out-of-fold dice by make and model (the 15 worst)", "",
-              *_markdown(breakdown(oof, ["make", "model"]), 15), "",
-              f"Every image: `{run_dir}/scores.csv` (`pandas.read_csv` it; columns {', '.join(oof.columns)}).", ""]
+    lines = [*lines, "", f"Folds: {np.mean(means):.5f} +- {std:.5f} (mean +- std of the fold means)",
+             f"Out-of-fold over all {len(oof)} images: {oof['dice'].mean():.5f}", "",
+             "## Out-of-fold dice by view (worst first)", "", *_markdown(breakdown(oof, "view"), 16), "",
+             "## Out-of-fold dice by make and model (the 15 worst)", "",
+             *_markdown(breakdown(oof, ["make", "model"]), 15), "",
+             f"Every image: `{folder}/scores.csv` (`pandas.read_csv` it; columns {', '.join(oof.columns)}).", ""]
     text = "\n".join(lines)
-    write_text(run_dir / "scores.csv", table_csv(oof))
-    write_text(run_dir / "cv.md", text)
+    write_text(folder / "scores.csv", table_csv(oof))
+    write_text(folder / "cv.md", text)
     say(text)
     return text
 

@@ -232,10 +232,36 @@ def test_run_given_twice_is_never_silently_one(runs, synth_dir, tmp_path, capsys
     assert main(["predict", "--run", str(a), "--run", str(a), "--data", str(synth_dir),
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "is given twice" in capsys.readouterr().err
-    for command in (["cv", "--run", "a", "--run", "b"], ["train", "--run", "a", "--run", "b"]):
-        proc = subprocess.run([sys.executable, "-m", "competition", *command], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)
-        assert proc.returncode == 2 and "--run given twice (a and b)" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "competition", "train", "--run", "a", "--run", "b"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--run given twice (a and b)" in proc.stderr
+
+
+def test_cv_of_a_blend_scores_the_folds_every_run_trained(runs, synth_dir, tmp_path, capsys):
+    a, b = runs
+    shutil.copytree(a / "fold0", a / "fold1")  # a fold only `tiny` has: not the blend's
+    assert main(["score", "--run", str(a), "--run", str(b), "--fold", "0", "--data", str(synth_dir),
+                 "--worst", "0"]) == 0
+    folder = tmp_path / "runs" / "blends" / "tiny+wide"
+    scored = json.loads((folder / "fold0" / "score.json").read_text())
+    (folder / "fold0" / "score.json").unlink()
+    capsys.readouterr()
+    assert main(["cv", "--run", str(a), "--run", str(b), "--data", str(synth_dir)]) == 0
+    s = json.loads((folder / "fold0" / "score.json").read_text())
+    assert s["dice_mean"] == scored["dice_mean"] and s["members"] == scored["members"]
+    assert not (folder / "fold1").exists()
+    text = (folder / "cv.md").read_text()
+    assert text.startswith("# Cross-validation of the blend `tiny+wide`") and text in capsys.readouterr().out
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| fold |")) + 2
+    rows = lines[start:lines.index("", start)]  # the per-fold table: fold 0 only
+    assert rows == [f"| 0 | 16 | {s['members'][0]['dice_mean']:.5f} | {s['members'][1]['dice_mean']:.5f} | "
+                    f"**{s['dice_mean']:.5f}** | {s['dice_std']:.5f} | {s['dice_min']:.5f} | {s['threshold']:g} |"]
+    oof = (folder / "scores.csv").read_text().splitlines()
+    assert len(oof) == 17 and "dice_tiny" in oof[0] and oof[0].endswith(",fold")
+    assert f"Out-of-fold over all 16 images: {s['dice_mean']:.5f}" in text
+    assert main(["cv", "--run", f"{a}@0", "--run", str(b), "--data", str(synth_dir)]) == 2
+    assert "leave out @FOLDS" in capsys.readouterr().err
 
 
 # --- the predict kernel blends runs -----------------------------------------------------------------

@@ -225,7 +225,8 @@ def cmd_plan(a: argparse.Namespace) -> None:
     if (a.train_img_s is None) != (a.predict_img_s is None):
         raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
     stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
-    plan(cfg, _folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated)
+    plan(cfg, _folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated,
+         pipeline=a.pipeline_img_s)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -434,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int)
     s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s)")
     s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass")
+    s.add_argument("--pipeline-img-s", type=float,
+                   help="stated training inputs/s the session's CPUs decode and augment (default: measured per "
+                        "core x 4 for full-resolution decodes, else no limit)")
     s.add_argument("--allow-split", action="store_true",
                    help="plan resumed sessions for a fold, or shards for the test pass, instead of refusing")
     return p

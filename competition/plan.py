@@ -20,6 +20,12 @@ from .tta import PLANS
 
 WEEKLY_QUOTA_HOURS = 30.0  # Kaggle's weekly GPU quota (docs/kaggle.md: `kaggle quota` has the real figure)
 MULTI_GPU_SCALING = 0.9    # assumed: each GPU of a MirroredStrategy session adds 90% of one GPU's speed
+SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assumed for the others)
+# What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
+# and augmented (`make bench` section 8, --cache memory, one thread). Only full-resolution decodes were
+# measured: a preset that decodes at 1/2 or less (JPEG reduction) is not capped.
+PIPELINE_PER_CORE = {"img_s": 9.3, "source": "`make bench` section 8 on this project's 2-core AMD EPYC VM, under "
+                     "load, 2026-11-27: 1280x1920 frames, 1024x1024 crops, from memory, one thread"}
 
 
 @dataclass(frozen=True)
@@ -104,10 +110,24 @@ def session_hours(task: str) -> float:
     return (SESSION_SECONDS - TIME_MARGIN_SECONDS[task]) / 3600
 
 
-def cost(recipe: Recipe, rates: Rates) -> dict:
-    """Hours (session wall time, what the quota counts) of each part of a recipe at `rates`."""
+def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:
+    """Training inputs a second a session's CPUs can decode and augment for `cfg` (None: not measured for its
+    decode size, so not a limit `plan` applies), and where the figure comes from."""
+    from .images import reduction_for
+    if reduction_for(cfg.size) != 1:
+        return None, (f"not capped: the pipeline was measured only for full-resolution decodes, and {cfg.size[0]}x"
+                      f"{cfg.size[1]} decodes at 1/{reduction_for(cfg.size)} scale")
+    rate = PIPELINE_PER_CORE["img_s"] * cores
+    return rate, f"{cores} cores x {PIPELINE_PER_CORE['img_s']:g} img/s per core ({PIPELINE_PER_CORE['source']})"
+
+
+def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None) -> dict:
+    """Hours (session wall time, what the quota counts) of each part of a recipe at `rates`. Training goes
+    at the slower of the session's GPUs and its CPU input pipeline (`pipeline_img_s`, None: no limit)."""
     speedup = 1 + MULTI_GPU_SCALING * (recipe.gpus - 1)
-    epoch_s = (recipe.train_images / (rates.train_img_s * speedup)
+    gpu_train = rates.train_img_s * speedup
+    train_rate = gpu_train if pipeline_img_s is None else min(gpu_train, pipeline_img_s)
+    epoch_s = (recipe.train_images / train_rate
                + recipe.val_images / (rates.predict_img_s * speedup))
     train_h = recipe.epochs * epoch_s / 3600
     # after training: out-of-fold probabilities (one pass) and the kernel's scoring (TTA passes), one GPU
@@ -117,7 +137,8 @@ def cost(recipe: Recipe, rates: Rates) -> dict:
     shards = max(1, math.ceil(predict_h / session_hours("predict")))
     folds_h = len(recipe.folds) * (train_h + finish_h)
     total = folds_h + predict_h
-    return {"speedup": speedup, "epoch_s": epoch_s, "fold_train_h": train_h, "fold_finish_h": finish_h,
+    return {"speedup": speedup, "gpu_train_img_s": gpu_train, "train_img_s": train_rate,
+            "cpu_bound": train_rate < gpu_train, "epoch_s": epoch_s, "fold_train_h": train_h, "fold_finish_h": finish_h,
             "fold_h": train_h + finish_h, "fold_sessions": fold_sessions, "folds_h": folds_h,
             "train_kernels": len(recipe.folds) * fold_sessions, "predict_h": predict_h, "shards": shards,
             "total_h": total, "quota_fraction": total / WEEKLY_QUOTA_HOURS,
@@ -227,7 +248,7 @@ def rates_for(cfg: TrainConfig, card: str, precision: str) -> tuple[Rates, tuple
 
 # --- the table ------------------------------------------------------------------------------------
 def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, precision: str,
-           memory_gb: float | None = None) -> str:
+           memory_gb: float | None = None, pipeline_source: str = "not capped") -> str:
     """The plan as a Markdown table: every figure with how it was computed and where its inputs come from."""
     card, n = SESSIONS[gpu]
     folds = ",".join(map(str, recipe.folds))
@@ -240,9 +261,10 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
          rates.source],
         ["train speed-up on this session", f"{c['speedup']:.2f}x",
          f"{n} GPU(s), MirroredStrategy; each extra GPU assumed to add {MULTI_GPU_SCALING:.0%} of one"],
-        ["input pipeline must deliver", f"{rates.train_img_s * c['speedup']:.0f} img/s",
-         "training inputs a second that the session's CPUs must decode and augment to keep its GPUs busy "
-         "(`make bench` section 8 measures the full-resolution crop pipeline per core)"],
+        ["input pipeline must deliver", f"{c['gpu_train_img_s']:.0f} img/s",
+         "training inputs a second that the session's CPUs must decode and augment to keep its GPUs busy"],
+        ["training rate", f"{c['train_img_s']:.0f} img/s" + (" (**CPU-bound**)" if c["cpu_bound"] else ""),
+         "the slower of the GPUs and the CPU input pipeline: " + pipeline_source],
         ["one epoch", f"{c['epoch_s'] / 60:.1f} min",
          f"{recipe.train_images:,} training inputs + {recipe.val_images:,} whole validation frames "
          f"({TRAIN_IMAGES:,} Kaggle training images, k={cfg.k})"],
@@ -274,9 +296,10 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
 
 
 def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_split: bool = False,
-         stated: tuple[float, float] | None = None, memory: bool = True) -> dict:
+         stated: tuple[float, float] | None = None, memory: bool = True, pipeline: float | None = None) -> dict:
     """Print the plan's table; refuse (UserError, after the table) a recipe that needs more than one session
-    for a fold or for the test pass unless `allow_split`. stated: (train, predict) img/s on one GPU."""
+    for a fold or for the test pass unless `allow_split`. stated: (train, predict) img/s on one GPU;
+    pipeline: stated training inputs/s the session's CPUs deliver (default: `pipeline_rate`)."""
     recipe = recipe_for(cfg, folds, tta, gpu)
     card = SESSIONS[gpu][0]
     precision = "fp16"  # the train kernel always passes --mixed-precision
@@ -287,8 +310,14 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
     else:
         rates, _ = rates_for(cfg, card, precision)
     memory_gb = train_memory_gb(cfg, precision) if memory and stated is None else None
-    c = cost(recipe, rates)
-    print(render(cfg, recipe, rates, c, gpu, precision, memory_gb), flush=True)
+    if pipeline is not None:
+        if pipeline <= 0:
+            raise UserError("--pipeline-img-s must be more than zero")
+        source = "stated on the command line (--pipeline-img-s)"
+    else:
+        pipeline, source = pipeline_rate(cfg)
+    c = cost(recipe, rates, pipeline)
+    print(render(cfg, recipe, rates, c, gpu, precision, memory_gb, source), flush=True)
     why = refusal(recipe, c)
     if why and not allow_split:
         raise UserError(why)

@@ -39,6 +39,23 @@ def test_two_gpus_speed_training_up_but_not_the_test_pass():
     assert two["predict_h"] == one["predict_h"] == pytest.approx(100_064 / 20 / 3600)
 
 
+def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
+    recipe = recipe_for(preset("unet-t4"), [0], "none", "t4x2")
+    gpus = cost(recipe, Rates(30.0, 40.0, "stated"))                  # 2 GPUs train 57 img/s
+    capped = cost(recipe, Rates(30.0, 40.0, "stated"), pipeline_img_s=37.2)
+    assert not gpus["cpu_bound"] and gpus["train_img_s"] == pytest.approx(57.0)
+    assert capped["cpu_bound"] and capped["train_img_s"] == 37.2 and capped["gpu_train_img_s"] == pytest.approx(57.0)
+    assert capped["epoch_s"] == pytest.approx(TRAIN / 37.2 + VAL / (40 * 1.9))  # validation is not capped
+    assert capped["predict_h"] == gpus["predict_h"]
+    assert cost(recipe, Rates(30.0, 40.0, "stated"), pipeline_img_s=100.0)["epoch_s"] == gpus["epoch_s"]
+    # the measured per-core rate covers full-resolution decodes only
+    rate, source = plan_mod.pipeline_rate(preset("unet-t4"))
+    assert rate == pytest.approx(4 * plan_mod.PIPELINE_PER_CORE["img_s"]) and "section 8" in source
+    assert plan_mod.pipeline_rate(preset("unet-1280"))[0] == rate
+    rate, source = plan_mod.pipeline_rate(preset("unet"))              # 640x960 decodes at 1/2
+    assert rate is None and "1/2" in source
+
+
 def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
     cfg = preset("unet")
     with pytest.raises(UserError, match=r"test pass needs 13\.9 h .*11\.75 h.*--allow-split to plan 2 shards"):
@@ -105,6 +122,11 @@ def test_cli_prints_the_table_and_refuses_in_one_line(tmp_path):
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| predict shards | 1 |" in r.stdout and "| sessions per fold | 1 |" in r.stdout
+    r = subprocess.run(base + ["--folds", "0", "--tta", "none", "--pipeline-img-s", "5"], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| training rate | 5 img/s (**CPU-bound**) | the slower of the GPUs and the CPU input pipeline: stated" \
+        in r.stdout
 
 
 def test_the_measured_article_presets_cost_themselves_but_calibrate_nothing():

@@ -5,7 +5,7 @@ image cache (`build_cache`), the model, loss, metrics and optimiser (`train._new
 schedule (`train.lr_at`), early stopping and checkpointing on the preset's monitor, and the Kaggle-exact scorer
 (`score.score_fold`, `score.cross_validate`: per image, native 1918x1280, hflip TTA). What is not: the input
 loop. tf.data needs TensorFlow, so a numpy loader makes the same batches: pass n shuffled by (seed, n), and
-flip / rotation / contrast with `pipeline.augment_batch`'s distributions (rotation by OpenCV: bilinear photo,
+flip / rotation / contrast with `pipeline.crop_augmentation`'s distributions (rotation by OpenCV: bilinear photo,
 nearest mask, reflected border). Results are written as the CLI writes them (runs/<name>/cv.md, scores.csv).
 
     KERAS_BACKEND=jax python bench/gpu_cv.py --data DIR --runs runs --preset real-cpu --folds 0,1,2,3,4

@@ -75,6 +75,39 @@ def test_crop_corners_are_drawn_by_seed_and_pass_so_a_resume_sees_the_same_crops
     assert [set(order[k:k + 3]) for k in (0, 3)] == [set(cropped[k:k + 3]) for k in (0, 3)]
 
 
+def test_whole_frame_augmentation_is_drawn_anew_each_pass_and_repeated_by_a_resume():
+    """Whole frames take crops' path: per-example draws of (seed, pass). Before, tf.data's random ops restarted
+    with each pass's iterator, so every epoch drew the same flips at each batch position."""
+    keras.utils.set_random_seed(42)  # as train does: with it, tf.data's old random ops repeated every pass
+    cache = pattern_cache(n=24)
+
+    def flips(passes) -> list[list[int]]:
+        """Per pass, by batch position: 1 where the frame came out mirrored (the mask still its red channel)."""
+        out = []
+        for batch_list in passes:
+            row = []
+            for x, y in batch_list:
+                frames = np.rint(x * 255).astype(np.uint8)
+                np.testing.assert_array_equal(y, (frames[..., :1] > 128).astype(np.float32))
+                for frame in frames:
+                    n = [k for k in range(24) if np.array_equal(cache.images[k], frame)
+                         or np.array_equal(cache.images[k][:, ::-1], frame)]
+                    assert len(n) == 1
+                    row.append(int(not np.array_equal(cache.images[n[0]], frame)))
+            out.append(row)
+        return out
+
+    ds = make_dataset(cache, cache.ids, 4, training=True, augment=("flip",), seed=3)
+    first, second = flips([batches(ds), batches(ds)])
+    assert first != second, "each pass draws its own flips"
+    assert 4 < sum(first) < 20 and 4 < sum(second) < 20
+    resumed = make_dataset(cache, cache.ids, 4, training=True, augment=("flip",), seed=3, first_epoch=1)
+    assert flips([batches(resumed)]) == [second]
+    # validation frames are never augmented
+    val = batches(make_dataset(cache, cache.ids, 4, training=False, augment=("flip",), seed=3))
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in val]), cache.images / np.float32(255))
+
+
 def test_crop_offsets_cover_every_position_and_stay_inside():
     tops, lefts = crop_offsets(np.random.default_rng(0), 4000, (20, 30), (16, 24))
     assert set(tops) == set(range(5)) and set(lefts) == set(range(7))
@@ -97,7 +130,7 @@ def test_crop_augmentation_moves_image_and_mask_together():
     flipped = augment_crops(pre_x, pre_y, params * [0, 1, 1])
     # (OpenCV rounds source coordinates to 1/32 px: a composed warp lands a few noisy pixels elsewhere)
     assert (np.abs(x - flipped[0]) < 2 / 255).mean() > 0.99 and (y == flipped[1]).mean() > 0.99
-    # contrast about each channel's mean, clipped to [0, 1]: the formula of augment_batch
+    # contrast about each channel's mean, clipped to [0, 1]
     only = augment_crops(images, masks, np.array([[0, 0, 1.2]] * 4))[0]
     f = images / 255.0
     mean = f.mean(axis=(1, 2), keepdims=True)

@@ -127,7 +127,7 @@ def crop_augmentation(rng: np.random.Generator, n: int, augment: tuple[str, ...]
 
 def augment_crops(images: np.ndarray, masks: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 crops -> float32 [0, 1], each flipped, rotated about its centre (bilinear photo, nearest mask, reflected
-    border: `augment_batch`'s transform) and contrast-scaled (photo only) by its row of `crop_augmentation`.
+    border) and contrast-scaled (photo only) by its row of `crop_augmentation`.
 
     OpenCV on uint8 instead of TensorFlow on float32: several times cheaper a pixel, which at full resolution
     decides whether a few CPU cores can feed a GPU."""
@@ -212,45 +212,6 @@ def _fill(ds: Dataset, ids: list[str], geom: Geometry, interp: str, images: np.n
 
 
 # --- augmentation (TensorFlow ops, on batches inside tf.data) --------------------------------------
-def _rotation_transforms(tf, angles, height: float, width: float):
-    """Projective transforms (batch, 8) rotating about the image centre (output -> input mapping)."""
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    x_offset = cx - (cos * cx - sin * cy)
-    y_offset = cy - (sin * cx + cos * cy)
-    zeros = tf.zeros_like(angles)
-    return tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
-
-
-def augment_batch(images, masks, augment: tuple[str, ...], rotate: float, contrast: float, seed: int | None = None):
-    """Random flip / small rotation applied to images and masks alike; contrast to images only.
-
-    images: float32 (B, H, W, 3) in [0, 1]; masks: float32 (B, H, W, 1) of 0/1.
-    Rotation is bilinear for the photo, nearest for the mask, with the same angle and reflection fill.
-    """
-    import tensorflow as tf
-    b = tf.shape(images)[0]
-    if "flip" in augment:
-        flip = tf.random.uniform([b], seed=seed) < 0.5
-        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-        masks = tf.where(flip[:, None, None, None], tf.reverse(masks, axis=[2]), masks)
-    if "rotate" in augment and rotate > 0:
-        limit = rotate * 2.0 * np.pi
-        angles = tf.random.uniform([b], -limit, limit, seed=seed)
-        h, w = tf.shape(images)[1], tf.shape(images)[2]
-        t = _rotation_transforms(tf, angles, tf.cast(h, tf.float32), tf.cast(w, tf.float32))
-
-        def warp(x, how):
-            return tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=t, output_shape=tf.stack([h, w]),
-                                                         fill_value=0.0, interpolation=how, fill_mode="REFLECT")
-        images, masks = warp(images, "BILINEAR"), warp(masks, "NEAREST")
-    if "contrast" in augment and contrast > 0:
-        factor = tf.random.uniform([b, 1, 1, 1], 1 - contrast, 1 + contrast, seed=seed)
-        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
-        images = tf.clip_by_value((images - mean) * factor + mean, 0.0, 1.0)
-    return images, masks
-
-
 def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
                  rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0,
                  crop: tuple[int, int] | None = None):
@@ -259,13 +220,16 @@ def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augme
     Pass n over a training dataset is shuffled by (seed, first_epoch + n), so a run resumed at epoch
     `first_epoch` sees the same orders as an uninterrupted one (tf.data's own reshuffling restarts).
     crop (training only): every example of pass n is cut at a corner drawn by (seed, first_epoch + n, 1),
-    image and mask alike, then augmented (`augment_crops`, same generator) - costing the crop's pixels, not the
-    frame's, on uint8 in OpenCV, and repeating exactly after a resume.
+    image and mask alike. Augmentation (training): each example's flip, angle and contrast are drawn by the
+    same generator and applied by `augment_crops` (OpenCV on uint8, on the crop's pixels when cropping), so
+    every pass draws new ones and a resume repeats them exactly. (Random ops inside tf.data restart their
+    sequence with each pass's iterator: every epoch drew the same numbers at each batch position.)
     """
     import tensorflow as tf
     index = cache.index(ids)
     crop = tuple(crop) if training and crop else None
     h, w = crop or cache.size
+    drawn = training and (crop is not None or bool(augment))  # examples carry their crop corner and augmentation
 
     if training:
         passes = itertools.count(first_epoch)  # pass n is shuffled by (seed, n), whatever ran before it
@@ -274,15 +238,18 @@ def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augme
         def order():
             n = next(passes)
             perm = np.random.default_rng([seed, n]).permutation(index)
-            if crop is None:
+            if not drawn:
                 yield from perm
                 return
             rng = np.random.default_rng([seed, n, 1])
-            tops, lefts = crop_offsets(rng, len(perm), cache.size, crop)
+            if crop is None:
+                tops = lefts = np.zeros(len(perm), np.int64)
+            else:
+                tops, lefts = crop_offsets(rng, len(perm), cache.size, crop)
             yield from zip(perm, tops, lefts, crop_augmentation(rng, len(perm), augment, rotate, contrast))
 
-        sig = scalar if crop is None else (scalar, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
-                                           tf.TensorSpec([3], tf.float64))
+        sig = scalar if not drawn else (scalar, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
+                                        tf.TensorSpec([3], tf.float64))
         ds = tf.data.Dataset.from_generator(order, output_signature=sig)
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(index)))
     else:
@@ -292,18 +259,17 @@ def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augme
     def gather(idx, tops=None, lefts=None, params=None):
         if tops is None:
             return cache.batch(idx)
-        return augment_crops(*cache.crops(idx, tops, lefts, crop), params)
+        pairs = cache.batch(idx) if crop is None else cache.crops(idx, tops, lefts, crop)
+        return augment_crops(*pairs, params)
 
     def load(*args):
-        dtype = tf.uint8 if crop is None else tf.float32
+        dtype = tf.float32 if drawn else tf.uint8
         x, y = tf.numpy_function(gather, list(args), [dtype, dtype])
         x.set_shape([None, h, w, 3])
         y.set_shape([None, h, w, 1])
-        return (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32)) if crop is None else (x, y)
+        return (x, y) if drawn else (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32))
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment and crop is None:
-        ds = ds.map(lambda x, y: augment_batch(x, y, augment, rotate, contrast), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

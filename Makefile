@@ -97,7 +97,7 @@ score: venv
 
 cv: venv
 	@echo "data: $(DATA)"
-	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA)
+	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold)
 
 data: venv
 	$(CLI) download --dest data/carvana

@@ -179,10 +179,13 @@ def cmd_cv(a: argparse.Namespace) -> None:
     from .score import cross_validate
     if len(a.run) > 1:  # a blend of runs, each of them beside it
         from .blend import cross_validate_blend, parse_member
+        if a.tune_threshold:
+            raise UserError("cv --tune-threshold tunes one run; tune a blend with score --run A --run B "
+                            "--fold K --tune-threshold")
         cross_validate_blend([parse_member(r) for r in a.run], data=a.data, tta=a.tta, name=a.blend)
         return
     a.run = a.run[0]
-    cross_validate(run_path(a.run), data=a.data, tta=a.tta)
+    cross_validate(run_path(a.run), data=a.data, tta=a.tta, tune_threshold=a.tune_threshold)
     from .report import report_folds  # draws what scoring saved
     report_folds(run_path(a.run), data=a.data)
 
@@ -397,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blend", default=None, help="a blend's name (default: its runs and weights, e.g. A+B)")
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--tune-threshold", action="store_true",
+                   help="save the best threshold over every fold's held-out images in the run's config.json "
+                        "(what a fold ensemble should use; not for a blend)")
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
     s.add_argument("action", choices=["build", "push", "status", "output"])

@@ -216,6 +216,7 @@ def summarise(result: FoldScore, ds, worst: int) -> tuple[pd.DataFrame, dict]:
     return table, {
         "images": len(d), "dice_mean": float(d.mean()), "dice_std": float(d.std()), "dice_min": float(d.min()),
         "best_threshold": best_t, "dice_at_best_threshold": best_dice,
+        "threshold_curve": {"thresholds": THRESHOLDS.tolist(), "dice_mean": np.mean(result.curves, axis=0).tolist()},
         "by_view": {f"{v:02d}": s for v, s in by_view(result.rows).items()},
         "by_make": _means(breakdown(table, "make")),
         "worst": [{"img": r.img, "dice": float(r.dice)} for r in worst_rows.itertuples()],
@@ -254,13 +255,27 @@ def _markdown(stats: pd.DataFrame, top: int) -> list[str]:
     return lines
 
 
-def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
+def pooled_threshold(summaries: list[dict]) -> tuple[float, float]:
+    """The threshold whose mean dice over every image of the scored folds is highest (each fold's mean curve
+    weighted by its images), and that dice: what a fold ensemble should use, rather than one fold's best."""
+    curves = [s["threshold_curve"] for s in summaries]
+    if any(c["thresholds"] != THRESHOLDS.tolist() for c in curves):
+        raise UserError("a fold's score.json was written with other thresholds: score every fold again")
+    mean = np.average([c["dice_mean"] for c in curves], axis=0, weights=[s["images"] for s in summaries])
+    i = int(np.argmax(mean))
+    return float(THRESHOLDS[i]), float(mean[i])
+
+
+def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_threshold: bool = False) -> str:
     """Score every trained fold; write runs/<name>/cv.md (per fold, mean +- std, out-of-fold, by view and
-    by make/model) and runs/<name>/scores.csv (every held-out image with its fold, make, model, year)."""
+    by make/model) and runs/<name>/scores.csv (every held-out image with its fold, make, model, year).
+    tune_threshold: save the out-of-fold best threshold (`pooled_threshold`) in the run's config.json."""
+    from .config import load_config, save_config
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
-    summaries = [score_fold(run_dir, k, data, tta) for k in folds]
+    threshold = load_config(run_dir / "config.json").threshold  # every fold scored at the run's threshold
+    summaries = [score_fold(run_dir, k, data, tta, threshold=threshold) for k in folds]
     oof = fold_scores(run_dir, folds)
     means = [s["dice_mean"] for s in summaries]
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})", "",
@@ -269,6 +284,12 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip") -> str:
     for s in summaries:
         lines.append(f"| {s['fold']} | {s['images']} | {s['dice_mean']:.5f} | {s['dice_std']:.5f} | "
                      f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} |")
+    best_t, best_dice = pooled_threshold(summaries)
+    lines += ["", f"Threshold {threshold:g} (the run's). Out-of-fold best threshold: {best_t:.2f} -> {best_dice:.5f} "
+              + ("(saved to the run's config.json: predict uses it)" if tune_threshold
+                 else "(`cv --tune-threshold` saves it for predict)")]
+    if tune_threshold:
+        save_config(run_dir / "config.json", load_config(run_dir / "config.json").replace(threshold=best_t))
     return write_cv(run_dir, lines, means, oof)
 
 

@@ -104,6 +104,29 @@ def test_cv_table(tiny_run, synth_dir):
     assert f"Out-of-fold over all 16 images: {oof['dice'].mean():.5f}" in text
 
 
+def test_cv_tunes_one_threshold_over_every_folds_images(tiny_run, synth_dir):
+    """A fold ensemble predicts every test image with one threshold: cv picks it over all held-out images of
+    all folds (not one fold's best), and --tune-threshold saves it for predict."""
+    import shutil
+    from competition.config import load_config
+    shutil.copytree(tiny_run / "fold0", tiny_run / "fold1")  # k=2: fold 1 holds out the other 16 images
+    text = cross_validate(tiny_run, str(synth_dir), tta="none", tune_threshold=True)
+    folds = [json.loads((tiny_run / f"fold{k}" / "score.json").read_text()) for k in (0, 1)]
+    assert [f["images"] for f in folds] == [16, 16] and folds[0]["best_threshold"] != folds[1]["best_threshold"]
+    best = load_config(tiny_run / "config.json").threshold
+    assert best != 0.5
+
+    def over_all_images(t: float) -> float:
+        """Mean dice of all 32 held-out images, each fold scored at threshold t."""
+        return sum(score_fold(tiny_run, k, str(synth_dir), tta="none", worst=0, threshold=t)["dice_mean"]
+                   for k in (0, 1)) / 2
+    promised = over_all_images(best)  # what cv.md says it gives is what scoring at it gives
+    assert f"Out-of-fold best threshold: {best:.2f} -> {promised:.5f}" in text
+    # better over all images than the run's 0.5 and than either fold's own best
+    for other in {0.5, *(f["best_threshold"] for f in folds)} - {best}:
+        assert over_all_images(other) < promised, other
+
+
 def test_score_submission_of_true_masks_is_one(synth_dir, tmp_path):
     ds = open_dataset(synth_dir)
     p = tmp_path / "s.csv"

@@ -1,16 +1,13 @@
 """Kaggle kernels: self-contained push folders that train a fold or predict the test set on Kaggle's GPUs.
 
-Two halves. The host side (`build`, `push`, `status`, `output`), run by `python -m competition kernel`,
-fills the templates in `kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry
-script that carries this package as an embedded zip) and talks to Kaggle through `kaggle_api`.
-The kernel side (`check_environment`, `find_competition_input`, `find_kernel_input`, `restore_run`,
-`assemble_run`, `copy_outputs`, `time_limit`, `write_kernel_state`) is called by those entry scripts on Kaggle,
-once the embedded package is unpacked.
+The host side (`build`, `push`, `status`, `output`), run by `python -m competition kernel`: it fills the
+templates in `kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry script that
+carries this package as an embedded zip) and talks to Kaggle through `kaggle_api`. The kernel side, which
+those entry scripts call on Kaggle, is `competition.on_kaggle`.
 """
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import os
 import re
@@ -25,13 +22,12 @@ from . import COMPETITION, __version__
 from .data.folds import check_fold
 from .errors import UserError
 from .fileio import read_json, write_json, write_text
-from .mirror import copy_file
+from .on_kaggle import METADATA_FILE, STATE_FILE
 from .progress import say
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES = PACKAGE_DIR.parent / "kernels"
 TASKS = ("train", "predict")
-METADATA_FILE = "kernel-metadata.json"
 CODE_FILE = "run.py"
 # --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
 ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaT4", "l4": "NvidiaL4",
@@ -41,14 +37,6 @@ RETIRED = {"p100": "the P100 is retired on Kaggle (sessions asking for NvidiaTes
            "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
                  "competitions only, and may then run the kernel on another machine without saying so; the "
                  "kernel's first lines print the GPUs it got (t4x2 is always open)"}
-# --accelerator choice -> (GPUs, name part) the kernel should see; fewer or others is warned about in its first lines
-EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (2, "T4"), "l4": (1, "L4"), "none": (0, "")}
-SESSION_SECONDS = 12 * 3600  # Kaggle ends a GPU session after 12 hours, without running `finally`
-# what a kernel keeps of its session for the work after the time-limited step (scoring, copying the output)
-TIME_MARGIN_SECONDS = {"train": 40 * 60, "predict": 15 * 60}
-STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
-MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
-NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same package gives the same bytes
 
 
@@ -505,177 +493,3 @@ def _move_tree(src: Path, dest: Path) -> list[Path]:
         os.replace(path, target)
         moved.append(target)
     return moved
-
-
-# --- kernel side: called by kernels/<task>/run.py on Kaggle ---------------------------------------
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", text)[:2])
-
-
-def gpu_mismatch(accelerator: str | None, names: list[str]) -> str | None:
-    """A warning when the GPUs a kernel got (their names) are fewer or other than its --accelerator asked for."""
-    want, model = EXPECTED_GPUS.get((accelerator or "").strip().lower(), (0, ""))
-    if not want:
-        return None
-    got = ", ".join(names) if names else "no GPU"
-    if len(names) < want or not all(model in n for n in names):
-        return (f"this kernel asked for {want}x {model} (--accelerator {accelerator}) but got {got}: Kaggle ran "
-                f"it on another machine; it will be slower or run out of memory - stop it and push again "
-                f"(or with --accelerator t4x2) if that is not what you want")
-    return None
-
-
-def check_environment(accelerator: str | None = None) -> dict[str, str]:
-    """Print Python/TensorFlow/Keras versions and the GPUs; a missing module or old version is a UserError.
-
-    With `accelerator` (what the kernel asked for), GPUs fewer or other than asked are a warning."""
-    missing = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"this kernel image lacks {', '.join(missing)}: choose the latest Python environment "
-                        f"in the kernel's settings (the toolkit installs nothing: the kernel has no internet)")
-    import keras
-    import tensorflow as tf
-    versions = {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__}
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
-    old = [f"{k} {v} (need >= {'.'.join(map(str, MIN_VERSIONS[k]))})" for k, v in versions.items()
-           if _version(v) < MIN_VERSIONS[k]]
-    if old:
-        raise UserError(f"this kernel needs Keras 3 on TensorFlow >= 2.16; the image has {'; '.join(old)}: "
-                        f"choose the latest environment in the kernel's settings")
-    if keras.backend.backend() != "tensorflow":
-        raise UserError(f"Keras runs on {keras.backend.backend()!r}; the toolkit needs KERAS_BACKEND=tensorflow")
-    gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-    print(f"GPUs: {len(gpus)}" + (f" ({', '.join(names)})" if names else
-                                  " - running on CPU (slow); push with --accelerator t4x2 for Kaggle's GPUs"),
-          flush=True)
-    versions["gpus"] = str(len(gpus))
-    warning = gpu_mismatch(accelerator, names)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-        print(f"warning: {warning}", flush=True)  # also in the log's stdout, where the GPU line is
-    return versions
-
-
-def toolkit_has(module: str) -> bool:
-    """Whether the (embedded) toolkit has `competition.<module>`."""
-    return importlib.util.find_spec(f"{__package__}.{module}") is not None
-
-
-def find_competition_input(input_root: Path) -> Path:
-    """The competition's files under /kaggle/input in any mount layout (zips, read in place)."""
-    from .data.layout import find_input
-    found = find_input(COMPETITION, root=input_root)
-    if found is None:
-        raise UserError(f"{input_root}/{COMPETITION} not found (nor under competitions/, notebooks/<user>/ or "
-                        f"datasets/<user>/): the kernel needs the competition as a source "
-                        f"(competition_sources in {METADATA_FILE}) and its rules accepted at "
-                        f"https://www.kaggle.com/competitions/{COMPETITION}/rules")
-    return found
-
-
-def find_kernel_input(input_root: Path, ref: str) -> Path:
-    """The output of kernel user/slug, mounted at notebooks/<user>/<slug>/ (or flat <slug>/) under /kaggle/input."""
-    from .data.layout import find_input
-    user, _, slug = ref.rpartition("/")
-    found = find_input(slug, user or None, input_root)
-    if found is None:
-        raise UserError(f"{input_root}/notebooks/{user or '<user>'}/{slug} not found: add {ref} to kernel_sources "
-                        f"in {METADATA_FILE} "
-                        f"and let it finish (COMPLETE) before this kernel runs")
-    return found
-
-
-def find_weights_file(input_root: Path, ref: str, encoder: str) -> Path:
-    """The encoder's weights file in dataset user/slug under /kaggle/input: the file keras.applications
-    names (e.g. vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), else the dataset's only .h5/.keras file."""
-    from .data.layout import find_input
-    from .models.encoders import encoder_spec
-    wanted = encoder_spec(encoder).weights_file
-    user, _, slug = ref.rpartition("/")
-    folder = find_input(slug, user or None, input_root)
-    if folder is None:
-        raise UserError(f"{input_root}/datasets/{user}/{slug} not found: add {ref} to dataset_sources in "
-                        f"{METADATA_FILE} (kernel build --weights-dataset {ref} does) and check it is yours or public")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    exact = [p for p in files if p.name == wanted]
-    weights = [p for p in files if p.name.endswith((".h5", ".keras"))]
-    if exact or len(weights) == 1:
-        found = (exact or weights)[0]
-        print(f"encoder weights: {found}", flush=True)
-        return found
-    others = f" (it has {len(weights)} other weight files: keep only one, or name it so)" if weights else ""
-    raise UserError(f"{folder}: no {wanted}{others}: upload that file (the ImageNet weights of {encoder}, which "
-                    f"Keras keeps in ~/.keras/models/ once downloaded) to the dataset {ref}")
-
-
-def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:
-    """A run folder (config.json + fold<k>/ links) from the train kernels' outputs; returns its folds."""
-    from .config import load_config
-    from .train import check_run_config
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    where: dict[int, Path] = {}
-    for source in sources:
-        fold_dirs = sorted(p.parent for p in source.rglob("fold*/model.keras") if p.parent.name[4:].isdigit())
-        if not fold_dirs:
-            raise UserError(f"{source}: no fold*/model.keras in this train kernel's output; did it finish "
-                            f"(COMPLETE)? Its log says why not")
-        for fold_dir in fold_dirs:
-            fold = int(fold_dir.name[4:])
-            if fold in where:
-                raise UserError(f"fold {fold} is in both {where[fold]} and {fold_dir}; list each train kernel once")
-            config = fold_dir.parent / "config.json"
-            check_run_config(run_dir, load_config(config))  # the first writes config.json, the rest must agree
-            (run_dir / fold_dir.name).symlink_to(fold_dir.resolve(), target_is_directory=True)
-            where[fold] = fold_dir
-    print(f"run {run_dir}: folds {sorted(where)} from {', '.join(str(s) for s in sources)}", flush=True)
-    return sorted(where)
-
-
-_NOT_OUTPUT = ("backup",)  # resumable-training state: not needed once a fold is finished
-
-
-def copy_outputs(src: Path, working: Path) -> list[Path]:
-    """Copy a run folder's finished files (not backups, partial or temporary files) into /kaggle/working."""
-    copied = []
-    if not src.exists():
-        return copied
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if (not path.is_file() or any(part in _NOT_OUTPUT or part.startswith(".") for part in rel.parts)
-                or path.name.endswith((".part", ".part.json"))):
-            continue
-        copied.append(copy_file(path, working / rel))
-    return copied
-
-
-def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
-    """Copy the output of this kernel's earlier version (mounted as its own source) into each of `dests`
-    (the working run folder, /kaggle/working), so training or prediction continues where it stopped."""
-    from .data.layout import find_input
-    user, _, slug = ref.rpartition("/")
-    src = find_input(slug, user or None, input_root)
-    if src is None:
-        print(f"no earlier output of {ref} under {input_root}: starting from the beginning", flush=True)
-        return None
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.endswith(".log") and p.name != STATE_FILE
-             and not any(part.startswith(".") for part in p.relative_to(src).parts)]
-    for dest in dests:
-        for path in files:
-            copy_file(path, dest / path.relative_to(src))
-    print(f"resuming from the earlier version's output {src} ({len(files)} file(s))", flush=True)
-    return src
-
-
-def time_limit(task: str, started: float, now: float | None = None) -> str:
-    """The --time-limit a kernel passes: Kaggle's session limit less a margin for what follows, less the time
-    the kernel has already used since `started` (time.monotonic())."""
-    import time
-    used = (time.monotonic() if now is None else now) - started
-    return f"{max(1, int(SESSION_SECONDS - TIME_MARGIN_SECONDS[task] - used))}s"
-
-
-def write_kernel_state(working: Path, state: str, detail: str = "") -> None:
-    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports)."""
-    write_json(working / STATE_FILE, {"state": state, "detail": detail})

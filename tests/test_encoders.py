@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from competition import kernels
+from competition import on_kaggle
 from competition.config import preset
 from competition.errors import UserError
 from competition.kernels import KernelSpec
@@ -251,16 +252,16 @@ def test_kernel_finds_the_weights_file_in_the_dataset(tmp_path):
     folder.mkdir(parents=True)
     (folder / "README.md").write_text("weights")
     (folder / "other.h5").write_bytes(b"x")
-    assert kernels.find_weights_file(root, "alice/weights", "resnet50") == folder / "other.h5"  # the only one
+    assert on_kaggle.find_weights_file(root, "alice/weights", "resnet50") == folder / "other.h5"  # the only one
     (folder / "sub").mkdir()
     (folder / "sub" / "second.keras").write_bytes(b"x")
     with pytest.raises(UserError) as e:
-        kernels.find_weights_file(root, "alice/weights", "resnet50")
+        on_kaggle.find_weights_file(root, "alice/weights", "resnet50")
     assert f"no {wanted}" in str(e.value) and "\n" not in str(e.value)
     (folder / "sub" / wanted).write_bytes(b"x")
-    assert kernels.find_weights_file(root, "alice/weights", "resnet50") == folder / "sub" / wanted
+    assert on_kaggle.find_weights_file(root, "alice/weights", "resnet50") == folder / "sub" / wanted
     with pytest.raises(UserError, match="dataset_sources"):
-        kernels.find_weights_file(root, "alice/absent", "resnet50")
+        on_kaggle.find_weights_file(root, "alice/absent", "resnet50")
 
 
 def test_a_crop_trained_encoder_model_takes_crops_and_whole_frames():

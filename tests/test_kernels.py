@@ -20,7 +20,7 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from competition import COMPETITION, kaggle_api, kernels
+from competition import COMPETITION, kaggle_api, kernels, on_kaggle
 from competition.config import preset
 from competition.errors import UserError
 from competition.kernels import KernelSpec
@@ -248,7 +248,7 @@ def test_status_error_prints_the_command_that_resumes_it(server):
 
 def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys):
     server.status_answer = {"status": "COMPLETE"}
-    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
+    server.outputs = {on_kaggle.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
                       "fold0/model.keras": b"not fetched by status"}
     spec = KernelSpec(task="predict", preset="tiny", name="t1", shard=(1, 4))
     assert kernels.status(spec) == "TIME_LIMITED"
@@ -261,7 +261,7 @@ def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys)
 
 
 def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, capsys):
-    server.outputs = {kernels.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
+    server.outputs = {on_kaggle.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
     assert kernels.status(KernelSpec(preset="tiny", name="t1")) == "COMPLETE"
     assert "fetch its outputs" in capsys.readouterr().out
 
@@ -269,21 +269,21 @@ def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, cap
 def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
     from competition.timelimit import parse_duration
     hour = 3600.0
-    train = parse_duration(kernels.time_limit("train", started=50.0, now=50.0 + hour))
-    predict = parse_duration(kernels.time_limit("predict", started=50.0, now=50.0 + hour))
-    assert train == 12 * hour - kernels.TIME_MARGIN_SECONDS["train"] - hour
-    assert predict == 12 * hour - kernels.TIME_MARGIN_SECONDS["predict"] - hour
+    train = parse_duration(on_kaggle.time_limit("train", started=50.0, now=50.0 + hour))
+    predict = parse_duration(on_kaggle.time_limit("predict", started=50.0, now=50.0 + hour))
+    assert train == 12 * hour - on_kaggle.TIME_MARGIN_SECONDS["train"] - hour
+    assert predict == 12 * hour - on_kaggle.TIME_MARGIN_SECONDS["predict"] - hour
     assert 10 * hour < train < predict < 11 * hour  # room to score a fold after training, less after predicting
-    assert parse_duration(kernels.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
+    assert parse_duration(on_kaggle.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
 
 
 def test_gpu_mismatch_is_warned_about():
-    assert kernels.gpu_mismatch("t4x2", ["Tesla T4", "Tesla T4"]) is None
+    assert on_kaggle.gpu_mismatch("t4x2", ["Tesla T4", "Tesla T4"]) is None
     for got in ([], ["Tesla T4"], ["Tesla P100-PCIE-16GB", "Tesla P100-PCIE-16GB"]):
-        warning = kernels.gpu_mismatch("t4x2", got)
+        warning = on_kaggle.gpu_mismatch("t4x2", got)
         assert warning and "asked for 2x T4" in warning and (", ".join(got) or "no GPU") in warning
-    assert kernels.gpu_mismatch("l4", ["NVIDIA L4"]) is None and "got no GPU" in kernels.gpu_mismatch("l4", [])
-    assert kernels.gpu_mismatch("none", []) is None and kernels.gpu_mismatch(None, []) is None
+    assert on_kaggle.gpu_mismatch("l4", ["NVIDIA L4"]) is None and "got no GPU" in on_kaggle.gpu_mismatch("l4", [])
+    assert on_kaggle.gpu_mismatch("none", []) is None and on_kaggle.gpu_mismatch(None, []) is None
 
 
 def test_l4_warns_that_it_may_not_be_open(server, tmp_path, capsys):
@@ -491,7 +491,7 @@ def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
     state = json.loads((root / "working" / "fold0" / "backup" / "state.json").read_text())
     import keras
     best = keras.models.load_model(root / "working" / "fold0" / "model.keras", compile=False)
-    kernel_state = json.loads((root / "working" / kernels.STATE_FILE).read_text())
+    kernel_state = json.loads((root / "working" / on_kaggle.STATE_FILE).read_text())
     _next_session(root, "alice", folder.name)
     second = _run_killable(folder / "run.py", root)
     return dict(spec=spec, root=root, slug=folder.name, first=first, killed=killed, state=state, best=best,
@@ -504,7 +504,7 @@ def test_kernel_killed_mid_epoch_leaves_the_best_model_and_a_backup(killed_and_r
     assert "GPUs: 0" in r["first"].stdout and "warning: this kernel asked for 2x T4" in r["first"].stdout
     assert r["state"]["epoch"] == 1 and r["state"]["backup"] == "epoch001.keras"
     assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
-            "fold0/backup/state.json", "fold0/backup/epoch001.keras", kernels.STATE_FILE} <= r["killed"]
+            "fold0/backup/state.json", "fold0/backup/epoch001.keras", on_kaggle.STATE_FILE} <= r["killed"]
     assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in r["killed"])  # no half-written copy
     assert r["best"].input_shape[1:3] == (32, 48)  # a loadable model
     assert r["kernel_state"]["state"] == "running"
@@ -525,7 +525,7 @@ def test_next_kernel_version_resumes_the_fold_from_the_mounted_output(killed_and
     with open(mount / "fold0" / "history.csv") as f:
         assert next(csv.DictReader(f)) == rows[0]  # epoch 1 kept from the first session, not retrained
     assert not (working / "fold0" / "backup").exists() and not list(working.rglob(".*"))
-    assert json.loads((working / kernels.STATE_FILE).read_text())["state"] == "complete"
+    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "complete"
     # scored with a tuned threshold, which the run's config (what predict uses) now holds
     score = json.loads((working / "fold0" / "score.json").read_text())
     assert json.loads((working / "config.json").read_text())["threshold"] == score["best_threshold"]
@@ -538,7 +538,7 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     from competition import submission
     from competition.predict import predict
     monkeypatch.setattr(submission, "CHUNK_ROWS", 1)
-    kernels.assemble_run([trained], tmp_path / "run")
+    on_kaggle.assemble_run([trained], tmp_path / "run")
     reference = predict(tmp_path / "run", str(synth_zip_dir), tmp_path / "ref" / "kr.csv.gz", folds=[0])
 
     spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice")
@@ -559,7 +559,7 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert second.returncode == 0, second.stdout + second.stderr
     assert "2 of 4 rows already written" in second.stdout
     assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
-    assert sorted(p.name for p in (root / "working").iterdir()) == [kernels.STATE_FILE, "kr.csv.gz"]
+    assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz"]
 
 
 

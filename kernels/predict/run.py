@@ -60,7 +60,8 @@ def main() -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
-    from competition import kernels
+    from competition import on_kaggle
+    from competition.mirror import copy_file
     from competition.__main__ import main as cli
     from competition.errors import UserError
     from competition.predict import shard_path
@@ -70,24 +71,24 @@ def main() -> int:
     out = temp / "submissions" / f"{name}.csv.gz"
     written = shard_path(out, tuple(shard) if shard else None)
     try:
-        kernels.check_environment(SETTINGS.get("accelerator"))
-        data = kernels.find_competition_input(root / "input")
+        on_kaggle.check_environment(SETTINGS.get("accelerator"))
+        data = on_kaggle.find_competition_input(root / "input")
         for member in SETTINGS.get("blend") or [{"name": name, "train_kernels": SETTINGS["train_kernels"]}]:
-            sources = [kernels.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
-            kernels.assemble_run(sources, temp / "runs" / member["name"])
+            sources = [on_kaggle.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
+            on_kaggle.assemble_run(sources, temp / "runs" / member["name"])
         if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
-            kernels.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
+            on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
     if not written.is_file():
-        kernels.write_kernel_state(working, "running", written.name)
+        on_kaggle.write_kernel_state(working, "running", written.name)
         runs = [f"{temp / 'runs' / m['name']}@{','.join(map(str, m['folds']))}:{m['weight']}"
                 for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
         args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),
                 "--tta", SETTINGS["tta"], "--mirror", str(working),
-                "--time-limit", kernels.time_limit("predict", started)]
+                "--time-limit", on_kaggle.time_limit("predict", started)]
         if SETTINGS.get("threshold") is not None:  # a blend's threshold tuned by `score --tune-threshold`
             args += ["--threshold", str(SETTINGS["threshold"])]
         if SETTINGS.get("folds"):
@@ -98,12 +99,12 @@ def main() -> int:
         if rc != 0:
             return rc
     if not written.is_file():
-        kernels.write_kernel_state(working, "time-limited", f"{written.name}: partial")
+        on_kaggle.write_kernel_state(working, "time-limited", f"{written.name}: partial")
         print(f"{written.name} stopped at the time limit, NOT finished: push this kernel again (same command) "
               f"and the new version continues from the rows in this output", flush=True)
         return 0
-    kernels.copy_file(written, working / written.name)
-    kernels.write_kernel_state(working, "complete", written.name)
+    copy_file(written, working / written.name)
+    on_kaggle.write_kernel_state(working, "complete", written.name)
     print(f"output: {working / written.name}", flush=True)
     return 0
 

@@ -70,28 +70,29 @@ def main() -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
-    from competition import kernels
+    from competition import on_kaggle
+    from competition.fileio import read_json
     from competition.__main__ import main as cli
     from competition.errors import UserError
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, fold = SETTINGS["name"], str(SETTINGS["fold"])
     runs = temp / "runs"
     try:
-        kernels.check_environment(SETTINGS.get("accelerator"))
-        data = kernels.find_competition_input(root / "input")
+        on_kaggle.check_environment(SETTINGS.get("accelerator"))
+        data = on_kaggle.find_competition_input(root / "input")
         weights = SETTINGS.get("encoder_weights")
         if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
-            weights = str(kernels.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
+            weights = str(on_kaggle.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
         if SETTINGS.get("kernel"):
-            kernels.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
+            on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
-    kernels.write_kernel_state(working, "running", f"fold {fold}")
+    on_kaggle.write_kernel_state(working, "running", f"fold {fold}")
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
-            "--time-limit", kernels.time_limit("train", started),
+            "--time-limit", on_kaggle.time_limit("train", started),
             "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
@@ -105,23 +106,23 @@ def main() -> int:
     try:
         rc = cli(args)
         if rc == 0 and not (fold_dir / "train.json").is_file():
-            epoch = kernels.read_json(fold_dir / "backup" / "state.json").get("epoch")
-            kernels.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}")
+            epoch = read_json(fold_dir / "backup" / "state.json").get("epoch")
+            on_kaggle.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}")
             print(f"fold {fold} stopped at the time limit after epoch {epoch}, NOT finished: push this kernel again "
                   f"(same command) and the new version resumes from this output", flush=True)
             return 0
-        if rc == 0 and SETTINGS.get("score") and kernels.toolkit_has("score"):
-            kernels.copy_outputs(runs / name, working)  # the model is safe before scoring starts
+        if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("score"):
+            on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
             if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold"]) != 0:
                 print("warning: scoring failed (see above); the trained fold is in the output all the same",
                       file=sys.stderr, flush=True)
     finally:
-        copied = kernels.copy_outputs(runs / name, working)
+        copied = on_kaggle.copy_outputs(runs / name, working)
         print(f"output: {len(copied)} file(s) in {working}: {', '.join(str(p.relative_to(working)) for p in copied)}",
               flush=True)
     if rc == 0:
-        kernels.write_kernel_state(working, "complete", f"fold {fold}")
+        on_kaggle.write_kernel_state(working, "complete", f"fold {fold}")
     return rc
 
 

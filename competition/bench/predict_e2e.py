@@ -1,0 +1,88 @@
+"""Benchmark section 5. Predict end to end."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import Geometry
+
+from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+
+
+def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[dict]]:
+    import keras
+
+    from ..config import preset
+    from ..models import build_model
+    from ..predict import Predictor, ordered_map, postprocess, probabilities
+    from ..submission import SubmissionWriter
+    cfg = preset("demo")
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    batch = cfg.batch
+    synth = inputs.synth
+    sets = {"synthetic": (synth.test_ids, synth.read_test_image)}
+    if inputs.fixtures is not None:
+        paths = {p.stem: p for p in sorted(inputs.fixtures.glob("*.jpg"))[:plan.test_images]}
+        sets["real"] = (list(paths), lambda i: paths[i].read_bytes())
+    rows, data, figures = [], {}, []
+    for label, (ids, read) in sets.items():
+        for tta in ("hflip", "none"):
+            predictor = Predictor([model], geometry, tta, cfg.image_interp)
+            loaded = [predictor.load(read(i), i) for i in ids]
+            batches = [np.stack(loaded[k:k + batch]) for k in range(0, len(loaded), batch)]
+            probs = np.concatenate([predictor(b) for b in batches])  # also the warm-up
+
+            def model_only() -> None:
+                for b in batches:
+                    predictor(b)
+
+            def end_to_end() -> None:
+                writer = SubmissionWriter(work / "predict.csv.gz", ids, {"bench": tta})
+
+                def post(item: tuple[str, np.ndarray]) -> tuple[str, str]:
+                    return item[0], postprocess(item[1], geometry, cfg.threshold)
+                stream = probabilities(predictor, writer.remaining, read, str, batch)
+                with ThreadPoolExecutor(2, thread_name_prefix="post") as pool:
+                    for image_id, rle_string in ordered_map(pool, post, stream, ahead=2 * batch):
+                        writer.add(image_id, rle_string)
+                writer.finish()
+
+            def cpu_side() -> None:  # everything but the model, on one thread
+                with opencv_threads(1):
+                    for image_id, prob in zip(ids, probs):
+                        predictor.load(read(image_id), image_id)
+                        postprocess(prob, geometry, cfg.threshold)
+            times = interleaved({"model": model_only, "end_to_end": end_to_end, "cpu_side": cpu_side},
+                                 plan.predict_rounds)
+            ips = {k: len(ids) / median(v) for k, v in times.items()}
+            side_ms = 1e3 / ips["cpu_side"]
+            ratio = ips["end_to_end"] / ips["model"]
+            data[f"{label} {tta}"] = {"images": len(ids), "batch": batch, "images_per_s": ips, "raw_s": times,
+                                      "cpu_side_ms_per_image_1_thread": side_ms}
+            rows.append([f"{label} ({len(ids)})", tta, f"{ips['end_to_end']:.1f}", f"{ips['model']:.1f}",
+                         f"**{ratio:.2f}**", f"{1e3 / ips['model']:.1f}", f"{side_ms:.1f}"])
+            figures.append(figure(f"Predict end to end, {label} JPEGs, TTA {tta} ({cfg.height}x{cfg.width} demo U-Net)",
+                                  f"{ips['end_to_end']:.1f} images/s",
+                                  f"{ips['model']:.1f} images/s (model on pre-decoded batches)", ratio,
+                                  "of model-only", ">= 0.8", ratio >= 0.8))
+    sec = section("5. Predict end to end vs the model alone",
+                  f"Native 1918x1280 test JPEGs ({len(synth.test_ids)} synthetic, and real fixture JPEGs when "
+                  f"found); fixed `demo` U-Net ({cfg.height}x{cfg.width}, depth {cfg.depth}, {cfg.filters} filters, "
+                  f"batch norm; seeded random weights), batch {batch}. End to end: `probabilities` (read + "
+                  f"reduced decode + fit in a thread pool ahead of the model) -> `Predictor` -> `postprocess` in "
+                  f"a 2-thread pool -> `SubmissionWriter` (.csv.gz). Model-only: the same `Predictor` on the same "
+                  f"images pre-decoded into batches. CPU side: read + decode + fit + post-process of every image "
+                  f"on one thread, no model. Median of {plan.predict_rounds} alternating rounds.",
+                  ["images", "TTA", "end-to-end img/s", "model-only img/s", "ratio", "model ms/img",
+                   "CPU side ms/img (1 thread)"], rows,
+                  notes=["On a CPU-only machine the decode and post-processing threads compete with the model for "
+                         "the same cores (TensorFlow already uses all of them), so they cannot hide behind it; "
+                         "each image costs about model time + CPU-side time / cores. On an accelerator the model "
+                         "runs elsewhere and the CPU side only has to keep up (it must stay under the model's "
+                         "time per image x cores)."],
+                  data=data)
+    return sec, figures

@@ -59,6 +59,9 @@ class _QuietLoader(importlib.abc.Loader):
             tf = sys.modules.get("tensorflow")
             if tf is not None and hasattr(tf, "config"):
                 tf.config.list_logical_devices("GPU")  # the CUDA probe prints too
+                # and its Python logger's warnings (tf.function retracing when scoring several models,
+                # deprecations) say nothing a user can act on; --debug keeps them
+                tf.get_logger().setLevel("ERROR")
 
 
 class _QuietFirstImport(importlib.abc.MetaPathFinder):

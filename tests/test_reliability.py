@@ -60,6 +60,13 @@ def test_a_configuration_error_never_imports_tensorflow(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.stdout.split() == ["2", "False", "False", "False"], r.stdout + r.stderr
     assert r.stderr.startswith("error: unknown preset 'nope'") and r.stderr.count("\n") == 1, r.stderr
+    # the first import of Keras (wherever a command makes it) is the quiet one: C++ start-up lines captured,
+    # TensorFlow's Python warnings (retracing, deprecations) off; without the hook (--debug) they stay on
+    code = ("import logging, sys; from competition import quiet; quiet.install(); import keras; import tensorflow as tf;"
+            "print(tf.get_logger().level == logging.ERROR, quiet._FINDER in sys.meta_path)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert r.stdout.split() == ["True", "False"] and r.stderr == "", r.stdout + r.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):

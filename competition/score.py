@@ -251,7 +251,7 @@ def _markdown(stats: pd.DataFrame, top: int) -> list[str]:
     for key, r in stats.head(top).iterrows():
         cells = key if isinstance(key, tuple) else (key,)
         lines.append("| " + " | ".join(str(c) for c in cells) +
-                     f" | {r.images} | {r.dice_mean:.5f} | {r.dice_std:.5f} | {r.dice_min:.5f} |")
+                     f" | {int(r.images)} | {r.dice_mean:.5f} | {r.dice_std:.5f} | {r.dice_min:.5f} |")
     return lines
 
 

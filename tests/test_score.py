@@ -98,6 +98,9 @@ def test_cv_table(tiny_run, synth_dir):
     assert "| 0 | 16 |" in text and "Out-of-fold over all 16 images" in text
     assert (tiny_run / "cv.md").read_text() == text
     assert "## Out-of-fold dice by make and model" in text and "## Out-of-fold dice by view" in text
+    views = text.split("## Out-of-fold dice by view (worst first)")[1].split("##")[0].strip().splitlines()[2:]
+    counts = [line.split(" | ")[1] for line in views]  # | view | images | ...: a count, never "4.0"
+    assert counts and all(c.isdigit() for c in counts) and sum(map(int, counts)) == 16, views
     import pandas as pd
     oof = pd.read_csv(tiny_run / "scores.csv")
     assert len(oof) == 16 and set(oof["fold"]) == {0} and {"make", "model", "year", "view"} <= set(oof.columns)

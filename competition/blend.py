@@ -9,8 +9,8 @@ the images, streaming: only the current batch's maps exist at any time.
 `predict_blend` writes a submission exactly as `predict.predict` does (resumable chunks, shards, --mirror,
 --time-limit); its progress record holds every member's run, weight, folds and model digests, so a rerun
 with another blend refuses the partial file. `score_blend` scores the blend on a fold beside each member
-(`cross_validate_blend`: on every fold they share, into a cv.md), and `--tune-threshold` saves the blend's best threshold in <runs>/blends/<name>/blend.json, which
-`predict_blend` then uses (see `blend_threshold`).
+(`cross_validate_blend`: on every fold they share, into a cv.md), and `--tune-threshold` saves the blend's
+best threshold in <runs>/blends/<name>/blend.json, which `predict_blend` then uses (see `blend_threshold`).
 """
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ from .fileio import read_json, write_json
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
 from .predict import (Predictor, batched, load_models, model_digests, ordered_map, shard_path, shard_slice,
-                      trained_folds,
-                      threshold_native, to_native_u8, write_stream)
+                      threshold_native, to_native_u8, trained_folds, write_stream)
 from .progress import bar, say
 from .score import FoldScore, dice, fold_scores, summarise, threshold_curve, write_cv, write_fold_score
 from .submission import SubmissionWriter

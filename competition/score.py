@@ -258,10 +258,8 @@ def _markdown(stats: pd.DataFrame, top: int) -> list[str]:
 def pooled_threshold(summaries: list[dict]) -> tuple[float, float]:
     """The threshold whose mean dice over every image of the scored folds is highest (each fold's mean curve
     weighted by its images), and that dice: what a fold ensemble should use, rather than one fold's best."""
-    curves = [s["threshold_curve"] for s in summaries]
-    if any(c["thresholds"] != THRESHOLDS.tolist() for c in curves):
-        raise UserError("a fold's score.json was written with other thresholds: score every fold again")
-    mean = np.average([c["dice_mean"] for c in curves], axis=0, weights=[s["images"] for s in summaries])
+    mean = np.average([s["threshold_curve"]["dice_mean"] for s in summaries], axis=0,
+                      weights=[s["images"] for s in summaries])
     i = int(np.argmax(mean))
     return float(THRESHOLDS[i]), float(mean[i])
 
@@ -274,8 +272,8 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
-    threshold = load_config(run_dir / "config.json").threshold  # every fold scored at the run's threshold
-    summaries = [score_fold(run_dir, k, data, tta, threshold=threshold) for k in folds]
+    summaries = [score_fold(run_dir, k, data, tta) for k in folds]  # each at the run's threshold
+    threshold = summaries[0]["threshold"]
     oof = fold_scores(run_dir, folds)
     means = [s["dice_mean"] for s in summaries]
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})", "",

@@ -211,7 +211,7 @@ def _fill(ds: Dataset, ids: list[str], geom: Geometry, interp: str, images: np.n
             b.update()
 
 
-# --- augmentation (TensorFlow ops, on batches inside tf.data) --------------------------------------
+# --- tf.data: shuffle, gather, crop and augment (drawn per example and pass), prefetch --------------
 def make_dataset(cache: Cache, ids: list[str], batch: int, training: bool, augment: tuple[str, ...] = (),
                  rotate: float = 0.01, contrast: float = 0.2, seed: int = 42, first_epoch: int = 0,
                  crop: tuple[int, int] | None = None):

@@ -306,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume")
     s.add_argument("--fold", default="0", help="fold number, or 'all'")
-    s.add_argument("--preset", default=None, help="article-simple | article-unet | article-unet-strided | unet | "
-                   "unet-1280 | unet-t4 | demo | tiny (former names seed-simple, seed-unet, unet-strided still work)")
+    from .config import PRESET_ALIASES, PRESETS
+    s.add_argument("--preset", default=None, help=f"{' | '.join(PRESETS)} (former names "
+                   f"{', '.join(PRESET_ALIASES)} still work)")
     s.add_argument("--data", default=None)
     s.add_argument("--run", "--name", dest="run", default=None, action=_Once,
                    help=f"{RUN_HELP} (default: the preset's name); outputs in its fold<k>/")

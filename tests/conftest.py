@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# XLA compiles each tiny test net for a few seconds, which is most of its training: off in tests, except in the
+# DETERMINISTIC training processes below, which run the default (XLA on a CPU-only machine).
+os.environ.setdefault("COMPETITION_XLA", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real samples are competition data: they live beside the project (../shared on our machines and CI),
@@ -83,8 +86,10 @@ def no_credentials(tmp_path, monkeypatch) -> Path:
 TINY = dict(epochs=8, patience=1, k=3)  # patience 1: early stopping fires well before epoch 8
 # TF's CPU kernels are not bit-identical from one process to the next without this; with it, a resumed
 # training can be compared exactly with an uninterrupted one (tests/test_reliability.py). Only for the
-# training processes: with it, TF refuses any random op without a seed.
-DETERMINISTIC = {"TF_DETERMINISTIC_OPS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+# training processes: with it, TF refuses any random op without a seed. COMPETITION_XLA empty: the default, so
+# the trained run and the exact-resume test train as a user's CPU does, under XLA.
+DETERMINISTIC = {"TF_DETERMINISTIC_OPS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+                 "COMPETITION_XLA": ""}
 
 
 def tiny_train_args(synth_dir: Path, runs: Path, cache: Path) -> list[str]:

@@ -13,7 +13,7 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert results == json.loads(json.dumps(returned))
     assert results["quick"] is True and results["fixtures"] == str(fixtures_dir)
     assert results["machine"]["cpu"] and results["machine"]["logical_cores"] >= 1
-    assert len(results["sections"]) == 8
+    assert len(results["sections"]) == 9
     for sec in results["sections"]:
         assert sec["rows"] and all(len(row) == len(sec["columns"]) for row in sec["rows"]), sec["title"]
     assert results["headline"]
@@ -28,6 +28,9 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert d["crop"] == [256, 256] and d["frame"] == [320, 480]  # --quick: a small frame
     assert d["t4_train_img_s"] > 0 and "ESTIMATE" in d["t4_source"]
     assert d["ratio_per_core_to_t4"] == d["images_per_s"]["memory, 1 thread"] / d["t4_train_img_s"]
+    xla = next(s for s in results["sections"] if s["title"].startswith("9."))["data"]["demo"]
+    assert xla["batch"] == 2 and xla["size"] == [160, 240] and xla["speedup"] > 0
+    assert xla["first_loss_gap"] < 1e-4 * xla["first_loss"]["Keras default (no XLA on CPU)"]  # same arithmetic
 
     report = (out / "RESULTS.md").read_text()
     assert report.startswith("# Benchmark results (--quick)")

@@ -121,3 +121,15 @@ def test_training_follows_the_schedule_and_clips(synth_dir, tmp_path, tiny_cache
     assert [float(r["lr"]) for r in rows] == pytest.approx([train_mod.lr_at(cfg, e) for e in range(3)], rel=1e-5)
     model = keras.models.load_model(tmp_path / "r" / "fold0" / "model.keras")
     assert model.optimizer.clipnorm == 1.0
+
+
+def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(monkeypatch):
+    """Keras's "auto" leaves XLA off on a CPU; train turns it on there (about 2x a step, bench section 9)."""
+    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
+    assert train_mod.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
+    assert train_mod._new_model(preset("tiny")).jit_compile is True
+    monkeypatch.setenv(train_mod.XLA_ENV, "0")
+    assert train_mod.jit_compile() is False and train_mod._new_model(preset("tiny")).jit_compile is False
+    monkeypatch.setenv(train_mod.XLA_ENV, "yes")
+    with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):
+        train_mod.jit_compile()

@@ -35,6 +35,7 @@ from .models import bench_models, conv_flops, t4_estimate  # noqa: F401
 from .postprocess import bench_postprocess
 from .predict_e2e import bench_predict
 from .rle_encode import bench_rle
+from .training_step import bench_training_step
 from .writer_memory import bench_writer
 
 
@@ -106,7 +107,8 @@ def run_bench(out: Path, quick: bool) -> dict:
                  ("predict end to end", lambda: bench_predict(inputs, plan, work)),
                  ("submission writer memory", lambda: bench_writer(inputs, plan, work)),
                  ("model throughput", lambda: bench_models(plan)),
-                 ("crop input pipeline", lambda: bench_crops(inputs, plan))]
+                 ("crop input pipeline", lambda: bench_crops(inputs, plan)),
+                 ("training step", lambda: bench_training_step(plan))]
         for label, step in steps:
             t0 = time.perf_counter()
             sec, figs = step()

@@ -39,6 +39,8 @@ class Plan:
     model_steps: int       # timed steps per preset after a warm-up step
     crop_preset: str = "unet-t4"  # section 8: the crop pipeline at this preset's frame and crop
     crop_small: bool = False      # section 8 at a small frame and crop instead (quick)
+    xla_presets: tuple[str, ...] = ("demo", "article-unet")  # section 9: training steps with and without XLA
+    xla_batch: int = 0            # section 9's batch (0: the preset's)
 
 
 FULL = Plan(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
@@ -46,7 +48,8 @@ FULL = Plan(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images
             presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "unet-t4",
                      "demo", "real-cpu", "tiny"), model_steps=2)
 QUICK = Plan(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
-             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True)
+             pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True,
+             xla_presets=("demo",), xla_batch=2)
 
 
 # --- timing ---------------------------------------------------------------------------------------

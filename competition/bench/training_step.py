@@ -1,0 +1,72 @@
+"""Benchmark section 9. Training step: XLA against Keras's default on a CPU."""
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+from .common import Plan, figure, interleaved, median, section
+
+DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (train.jit_compile)"
+
+
+def _compiled(cfg, jit: bool):
+    import keras
+
+    from ..losses import make_loss
+    from ..models import build_model
+    keras.utils.set_random_seed(0)  # both variants start from the same weights
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon,
+                                                  clipnorm=cfg.clipnorm or None),
+                  loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit)
+    return model
+
+
+def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
+    import keras
+
+    from ..config import preset
+    rows, data, figs = [], {}, []
+    for name in plan.xla_presets:
+        cfg = preset(name)
+        batch = plan.xla_batch or cfg.batch
+        rng = np.random.default_rng(0)
+        x = rng.random((batch, *cfg.train_size, 3), dtype=np.float32)
+        y = (rng.random((batch, *cfg.train_size, 1)) > 0.5).astype(np.float32)
+        models, first_loss, first_s = {}, {}, {}
+        for label, jit in ((DEFAULT, False), (XLA, True)):
+            models[label] = _compiled(cfg, jit)
+            t0 = time.perf_counter()
+            first_loss[label] = float(np.asarray(models[label].train_on_batch(x, y)))  # traces (and compiles)
+            first_s[label] = time.perf_counter() - t0
+        times = interleaved({k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}, plan.rounds)
+        s_per_image = {k: median(v) / batch for k, v in times.items()}
+        speedup = s_per_image[DEFAULT] / s_per_image[XLA]
+        loss_gap = abs(first_loss[DEFAULT] - first_loss[XLA])
+        data[name] = {"size": list(cfg.train_size), "batch": batch, "s_per_image": s_per_image, "raw_step_s": times,
+                      "first_step_s": first_s, "first_loss": first_loss, "first_loss_gap": loss_gap,
+                      "speedup": speedup}
+        rows.append([name, f"{cfg.train_size[0]}x{cfg.train_size[1]}", str(batch),
+                     f"{s_per_image[DEFAULT]:.3f}", f"{s_per_image[XLA]:.3f}", f"**{speedup:.2f}x**",
+                     f"{first_s[DEFAULT]:.1f} / {first_s[XLA]:.1f}", f"{loss_gap:.1e}"])
+        figs.append(figure(f"Training step, preset {name} batch {batch}: XLA vs Keras's default on this CPU",
+                           f"{s_per_image[XLA]:.3f} s/image with XLA", f"{s_per_image[DEFAULT]:.3f} s/image without",
+                           speedup, "x faster", "> 1 (else train should leave XLA off on CPU)",
+                           None if plan.xla_batch else speedup > 1))
+        for m in models.values():
+            del m
+        models.clear()
+        keras.backend.clear_session()
+        gc.collect()
+    sec = section("9. Training step: XLA vs Keras's default on this CPU",
+                  f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
+                  f"there (`train.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
+                  f"weights compiled both ways (Adam, the preset's loss and clipnorm), one untimed first step "
+                  f"(tracing, and XLA's compile: its seconds are shown), then {plan.rounds} `train_on_batch` steps "
+                  f"of each, alternating; median step / batch. The first step's losses must agree: XLA changes "
+                  f"the speed, not the arithmetic beyond float rounding.",
+                  ["preset", "input", "batch", "s/image, default", "s/image, XLA", "speed-up",
+                   "first step s (default / XLA)", "|first loss gap|"], rows, data=data)
+    return sec, figs

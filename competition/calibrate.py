@@ -82,34 +82,47 @@ def parse_case(text: str) -> tuple[str, tuple[int, int] | None, int | None]:
     return name, size, batch
 
 
-def measure(cfg, steps: int, predict_batch: int) -> dict:
-    """Training images/s at the training shape and batch, prediction images/s at the whole input frame."""
+def _train_rate(cfg, h: int, w: int, rng: np.random.Generator, steps: int) -> dict:
+    """Training images/s at h x w, compiled as `train` compiles (XLA on a TensorFlow machine without GPUs)."""
     import keras
 
     from .losses import make_loss
     from .models import build_model
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    out = {"preset": cfg.preset, "batch": cfg.batch, "predict_batch": predict_batch}
-    h, w = train_shape(cfg)
     model = build_model(cfg.replace(height=h, width=w) if (h, w) != (cfg.height, cfg.width) else cfg)
+    jit = "auto"
+    if keras.backend.backend() == "tensorflow":
+        from .train import jit_compile
+        jit = jit_compile()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
-                  loss=make_loss(cfg.loss, cfg.bce_weight))
+                  loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit)
     x = rng.random((cfg.batch, h, w, 3), dtype=np.float32)
     y = (rng.random((cfg.batch, h, w, 1)) > 0.5).astype(np.float32)
     cpu: list[float] = []
     times = time_steps(lambda: model.train_on_batch(x, y, return_dict=True), steps, cpu=cpu)
-    out.update(train_shape=[h, w], train_step_s=times, train_img_s=cfg.batch / statistics.median(times),
-               train_cpu_s_per_img=statistics.median(cpu) / cfg.batch)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    return dict(train_shape=[h, w], train_step_s=times, train_img_s=cfg.batch / statistics.median(times),
+                train_cpu_s_per_img=statistics.median(cpu) / cfg.batch)
+
+
+def _predict_rate(cfg, rng: np.random.Generator, steps: int, predict_batch: int) -> dict:
+    """Prediction images/s on whole input frames."""
+    from .models import build_model
     model = build_model(cfg)
     x = rng.random((predict_batch, cfg.height, cfg.width, 3), dtype=np.float32)
     times = time_steps(lambda: model.predict_on_batch(x), steps)
-    out.update(predict_shape=[cfg.height, cfg.width], predict_step_s=times,
-               predict_img_s=predict_batch / statistics.median(times))
-    del model
+    return dict(predict_shape=[cfg.height, cfg.width], predict_step_s=times,
+                predict_img_s=predict_batch / statistics.median(times))
+
+
+def measure(cfg, steps: int, predict_batch: int) -> dict:
+    """Training images/s at the training shape and batch, prediction images/s at the whole input frame."""
+    import keras
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    out = {"preset": cfg.preset, "batch": cfg.batch, "predict_batch": predict_batch}
+    out.update(_train_rate(cfg, *train_shape(cfg), rng, steps))
+    keras.backend.clear_session()  # the training model is gone with _train_rate's frame
+    gc.collect()
+    out.update(_predict_rate(cfg, rng, steps, predict_batch))
     keras.backend.clear_session()
     gc.collect()
     return out

@@ -39,7 +39,7 @@ class Plan:
     model_steps: int       # timed steps per preset after a warm-up step
     crop_preset: str = "unet-t4"  # section 8: the crop pipeline at this preset's frame and crop
     crop_small: bool = False      # section 8 at a small frame and crop instead (quick)
-    xla_presets: tuple[str, ...] = ("demo", "article-unet")  # section 9: training steps with and without XLA
+    xla_presets: tuple[str, ...] = ("demo",)  # section 9: training steps with and without XLA (demo = real-cpu net)
     xla_batch: int = 0            # section 9's batch (0: the preset's)
 
 

@@ -88,13 +88,10 @@ def _train_rate(cfg, h: int, w: int, rng: np.random.Generator, steps: int) -> di
 
     from .losses import make_loss
     from .models import build_model
+    from .train import jit_compile
     model = build_model(cfg.replace(height=h, width=w) if (h, w) != (cfg.height, cfg.width) else cfg)
-    jit = "auto"
-    if keras.backend.backend() == "tensorflow":
-        from .train import jit_compile
-        jit = jit_compile()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
-                  loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit)
+                  loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit_compile())
     x = rng.random((cfg.batch, h, w, 3), dtype=np.float32)
     y = (rng.random((cfg.batch, h, w, 1)) > 0.5).astype(np.float32)
     cpu: list[float] = []

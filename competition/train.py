@@ -92,7 +92,7 @@ def pick_strategy():
 def _new_model(cfg: TrainConfig):
     from .models import build_model
     model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
-    return _compile(model, cfg, lr_at(cfg, 0))
+    return compile_model(model, cfg, lr_at(cfg, 0))
 
 
 XLA_ENV = "COMPETITION_XLA"
@@ -110,17 +110,21 @@ def jit_compile() -> bool | str:
         return setting == "1"
     if setting:
         raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+    import keras
+    if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
+        return "auto"
     import tensorflow as tf
     return True if not tf.config.list_physical_devices("GPU") else "auto"
 
 
-def _compile(model, cfg: TrainConfig, lr: float):
+def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = None):
+    """Adam, the run's loss and metrics, and XLA as `jit_compile()` decides (or `jit`: bench compares both)."""
     import keras
 
     from .losses import make_loss, make_metrics
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=cfg.epsilon, clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold),
-                  jit_compile=jit_compile())
+                  jit_compile=jit_compile() if jit is None else jit)
     return model
 
 
@@ -145,7 +149,7 @@ def _unfreeze(model, cfg: TrainConfig, state: dict) -> dict:
     then unfreezes again when resumed."""
     from .models.encoders import FINETUNE_LR_FACTOR, set_encoder_trainable
     set_encoder_trainable(model, True)
-    _compile(model, cfg, cfg.lr * FINETUNE_LR_FACTOR)
+    compile_model(model, cfg, cfg.lr * FINETUNE_LR_FACTOR)
     state = {k: v for k, v in state.items() if k != "reduce_lr"}
     say(f"epoch {state.get('epoch', 0)}: encoder unfrozen, learning rate {cfg.lr * FINETUNE_LR_FACTOR:g} "
         f"(lr x {FINETUNE_LR_FACTOR:g})")

@@ -42,11 +42,13 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
 
 def test_model_throughput_trains_a_crop_preset_on_its_crops_and_predicts_whole_frames(monkeypatch):
     """Section 7 builds a crop preset's model as train does (any input size): a fixed-size model refused the crop."""
+    from dataclasses import replace
+
     from competition import config
     from competition.bench.common import QUICK
     from competition.bench.models import bench_models
     monkeypatch.setitem(config.PRESETS, "tiny-crop", dict(config.PRESETS["tiny"], crop=(16, 16)))
-    sec, _ = bench_models(QUICK.__class__(**{**QUICK.__dict__, "presets": ("tiny-crop",)}))
+    sec, _ = bench_models(replace(QUICK, presets=("tiny-crop",)))
     row = next(r for r in sec["rows"] if r[0] == "tiny-crop")
     assert row[1] == "32x48 (trains on 16x16 crops)" and float(row[3]) > 0 and float(row[4]) > 0
     assert sec["data"]["tiny-crop"]["size"] == [32, 48]

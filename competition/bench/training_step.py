@@ -12,16 +12,13 @@ DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (train.jit_compile)"
 
 
 def _compiled(cfg, jit: bool):
+    """The preset's model compiled as `train` compiles it (Adam, loss, clipnorm, metrics), XLA on or off."""
     import keras
 
-    from ..losses import make_loss
     from ..models import build_model
+    from ..train import compile_model
     keras.utils.set_random_seed(0)  # both variants start from the same weights
-    model = build_model(cfg)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon,
-                                                  clipnorm=cfg.clipnorm or None),
-                  loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit)
-    return model
+    return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
 
 
 def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
@@ -39,7 +36,8 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
         for label, jit in ((DEFAULT, False), (XLA, True)):
             models[label] = _compiled(cfg, jit)
             t0 = time.perf_counter()
-            first_loss[label] = float(np.asarray(models[label].train_on_batch(x, y)))  # traces (and compiles)
+            logs = models[label].train_on_batch(x, y, return_dict=True)  # traces (and compiles)
+            first_loss[label] = float(np.asarray(logs["loss"]))
             first_s[label] = time.perf_counter() - t0
         times = interleaved({k: (lambda m=m: m.train_on_batch(x, y)) for k, m in models.items()}, plan.rounds)
         s_per_image = {k: median(v) / batch for k, v in times.items()}
@@ -55,15 +53,13 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
                            f"{s_per_image[XLA]:.3f} s/image with XLA", f"{s_per_image[DEFAULT]:.3f} s/image without",
                            speedup, "x faster", "> 1 (else train should leave XLA off on CPU)",
                            None if plan.xla_batch else speedup > 1))
-        for m in models.values():
-            del m
         models.clear()
         keras.backend.clear_session()
         gc.collect()
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there (`train.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
-                  f"weights compiled both ways (Adam, the preset's loss and clipnorm), one untimed first step "
+                  f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and metrics), one untimed first step "
                   f"(tracing, and XLA's compile: its seconds are shown), then {plan.rounds} `train_on_batch` steps "
                   f"of each, alternating; median step / batch. The first step's losses must agree: XLA changes "
                   f"the speed, not the arithmetic beyond float rounding.",

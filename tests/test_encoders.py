@@ -197,12 +197,12 @@ def test_freeze_encoder_survives_a_resume_at_the_phase_change(synth_dir, tmp_pat
     from competition import train as train_module
     from competition.timelimit import Deadline
     from competition.train import train
-    compile_ = train_module._compile
+    compile_ = train_module.compile_model
 
     def eager(model, cfg, lr):  # new model and phase change; a resumed backup is then recompiled by the change
         compile_(model, cfg, lr).run_eagerly = True
         return model
-    monkeypatch.setattr(train_module, "_compile", eager)
+    monkeypatch.setattr(train_module, "compile_model", eager)
     cfg = preset("tiny", height=32, width=32, encoder="vgg16", encoder_weights="none", freeze_encoder=1, epochs=2,
                  filters=2, batch=8, max_images=17, patience=5, augment=())
     run = tmp_path / "run"

@@ -130,12 +130,13 @@ def cmd_predict(a: argparse.Namespace) -> None:
     if len(specs) > 1:  # a blend of runs: every one of them, never only the last
         predict_blend(specs, data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
                       threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
-                      time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, name=a.blend)
+                      time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, name=a.blend,
+                      refine=a.refine)
         return
     folds = list(specs[0].folds) if specs[0].folds else _folds_arg(a.folds)
     predict(run_dir=run_path(specs[0].run), data=a.data, out=Path(a.out), folds=folds, tta=a.tta,
             threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
-            time_limit=limit, mirror=Path(a.mirror) if a.mirror else None)
+            time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, refine=a.refine)
 
 
 def cmd_merge(a: argparse.Namespace) -> None:
@@ -165,11 +166,11 @@ def cmd_score(a: argparse.Namespace) -> None:
     if len(a.run) > 1:  # a blend of runs, scored beside each of them
         from .blend import parse_member, score_blend
         score_blend([parse_member(r) for r in a.run], fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
-                    tune_threshold=a.tune_threshold, threshold=a.threshold, name=a.blend)
+                    tune_threshold=a.tune_threshold, threshold=a.threshold, name=a.blend, refine=a.refine)
         return
     a.run = a.run[0]
     score.score_fold(run_path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
-                     tune_threshold=a.tune_threshold, threshold=a.threshold)
+                     tune_threshold=a.tune_threshold, threshold=a.threshold, refine=a.refine)
     from .report import report_folds  # draws what scoring saved
     report_folds(run_path(a.run), data=a.data, folds=[a.fold])
 
@@ -182,10 +183,11 @@ def cmd_cv(a: argparse.Namespace) -> None:
         if a.tune_threshold:
             raise UserError("cv --tune-threshold tunes one run; tune a blend with score --run A --run B "
                             "--fold K --tune-threshold")
-        cross_validate_blend([parse_member(r) for r in a.run], data=a.data, tta=a.tta, name=a.blend)
+        cross_validate_blend([parse_member(r) for r in a.run], data=a.data, tta=a.tta, name=a.blend,
+                             refine=a.refine)
         return
     a.run = a.run[0]
-    cross_validate(run_path(a.run), data=a.data, tta=a.tta, tune_threshold=a.tune_threshold)
+    cross_validate(run_path(a.run), data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine)
     from .report import report_folds  # draws what scoring saved
     report_folds(run_path(a.run), data=a.data)
 
@@ -238,6 +240,13 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
 
 RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
+
+
+def _refine_arg(s: argparse.ArgumentParser) -> None:
+    from .config import REFINES
+    s.add_argument("--refine", default=None, choices=REFINES,
+                   help="how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'none' resizes "
+                        "them alone (default: the run's config; real-cpu refines)")
 
 
 def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:
@@ -356,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", default=None, help="e.g. 0,1,2 (default: every trained fold)")
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
     s.add_argument("--threshold", type=float, default=None, help="default: the run's (tuned) threshold")
+    _refine_arg(s)
     s.add_argument("--batch", type=int, default=None)
     s.add_argument("--shard", default=None, help="i/N: predict the i-th of N contiguous slices")
     s.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
@@ -390,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
     s.add_argument("--worst", type=int, default=10, help="overlays for the N worst images")
     s.add_argument("--threshold", type=float, default=None)
+    _refine_arg(s)
     s.add_argument("--tune-threshold", action="store_true",
                    help="search the best threshold and save it in the run's config.json (make: TUNE=1)")
     s.add_argument("--submission", default=None, help="score this CSV against the training masks")
@@ -401,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--blend", default=None, help="a blend's name (default: its runs and weights, e.g. A+B)")
     s.add_argument("--data", default=None)
     s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    _refine_arg(s)
     s.add_argument("--tune-threshold", action="store_true",
                    help="save the best threshold over every fold's held-out images in the run's config.json "
                         "(what a fold ensemble should use; not for a blend)")

@@ -33,8 +33,8 @@ from .errors import UserError
 from .fileio import read_json, write_json
 from .geometry import Geometry
 from .images import decode_jpeg, reduction_for
-from .predict import (Predictor, batched, load_models, model_digests, ordered_map, shard_path, shard_slice,
-                      threshold_native, to_native_u8, trained_folds, write_stream)
+from .predict import (Predictor, batched, load_models, model_digests, ordered_map, refine_meta, shard_path,
+                      shard_slice, threshold_native, trained_folds, write_stream)
 from .progress import bar, say
 from .score import FoldScore, dice, fold_scores, summarise, threshold_curve, write_cv, write_fold_score
 from .submission import SubmissionWriter
@@ -101,8 +101,10 @@ class Member:
         return self.predictor.geometry
 
 
-def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str) -> list[Member]:
-    """Load every member's models: its own @FOLDS, else `folds` (--folds), else every trained fold."""
+def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
+                 refine: str | None = None) -> list[Member]:
+    """Load every member's models: its own @FOLDS, else `folds` (--folds), else every trained fold.
+    Each member refines its native map as its run's config says, or as `refine` (--refine) says for all."""
     seen: dict[tuple, str] = {}
     for s in specs:
         key = (run_path(s.run).resolve(), tuple(s.folds or folds or ()))
@@ -116,7 +118,8 @@ def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str) -> 
         run_dir = run_path(s.run)
         cfg, used, models = load_models(run_dir, list(s.folds) if s.folds else folds)
         label = name if names.count(name) == 1 else str(run_dir) + (f"@{','.join(map(str, used))}" if s.folds else "")
-        predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
+        predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
+                              refine or cfg.refine)
         members.append(Member(run_dir, label, s.weight, cfg, used, predictor))
     return members
 
@@ -131,14 +134,22 @@ def blend_native(maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return cv2.convertScaleAbs(total, alpha=1.0 / sum(weights))  # rounds and saturates to uint8
 
 
-def native_maps(members: list[Member], probs: list[np.ndarray]) -> list[np.ndarray]:
-    """Each member's model-resolution probability as its 8-bit native map (what that run alone thresholds)."""
-    return [to_native_u8(p, m.geometry) for m, p in zip(members, probs)]
+def native_maps(members: list[Member], probs: list[np.ndarray], read: Callable[[], bytes],
+                name: str) -> list[np.ndarray]:
+    """Each member's model-resolution probability as its 8-bit native map (what that run alone thresholds);
+    `read` gives the photo's JPEG bytes, read at most once, for the members that refine with it."""
+    data: list[bytes] = []
+
+    def once() -> bytes:
+        if not data:
+            data.append(read())
+        return data[0]
+    return [m.predictor.native(p, once, name) for m, p in zip(members, probs)]
 
 
-def blended(members: list[Member], probs: list[np.ndarray]) -> np.ndarray:
+def blended(members: list[Member], probs: list[np.ndarray], read: Callable[[], bytes], name: str) -> np.ndarray:
     """The blend's 8-bit native probability of one image from its members' model-resolution probabilities."""
-    return blend_native(native_maps(members, probs), [m.weight for m in members])
+    return blend_native(native_maps(members, probs, read, name), [m.weight for m in members])
 
 
 def member_probabilities(members: list[Member], ids: list[str], read: Callable[[str], bytes],
@@ -223,13 +234,13 @@ def describe(members: list[Member]) -> str:
 def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: list[int] | None = None,
                   tta: str = "hflip", threshold: float | None = None, batch: int | None = None,
                   shard: tuple[int, int] | None = None, limit: int | None = None, time_limit=None,
-                  mirror: Path | None = None, name: str | None = None) -> Path | None:
+                  mirror: Path | None = None, name: str | None = None, refine: str | None = None) -> Path | None:
     """Predict the test set with a blend of runs into a (resumable) submission; as `predict.predict` for one run."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
     ds = open_dataset(data)
-    members = open_members(specs, folds, tta)
+    members = open_members(specs, folds, tta, refine)
     threshold, source = blend_threshold(members, blend_dir(specs, name), threshold)
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
@@ -239,7 +250,7 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
         models.update({str(m.run_dir / k): v for k, v in model_digests(m.run_dir, m.folds).items()})
     meta = {"runs": [str(m.run_dir) for m in members], "weights": [m.weight for m in members],
             "folds": [m.folds for m in members], "tta": tta, "threshold": threshold, "shard": list(shard or []),
-            "models": models}
+            "models": models, **refine_meta(*[m.predictor.refine for m in members])}
     writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     say(f"blend of {describe(members)}; threshold {threshold} ({source})")
     if writer.done:
@@ -248,7 +259,9 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
     todo = writer.remaining
 
     def post(item: tuple[str, list[np.ndarray]]) -> tuple[str, str]:
-        return item[0], rle.encode(threshold_native(blended(members, item[1]), threshold))
+        image_id, probs = item
+        native = blended(members, probs, lambda: ds.read_test_image(image_id), ds.where_test(image_id))
+        return image_id, rle.encode(threshold_native(native, threshold))
 
     stream = member_probabilities(members, todo, ds.read_test_image, ds.where_test, batch)
     return write_stream(writer, target, stream, post, batch, len(ids), all_ids, time_limit, shard, limit,
@@ -279,14 +292,15 @@ def shared_held_out(members: list[Member], fold: int) -> list[str]:
 
 
 def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str = "hflip", worst: int = 10,
-                tune_threshold: bool = False, threshold: float | None = None, name: str | None = None) -> dict:
+                tune_threshold: bool = False, threshold: float | None = None, name: str | None = None,
+                refine: str | None = None) -> dict:
     """Score the blend on fold `fold`'s held-out images beside each member (each at its own threshold);
     writes <runs>/blends/<name>/fold<k>/score.json, scores.csv, worst.npz; --tune-threshold saves blend.json."""
     with_folds = [s.run for s in specs if s.folds]
     if with_folds:
         raise UserError(f"--run {with_folds[0]}: score blends fold --fold {fold} of every run; leave out @FOLDS")
     ds = open_dataset(data)
-    members = open_members(specs, [fold], tta)
+    members = open_members(specs, [fold], tta, refine)
     ids = shared_held_out(members, fold)
     folder = blend_dir(specs, name)
     threshold, source = blend_threshold(members, folder, threshold)
@@ -297,7 +311,7 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
                                   max(1, min(m.cfg.batch for m in members)))
     for image_id, probs in bar(stream, total=len(ids), desc="scoring blend"):
         true = ds.read_mask(image_id)
-        maps = native_maps(members, probs)
+        maps = native_maps(members, probs, lambda: ds.read_train_image(image_id), ds.where_train(image_id))
         for scores, m, native in zip(member_dice, members, maps):
             scores.append(dice(true, threshold_native(native, m.cfg.threshold)))
         native = blend_native(maps, weights)
@@ -344,7 +358,7 @@ def _print_blend(s: dict, folder: Path, tuned: bool) -> None:
 
 
 def cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str = "hflip",
-                         name: str | None = None) -> str:
+                         name: str | None = None, refine: str | None = None) -> str:
     """Score the blend on every fold all its runs trained, each run beside it, and write
     <runs>/blends/<name>/cv.md and scores.csv as `cv` does for one run (the blend's threshold as `score`
     picks it: its tuned one, else the weighted mean of the runs')."""
@@ -353,7 +367,7 @@ def cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str = "
     shared = sorted(set.intersection(*(set(trained_folds(run_path(s.run))) for s in specs)))
     if not shared:
         raise UserError(f"runs {', '.join(s.run for s in specs)} have no trained fold in common: nothing to score")
-    summaries = [score_blend(specs, k, data, tta, name=name) for k in shared]
+    summaries = [score_blend(specs, k, data, tta, name=name, refine=refine) for k in shared]
     folder = blend_dir(specs, name)
     labels = [m["run"] for m in summaries[0]["members"]]
     lines = [f"# Cross-validation of the blend `{folder.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})",

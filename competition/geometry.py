@@ -63,17 +63,19 @@ class Geometry:
                 out = out[..., None]
         return out
 
-    def from_model(self, prob: np.ndarray) -> np.ndarray:
-        """Undo `to_model` on a probability map (float or uint8): crop the padding, resize bilinearly to native."""
+    def from_model(self, prob: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Undo `to_model` on a probability map (float or uint8): crop the padding, resize bilinearly to native
+        (or to `size`, height x width: a reduced decode of the photo, for `refine`)."""
         if prob.shape[:2] != (self.height, self.width):
             raise ValueError(f"prediction is {prob.shape[1]}x{prob.shape[0]}, model size is {self.width}x{self.height}")
         top, left = self.offset
         ih, iw = self.inner
         crop = prob[top:top + ih, left:left + iw]
         crop = np.ascontiguousarray(crop[..., 0] if crop.ndim == 3 else crop)
-        if (ih, iw) == self.native:
+        h, w = size or self.native
+        if (ih, iw) == (h, w):
             return crop
-        return cv2.resize(crop, (self.native[1], self.native[0]), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def _check_native_like(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]

@@ -1,8 +1,9 @@
 """Inference: fold ensembles with TTA, pipelined decoding and post-processing, streamed RLE CSV.
 
 Decoding runs ahead of the model in a thread pool; the model sees batches; post-processing
-(resize to native 1918x1280, threshold, RLE) runs in another pool while the next batch is on the
-model; rows are written in sample order by the resumable `SubmissionWriter`.
+(resize to native 1918x1280 - with the photo's edges when the run refines, see refine.py - threshold,
+RLE) runs in another pool while the next batch is on the model; rows are written in sample order by the
+resumable `SubmissionWriter`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from . import rle
-from .config import TrainConfig, check_threshold, load_config
+from .config import REFINES, TrainConfig, check_threshold, load_config
 from .data.layout import open_dataset
 from .errors import UserError
 from .geometry import Geometry
@@ -72,9 +73,12 @@ class Predictor:
     geometry: Geometry
     tta: str = "hflip"
     interp: str = "area"
+    refine: str = "none"  # how `native` brings a probability to 1918x1280: "none" | "guided" (refine.py)
 
     def __post_init__(self) -> None:
         self.transforms = plan(self.tta)
+        if self.refine not in REFINES:
+            raise UserError(f"unknown refinement {self.refine!r}: choose one of {', '.join(REFINES)}")
 
     def load(self, data: bytes, name: str) -> np.ndarray:
         """Decode a JPEG (reduced where possible) and fit it to the model: uint8 (H, W, 3)."""
@@ -86,6 +90,15 @@ class Predictor:
         x = batch.astype(np.float32) / 255.0
         total = sum(predict_tta(m.predict_on_batch, x, self.transforms) for m in self.models)
         return (total / len(self.models))[..., 0]
+
+    def native(self, prob: np.ndarray, read: Callable[[], bytes], name: str) -> np.ndarray:
+        """One image's model-resolution probability -> its 8-bit native map. `read` gives the photo's JPEG
+        bytes; it is only called when the run refines (the photo, decoded small, guides the upsampling)."""
+        if self.refine == "none":
+            return to_native_u8(prob, self.geometry)
+        from .refine import guide_reduction, refined_native_u8
+        guide = decode_jpeg(read(), name, guide_reduction(self.geometry))
+        return refined_native_u8(prob, self.geometry, guide)
 
 
 def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
@@ -150,9 +163,13 @@ def to_native_mask(prob: np.ndarray, geometry: Geometry, threshold: float) -> np
     return threshold_native(to_native_u8(prob, geometry), threshold)
 
 
-def postprocess(prob: np.ndarray, geometry: Geometry, threshold: float) -> str:
-    """Probability map at model resolution -> RLE string of the native mask."""
-    return rle.encode(to_native_mask(prob, geometry, threshold))
+def postprocess(prob: np.ndarray, geometry: Geometry, threshold: float,
+                native: Callable[[np.ndarray], np.ndarray] | None = None) -> str:
+    """Probability map at model resolution -> RLE string of the native mask. `native` makes the 8-bit native map
+    when the run refines it (`Predictor.native` for this image); by default it is resized alone."""
+    if native is None:
+        return rle.encode(to_native_mask(prob, geometry, threshold))
+    return rle.encode(threshold_native(native(prob), threshold))
 
 
 def shard_slice(ids: list[str], shard: tuple[int, int] | None) -> list[str]:
@@ -173,11 +190,13 @@ def shard_path(out: Path, shard: tuple[int, int] | None) -> Path:
 
 def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None = None, tta: str = "hflip",
             threshold: float | None = None, batch: int | None = None, shard: tuple[int, int] | None = None,
-            limit: int | None = None, time_limit=None, mirror: Path | None = None) -> Path | None:
+            limit: int | None = None, time_limit=None, mirror: Path | None = None,
+            refine: str | None = None) -> Path | None:
     """Predict the test set into a (resumable) submission file; returns its path (None: stopped by time_limit).
 
     time_limit: a `timelimit.Deadline`: stop after the chunk whose successor would cross it (the same command
-    resumes). mirror: a folder that gets the partial file and its progress record as each chunk is written."""
+    resumes). mirror: a folder that gets the partial file and its progress record as each chunk is written.
+    refine: "none" | "guided", else the run's (config.json)."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
@@ -186,25 +205,38 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     ds = open_dataset(data)
     cfg, folds, models = load_models(run_dir, folds)
     threshold = cfg.threshold if threshold is None else threshold
+    refine = refine or cfg.refine
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)
     meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or []),
-            "models": model_digests(run_dir, folds)}
+            "models": model_digests(run_dir, folds), **refine_meta(refine)}
     writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-    predictor = Predictor(models, geometry, tta, cfg.image_interp)
+    predictor = Predictor(models, geometry, tta, cfg.image_interp, refine)
     batch = batch or cfg.eval_batch
     todo = writer.remaining
 
     def post(item: tuple[str, np.ndarray]) -> tuple[str, str]:
-        return item[0], postprocess(item[1], geometry, threshold)
+        image_id, prob = item
+        if refine == "none":
+            return image_id, postprocess(prob, geometry, threshold)
+        return image_id, postprocess(prob, geometry, threshold,
+                                     lambda p: predictor.native(p, lambda: ds.read_test_image(image_id),
+                                                                ds.where_test(image_id)))
 
     stream = probabilities(predictor, todo, ds.read_test_image, ds.where_test, batch)
     return write_stream(writer, target, stream, post, batch, len(ids), all_ids, time_limit, shard, limit,
-                        f"folds {folds}, TTA {tta}, threshold {threshold}")
+                        f"folds {folds}, TTA {tta}, threshold {threshold}"
+                        + ("" if refine == "none" else f", {refine} refinement"))
+
+
+def refine_meta(*refine: str) -> dict:
+    """The refinement (each blend member's) in a partial submission's record: absent when all are off, so files
+    begun before it existed still resume."""
+    return {} if all(r == "none" for r in refine) else {"refine": refine[0] if len(refine) == 1 else list(refine)}
 
 
 def write_stream(writer: SubmissionWriter, target: Path, stream: Iterable, post: Callable, batch: int, rows: int,

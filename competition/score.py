@@ -23,7 +23,7 @@ from . import NATIVE_SHAPE
 from .errors import UserError
 from .fileio import write_bytes, write_json, write_text
 from .geometry import Geometry
-from .predict import Predictor, load_models, probabilities, threshold_native, to_native_u8, trained_folds
+from .predict import Predictor, load_models, probabilities, threshold_native, trained_folds
 from .progress import bar, say
 from .submission import iter_rows
 
@@ -97,7 +97,8 @@ def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: 
     stream = probabilities(predictor, ids, ds.read_train_image, ds.where_train, batch)
     for image_id, prob in bar(stream, total=len(ids), desc="scoring"):
         true = ds.read_mask(image_id)
-        native = to_native_u8(prob, g)  # resized once, for the mask and the threshold curve alike
+        native = predictor.native(prob, lambda: ds.read_train_image(image_id), ds.where_train(image_id))  # once,
+        # for the mask and the threshold curve alike
         pred = threshold_native(native, threshold)
         d = dice(true, pred)
         out.keep_if_worst(image_id, d, pred, worst)
@@ -177,9 +178,10 @@ def _means(stats: pd.DataFrame) -> dict[str, float]:
 
 
 def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", worst: int = 10,
-               tune_threshold: bool = False, threshold: float | None = None) -> dict:
+               tune_threshold: bool = False, threshold: float | None = None, refine: str | None = None) -> dict:
     """Score fold `fold`'s held-out images; writes score.json, scores.csv (per image, with make/model/year)
-    and worst.npz (the `worst` lowest images' predicted masks, which `report` draws)."""
+    and worst.npz (the `worst` lowest images' predicted masks, which `report` draws).
+    refine: "none" | "guided", else the run's."""
     from .config import check_threshold, load_config, save_config
     from .train import select_ids
     ds = open_dataset(data)
@@ -191,11 +193,12 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     check_fold(fold, cfg.k)
     ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
     threshold = cfg.threshold if threshold is None else check_threshold(threshold)
-    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
+    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
+                          refine or cfg.refine)
     result = evaluate(predictor, ds, ids, threshold, cfg.eval_batch, worst=worst)
     table, common = summarise(result, ds, worst)
     out = run_dir / f"fold{fold}"
-    summary = {"fold": fold, "tta": tta, "threshold": threshold, **common,
+    summary = {"fold": fold, "tta": tta, "threshold": threshold, "refine": predictor.refine, **common,
                "article_global_dice_model_res": result.global_dice(),
                "by_model": _means(breakdown(table, ["make", "model"]))}
     write_fold_score(out, table, result, summary)
@@ -231,8 +234,9 @@ def write_fold_score(out: Path, table: pd.DataFrame, result: FoldScore, summary:
 
 
 def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:
-    say(f"fold {s['fold']}: Kaggle dice (per image, native 1918x1280, TTA {s['tta']}, threshold {s['threshold']}): "
-        f"{s['dice_mean']:.5f} +- {s['dice_std']:.5f} over {s['images']} held-out images")
+    refined = "" if s.get("refine", "none") == "none" else f", {s['refine']} refinement"
+    say(f"fold {s['fold']}: Kaggle dice (per image, native 1918x1280, TTA {s['tta']}{refined}, threshold "
+        f"{s['threshold']}): {s['dice_mean']:.5f} +- {s['dice_std']:.5f} over {s['images']} held-out images")
     say(f"  beside it, the article's batch-global soft dice at model resolution: "
         f"{s['article_global_dice_model_res']:.5f}")
     say(f"  best threshold {s['best_threshold']:.2f} -> {s['dice_at_best_threshold']:.5f}"
@@ -264,7 +268,8 @@ def pooled_threshold(summaries: list[dict]) -> tuple[float, float]:
     return float(THRESHOLDS[i]), float(mean[i])
 
 
-def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_threshold: bool = False) -> str:
+def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_threshold: bool = False,
+                   refine: str | None = None) -> str:
     """Score every trained fold; write runs/<name>/cv.md (per fold, mean +- std, out-of-fold, by view and
     by make/model) and runs/<name>/scores.csv (every held-out image with its fold, make, model, year).
     tune_threshold: save the out-of-fold best threshold (`pooled_threshold`) in the run's config.json."""
@@ -272,11 +277,12 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
-    summaries = [score_fold(run_dir, k, data, tta) for k in folds]  # each at the run's threshold
-    threshold = summaries[0]["threshold"]
+    summaries = [score_fold(run_dir, k, data, tta, refine=refine) for k in folds]  # each at the run's threshold
+    threshold, refined = summaries[0]["threshold"], summaries[0]["refine"]
     oof = fold_scores(run_dir, folds)
     means = [s["dice_mean"] for s in summaries]
-    lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})", "",
+    how = f"TTA {tta}" + ("" if refined == "none" else f", {refined} refinement")
+    lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, {how})", "",
              "| fold | images | dice mean | dice std | worst | article's global dice (model res) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:

@@ -28,7 +28,7 @@ from .geometry import Geometry
 from .progress import say
 
 # Settings that may differ between folds of one run (everything else defines the model or the data).
-_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "reduce_lr_patience", "lr", "batch",
+_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "refine", "reduce_lr_patience", "lr", "batch",
                "encoder_weights"}  # the same ImageNet weights, downloaded here, from a dataset file on Kaggle
 
 

@@ -202,6 +202,8 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     plan(tta)
     if threshold is not None:
         check_threshold(threshold)  # before the models load: a mistyped option answers at once
+    if refine is not None and refine not in REFINES:
+        raise UserError(f"unknown refinement {refine!r}: choose one of {', '.join(REFINES)}")
     ds = open_dataset(data)
     cfg, folds, models = load_models(run_dir, folds)
     threshold = cfg.threshold if threshold is None else threshold

@@ -68,12 +68,18 @@ def _rows(path: Path) -> list[str]:
         return f.read().splitlines()
 
 
-def _native_probabilities(run: Path, data: Path, tta: str = "hflip") -> dict[str, np.ndarray]:
+def _native_probabilities(run: Path, data: Path, tta: str = "hflip", refine: str = "none") -> dict[str, np.ndarray]:
     """Each test image's 8-bit native probability from the run alone, through its own predictor."""
     cfg, _, models = load_models(run, None)
     ds = open_dataset(data)
     predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp)
-    return {i: to_native_u8(p, predictor.geometry)
+    if refine == "none":
+        return {i: to_native_u8(p, predictor.geometry)
+                for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
+    from competition.images import decode_jpeg
+    from competition.refine import guide_reduction, refined_native_u8
+    return {i: refined_native_u8(p, predictor.geometry,
+                                 decode_jpeg(ds.read_test_image(i), i, guide_reduction(predictor.geometry)))
             for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
 
 
@@ -91,6 +97,25 @@ def test_blend_is_the_weighted_mean_of_each_runs_native_probabilities(runs, synt
         differs_a += int((expected != threshold_native(pa[image_id], 0.5)).sum())
         differs_b += int((expected != threshold_native(pb[image_id], 0.5)).sum())
     assert differs_a > 1000 and differs_b > 0  # the blend is neither run alone: the test could fail
+
+
+def test_a_member_whose_run_refines_is_blended_refined(runs, synth_dir, tmp_path):
+    """`wide` (padded frames) says refine="guided" in its config: the blend averages `tiny`'s plain native map
+    with `wide`'s refined one, from the photo read once."""
+    from competition.config import load_config, save_config
+    a, b = runs
+    save_config(b / "config.json", load_config(b / "config.json").replace(refine="guided"))
+    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
+                        tmp_path / "blend.csv", threshold=0.5)
+    got = dict(line.split(",") for line in _rows(out)[1:])
+    pa, pb = _native_probabilities(a, synth_dir), _native_probabilities(b, synth_dir, refine="guided")
+    plain_b = _native_probabilities(b, synth_dir)
+    changed = 0
+    for image_id in open_dataset(synth_dir).test_ids:
+        mean = np.rint((1.0 * pa[image_id].astype(np.float64) + 3.0 * pb[image_id]) / 4.0).astype(np.uint8)
+        assert got[f"{image_id}.jpg"] == rle.encode(threshold_native(mean, 0.5)), image_id
+        changed += int((threshold_native(pb[image_id], 0.5) != threshold_native(plain_b[image_id], 0.5)).sum())
+    assert changed > 0  # the refinement moved pixels: the test could fail
 
 
 def test_a_one_run_blend_is_that_runs_own_prediction(runs, synth_dir, tmp_path):

@@ -246,7 +246,7 @@ def _refine_arg(s: argparse.ArgumentParser) -> None:
     from .config import REFINES
     s.add_argument("--refine", default=None, choices=REFINES,
                    help="how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'none' resizes "
-                        "them alone (default: the run's config; real-cpu refines)")
+                        "them alone (default: the run's config; demo and real-cpu refine)")
 
 
 def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:

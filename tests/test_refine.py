@@ -86,8 +86,8 @@ def test_refinement_pulls_a_coarse_outline_to_real_photos_edges(fixtures_dir):
 
 
 def test_cpu_presets_refine_and_older_runs_do_not():
-    assert preset("real-cpu").refine == "guided"
-    assert preset("unet").refine == preset("demo").refine == "none"
+    assert preset("real-cpu").refine == preset("demo").refine == "guided"
+    assert preset("unet").refine == "none"
     old = {k: v for k, v in preset("real-cpu").to_json().items() if k != "refine"}  # a config.json from before
     assert TrainConfig.from_json(old).refine == "none"
     with pytest.raises(UserError, match="refinement 'sharp'"):

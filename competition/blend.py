@@ -301,6 +301,9 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
         raise UserError(f"--run {with_folds[0]}: score blends fold --fold {fold} of every run; leave out @FOLDS")
     ds = open_dataset(data)
     members = open_members(specs, [fold], tta, refine)
+    if tune_threshold and any(m.predictor.refine != m.cfg.refine for m in members):
+        raise UserError(f"--tune-threshold with --refine {refine}: predict refines each run as its config.json says, "
+                        f"so a threshold tuned otherwise would not fit it; tune without --refine")
     ids = shared_held_out(members, fold)
     folder = blend_dir(specs, name)
     threshold, source = blend_threshold(members, folder, threshold)
@@ -327,7 +330,7 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
     summary = {
         "fold": fold, "tta": tta, "threshold": threshold, "threshold_from": source, **common,
         "members": [{"run": m.label, "path": str(m.run_dir), "weight": m.weight, "threshold": m.cfg.threshold,
-                     "dice_mean": float(np.mean(s)), "dice_std": float(np.std(s))}
+                     "refine": m.predictor.refine, "dice_mean": float(np.mean(s)), "dice_std": float(np.std(s))}
                     for m, s in zip(members, member_dice)],
     }
     write_fold_score(out, table, result, summary)

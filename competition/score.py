@@ -202,9 +202,10 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
                "article_global_dice_model_res": result.global_dice(),
                "by_model": _means(breakdown(table, ["make", "model"]))}
     write_fold_score(out, table, result, summary)
-    if tune_threshold:
+    if tune_threshold:  # with the refinement it was tuned under, which predict then uses too
         for cfg_path in (out / "config.json", run_dir / "config.json"):
-            save_config(cfg_path, load_config(cfg_path).replace(threshold=summary["best_threshold"]))
+            save_config(cfg_path, load_config(cfg_path).replace(threshold=summary["best_threshold"],
+                                                                refine=predictor.refine))
     _print_summary(summary, run_dir, tune_threshold)
     return summary
 
@@ -293,7 +294,8 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
               + ("(saved to the run's config.json: predict uses it)" if tune_threshold
                  else "(`cv --tune-threshold` saves it for predict)")]
     if tune_threshold:
-        save_config(run_dir / "config.json", load_config(run_dir / "config.json").replace(threshold=best_t))
+        save_config(run_dir / "config.json", load_config(run_dir / "config.json").replace(threshold=best_t,
+                                                                                          refine=refined))
     return write_cv(run_dir, lines, means, oof)
 
 

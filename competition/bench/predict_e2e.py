@@ -18,7 +18,7 @@ def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[di
     from ..models import build_model
     from ..predict import Predictor, ordered_map, postprocess, probabilities
     from ..submission import SubmissionWriter
-    cfg = preset("demo")
+    cfg = preset("demo", refine="none")  # the pipeline itself; the guided refinement's cost: docs/results.md
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
@@ -72,7 +72,7 @@ def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[di
     sec = section("5. Predict end to end vs the model alone",
                   f"Native 1918x1280 test JPEGs ({len(synth.test_ids)} synthetic, and real fixture JPEGs when "
                   f"found); fixed `demo` U-Net ({cfg.height}x{cfg.width}, depth {cfg.depth}, {cfg.filters} filters, "
-                  f"batch norm; seeded random weights), batch {batch}. End to end: `probabilities` (read + "
+                  f"batch norm; seeded random weights; no guided refinement), batch {batch}. End to end: `probabilities` (read + "
                   f"reduced decode + fit in a thread pool ahead of the model) -> `Predictor` -> `postprocess` in "
                   f"a 2-thread pool -> `SubmissionWriter` (.csv.gz). Model-only: the same `Predictor` on the same "
                   f"images pre-decoded into batches. CPU side: read + decode + fit + post-process of every image "

@@ -284,11 +284,12 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
     means = [s["dice_mean"] for s in summaries]
     how = f"TTA {tta}" + ("" if refined == "none" else f", {refined} refinement")
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, {how})", "",
-             "| fold | images | dice mean | dice std | worst | article's global dice (model res) |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| fold | images | dice mean | dice std | worst | article's global dice (model res) | training |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
+        trained = training_time(run_dir / f"fold{s['fold']}")
         lines.append(f"| {s['fold']} | {s['images']} | {s['dice_mean']:.5f} | {s['dice_std']:.5f} | "
-                     f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} |")
+                     f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} | {trained} |")
     best_t, best_dice = pooled_threshold(summaries)
     lines += ["", f"Threshold {threshold:g} (the run's). Out-of-fold best threshold: {best_t:.2f} -> {best_dice:.5f} "
               + ("(saved to the run's config.json: predict uses it)" if tune_threshold
@@ -297,6 +298,18 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
         save_config(run_dir / "config.json", load_config(run_dir / "config.json").replace(threshold=best_t,
                                                                                           refine=refined))
     return write_cv(run_dir, lines, means, oof)
+
+
+def training_time(fold_dir: Path) -> str:
+    """How long the fold trained: its epochs' seconds (history.csv, which resumes keep), e.g. '30 epochs, 70.8
+    min'; '-' for a fold trained elsewhere without one."""
+    path = fold_dir / "history.csv"
+    if not path.is_file():
+        return "-"
+    seconds = pd.read_csv(path).get("seconds")
+    if seconds is None or seconds.empty:
+        return "-"
+    return f"{len(seconds)} epochs, {seconds.sum() / 60:.1f} min"
 
 
 def fold_scores(folder: Path, folds: list[int]) -> pd.DataFrame:

@@ -3,6 +3,7 @@ import json
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from competition import rle
@@ -96,12 +97,13 @@ def test_tuned_threshold_is_the_argmax_and_predict_uses_it(tiny_run, synth_dir, 
 def test_cv_table(tiny_run, synth_dir):
     text = cross_validate(tiny_run, str(synth_dir), tta="none")
     assert "| 0 | 16 |" in text and "Out-of-fold over all 16 images" in text
+    history = pd.read_csv(tiny_run / "fold0" / "history.csv")  # the time each fold trained, from its epochs
+    assert f"| {len(history)} epochs, {history['seconds'].sum() / 60:.1f} min |" in text
     assert (tiny_run / "cv.md").read_text() == text
     assert "## Out-of-fold dice by make and model" in text and "## Out-of-fold dice by view" in text
     views = text.split("## Out-of-fold dice by view (worst first)")[1].split("##")[0].strip().splitlines()[2:]
     counts = [line.split(" | ")[1] for line in views]  # | view | images | ...: a count, never "4.0"
     assert counts and all(c.isdigit() for c in counts) and sum(map(int, counts)) == 16, views
-    import pandas as pd
     oof = pd.read_csv(tiny_run / "scores.csv")
     assert len(oof) == 16 and set(oof["fold"]) == {0} and {"make", "model", "year", "view"} <= set(oof.columns)
     assert f"Out-of-fold over all 16 images: {oof['dice'].mean():.5f}" in text

@@ -126,6 +126,13 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+def check_refine(refine: str) -> str:
+    """The refinement itself, or a one-line UserError unless it is one of REFINES."""
+    if refine not in REFINES:
+        raise UserError(f"unknown refinement {refine!r}: choose one of {', '.join(REFINES)}")
+    return refine
+
+
 def check_config(c: TrainConfig) -> None:
     """One-line UserErrors for impossible settings."""
     def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -159,7 +166,7 @@ def check_config(c: TrainConfig) -> None:
             raise UserError(f"crop {ch}x{cw} is larger than the frame {c.height}x{c.width} it is cut from: "
                             f"pass a smaller --crop or a larger --size")
     check_threshold(c.threshold)
-    choice("refinement", c.refine, REFINES)
+    check_refine(c.refine)
     if not 0 <= c.bce_weight <= 1:
         raise UserError(f"bce weight {c.bce_weight} must be within [0, 1]")
     if c.batch < 1 or c.epochs < 1:

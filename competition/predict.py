@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from . import rle
-from .config import REFINES, TrainConfig, check_threshold, load_config
+from .config import TrainConfig, check_refine, check_threshold, load_config
 from .data.layout import open_dataset
 from .errors import UserError
 from .geometry import Geometry
@@ -77,8 +77,7 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self.transforms = plan(self.tta)
-        if self.refine not in REFINES:
-            raise UserError(f"unknown refinement {self.refine!r}: choose one of {', '.join(REFINES)}")
+        check_refine(self.refine)
 
     def load(self, data: bytes, name: str) -> np.ndarray:
         """Decode a JPEG (reduced where possible) and fit it to the model: uint8 (H, W, 3)."""
@@ -202,8 +201,8 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     plan(tta)
     if threshold is not None:
         check_threshold(threshold)  # before the models load: a mistyped option answers at once
-    if refine is not None and refine not in REFINES:
-        raise UserError(f"unknown refinement {refine!r}: choose one of {', '.join(REFINES)}")
+    if refine is not None:
+        check_refine(refine)  # before the models load, as the threshold
     ds = open_dataset(data)
     cfg, folds, models = load_models(run_dir, folds)
     threshold = cfg.threshold if threshold is None else threshold
@@ -222,9 +221,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     todo = writer.remaining
 
     def post(item: tuple[str, np.ndarray]) -> tuple[str, str]:
-        image_id, prob = item
-        if refine == "none":
-            return image_id, postprocess(prob, geometry, threshold)
+        image_id, prob = item  # Predictor.native reads the photo only when the run refines
         return image_id, postprocess(prob, geometry, threshold,
                                      lambda p: predictor.native(p, lambda: ds.read_test_image(image_id),
                                                                 ds.where_test(image_id)))

@@ -3,7 +3,8 @@
 The writer appends rows in fixed chunks; with `.gz` each chunk is its own gzip member (a valid
 multi-member gzip file), so an interrupted run truncates back to the last recorded chunk and
 continues, producing the same bytes as an uninterrupted run. The final file appears only when
-complete, by atomic rename.
+complete, by atomic rename. Beside it, `<out>.json` records what made it (run, model digests, folds, TTA,
+threshold, refinement, shard), so `merge` can refuse shards that were not made the same way.
 """
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ from .progress import say
 HEADER = "img,rle_mask"
 CHUNK_ROWS = 64  # rows per appended chunk (and per gzip member); progress is recorded per chunk
 PIXELS = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
+
+
+# Settings that may differ between the shards of one submission: where each sits, and bookkeeping.
+SHARD_KEYS = frozenset({"shard", "ids", "rows_total", "chunk_rows"})
+
+
+def made_path(out: Path) -> Path:
+    """submissions/x.csv.gz -> submissions/x.csv.gz.json: the record of what made a finished submission."""
+    return out.with_name(out.name + ".json")
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -123,6 +133,7 @@ class SubmissionWriter:
             with open(self.part, "wb") as f:
                 text = (HEADER + "\n").encode()
                 f.write(gzip.compress(text, mtime=0) if self.gz else text)
+        write_json(made_path(self.out), self.meta)  # first: a kill before the rename redoes both on resume
         os.replace(self.part, self.out)
         self.record.unlink(missing_ok=True)
         return self.out
@@ -234,6 +245,7 @@ def merge(parts: list[Path], out: Path, sample: Path | None, data: str | None = 
         if first[1] not in position:
             raise UserError(f"{p} line 2: {first[1]!r} is not in the sample submission")
         firsts.append((position[first[1]], p))
+    made = same_making(parts)
     seen: set[str] = set()
     with atomic_open(out, "wb") as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if out.name.endswith(".gz") else raw
@@ -250,17 +262,40 @@ def merge(parts: list[Path], out: Path, sample: Path | None, data: str | None = 
         if missing:
             raise UserError(f"the shards miss {missing} ids of the sample submission; predict the missing shard(s)")
     rows = check_valid(out, names)
-    say(f"merged {len(parts)} shards into {out} ({rows} rows, valid)")
+    if made is not None:
+        write_json(made_path(out), {**{k: v for k, v in made.items() if k not in SHARD_KEYS}, "shards": len(parts)})
+    else:
+        made_path(out).unlink(missing_ok=True)  # a record left by an earlier merge into the same file
+    say(f"merged {len(parts)} shards into {out} ({rows} rows, valid)"
+        + ("" if made is not None else "; settings not compared: some shards have no record of what made them"))
     return out
 
 
-def submit(path: Path, message: str, sample: Path | None, data: str | None) -> None:
-    """Validate, then upload through the kaggle package; without credentials the CSV stays put."""
-    check_valid(path, sample_names_for(sample, data))
-    from .kaggle_api import submit_file
-    try:
-        submit_file(path, message)
-    except UserError as e:
-        raise UserError(f"{e} (nothing was submitted; {path} stays where it is)") from e
-    say(f"submitted {path}: {message!r}; see your score at "
-        "https://www.kaggle.com/competitions/carvana-image-masking-challenge/submissions")
+def same_making(parts: list[Path]) -> dict | None:
+    """The settings the shards share, read from their `.json` records; a UserError naming the first setting two
+    shards differ in (models, folds, TTA, threshold, refinement, ...). None when a shard has no record (made by
+    hand or by an older toolkit): then nothing can be compared."""
+    if not parts or not all(made_path(p).is_file() for p in parts):
+        return None
+    records = [(p, comparable(read_json(made_path(p)))) for p in parts]
+    p0, first = records[0]
+    for p, rec in records[1:]:
+        for key in sorted(set(first) | set(rec)):
+            if first.get(key) == rec.get(key):
+                continue
+            what = ("other models (retrained between the shards?)" if key == "models"
+                    else f"{key}: {rec.get(key)!r} against {first.get(key)!r}")
+            raise UserError(f"{p.name} and {p0.name} were not made the same way ({what}); "
+                            "predict every shard with the same models and settings")
+    return read_json(made_path(p0))
+
+
+def comparable(record: dict) -> dict:
+    """A shard's record less what may differ between shards of one submission. Shards predicted in different
+    Kaggle sessions name the same run by other paths: where model digests are recorded, they stand for the run."""
+    out = {k: v for k, v in record.items() if k not in SHARD_KEYS}
+    if isinstance(out.get("models"), dict):
+        out["models"] = list(out["models"].values())
+        out.pop("run", None)
+        out.pop("runs", None)
+    return out

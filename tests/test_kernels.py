@@ -377,7 +377,8 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
     proc = _run_kernel(predict_dir / "run.py", predict_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     submission = predict_root / "working" / "kt.csv.gz"
-    assert sorted(p.name for p in (predict_root / "working").iterdir()) == ["kernel-state.json", "kt.csv.gz"]
+    assert sorted(p.name for p in (predict_root / "working").iterdir()) == ["kernel-state.json", "kt.csv.gz",
+                                                                             "kt.csv.gz.json"]
     assert json.loads((predict_root / "working" / "kernel-state.json").read_text())["state"] == "complete"
     from competition.data.layout import open_dataset
     names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
@@ -559,7 +560,8 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert second.returncode == 0, second.stdout + second.stderr
     assert "2 of 4 rows already written" in second.stdout
     assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
-    assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz"]
+    assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz",
+                                                                     "kr.csv.gz.json"]
 
 
 

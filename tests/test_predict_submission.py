@@ -1,6 +1,7 @@
 """Inference and the submission file: ids and order, TTA undo, resume, shards, validation."""
 import gzip
 import os
+import json
 
 import numpy as np
 import pytest
@@ -185,6 +186,46 @@ def test_shards_merged_equal_the_single_run(tiny_run, synth_dir, tmp_path):
     with pytest.raises(UserError, match="miss"):
         merge(parts[:2], tmp_path / "m2.csv.gz", synth_dir / "sample_submission.csv")
     assert not (tmp_path / "m2.csv.gz").exists()
+
+
+def test_shards_made_differently_are_not_merged(tiny_run, synth_dir, tmp_path, capsys):
+    """Each finished file keeps a record of what made it; merge compares the shards' records before writing."""
+    sample = synth_dir / "sample_submission.csv"
+    parts = [predict(tiny_run, str(synth_dir), tmp_path / "s.csv", shard=(i, 2), threshold=t)
+             for i, t in ((0, 0.5), (1, 0.4))]
+    made = [json.loads(submission.made_path(p).read_text()) for p in parts]
+    assert [m["threshold"] for m in made] == [0.5, 0.4] and [m["shard"] for m in made] == [[0, 2], [1, 2]]
+    with pytest.raises(UserError, match=r"s.shard-1-of-2.csv and s.shard-0-of-2.csv were not made the same way "
+                                        r"\(threshold: 0.4 against 0.5\)"):
+        merge(parts, tmp_path / "m.csv", sample)
+    assert not list(tmp_path.glob("m.csv*")) and not list(tmp_path.glob(".m.csv*"))
+
+    # Predicted again at 0.5 somewhere else (another path to the same run): the same models, so they merge.
+    elsewhere = tmp_path / "elsewhere"
+    import shutil
+    shutil.copytree(tiny_run, elsewhere)
+    parts[1] = predict(elsewhere, str(synth_dir), tmp_path / "s.csv", shard=(1, 2), threshold=0.5)
+    merged = merge(parts, tmp_path / "m.csv", sample)
+    record = json.loads(submission.made_path(merged).read_text())
+    assert record["threshold"] == 0.5 and record["shards"] == 2 and "shard" not in record
+    assert record["models"] == made[0]["models"]
+
+    # A retrained fold is another model, even under the same path.
+    model = keras.models.load_model(elsewhere / "fold0" / "model.keras", compile=False)
+    head = model.get_layer("head_logits")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel, bias + 1.0])
+    model.save(elsewhere / "fold0" / "model.keras")
+    parts[1] = predict(elsewhere, str(synth_dir), tmp_path / "s.csv", shard=(1, 2), threshold=0.5)
+    with pytest.raises(UserError, match="other models"):
+        merge(parts, tmp_path / "m.csv", sample)
+
+    # Shards without records (made by hand, or by an older toolkit) merge, saying nothing was compared.
+    for p in parts:
+        submission.made_path(p).unlink()
+    merged = merge(parts, tmp_path / "m.csv", sample)
+    assert "settings not compared" in capsys.readouterr().out
+    assert not submission.made_path(merged).exists()  # the earlier merge's record no longer describes it
 
 
 def test_model_size_mismatch_is_caught(tiny_run, synth_dir, tmp_path):

@@ -16,7 +16,8 @@ kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/inp
      place from /kaggle/input: every chunk of rows and its progress record are copied into /kaggle/working
      as they are written, and T (Kaggle's 12 hours less a margin) stops it cleanly before Kaggle would;
      push the kernel again to continue - the final file is byte-identical to an uninterrupted run's;
-  6. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) to /kaggle/working,
+  6. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) and its record of what
+     made it (<that name>.json, which `merge` compares shards by) to /kaggle/working,
      the kernel's output; kernel-state.json there says "complete" or "time-limited".
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
 it, e.g. to run this file locally on a copy of the inputs.
@@ -65,6 +66,7 @@ def main() -> int:
     from competition.__main__ import main as cli
     from competition.errors import UserError
     from competition.predict import shard_path
+    from competition.submission import made_path
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, shard = SETTINGS["name"], SETTINGS.get("shard")
     run_dir = temp / "runs" / name
@@ -103,6 +105,8 @@ def main() -> int:
         print(f"{written.name} stopped at the time limit, NOT finished: push this kernel again (same command) "
               f"and the new version continues from the rows in this output", flush=True)
         return 0
+    if made_path(written).is_file():  # what made it, for `merge` to compare shards by
+        copy_file(made_path(written), working / made_path(written).name)
     copy_file(written, working / written.name)
     on_kaggle.write_kernel_state(working, "complete", written.name)
     print(f"output: {working / written.name}", flush=True)

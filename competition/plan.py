@@ -26,6 +26,13 @@ SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assume
 # measured: a preset that decodes at 1/2 or less (JPEG reduction) is not capped.
 PIPELINE_PER_CORE = {"img_s": 9.3, "source": "`make bench` section 8 on this project's 2-core AMD EPYC VM, under "
                      "load, 2026-11-27: 1280x1920 frames, 1024x1024 crops, from memory, one thread"}
+# What post-processing one test image costs on one CPU core, by the run's `refine` (`make bench` sections 2 and
+# 10: resize to 1918x1280, threshold, RLE; "guided" adds the 1/4 JPEG decode and the guided filter). predict
+# runs it on POST_THREADS threads beside the GPU: the test pass takes at least the images over that rate.
+POSTPROCESS_MS = {"none": 2.0, "guided": 27.0}
+POSTPROCESS_SOURCE = ("`make bench` section 10 (and 2) on this project's 2-core AMD EPYC VM, one thread, "
+                      "2026-11-27: 26.5 against 2.0 ms on 48 real photos")
+POST_THREADS = 2  # predict.write_stream's post-processing pool
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,17 @@ def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[flo
     return rate, f"{cores} cores x {PIPELINE_PER_CORE['img_s']:g} img/s per core ({PIPELINE_PER_CORE['source']})"
 
 
-def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None) -> dict:
+def post_rate(cfg: TrainConfig) -> tuple[float, str]:
+    """Test images a second predict's post-processing threads turn into rows for `cfg`, and where it comes from."""
+    ms = POSTPROCESS_MS[cfg.refine]
+    return POST_THREADS * 1e3 / ms, (f"{POST_THREADS} post-processing threads x {ms:g} ms an image "
+                                     f"(refine={cfg.refine}; {POSTPROCESS_SOURCE})")
+
+
+def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post_img_s: float | None = None) -> dict:
     """Hours (session wall time, what the quota counts) of each part of a recipe at `rates`. Training goes
-    at the slower of the session's GPUs and its CPU input pipeline (`pipeline_img_s`, None: no limit)."""
+    at the slower of the session's GPUs and its CPU input pipeline (`pipeline_img_s`, None: no limit); the test
+    pass at the slower of one GPU and the CPU post-processing (`post_img_s`, None: no limit)."""
     speedup = 1 + MULTI_GPU_SCALING * (recipe.gpus - 1)
     gpu_train = rates.train_img_s * speedup
     train_rate = gpu_train if pipeline_img_s is None else min(gpu_train, pipeline_img_s)
@@ -133,14 +148,17 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None) -> d
     # after training: out-of-fold probabilities (one pass) and the kernel's scoring (TTA passes), one GPU
     finish_h = recipe.val_images * (1 + recipe.tta_passes) / rates.predict_img_s / 3600
     fold_sessions = math.ceil(train_h / session_hours("train"))
-    predict_h = recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
+    gpu_predict_h = recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
+    post_h = 0.0 if post_img_s is None else recipe.test_images / post_img_s / 3600  # once per image, after TTA
+    predict_h = max(gpu_predict_h, post_h)
     shards = max(1, math.ceil(predict_h / session_hours("predict")))
     folds_h = len(recipe.folds) * (train_h + finish_h)
     total = folds_h + predict_h
     return {"speedup": speedup, "gpu_train_img_s": gpu_train, "train_img_s": train_rate,
             "cpu_bound": train_rate < gpu_train, "epoch_s": epoch_s, "fold_train_h": train_h, "fold_finish_h": finish_h,
             "fold_h": train_h + finish_h, "fold_sessions": fold_sessions, "folds_h": folds_h,
-            "train_kernels": len(recipe.folds) * fold_sessions, "predict_h": predict_h, "shards": shards,
+            "train_kernels": len(recipe.folds) * fold_sessions, "predict_h": predict_h, "gpu_predict_h": gpu_predict_h,
+            "post_h": post_h, "predict_cpu_bound": post_h > gpu_predict_h, "shards": shards,
             "total_h": total, "quota_fraction": total / WEEKLY_QUOTA_HOURS,
             "weeks": max(1, math.ceil(total / WEEKLY_QUOTA_HOURS))}
 
@@ -248,7 +266,7 @@ def rates_for(cfg: TrainConfig, card: str, precision: str) -> tuple[Rates, tuple
 
 # --- the table ------------------------------------------------------------------------------------
 def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, precision: str,
-           memory_gb: float | None = None, pipeline_source: str = "not capped") -> str:
+           memory_gb: float | None = None, pipeline_source: str = "not capped", post_source: str = "not capped") -> str:
     """The plan as a Markdown table: every figure with how it was computed and where its inputs come from."""
     card, n = SESSIONS[gpu]
     folds = ",".join(map(str, recipe.folds))
@@ -276,8 +294,9 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
          f"training within {session_hours('train'):.2f} h a session (on_kaggle.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions"],
         [f"training, {len(recipe.folds)} fold(s)", f"{c['folds_h']:.1f} h", f"{c['train_kernels']} kernel session(s)"],
-        ["test pass", f"{c['predict_h']:.1f} h",
-         f"{recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) on one GPU"],
+        ["test pass", f"{c['predict_h']:.1f} h" + (" (**CPU-bound**)" if c["predict_cpu_bound"] else ""),
+         f"the slower of {recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) "
+         f"on one GPU ({c['gpu_predict_h']:.2f} h) and their post-processing ({c['post_h']:.2f} h: {post_source})"],
         ["predict shards", f"{c['shards']}",
          f"within {session_hours('predict'):.2f} h a session (on_kaggle.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['predict'] // 60} min)"],
@@ -316,8 +335,9 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
         source = "stated on the command line (--pipeline-img-s)"
     else:
         pipeline, source = pipeline_rate(cfg)
-    c = cost(recipe, rates, pipeline)
-    print(render(cfg, recipe, rates, c, gpu, precision, memory_gb, source), flush=True)
+    post, post_source = post_rate(cfg)
+    c = cost(recipe, rates, pipeline, post)
+    print(render(cfg, recipe, rates, c, gpu, precision, memory_gb, source, post_source), flush=True)
     why = refusal(recipe, c)
     if why and not allow_split:
         raise UserError(why)

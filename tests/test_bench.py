@@ -13,7 +13,7 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert results == json.loads(json.dumps(returned))
     assert results["quick"] is True and results["fixtures"] == str(fixtures_dir)
     assert results["machine"]["cpu"] and results["machine"]["logical_cores"] >= 1
-    assert len(results["sections"]) == 9
+    assert len(results["sections"]) == 10
     for sec in results["sections"]:
         assert sec["rows"] and all(len(row) == len(sec["columns"]) for row in sec["rows"]), sec["title"]
     assert results["headline"]
@@ -31,6 +31,10 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     xla = next(s for s in results["sections"] if s["title"].startswith("9."))["data"]["demo"]
     assert xla["batch"] == 2 and xla["size"] == [160, 240] and xla["speedup"] > 0
     assert xla["first_loss_gap"] < 1e-4 * xla["first_loss"]["Keras default (no XLA on CPU)"]  # same arithmetic
+    refine = next(s for s in results["sections"] if s["title"].startswith("10."))["data"]
+    coarse = refine["coarse outline"]
+    assert coarse["images"] == 8 and coarse["dice_vs_true_mask"]["refined"] > coarse["dice_vs_true_mask"]["plain"]
+    assert all(d["ms_per_image"]["refined"] > 0 and d["ms_per_image"]["plain"] > 0 for d in refine.values())
 
     report = (out / "RESULTS.md").read_text()
     assert report.startswith("# Benchmark results (--quick)")

@@ -56,6 +56,23 @@ def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
     assert rate is None and "1/2" in source
 
 
+def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(capsys):
+    """Post-processing runs once per image (after TTA and folds) on predict's CPU threads; refining costs more."""
+    recipe = recipe_for(preset("real-cpu"), [0, 1], "hflip", "t4")
+    fast_gpu = Rates(10.0, 2000.0, "stated")
+    gpu_h = 100_064 * 2 * 2 / 2000 / 3600
+    plain = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("unet"))[0])
+    refined = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("real-cpu"))[0])
+    assert plain["gpu_predict_h"] == refined["gpu_predict_h"] == pytest.approx(gpu_h)
+    assert not plain["predict_cpu_bound"] and plain["predict_h"] == pytest.approx(gpu_h)
+    post_h = 100_064 * plan_mod.POSTPROCESS_MS["guided"] / 1e3 / plan_mod.POST_THREADS / 3600
+    assert refined["predict_cpu_bound"] and refined["predict_h"] == pytest.approx(post_h) and post_h > gpu_h
+    assert cost(recipe, fast_gpu)["predict_h"] == pytest.approx(gpu_h)  # no post rate given: not capped
+    plan_mod.plan(preset("real-cpu"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
+    out = capsys.readouterr().out
+    assert "(**CPU-bound**)" in out and "refine=guided" in out
+
+
 def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
     cfg = preset("unet")
     with pytest.raises(UserError, match=r"test pass needs 13\.9 h .*11\.75 h.*--allow-split to plan 2 shards"):

@@ -34,6 +34,7 @@ from .jpeg_decode import bench_decode
 from .models import bench_models, conv_flops, t4_estimate  # noqa: F401
 from .postprocess import bench_postprocess
 from .predict_e2e import bench_predict
+from .refinement import bench_refinement
 from .rle_encode import bench_rle
 from .training_step import bench_training_step
 from .writer_memory import bench_writer
@@ -108,7 +109,8 @@ def run_bench(out: Path, quick: bool) -> dict:
                  ("submission writer memory", lambda: bench_writer(inputs, plan, work)),
                  ("model throughput", lambda: bench_models(plan)),
                  ("crop input pipeline", lambda: bench_crops(inputs, plan)),
-                 ("training step", lambda: bench_training_step(plan))]
+                 ("training step", lambda: bench_training_step(plan)),
+                 ("guided refinement", lambda: bench_refinement(inputs, plan))]
         for label, step in steps:
             t0 = time.perf_counter()
             sec, figs = step()

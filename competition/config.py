@@ -133,6 +133,11 @@ def check_refine(refine: str) -> str:
     return refine
 
 
+def refine_words(refine: str) -> str:
+    """What the refinement adds to a line describing a prediction: "" or ", guided refinement"."""
+    return "" if refine == "none" else f", {refine} refinement"
+
+
 def check_config(c: TrainConfig) -> None:
     """One-line UserErrors for impossible settings."""
     def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from . import rle
-from .config import TrainConfig, check_refine, check_threshold, load_config
+from .config import TrainConfig, check_refine, check_threshold, load_config, refine_words
 from .data.layout import open_dataset
 from .errors import UserError
 from .geometry import Geometry
@@ -228,8 +228,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
 
     stream = probabilities(predictor, todo, ds.read_test_image, ds.where_test, batch)
     return write_stream(writer, target, stream, post, batch, len(ids), all_ids, time_limit, shard, limit,
-                        f"folds {folds}, TTA {tta}, threshold {threshold}"
-                        + ("" if refine == "none" else f", {refine} refinement"))
+                        f"folds {folds}, TTA {tta}, threshold {threshold}{refine_words(refine)}")
 
 
 def refine_meta(*refine: str) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import refine_words
 from .data.folds import check_fold, read_folds
 from .data.layout import car_of, open_dataset, view_of
 from . import NATIVE_SHAPE
@@ -235,7 +236,7 @@ def write_fold_score(out: Path, table: pd.DataFrame, result: FoldScore, summary:
 
 
 def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:
-    refined = "" if s.get("refine", "none") == "none" else f", {s['refine']} refinement"
+    refined = refine_words(s.get("refine", "none"))
     say(f"fold {s['fold']}: Kaggle dice (per image, native 1918x1280, TTA {s['tta']}{refined}, threshold "
         f"{s['threshold']}): {s['dice_mean']:.5f} +- {s['dice_std']:.5f} over {s['images']} held-out images")
     say(f"  beside it, the article's batch-global soft dice at model resolution: "
@@ -282,7 +283,7 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
     threshold, refined = summaries[0]["threshold"], summaries[0]["refine"]
     oof = fold_scores(run_dir, folds)
     means = [s["dice_mean"] for s in summaries]
-    how = f"TTA {tta}" + ("" if refined == "none" else f", {refined} refinement")
+    how = f"TTA {tta}{refine_words(refined)}"
     lines = [f"# Cross-validation of `{run_dir.name}` (Kaggle dice: per image, native 1918x1280, {how})", "",
              "| fold | images | dice mean | dice std | worst | article's global dice (model res) | training |",
              "|---:|---:|---:|---:|---:|---:|---:|"]

@@ -41,7 +41,7 @@ def bench_postprocess(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
     masks = inputs.real_masks or inputs.synth_masks
     rows, data, figures = [], {}, []
     sizes = {}
-    for name in ("seed-unet", "unet", "unet-1280"):
+    for name in ("article-unet", "unet", "unet-1280"):
         cfg = preset(name)
         sizes.setdefault((cfg.height, cfg.width, cfg.fit), name)
     for (h, w, fit), name in sizes.items():

@@ -21,6 +21,8 @@ TTA      ?= hflip
 OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
 MIXED_PRECISION ?= 0
 TUNE     ?= 0
+# REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained.
+REFINE   ?=
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 BUDGET   ?=
@@ -33,7 +35,7 @@ CLI      := $(PY) -m competition
 # A file's tests stay in one process (--dist loadfile), so a module's shared trained run is made once.
 TEST_JOBS ?= 2
 
-.PHONY: demo test synth folds info train train-all predict validate submit score cv data extract \
+.PHONY: demo test synth folds info train train-all predict validate submit score cv refiner data extract \
         kernel-build kernel-push kernel-status kernel-output bench venv clean
 
 venv: $(VENV)/.installed
@@ -75,15 +77,15 @@ train-all: venv
 
 predict: venv
 	@echo "data: $(DATA)"
-	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) --out $(OUT)
+	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
 
 validate: venv
 	@echo "data: $(DATA)"
 	$(CLI) validate $(OUT) --data $(DATA)
 
 # The submission is predicted again whenever a model or the config (its tuned threshold) of the run is newer.
-$(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json) | $(VENV)/.installed
-	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) --out $(OUT)
+$(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json $(RUN_DIR)/refiner/all.keras) | $(VENV)/.installed
+	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
 
 submit: venv
 	@echo "data: $(DATA)"
@@ -93,11 +95,16 @@ submit: venv
 
 score: venv
 	@echo "data: $(DATA)"
-	$(CLI) score --run $(RUN) --fold $(FOLD) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold)
+	$(CLI) score --run $(RUN) --fold $(FOLD) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold) $(if $(REFINE),--refine $(REFINE))
 
 cv: venv
 	@echo "data: $(DATA)"
-	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold)
+	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold) $(if $(REFINE),--refine $(REFINE))
+
+# The second-stage refiner net, from the trained folds' held-out predictions (then REFINE=net).
+refiner: venv
+	@echo "data: $(DATA)"
+	$(CLI) refiner --run $(RUN) --data $(DATA)
 
 data: venv
 	$(CLI) download --dest data/carvana

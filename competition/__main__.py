@@ -192,6 +192,14 @@ def cmd_cv(a: argparse.Namespace) -> None:
     report_folds(run_path(a.run), data=a.data)
 
 
+def cmd_refiner(a: argparse.Namespace) -> None:
+    from .config import run_path
+    from .refinenet import train_refiners
+    if a.steps < 1:
+        raise UserError("--steps must be at least 1")
+    train_refiners(run_path(a.run), data=a.data, steps=a.steps)
+
+
 # --- kernels and benchmarks -----------------------------------------------------------------------
 def cmd_kernel(a: argparse.Namespace) -> None:
     from . import kernels
@@ -245,8 +253,9 @@ RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
 def _refine_arg(s: argparse.ArgumentParser) -> None:
     from .config import REFINES
     s.add_argument("--refine", default=None, choices=REFINES,
-                   help="how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'none' resizes "
-                        "them alone (default: the run's config; demo and real-cpu refine)")
+                   help="how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'net' corrects "
+                        "them first with the run's refiner net (`refiner`), 'none' resizes them alone (default: the "
+                        "run's config; demo and real-cpu use guided)")
 
 
 def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:
@@ -416,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tune-threshold", action="store_true",
                    help="save the best threshold over every fold's held-out images in the run's config.json "
                         "(what a fold ensemble should use; not for a blend)")
+
+    s = add("refiner", cmd_refiner, "train the second-stage refiner net on a run's out-of-fold predictions "
+                                    "(then score, cv, predict with --refine net)")
+    s.add_argument("--run", required=True, help=RUN_HELP)
+    s.add_argument("--data", default=None)
+    from .refinenet import STEPS
+    s.add_argument("--steps", type=int, default=STEPS, help=f"training batches per refiner (default {STEPS})")
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
     s.add_argument("action", choices=["build", "push", "status", "output"])

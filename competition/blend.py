@@ -118,6 +118,9 @@ def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
         run_dir = run_path(s.run)
         cfg, used, models = load_models(run_dir, list(s.folds) if s.folds else folds)
         label = name if names.count(name) == 1 else str(run_dir) + (f"@{','.join(map(str, used))}" if s.folds else "")
+        if (refine or cfg.refine) == "net":
+            raise UserError(f"{run_dir}: the refiner net (refine net) is not available in blends yet: blend with "
+                            f"--refine guided, or score and predict the run alone")
         predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
                               refine or cfg.refine)
         members.append(Member(run_dir, label, s.weight, cfg, used, predictor))

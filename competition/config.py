@@ -15,7 +15,7 @@ LOSSES = ("dice", "dice_global", "bce", "dice_bce")
 POOLINGS = ("max", "strided")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("flip", "rotate", "contrast")
-REFINES = ("none", "guided")  # post-processing of the upsampled probability (refine.py)
+REFINES = ("none", "guided", "net")  # post-processing of the upsampled probability (refine.py, refinenet.py)
 CONFIG_VERSION = 1
 
 

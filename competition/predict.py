@@ -73,11 +73,14 @@ class Predictor:
     geometry: Geometry
     tta: str = "hflip"
     interp: str = "area"
-    refine: str = "none"  # how `native` brings a probability to 1918x1280: "none" | "guided" (refine.py)
+    refine: str = "none"  # how `native` brings a probability to 1918x1280: "none" | "guided" | "net" (refine.py)
+    refiner: Callable | None = None  # refine="net": the second-stage net (refinenet.Refiner)
 
     def __post_init__(self) -> None:
         self.transforms = plan(self.tta)
         check_refine(self.refine)
+        if (self.refine == "net") != (self.refiner is not None):
+            raise ValueError(f"refine={self.refine!r} with{'out' if self.refiner is None else ''} a refiner net")
 
     def load(self, data: bytes, name: str) -> np.ndarray:
         """Decode a JPEG (reduced where possible) and fit it to the model: uint8 (H, W, 3)."""
@@ -97,7 +100,7 @@ class Predictor:
             return to_native_u8(prob, self.geometry)
         from .refine import guide_reduction, refined_native_u8
         guide = decode_jpeg(read(), name, guide_reduction(self.geometry))
-        return refined_native_u8(prob, self.geometry, guide)
+        return refined_native_u8(prob, self.geometry, guide, self.refiner)
 
 
 def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
@@ -195,7 +198,7 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
 
     time_limit: a `timelimit.Deadline`: stop after the chunk whose successor would cross it (the same command
     resumes). mirror: a folder that gets the partial file and its progress record as each chunk is written.
-    refine: "none" | "guided", else the run's (config.json)."""
+    refine: "none" | "guided" | "net", else the run's (config.json); "net" refines with R/refiner/all.keras."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
     plan(tta)
@@ -210,13 +213,19 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
     all_ids = ds.test_ids
     ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)
+    refiner = None
+    if refine == "net":  # trained on every fold's held-out photos
+        from .refinenet import load_refiner
+        refiner = load_refiner(run_dir, None)
     meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or []),
             "models": model_digests(run_dir, folds), **refine_meta(refine)}
+    if refiner is not None:
+        meta["refiner"] = refiner.digest
     writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-    predictor = Predictor(models, geometry, tta, cfg.image_interp, refine)
+    predictor = Predictor(models, geometry, tta, cfg.image_interp, refine, refiner)
     batch = batch or cfg.eval_batch
     todo = writer.remaining
 

@@ -11,9 +11,12 @@ outline has no colour edge it smooths, inside the car it picks up reflections), 
 both ways (`--refine none|guided`) before keeping it.
 
 `refine="guided"` in a run's config turns it on for `predict`, `score`, `cv` and blends; "none" (the
-default, and every run made before it existed) resizes the probability alone.
+default, and every run made before it existed) resizes the probability alone; "net" first corrects the
+probability with a second-stage net trained on the run's out-of-fold predictions (refinenet.py).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -67,13 +70,17 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
     return np.nan_to_num(q, nan=0.0, posinf=1.0, neginf=0.0)
 
 
-def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray) -> np.ndarray:
+def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray,
+                      refiner: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Model-resolution probability + the photo decoded at `guide_reduction` (RGB uint8) -> 8-bit native map.
 
-    The probability is resized to the guide (padding cropped, as `Geometry.from_model` does), filtered with the
-    guide's edges, quantised to 8 bits and resized to native bilinearly, as `predict.to_native_u8` is."""
+    The probability is resized to the guide (padding cropped, as `Geometry.from_model` does), corrected by the
+    `refiner` net when given (refinenet.py: `refine="net"`), filtered with the guide's edges, quantised to 8 bits
+    and resized to native bilinearly, as `predict.to_native_u8` is."""
     gh, gw = guide.shape[:2]
     p = geometry.from_model(prob.astype(np.float32, copy=False), size=(gh, gw))
+    if refiner is not None:
+        p = refiner(guide, p)
     q = guided_filter(guide.astype(np.float32) / 255.0, p, radius_for(geometry, (gh, gw)))
     q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0), alpha=255.0)
     if (gh, gw) == geometry.native:

@@ -182,7 +182,8 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
                tune_threshold: bool = False, threshold: float | None = None, refine: str | None = None) -> dict:
     """Score fold `fold`'s held-out images; writes score.json, scores.csv (per image, with make/model/year)
     and worst.npz (the `worst` lowest images' predicted masks, which `report` draws).
-    refine: "none" | "guided", else the run's."""
+    refine: "none" | "guided" | "net", else the run's; "net" refines with R/refiner/fold<k>.keras, which never saw
+    this fold's photos."""
     from .config import check_threshold, load_config, save_config
     from .train import select_ids
     ds = open_dataset(data)
@@ -194,8 +195,12 @@ def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", w
     check_fold(fold, cfg.k)
     ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
     threshold = cfg.threshold if threshold is None else check_threshold(threshold)
-    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
-                          refine or cfg.refine)
+    refine = refine or cfg.refine
+    refiner = None
+    if refine == "net":
+        from .refinenet import load_refiner
+        refiner = load_refiner(run_dir, fold)
+    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp, refine, refiner)
     result = evaluate(predictor, ds, ids, threshold, cfg.eval_batch, worst=worst)
     table, common = summarise(result, ds, worst)
     out = run_dir / f"fold{fold}"

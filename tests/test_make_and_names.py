@@ -59,7 +59,8 @@ def data_roots(lines: list[str]) -> set[str]:
     return roots
 
 
-DATA_TARGETS = ["info", "folds", "train", "train-all", "predict", "validate", "submit", "score", "cv", "extract"]
+DATA_TARGETS = ["info", "folds", "train", "train-all", "predict", "validate", "submit", "score", "cv", "refiner",
+                "extract"]
 
 
 @needs_make

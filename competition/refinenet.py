@@ -1,0 +1,236 @@
+"""Second stage: a small net that refines the upsampled probability with the photo, trained out of fold.
+
+The first-stage U-Net sees each photo at 160x240 and draws the car's outline a model pixel or two off. The
+refiner sees the same photo at the guide's resolution (a 1/4 JPEG decode for a 160x240 model: refine.py)
+beside the first stage's probability resized to it, and outputs a correction to that probability's logit:
+a few dilated 3x3 convolutions (receptive field 35 guide pixels), trained on crops along the outline.
+
+It must learn from probabilities like those it will refine: a net's probabilities on its own training
+photos are near perfect. So it trains on out-of-fold probabilities (each fold's `oof.npz`, the held-out
+photos of that fold's model), which exist only once several folds are trained. `python -m competition
+refiner --run R --data D` trains, under R/refiner/:
+- `fold<k>.keras` for each trained fold k, from every other fold's held-out photos: `score --fold k` and
+  `cv` refine fold k's photos with it, so no photo is scored by a refiner that learnt from it;
+- `all.keras` from every fold's held-out photos: what `predict` refines the test set with.
+
+`refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
+then the resize to native. Measured on real photos: docs/results.md, "Refinement net".
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+from .geometry import Geometry
+from .progress import say
+
+CHANNELS = 16
+DILATIONS = (1, 2, 4, 8, 1)  # after a first 3x3 convolution: receptive field 1 + 2 * (1 + 1 + 2 + 4 + 8 + 1) = 35
+CROP = 96                    # training crops (guide pixels)
+BATCH = 16
+STEPS = 2000
+LR = 2e-3                    # peak of a 100-step warm-up then cosine decay to 0
+WARMUP = 100
+ALONG_OUTLINE = 0.8          # share of crops centred within 5 px of where the first stage is unsure (0.05..0.95)
+DIR = "refiner"
+
+
+def refiner_path(run_dir: Path, fold: int | None) -> Path:
+    """R/refiner/fold<k>.keras (trained without fold k's photos), or R/refiner/all.keras (fold None)."""
+    return run_dir / DIR / ("all.keras" if fold is None else f"fold{fold}.keras")
+
+
+def refiner_inputs(photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Photo (H, W, 3) uint8 and probability (H, W) in 0..1 -> (H, W, 4) float32: colours centred on 0, then
+    the probability's logit / 4 (the channel the net corrects)."""
+    p = np.clip(prob.astype(np.float32), 1e-3, 1 - 1e-3)
+    return np.concatenate([photo.astype(np.float32) / 255.0 - 0.5, (np.log(p / (1 - p)) / 4)[..., None]], -1)
+
+
+def build_refiner(channels: int = CHANNELS):
+    """sigmoid(logit + correction): the correction's last layer starts at zero, so an untrained refiner returns
+    its input probability unchanged."""
+    import keras
+    x = keras.Input((None, None, 4), name="photo_and_logit")
+    pick = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="logit")  # 4 x the last channel
+    logit = pick(x)
+    h = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv0")(x)
+    for i, d in enumerate(DILATIONS, 1):
+        h = keras.layers.Conv2D(channels, 3, padding="same", dilation_rate=d, activation="relu", name=f"conv{i}")(h)
+    correction = keras.layers.Conv2D(1, 1, kernel_initializer="zeros", name="correction")(h)
+    out = keras.layers.Activation("sigmoid", name="refined")(keras.layers.Add()([logit, correction]))
+    pick.set_weights([np.array([0.0, 0.0, 0.0, 4.0], np.float32).reshape(1, 1, 4, 1)])
+    return keras.Model(x, out, name="refiner")
+
+
+@dataclass
+class Samples:
+    """Held-out photos of some folds at the guide's resolution: photo, first-stage probability, true mask."""
+
+    ids: list[str]
+    photos: np.ndarray  # (N, H, W, 3) uint8
+    probs: np.ndarray   # (N, H, W) uint8, the out-of-fold probability resized to the photo
+    masks: np.ndarray   # (N, H, W) uint8, the true mask area-resized to the photo (soft edges)
+
+
+def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
+    """Fold `fold`'s held-out photos with its model's out-of-fold probabilities (fold<k>/oof.npz)."""
+    from .images import decode_jpeg
+    from .refine import guide_reduction
+    from .train import load_oof
+    path = run_dir / f"fold{fold}" / "oof.npz"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the refiner learns from each trained fold's held-out probabilities "
+                        f"(train writes it when the fold finishes)")
+    ids, probs = load_oof(path)
+    reduction = guide_reduction(geometry)
+    photos, ps, masks = [], [], []
+    for image_id, prob in zip(ids, probs):
+        photo = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id), reduction)
+        h, w = photo.shape[:2]
+        p = geometry.from_model(prob, size=(h, w))
+        mask = cv2.resize(ds.read_mask(image_id).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        photos.append(photo)
+        ps.append(cv2.convertScaleAbs(np.clip(p, 0, 1), alpha=255.0))
+        masks.append(cv2.convertScaleAbs(mask, alpha=255.0))
+    return Samples(ids, np.stack(photos), np.stack(ps), np.stack(masks))
+
+
+def joined(samples: list[Samples]) -> Samples:
+    return Samples([i for s in samples for i in s.ids], *(np.concatenate([getattr(s, k) for s in samples])
+                                                          for k in ("photos", "probs", "masks")))
+
+
+def crop_sampler(s: Samples, crop: int, seed: int) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """n -> (inputs (n, crop, crop, 4), targets (n, crop, crop, 1)): crops centred along the first stage's
+    outline (ALONG_OUTLINE of them) or anywhere, each flipped left-right at random."""
+    rng = np.random.default_rng(seed)
+    n, h, w = s.probs.shape
+    crop = min(crop, h, w)
+    unsure = [np.argwhere(cv2.dilate(((p > 12) & (p < 243)).astype(np.uint8), np.ones((11, 11), np.uint8)))
+              for p in s.probs]
+
+    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(count):
+            k = int(rng.integers(n))
+            if rng.random() < ALONG_OUTLINE and len(unsure[k]):
+                cy, cx = unsure[k][rng.integers(len(unsure[k]))]
+            else:
+                cy, cx = rng.integers(h), rng.integers(w)
+            y0, x0 = int(np.clip(cy - crop // 2, 0, h - crop)), int(np.clip(cx - crop // 2, 0, w - crop))
+            win = np.s_[y0:y0 + crop, x0:x0 + crop]
+            x = refiner_inputs(s.photos[k][win], s.probs[k][win].astype(np.float32) / 255.0)
+            y = s.masks[k][win][..., None].astype(np.float32) / 255.0
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1], y[:, ::-1]
+            xs.append(x)
+            ys.append(y)
+        return np.stack(xs), np.stack(ys)
+    return draw
+
+
+def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int = CROP, batch: int = BATCH):
+    """A refiner trained on `samples` for `steps` batches of crops (binary cross-entropy on the soft mask)."""
+    import keras
+
+    from .train import jit_compile
+    keras.utils.set_random_seed(seed)
+    model = build_refiner()
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
+                                                      warmup_steps=min(WARMUP, steps // 2))
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="binary_crossentropy",
+                  jit_compile=jit_compile())
+    draw = crop_sampler(samples, crop, seed)
+    started, losses = time.monotonic(), []
+    for step in range(1, steps + 1):
+        losses.append(float(model.train_on_batch(*draw(batch))))
+        if step % 250 == 0 or step == steps:
+            say(f"  step {step}/{steps}: loss {np.mean(losses[-250:]):.4f} ({time.monotonic() - started:.0f} s)")
+    return model
+
+
+class Refiner:
+    """A trained refiner as predict's post-processing threads call it: (photo, probability) -> probability."""
+
+    def __init__(self, model, path: Path):
+        self.model, self.path, self.lock = model, path, threading.Lock()
+        with open(path, "rb") as f:
+            self.digest = hashlib.file_digest(f, "sha256").hexdigest()
+
+    def __call__(self, photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        x = refiner_inputs(photo, prob)[None]
+        with self.lock:  # one model, two post-processing threads
+            q = np.asarray(self.model.predict_on_batch(x))
+        return q[0, ..., 0].astype(np.float32)
+
+
+def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
+    """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
+    import keras
+    path = refiner_path(run_dir, fold)
+    if not path.is_file():
+        raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
+                        f"with `python -m competition refiner --run {run_dir} --data DIR` once the folds are trained")
+    return Refiner(keras.models.load_model(path, compile=False), path)
+
+
+def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
+    """fold<k> -> sha256 of the oof.npz a refiner learns from: a retrained fold makes its refiners stale."""
+    out = {}
+    for k in folds:
+        with open(run_dir / f"fold{k}" / "oof.npz", "rb") as f:
+            out[f"fold{k}"] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
+def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS) -> list[Path]:
+    """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
+    whose record matches (same sources, same steps) is kept, so an interrupted run resumes where it stopped."""
+    from .config import load_config
+    from .data.layout import open_dataset
+    from .fileio import atomic_open, read_json, write_json
+    from .predict import trained_folds
+    cfg = load_config(run_dir / "config.json")
+    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
+    if len(folds) < 2:
+        raise UserError(f"{run_dir}: the refiner needs at least 2 trained folds (it learns from the held-out photos "
+                        f"of the folds other than the one it refines); found {len(folds)}")
+    ds = open_dataset(data)
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    say(f"refiner: reading the held-out photos of folds {folds}")
+    samples = {k: fold_samples(run_dir, k, ds, geometry) for k in folds}
+    record_path = run_dir / DIR / "refiner.json"
+    record = read_json(record_path) if record_path.is_file() else {}
+    written = []
+    for target in [*folds, None]:
+        sources = [k for k in folds if k != target]
+        path = refiner_path(run_dir, target)
+        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(len(samples[k].ids)
+                                                                                      for k in sources)}
+        if path.is_file() and record.get(path.name) == entry:
+            say(f"refiner: {path} is up to date")
+            written.append(path)
+            continue
+        say(f"refiner: training {path.name} on the held-out photos of folds {sources} ({entry['photos']} photos)")
+        model = train_refiner(joined([samples[k] for k in sources]), steps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.keras")
+        model.save(tmp)
+        with open(tmp, "rb") as src, atomic_open(path, "wb") as dst:
+            dst.write(src.read())
+        tmp.unlink()
+        record[path.name] = entry
+        write_json(record_path, record)
+        written.append(path)
+    say(f"refiner: {len(written)} refiner(s) in {run_dir / DIR}; score with `--refine net`")
+    return written
+

@@ -1,0 +1,158 @@
+"""The second-stage refiner net: it learns to correct a coarse outline from the photo, is trained out of fold
+(no photo is scored by a refiner that learnt from it), resumes, and is what score and predict use with
+--refine net."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from competition import refinenet
+from competition.data.folds import read_folds
+from competition.errors import UserError
+from competition.predict import predict
+from competition.refinenet import (Samples, build_refiner, crop_sampler, load_refiner, refiner_inputs, refiner_path,
+                                   train_refiner, train_refiners)
+from competition.score import score_fold
+from competition.train import save_oof
+
+
+def _drawn(seed: int, size: tuple[int, int] = (96, 144)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dark 'car' on a light graded wall, its true mask, and a coarse probability (the mask seen at 1/8)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    mask = np.zeros((h, w), np.uint8)
+    cx, cy = int(rng.integers(w // 3, 2 * w // 3)), int(rng.integers(h // 3, 2 * h // 3))
+    cv2.ellipse(mask, (cx, cy), (int(rng.integers(w // 6, w // 3)), int(rng.integers(h // 8, h // 4))),
+                float(rng.integers(0, 30)), 0, 360, 1, -1)
+    wall = np.linspace(160, 230, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
+    photo = np.where(mask[..., None] > 0, rng.uniform(20, 90, 3).astype(np.float32), wall)
+    photo = np.clip(photo + rng.normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    coarse = cv2.resize(cv2.resize(mask.astype(np.float32), (w // 8, h // 8), interpolation=cv2.INTER_AREA),
+                        (w, h), interpolation=cv2.INTER_LINEAR)
+    return photo, mask, coarse
+
+
+def _samples(seeds: range) -> Samples:
+    photos, masks, probs = zip(*(_drawn(s) for s in seeds))
+    u8 = lambda xs: np.stack([cv2.convertScaleAbs(x.astype(np.float32), alpha=255.0) for x in xs])
+    return Samples([f"d{s}" for s in seeds], np.stack(photos), u8(probs), u8(masks))
+
+
+def _bce(q: np.ndarray, y: np.ndarray) -> float:
+    q = np.clip(q, 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+
+def test_an_untrained_refiner_returns_its_input_and_a_trained_one_corrects_a_coarse_outline():
+    held_out = [_drawn(s) for s in range(100, 104)]
+    untrained = build_refiner()
+    photo, _, coarse = held_out[0]
+    same = np.asarray(untrained.predict_on_batch(refiner_inputs(photo, coarse)[None]))[0, ..., 0]
+    np.testing.assert_allclose(same, np.clip(coarse, 1e-3, 1 - 1e-3), atol=1e-5)
+
+    model = train_refiner(_samples(range(12)), steps=150, crop=48, batch=8)
+    before = after = 0.0
+    for photo, mask, coarse in held_out:
+        q = np.asarray(model.predict_on_batch(refiner_inputs(photo, coarse)[None]))[0, ..., 0]
+        before += _bce(coarse, mask)
+        after += _bce(q, mask)
+    assert after < 0.8 * before, (before, after)  # photos it never saw: their outlines are closer to the truth
+
+
+def test_crops_follow_the_outline():
+    s = _samples(range(3))
+    x, y = crop_sampler(s, 32, seed=0)(64)
+    assert x.shape == (64, 32, 32, 4) and y.shape == (64, 32, 32, 1)
+    unsure = ((x[..., 3] * 4) > -3) & ((x[..., 3] * 4) < 3)  # the logit channel: 0.05 < p < 0.95
+    assert np.mean(unsure.any(axis=(1, 2))) > 0.6  # most crops hold some of the outline
+
+
+@pytest.fixture
+def two_fold_run(tiny_run, synth_dir):
+    """tiny_run with folds 0 and 1 trained (fold 1 a copy of fold 0's model), each with held-out probabilities."""
+    shutil.copytree(tiny_run / "fold0", tiny_run / "fold1")
+    folds = read_folds(tiny_run / "folds.csv")
+    from competition.data.layout import open_dataset
+    ds = open_dataset(synth_dir)
+    for k in (0, 1):
+        ids = sorted(i for i, f in folds.items() if f == k)
+        probs = np.stack([cv2.resize(cv2.resize(ds.read_mask(i).astype(np.float32), (6, 4),
+                                                interpolation=cv2.INTER_AREA), (48, 32)) for i in ids])[..., None]
+        save_oof(tiny_run / f"fold{k}" / "oof.npz", ids, probs)
+    return tiny_run
+
+
+@pytest.fixture
+def trainings(monkeypatch) -> list[set[str]]:
+    """train_refiner replaced by an untrained refiner (a real model, saved and loaded as a trained one is);
+    returns the photos each training was given."""
+    given = []
+
+    def untrained(samples, steps):
+        given.append(set(samples.ids))
+        return build_refiner()
+    monkeypatch.setattr(refinenet, "train_refiner", untrained)
+    return given
+
+
+def test_each_fold_gets_a_refiner_that_never_saw_its_photos_and_a_rerun_keeps_what_is_current(two_fold_run, synth_dir,
+                                                                                          trainings):
+    run = two_fold_run
+    written = train_refiners(run, str(synth_dir), steps=2)
+    assert written == [refiner_path(run, 0), refiner_path(run, 1), refiner_path(run, None)]
+    folds = read_folds(run / "folds.csv")
+    held_out = [{i for i, f in folds.items() if f == k} for k in (0, 1)]
+    assert trainings == [held_out[1], held_out[0], held_out[0] | held_out[1]]  # fold 0's from fold 1's photos...
+    record = json.loads((run / "refiner" / "refiner.json").read_text())
+    assert set(record["fold0.keras"]["sources"]) == {"fold1"} and set(record["fold1.keras"]["sources"]) == {"fold0"}
+    assert set(record["all.keras"]["sources"]) == {"fold0", "fold1"}
+    stamps = {p: p.stat().st_mtime_ns for p in written}
+
+    assert train_refiners(run, str(synth_dir), steps=2) == written
+    assert {p: p.stat().st_mtime_ns for p in written} == stamps and len(trainings) == 3  # nothing retrained
+
+    ids, probs = np.load(run / "fold1" / "oof.npz")["ids"], np.load(run / "fold1" / "oof.npz")["probs"]
+    save_oof(run / "fold1" / "oof.npz", [str(i) for i in ids], (255 - probs[..., None]) / 255.0)  # fold 1 retrained
+    train_refiners(run, str(synth_dir), steps=2)
+    changed = {p.name for p in written if p.stat().st_mtime_ns != stamps[p]}
+    assert changed == {"fold0.keras", "all.keras"}  # the refiners that learnt from fold 1
+
+
+def test_one_fold_is_not_enough(tiny_run, synth_dir):
+    with pytest.raises(UserError, match="at least 2 trained folds"):
+        train_refiners(tiny_run, str(synth_dir), steps=2)
+
+
+def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold_run, synth_dir, tmp_path,
+                                                                       monkeypatch, trainings):
+    run = two_fold_run
+    with pytest.raises(UserError, match=r"no refiner for fold 0; train it with `python -m competition refiner"):
+        score_fold(run, 0, str(synth_dir), refine="net")
+    train_refiners(run, str(synth_dir), steps=2)
+    loaded = []
+    real = refinenet.load_refiner
+
+    def spy(run_dir, fold):
+        loaded.append(fold)
+        return real(run_dir, fold)
+    monkeypatch.setattr(refinenet, "load_refiner", spy)
+    summary = score_fold(run, 1, str(synth_dir), tta="none", refine="net")
+    assert loaded == [1] and summary["refine"] == "net"
+    assert json.loads((run / "fold1" / "score.json").read_text())["refine"] == "net"
+
+    out = predict(run, str(synth_dir), tmp_path / "net.csv", folds=[0], refine="net")
+    assert loaded == [1, None]
+    made = json.loads((tmp_path / "net.csv.json").read_text())
+    assert made["refine"] == "net" and made["refiner"] == load_refiner(run, None).digest
+    assert out.read_text().startswith("img,rle_mask\n")
+
+
+def test_a_blend_refuses_the_refiner_net(two_fold_run, tmp_path):
+    from competition.blend import MemberSpec, open_members
+    other = tmp_path / "other"
+    shutil.copytree(two_fold_run, other)
+    with pytest.raises(UserError, match="not available in blends"):
+        open_members([MemberSpec(str(two_fold_run)), MemberSpec(str(other))], [0], "none",
+                     refine="net")

@@ -27,11 +27,13 @@ SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assume
 PIPELINE_PER_CORE = {"img_s": 9.3, "source": "`make bench` section 8 on this project's 2-core AMD EPYC VM, under "
                      "load, 2026-11-27: 1280x1920 frames, 1024x1024 crops, from memory, one thread"}
 # What post-processing one test image costs on one CPU core, by the run's `refine` (`make bench` sections 2 and
-# 10: resize to 1918x1280, threshold, RLE; "guided" adds the 1/4 JPEG decode and the guided filter). predict
-# runs it on POST_THREADS threads beside the GPU: the test pass takes at least the images over that rate.
-POSTPROCESS_MS = {"none": 2.0, "guided": 27.0}
+# 10: resize to 1918x1280, threshold, RLE; "guided" adds the 1/4 JPEG decode and the guided filter, "net" the
+# refiner net's 320x480 pass before it). predict runs it on POST_THREADS threads beside the GPU: the test pass
+# takes at least the images over that rate.
+POSTPROCESS_MS = {"none": 2.0, "guided": 27.0, "net": 205.0}
 POSTPROCESS_SOURCE = ("`make bench` section 10 (and 2) on this project's 2-core AMD EPYC VM, one thread, "
-                      "2026-11-27: 26.5 against 2.0 ms on 48 real photos")
+                      "2026-11-27: 26.5 against 2.0 ms on 48 real photos; the refiner net (refine=net, on the CPU "
+                      "threads) 205 ms on 20 real photos, docs/results.md")
 POST_THREADS = 2  # predict.write_stream's post-processing pool
 
 

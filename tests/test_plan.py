@@ -68,6 +68,8 @@ def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(cap
     post_h = 100_064 * plan_mod.POSTPROCESS_MS["guided"] / 1e3 / plan_mod.POST_THREADS / 3600
     assert refined["predict_cpu_bound"] and refined["predict_h"] == pytest.approx(post_h) and post_h > gpu_h
     assert cost(recipe, fast_gpu)["predict_h"] == pytest.approx(gpu_h)  # no post rate given: not capped
+    from competition.config import REFINES
+    assert set(plan_mod.POSTPROCESS_MS) == set(REFINES)  # every refinement a run can ask for is costed
     plan_mod.plan(preset("real-cpu"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
     out = capsys.readouterr().out
     assert "(**CPU-bound**)" in out and "refine=guided" in out

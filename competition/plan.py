@@ -130,11 +130,27 @@ def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[flo
     return rate, f"{cores} cores x {PIPELINE_PER_CORE['img_s']:g} img/s per core ({PIPELINE_PER_CORE['source']})"
 
 
+MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: real-cpu's 1/4 decode
+
+
 def post_rate(cfg: TrainConfig) -> tuple[float, str]:
-    """Test images a second predict's post-processing threads turn into rows for `cfg`, and where it comes from."""
-    ms = POSTPROCESS_MS[cfg.refine]
-    return POST_THREADS * 1e3 / ms, (f"{POST_THREADS} post-processing threads x {ms:g} ms an image "
-                                     f"(refine={cfg.refine}; {POSTPROCESS_SOURCE})")
+    """Test images a second predict's post-processing threads turn into rows for `cfg`, and where it comes from.
+    A refinement's share scales with its guide's pixels (a 640x960 model is guided by the native photo, 16x
+    real-cpu's); the refiner net runs one image at a time (its lock), the rest on POST_THREADS threads."""
+    import math
+
+    from .geometry import Geometry
+    from .refine import guide_reduction
+    ms, threads, scaled = POSTPROCESS_MS[cfg.refine], POST_THREADS, ""
+    if cfg.refine != "none":
+        r = guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit))
+        pixels = math.ceil(1280 / r) * math.ceil(1918 / r)
+        scale = pixels / (MEASURED_GUIDE[0] * MEASURED_GUIDE[1])
+        ms = POSTPROCESS_MS["none"] + (ms - POSTPROCESS_MS["none"]) * scale
+        scaled = f", scaled to a 1/{r} guide: {scale:.2g}x the pixels it was measured on"
+        threads = 1 if cfg.refine == "net" else POST_THREADS
+    return threads * 1e3 / ms, (f"{threads} post-processing thread(s) x {ms:g} ms an image "
+                                f"(refine={cfg.refine}{scaled}; {POSTPROCESS_SOURCE})")
 
 
 def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post_img_s: float | None = None) -> dict:

@@ -176,10 +176,23 @@ class Refiner:
 def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
     import keras
+
+    from .fileio import read_json
     path = refiner_path(run_dir, fold)
+    how = f"`python -m competition refiner --run {run_dir} --data DIR`"
     if not path.is_file():
         raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
-                        f"with `python -m competition refiner --run {run_dir} --data DIR` once the folds are trained")
+                        f"with {how} once the folds are trained")
+    record_path = run_dir / DIR / "refiner.json"
+    entry = (read_json(record_path) if record_path.is_file() else {}).get(path.name) or {}
+    sources = entry.get("sources") or {}
+    try:
+        current = _sources(run_dir, [int(k[4:]) for k in sources])
+    except OSError:
+        current = None
+    if not sources or current != sources:
+        raise UserError(f"{path} learnt from held-out predictions that have changed since (a fold retrained?) or "
+                        f"are not recorded in {record_path.name}: run {how} again")
     return Refiner(keras.models.load_model(path, compile=False), path)
 
 

@@ -299,3 +299,15 @@ def comparable(record: dict) -> dict:
         out.pop("run", None)
         out.pop("runs", None)
     return out
+
+
+def submit(path: Path, message: str, sample: Path | None, data: str | None) -> None:
+    """Validate, then upload through the kaggle package; without credentials the CSV stays put."""
+    check_valid(path, sample_names_for(sample, data))
+    from .kaggle_api import submit_file
+    try:
+        submit_file(path, message)
+    except UserError as e:
+        raise UserError(f"{e} (nothing was submitted; {path} stays where it is)") from e
+    say(f"submitted {path}: {message!r}; see your score at "
+        "https://www.kaggle.com/competitions/carvana-image-masking-challenge/submissions")

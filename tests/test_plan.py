@@ -70,6 +70,13 @@ def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(cap
     assert cost(recipe, fast_gpu)["predict_h"] == pytest.approx(gpu_h)  # no post rate given: not capped
     from competition.config import REFINES
     assert set(plan_mod.POSTPROCESS_MS) == set(REFINES)  # every refinement a run can ask for is costed
+    # a refinement's cost grows with its guide: a 640x960 model is guided by the native photo (16x real-cpu's)
+    small = plan_mod.post_rate(preset("real-cpu"))[0]
+    big = plan_mod.post_rate(preset("unet", refine="guided"))[0]
+    assert small == pytest.approx(2e3 / plan_mod.POSTPROCESS_MS["guided"])
+    assert big == pytest.approx(2e3 / (2 + 25 * 4 * 4), rel=0.01)
+    net = plan_mod.post_rate(preset("real-cpu", refine="net"))  # one image at a time: the net's lock
+    assert net[0] == pytest.approx(1e3 / plan_mod.POSTPROCESS_MS["net"]) and "1 post-processing thread" in net[1]
     plan_mod.plan(preset("real-cpu"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
     out = capsys.readouterr().out
     assert "(**CPU-bound**)" in out and "refine=guided" in out

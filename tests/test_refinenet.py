@@ -120,6 +120,19 @@ def test_each_fold_gets_a_refiner_that_never_saw_its_photos_and_a_rerun_keeps_wh
     assert changed == {"fold0.keras", "all.keras"}  # the refiners that learnt from fold 1
 
 
+def test_a_refiner_whose_folds_were_retrained_is_not_used(two_fold_run, synth_dir, trainings):
+    run = two_fold_run
+    train_refiners(run, str(synth_dir), steps=2)
+    assert load_refiner(run, 1).path == refiner_path(run, 1)
+    ids, probs = np.load(run / "fold0" / "oof.npz")["ids"], np.load(run / "fold0" / "oof.npz")["probs"]
+    save_oof(run / "fold0" / "oof.npz", [str(i) for i in ids], (255 - probs[..., None]) / 255.0)  # fold 0 retrained
+    with pytest.raises(UserError, match="fold1.keras learnt from held-out predictions that have changed"):
+        load_refiner(run, 1)
+    with pytest.raises(UserError, match="have changed"):
+        score_fold(run, 1, str(synth_dir), tta="none", refine="net")
+    assert load_refiner(run, 0).path == refiner_path(run, 0)  # fold 0's refiner learnt from fold 1 only
+
+
 def test_one_fold_is_not_enough(tiny_run, synth_dir):
     with pytest.raises(UserError, match="at least 2 trained folds"):
         train_refiners(tiny_run, str(synth_dir), steps=2)
@@ -134,12 +147,26 @@ def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold
     loaded = []
     real = refinenet.load_refiner
 
+    calls = []
+
     def spy(run_dir, fold):
         loaded.append(fold)
-        return real(run_dir, fold)
+        refiner = real(run_dir, fold)
+        inner = refiner.model
+
+        class Counting:  # the loaded net, counting the photos it refines and their size
+            def predict_on_batch(self, x):
+                calls.append(x.shape)
+                return inner.predict_on_batch(x)
+        refiner.model = Counting()
+        return refiner
     monkeypatch.setattr(refinenet, "load_refiner", spy)
     summary = score_fold(run, 1, str(synth_dir), tta="none", refine="net")
     assert loaded == [1] and summary["refine"] == "net"
+    from competition.geometry import Geometry
+    from competition.refine import guide_reduction
+    r = guide_reduction(Geometry(32, 48))
+    assert len(calls) == summary["images"] and set(calls) == {(1, -(-1280 // r), -(-1918 // r), 4)}
     assert json.loads((run / "fold1" / "score.json").read_text())["refine"] == "net"
 
     out = predict(run, str(synth_dir), tmp_path / "net.csv", folds=[0], refine="net")

@@ -56,13 +56,15 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
     return cfg, folds, models
 
 
-def model_digests(run_dir: Path, folds: list[int]) -> dict[str, str]:
-    """fold<k> -> sha256 of its model.keras: which models made a (partial) prediction's rows."""
-    digests = {}
-    for k in folds:
-        with open(run_dir / f"fold{k}" / "model.keras", "rb") as f:
-            digests[f"fold{k}"] = hashlib.file_digest(f, "sha256").hexdigest()
-    return digests
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def model_digests(run_dir: Path, folds: list[int], name: str = "model.keras") -> dict[str, str]:
+    """fold<k> -> sha256 of its `name` (model.keras: which models made a (partial) prediction's rows; oof.npz:
+    which held-out predictions a refiner learnt from)."""
+    return {f"fold{k}": file_sha256(run_dir / f"fold{k}" / name) for k in folds}
 
 
 @dataclass

@@ -18,7 +18,6 @@ then the resize to native. Measured on real photos: docs/results.md, "Refinement
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -162,9 +161,9 @@ class Refiner:
     """A trained refiner as predict's post-processing threads call it: (photo, probability) -> probability."""
 
     def __init__(self, model, path: Path):
+        from .predict import file_sha256
         self.model, self.path, self.lock = model, path, threading.Lock()
-        with open(path, "rb") as f:
-            self.digest = hashlib.file_digest(f, "sha256").hexdigest()
+        self.digest = file_sha256(path)
 
     def __call__(self, photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
         x = refiner_inputs(photo, prob)[None]
@@ -198,11 +197,8 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
 
 def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
     """fold<k> -> sha256 of the oof.npz a refiner learns from: a retrained fold makes its refiners stale."""
-    out = {}
-    for k in folds:
-        with open(run_dir / f"fold{k}" / "oof.npz", "rb") as f:
-            out[f"fold{k}"] = hashlib.file_digest(f, "sha256").hexdigest()
-    return out
+    from .predict import model_digests
+    return model_digests(run_dir, folds, "oof.npz")
 
 
 def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS) -> list[Path]:
@@ -210,8 +206,9 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS) -> list[
     whose record matches (same sources, same steps) is kept, so an interrupted run resumes where it stopped."""
     from .config import load_config
     from .data.layout import open_dataset
-    from .fileio import atomic_open, read_json, write_json
+    from .fileio import read_json, write_json
     from .predict import trained_folds
+    from .train import save_model
     cfg = load_config(run_dir / "config.json")
     folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
     if len(folds) < 2:
@@ -235,12 +232,7 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS) -> list[
             continue
         say(f"refiner: training {path.name} on the held-out photos of folds {sources} ({entry['photos']} photos)")
         model = train_refiner(joined([samples[k] for k in sources]), steps)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.keras")
-        model.save(tmp)
-        with open(tmp, "rb") as src, atomic_open(path, "wb") as dst:
-            dst.write(src.read())
-        tmp.unlink()
+        save_model(model, path)
         record[path.name] = entry
         write_json(record_path, record)
         written.append(path)

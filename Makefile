@@ -21,7 +21,8 @@ TTA      ?= hflip
 OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
 MIXED_PRECISION ?= 0
 TUNE     ?= 0
-# REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained.
+# REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained
+# (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
 REFINE   ?=
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
@@ -114,10 +115,10 @@ extract: venv
 	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-status: venv
 	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)

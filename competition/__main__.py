@@ -197,7 +197,7 @@ def cmd_refiner(a: argparse.Namespace) -> None:
     from .refinenet import train_refiners
     if a.steps < 1:
         raise UserError("--steps must be at least 1")
-    train_refiners(run_path(a.run), data=a.data, steps=a.steps)
+    train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only)
 
 
 # --- kernels and benchmarks -----------------------------------------------------------------------
@@ -215,7 +215,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               shard=_shard_arg(a.shard), blend=runs if len(runs) > 1 else None,
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
-                              weights_dataset=a.weights_dataset, filters=a.filters)
+                              weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine)
     if a.task == "notebook":
         from .notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out))
@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None)
     from .refinenet import STEPS
     s.add_argument("--steps", type=int, default=STEPS, help=f"training batches per refiner (default {STEPS})")
+    s.add_argument("--test-only", action="store_true",
+                   help="train all.keras alone (what predict uses), from every trained fold's held-out photos; "
+                        "one trained fold is enough (a predict kernel does this)")
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
     s.add_argument("action", choices=["build", "push", "status", "output"])
@@ -451,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--filters", type=int, default=None, help="train: override the preset's filters (e.g. 16 with an encoder)")
     s.add_argument("--weights-dataset", default=None,
                    help="train: user/slug of a Kaggle dataset holding the encoder's weights file (internet stays off)")
+    from .config import REFINES
+    s.add_argument("--refine", default=None, choices=REFINES,
+                   help="predict: how probabilities reach 1918x1280 (default: the run's config); 'net' makes the "
+                        "kernel train the refiner on the folds' held-out predictions first (`refiner --test-only`)")
     s.add_argument("--out", default="kernels/build", help="where push folders are written")
     s.add_argument("--dest", default=None, help="output: where to put the kernel's outputs")
 

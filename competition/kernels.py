@@ -62,6 +62,8 @@ class KernelSpec:
     weights_dataset: str | None = None    # train: user/slug of a dataset holding the encoder's weights file
     filters: int | None = None            # train: override the preset's filters (16 suits the encoders' decoder)
     blend: list[str] | None = None        # predict: the runs to blend, each NAME[@FOLDS][:WEIGHT] (name: the blend's)
+    refine: str | None = None             # predict: none | guided | net (default: the run's config); net trains
+                                          # the refiner on the gathered folds' held-out predictions first
 
     @property
     def run_name(self) -> str:
@@ -185,6 +187,15 @@ def check_spec(spec: KernelSpec) -> None:
     if spec.filters is not None and (spec.filters < 1 or spec.task != "train"):
         raise UserError(f"--filters {spec.filters}: a positive number, for train kernels")
     check_encoder_options(spec)
+    if spec.refine is not None:
+        from .config import check_refine
+        check_refine(spec.refine)
+        if spec.task != "predict":
+            raise UserError(f"--refine {spec.refine}: for predict kernels (a train kernel scores its fold as its "
+                            f"config says)")
+        if spec.blend and spec.refine == "net":
+            raise UserError("--refine net: a blend cannot use the refiner net (it learns one run's held-out "
+                            "predictions); blend with --refine guided or none")
 
 
 def check_encoder_options(spec: KernelSpec) -> None:
@@ -265,9 +276,9 @@ def kernel_settings(spec: KernelSpec, user: str) -> dict:
     if spec.blend:  # each run gathered apart, then every one passed to predict with its folds and weight
         return {**common, "blend": blend_members(spec, user), "threshold": blend_threshold(spec),
                 "train_kernels": train_refs(spec, user), "folds": None, "tta": spec.tta,
-                "shard": list(spec.shard) if spec.shard else None}
+                "shard": list(spec.shard) if spec.shard else None, "refine": spec.refine}
     return {**common, "train_kernels": train_refs(spec, user), "folds": predict_folds(spec), "tta": spec.tta,
-            "shard": list(spec.shard) if spec.shard else None}
+            "shard": list(spec.shard) if spec.shard else None, "refine": spec.refine}
 
 
 def package_zip(package_dir: Path = PACKAGE_DIR) -> bytes:

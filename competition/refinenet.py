@@ -104,6 +104,8 @@ def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
 
 
 def joined(samples: list[Samples]) -> Samples:
+    if len(samples) == 1:  # all.keras from one fold: no copy
+        return samples[0]
     return Samples([i for s in samples for i in s.ids], *(np.concatenate([getattr(s, k) for s in samples])
                                                           for k in ("photos", "probs", "masks")))
 
@@ -201,41 +203,47 @@ def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
     return model_digests(run_dir, folds, "oof.npz")
 
 
-def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS) -> list[Path]:
+def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_only: bool = False) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
-    whose record matches (same sources, same steps) is kept, so an interrupted run resumes where it stopped."""
+    whose record matches (same sources, same steps) is kept, so an interrupted run resumes where it stopped.
+    test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
+    learns from every fold's held-out photos, so one trained fold is enough. Photos are decoded only for the
+    refiners that must be trained."""
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
     from .predict import trained_folds
-    from .train import save_model
+    from .train import load_oof, save_model
     cfg = load_config(run_dir / "config.json")
     folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
-    if len(folds) < 2:
-        raise UserError(f"{run_dir}: the refiner needs at least 2 trained folds (it learns from the held-out photos "
-                        f"of the folds other than the one it refines); found {len(folds)}")
-    ds = open_dataset(data)
-    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-    say(f"refiner: reading the held-out photos of folds {folds}")
-    samples = {k: fold_samples(run_dir, k, ds, geometry) for k in folds}
+    if len(folds) < (1 if test_only else 2):
+        raise UserError(f"{run_dir}: the refiner needs at least {'1 trained fold' if test_only else '2 trained folds'}"
+                        f" (it learns from the held-out photos of the folds other than the one it refines); "
+                        f"found {len(folds)}")
     record_path = run_dir / DIR / "refiner.json"
     record = read_json(record_path) if record_path.is_file() else {}
-    written = []
-    for target in [*folds, None]:
+    counts = {k: len(load_oof(run_dir / f"fold{k}" / "oof.npz")[0]) for k in folds}
+    todo, targets = [], [None] if test_only else [*folds, None]
+    for target in targets:
         sources = [k for k in folds if k != target]
         path = refiner_path(run_dir, target)
-        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(len(samples[k].ids)
-                                                                                      for k in sources)}
+        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(counts[k] for k in sources)}
         if path.is_file() and record.get(path.name) == entry:
             say(f"refiner: {path} is up to date")
-            written.append(path)
-            continue
+        else:
+            todo.append((path, sources, entry))
+    if todo:
+        ds = open_dataset(data)
+        geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+        needed = sorted({k for _, sources, _ in todo for k in sources})
+        say(f"refiner: reading the held-out photos of folds {needed}")
+        samples = {k: fold_samples(run_dir, k, ds, geometry) for k in needed}
+    for path, sources, entry in todo:
         say(f"refiner: training {path.name} on the held-out photos of folds {sources} ({entry['photos']} photos)")
         model = train_refiner(joined([samples[k] for k in sources]), steps)
         save_model(model, path)
         record[path.name] = entry
         write_json(record_path, record)
-        written.append(path)
-    say(f"refiner: {len(written)} refiner(s) in {run_dir / DIR}; score with `--refine net`")
-    return written
+    say(f"refiner: {len(targets)} refiner(s) in {run_dir / DIR}; score with `--refine net`")
+    return [refiner_path(run_dir, target) for target in targets]
 

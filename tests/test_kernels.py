@@ -413,7 +413,8 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
 # Runs a built entry script with a kill at a fixed point, from inside the process (SIGKILL: no `finally`,
 # no atexit, as when Kaggle ends a session): KILL_AT=epochN dies after the first batch of epoch N;
 # KILL_AT=chunkN dies while mirroring chunk N (its bytes appended to the mirrored part, its record not yet).
-# CHUNK_ROWS sets the submission writer's chunk size, so 4 test images make 4 chunks.
+# CHUNK_ROWS sets the submission writer's chunk size, so 4 test images make 4 chunks; REFINER_STEPS the refiner's
+# training batches.
 _KILLER = '''
 import os, runpy, signal, sys
 from pathlib import Path
@@ -424,6 +425,9 @@ die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if chunk:
     import competition.submission as sub
     sub.CHUNK_ROWS = int(chunk)
+if os.environ.get("REFINER_STEPS"):
+    import competition.refinenet as rn
+    rn.STEPS = int(os.environ["REFINER_STEPS"])
 if kill.startswith("epoch"):
     import keras
     import competition.train as tr
@@ -454,7 +458,7 @@ sys.exit(mod["main"]() or 0)
 def _run_killable(script: Path, root: Path, **env: str) -> subprocess.CompletedProcess:
     killer = root.parent / "killer.py"
     killer.write_text(_KILLER)
-    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS")}
+    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS", "REFINER_STEPS")}
     full.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", **env)
     return subprocess.run([sys.executable, str(killer), str(script)], cwd=root, env=full, capture_output=True,
                           text=True, timeout=400)
@@ -563,6 +567,47 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz",
                                                                      "kr.csv.gz.json"]
 
+
+
+def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_keeps_it(killed_and_resumed_fold,
+                                                                                        tmp_path, synth_zip_dir):
+    """--refine net: the kernel trains all.keras on the gathered fold's held-out predictions, puts it in its
+    output before predicting, and the version after a kill uses that refiner instead of training another."""
+    from competition.predict import file_sha256
+    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", refine="net")
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
+    train_mount = root / "input" / "notebooks" / "alice" / "carvana-kr-fold-0"
+    train_mount.parent.mkdir(parents=True)
+    train_mount.symlink_to(killed_and_resumed_fold["working"], target_is_directory=True)
+    first = _run_killable(folder / "run.py", root, KILL_AT="chunk2", CHUNK_ROWS="1", REFINER_STEPS="5")
+    assert first.returncode == -9, first.stdout + first.stderr
+    assert "refiner: training all.keras on the held-out photos of folds [0]" in first.stdout
+    refiner = root / "working" / "refiner" / "all.keras"
+    digest = file_sha256(refiner)
+    assert json.loads((root / "working" / "refiner" / "refiner.json").read_text())["all.keras"]["steps"] == 5
+
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root, CHUNK_ROWS="1", REFINER_STEPS="5")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "all.keras is up to date" in second.stdout and "training all.keras" not in second.stdout
+    assert "1 of 4 rows already written" in second.stdout  # the rows made with that refiner are kept
+    assert json.loads((root / "working" / "kr.csv.gz.json").read_text())["refiner"] == digest
+    assert file_sha256(root / "working" / "refiner" / "all.keras") == digest
+    from competition.data.layout import open_dataset
+    names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
+    rows, problems = validate(root / "working" / "kr.csv.gz", names)
+    assert rows == len(names) and problems == []
+
+
+def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):
+    with pytest.raises(UserError, match="for predict kernels"):
+        kernels.build(KernelSpec(task="train", preset="tiny", name="kt", user="alice", refine="guided"), tmp_path)
+    with pytest.raises(UserError, match="a blend cannot use the refiner net"):
+        kernels.build(KernelSpec(task="predict", preset="tiny", user="alice", blend=["a", "b"], refine="net"),
+                      tmp_path)
+    with pytest.raises(UserError, match="unknown refinement 'sharp'"):
+        kernels.build(KernelSpec(task="predict", preset="tiny", name="kt", user="alice", refine="sharp"), tmp_path)
 
 
 # --- credentials ----------------------------------------------------------------------------------

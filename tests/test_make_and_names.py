@@ -126,6 +126,9 @@ def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir
         assert "--folds 0,2" in dry_run(make_dir, "predict", f"{var}=0,2")[-1]
         assert "--folds 0,2" in dry_run(make_dir, "kernel-push", "TASK=predict", f"{var}=0,2")[-1]
     assert "--folds" not in dry_run(make_dir, "predict")[-1]
+    for target in ("predict", "score", "cv", "kernel-push"):  # a predict kernel trains its own refiner
+        assert "--refine net" in dry_run(make_dir, target, "TASK=predict", "REFINE=net")[-1]
+    assert "--refine" not in dry_run(make_dir, "kernel-push", "REFINE=net")[-1]  # a train kernel scores as configured
 
 
 @needs_make

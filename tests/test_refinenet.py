@@ -98,7 +98,7 @@ def trainings(monkeypatch) -> list[set[str]]:
 
 
 def test_each_fold_gets_a_refiner_that_never_saw_its_photos_and_a_rerun_keeps_what_is_current(two_fold_run, synth_dir,
-                                                                                          trainings):
+                                                                                          trainings, monkeypatch):
     run = two_fold_run
     written = train_refiners(run, str(synth_dir), steps=2)
     assert written == [refiner_path(run, 0), refiner_path(run, 1), refiner_path(run, None)]
@@ -110,8 +110,12 @@ def test_each_fold_gets_a_refiner_that_never_saw_its_photos_and_a_rerun_keeps_wh
     assert set(record["all.keras"]["sources"]) == {"fold0", "fold1"}
     stamps = {p: p.stat().st_mtime_ns for p in written}
 
+    decoded = []
+    real_samples = refinenet.fold_samples
+    monkeypatch.setattr(refinenet, "fold_samples", lambda run_dir, k, *a: decoded.append(k) or real_samples(run_dir, k, *a))
     assert train_refiners(run, str(synth_dir), steps=2) == written
     assert {p: p.stat().st_mtime_ns for p in written} == stamps and len(trainings) == 3  # nothing retrained
+    assert decoded == []  # nor a photo read to find that out
 
     ids, probs = np.load(run / "fold1" / "oof.npz")["ids"], np.load(run / "fold1" / "oof.npz")["probs"]
     save_oof(run / "fold1" / "oof.npz", [str(i) for i in ids], (255 - probs[..., None]) / 255.0)  # fold 1 retrained
@@ -136,6 +140,20 @@ def test_a_refiner_whose_folds_were_retrained_is_not_used(two_fold_run, synth_di
 def test_one_fold_is_not_enough(tiny_run, synth_dir):
     with pytest.raises(UserError, match="at least 2 trained folds"):
         train_refiners(tiny_run, str(synth_dir), steps=2)
+
+
+def test_the_test_sets_refiner_alone_learns_from_every_fold_even_one(two_fold_run, synth_dir, trainings):
+    """What a predict kernel trains: all.keras only, from the folds it gathered (one is enough)."""
+    run = two_fold_run
+    assert train_refiners(run, str(synth_dir), steps=2, test_only=True) == [refiner_path(run, None)]
+    folds = read_folds(run / "folds.csv")
+    assert trainings == [{i for i, f in folds.items() if f in (0, 1)}]  # every held-out photo of both folds, once
+    assert not refiner_path(run, 0).exists() and not refiner_path(run, 1).exists()
+    assert load_refiner(run, None).path == refiner_path(run, None)
+    shutil.rmtree(run / "fold1")
+    shutil.rmtree(run / "refiner")
+    train_refiners(run, str(synth_dir), steps=2, test_only=True)
+    assert trainings[-1] == {i for i, f in folds.items() if f == 0}
 
 
 def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold_run, synth_dir, tmp_path,

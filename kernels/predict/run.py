@@ -11,12 +11,15 @@ kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/inp
      their configs agree); a blend (`--run A --run B[:WEIGHT]`) gathers one run folder per run;
   4. when this kernel's earlier version left a partial submission in its output (<name>.csv.gz.part and
      its progress record), copies it back, so prediction continues after its last recorded chunk;
-  5. runs the toolkit's own CLI, `predict --run ... --tta hflip [--shard i/N] --time-limit T --mirror
+  5. with refine "net" (`kernel build --refine net`, or the run's config), trains the refiner net on the gathered
+     folds' held-out predictions (`refiner --test-only`: all.keras, minutes on the GPU) and copies it to
+     /kaggle/working/refiner/, so a version killed later keeps it (the next one finds it current and skips this);
+  6. runs the toolkit's own CLI, `predict --run ... --tta hflip [--shard i/N] --time-limit T --mirror
      /kaggle/working` (a blend: one `--run` per run, with its folds and weight), on the test zip read in
      place from /kaggle/input: every chunk of rows and its progress record are copied into /kaggle/working
      as they are written, and T (Kaggle's 12 hours less a margin) stops it cleanly before Kaggle would;
      push the kernel again to continue - the final file is byte-identical to an uninterrupted run's;
-  6. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) and its record of what
+  7. copies the finished submission (<name>.csv.gz, or <name>.shard-i-of-N.csv.gz) and its record of what
      made it (<that name>.json, which `merge` compares shards by) to /kaggle/working,
      the kernel's output; kernel-state.json there says "complete" or "time-limited".
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
@@ -31,7 +34,7 @@ import time
 import zipfile
 from pathlib import Path
 
-SETTINGS = {"task": "predict", "name": "unet", "preset": "unet", "train_kernels": ["<kaggle-user>/carvana-unet-fold-0"], "folds": None, "tta": "hflip", "shard": None, "kernel": None, "accelerator": "t4x2"}
+SETTINGS = {"task": "predict", "name": "unet", "preset": "unet", "train_kernels": ["<kaggle-user>/carvana-unet-fold-0"], "folds": None, "tta": "hflip", "shard": None, "kernel": None, "accelerator": "t4x2", "refine": None}
 PACKAGE_ZIP = ""  # `kernel build` fills this line: the competition package, zipped, in base64
 
 
@@ -64,8 +67,10 @@ def main() -> int:
     from competition import on_kaggle
     from competition.mirror import copy_file
     from competition.__main__ import main as cli
+    from competition.config import load_config
     from competition.errors import UserError
     from competition.predict import shard_path
+    from competition.refinenet import DIR as REFINER_DIR
     from competition.submission import made_path
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, shard = SETTINGS["name"], SETTINGS.get("shard")
@@ -80,17 +85,31 @@ def main() -> int:
             on_kaggle.assemble_run(sources, temp / "runs" / member["name"])
         if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
             on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
+        refine = SETTINGS.get("refine")
+        if refine is None and not SETTINGS.get("blend"):
+            refine = load_config(run_dir / "config.json").refine
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
     if not written.is_file():
         on_kaggle.write_kernel_state(working, "running", written.name)
+        if refine == "net":  # the refiner learns from the gathered folds' held-out predictions (oof.npz)
+            restored = out.parent / REFINER_DIR  # the earlier version's, restored with its output
+            if restored.is_dir():  # kept by `refiner` if it learnt from these very folds, else retrained
+                shutil.copytree(restored, run_dir / REFINER_DIR, dirs_exist_ok=True)
+            rc = cli(["refiner", "--run", str(run_dir), "--data", str(data), "--test-only"])
+            if rc != 0:
+                return rc
+            for name in ("all.keras", "refiner.json"):  # the model first: a record alone is never current
+                copy_file(run_dir / REFINER_DIR / name, working / REFINER_DIR / name)
         runs = [f"{temp / 'runs' / m['name']}@{','.join(map(str, m['folds']))}:{m['weight']}"
                 for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
         args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),
                 "--tta", SETTINGS["tta"], "--mirror", str(working),
                 "--time-limit", on_kaggle.time_limit("predict", started)]
+        if SETTINGS.get("refine"):
+            args += ["--refine", SETTINGS["refine"]]
         if SETTINGS.get("threshold") is not None:  # a blend's threshold tuned by `score --tune-threshold`
             args += ["--threshold", str(SETTINGS["threshold"])]
         if SETTINGS.get("folds"):

@@ -54,10 +54,11 @@ def refiner_inputs(photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return np.concatenate([photo.astype(np.float32) / 255.0 - 0.5, (np.log(p / (1 - p)) / 4)[..., None]], -1)
 
 
-def build_refiner(channels: int = CHANNELS):
+def build_refiner(channels: int | None = None):
     """sigmoid(logit + correction): the correction's last layer starts at zero, so an untrained refiner returns
     its input probability unchanged."""
     import keras
+    channels = channels or CHANNELS
     x = keras.Input((None, None, 4), name="photo_and_logit")
     pick = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="logit")  # 4 x the last channel
     logit = pick(x)
@@ -139,7 +140,8 @@ def crop_sampler(s: Samples, crop: int, seed: int) -> Callable[[int], tuple[np.n
     return draw
 
 
-def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int = CROP, batch: int = BATCH):
+def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int | None = None,
+                  batch: int | None = None):
     """A refiner trained on `samples` for `steps` batches of crops (binary cross-entropy on the soft mask)."""
     import keras
 
@@ -150,10 +152,10 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
                                                       warmup_steps=min(WARMUP, steps // 2))
     model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="binary_crossentropy",
                   jit_compile=jit_compile())
-    draw = crop_sampler(samples, crop, seed)
+    draw = crop_sampler(samples, crop or CROP, seed)
     started, losses = time.monotonic(), []
     for step in range(1, steps + 1):
-        losses.append(float(model.train_on_batch(*draw(batch))))
+        losses.append(float(model.train_on_batch(*draw(batch or BATCH))))
         if step % 250 == 0 or step == steps:
             say(f"  step {step}/{steps}: loss {np.mean(losses[-250:]):.4f} ({time.monotonic() - started:.0f} s)")
     return model
@@ -197,6 +199,12 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     return Refiner(keras.models.load_model(path, compile=False), path)
 
 
+def recipe() -> dict:
+    """The constants a refiner is built and trained with, recorded beside it: changing one retrains it."""
+    return {"channels": CHANNELS, "dilations": list(DILATIONS), "crop": CROP, "batch": BATCH, "lr": LR,
+            "warmup": WARMUP, "along_outline": ALONG_OUTLINE}
+
+
 def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
     """fold<k> -> sha256 of the oof.npz a refiner learns from: a retrained fold makes its refiners stale."""
     from .predict import model_digests
@@ -205,7 +213,7 @@ def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
 
 def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_only: bool = False) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
-    whose record matches (same sources, same steps) is kept, so an interrupted run resumes where it stopped.
+    whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
     learns from every fold's held-out photos, so one trained fold is enough. Photos are decoded only for the
     refiners that must be trained."""
@@ -227,7 +235,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
     for target in targets:
         sources = [k for k in folds if k != target]
         path = refiner_path(run_dir, target)
-        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(counts[k] for k in sources)}
+        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(counts[k] for k in sources),
+                 "recipe": recipe()}
         if path.is_file() and record.get(path.name) == entry:
             say(f"refiner: {path} is up to date")
         else:

@@ -123,6 +123,11 @@ def test_each_fold_gets_a_refiner_that_never_saw_its_photos_and_a_rerun_keeps_wh
     changed = {p.name for p in written if p.stat().st_mtime_ns != stamps[p]}
     assert changed == {"fold0.keras", "all.keras"}  # the refiners that learnt from fold 1
 
+    monkeypatch.setattr(refinenet, "CHANNELS", refinenet.CHANNELS * 2)  # another recipe: every refiner again
+    before = len(trainings)
+    train_refiners(run, str(synth_dir), steps=2)
+    assert len(trainings) == before + 3
+
 
 def test_a_refiner_whose_folds_were_retrained_is_not_used(two_fold_run, synth_dir, trainings):
     run = two_fold_run

@@ -116,6 +116,26 @@ def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir
 
 
 @needs_make
+def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ensemble(make_dir):
+    run = make_dir / "runs" / "unet"
+    (run / "fold0").mkdir(parents=True)
+    (make_dir / "submissions").mkdir()
+    out = make_dir / "submissions" / "unet.csv.gz"
+    for path in (run / "config.json", run / "fold0" / "model.keras", out):
+        path.write_bytes(b"x")
+    set_mtime(run / "config.json", 3_000)
+    set_mtime(run / "fold0" / "model.keras", 3_000)
+    set_mtime(out, 4_000)
+    assert not predicts(dry_run(make_dir, "submit", "REFINE=net"))  # made elsewhere (no .make record): kept
+    lines = dry_run(make_dir, str(out.relative_to(make_dir)), "-B")
+    assert lines[-1] == 'echo "ensemble= tta=hflip refine=" > submissions/unet.csv.gz.make'  # what predict leaves
+    (make_dir / "submissions" / "unet.csv.gz.make").write_text("ensemble= tta=hflip refine=\n")
+    assert not predicts(dry_run(make_dir, "submit"))  # made as asked
+    for change in ("REFINE=net", "TTA=none", "ENSEMBLE=0,1"):
+        assert predicts(dry_run(make_dir, "submit", change)), change
+
+
+@needs_make
 def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir):
     train = dry_run(make_dir, "train", "MIXED_PRECISION=1")[-1]
     assert train.split()[-1] == "--mixed-precision"

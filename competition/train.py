@@ -98,6 +98,16 @@ def _new_model(cfg: TrainConfig):
 XLA_ENV = "COMPETITION_XLA"
 
 
+def xla_setting() -> bool | None:
+    """COMPETITION_XLA as asked (None: unset), or a one-line UserError: train checks it before any work."""
+    setting = os.environ.get(XLA_ENV, "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting:
+        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+    return None
+
+
 def jit_compile() -> bool | str:
     """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs.
 
@@ -105,11 +115,9 @@ def jit_compile() -> bool | str:
     a 2-core CPU (0.51 -> 0.26 s an image; `make bench`, "Training step"). Compiling costs a few seconds per
     input shape, which only tiny models notice. On GPUs "auto" already compiles (and keeps XLA off under
     MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays. COMPETITION_XLA=0 turns it off, =1 forces it."""
-    setting = os.environ.get(XLA_ENV, "")
-    if setting in ("0", "1"):
-        return setting == "1"
-    if setting:
-        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+    setting = xla_setting()
+    if setting is not None:
+        return setting
     import keras
     if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
         return "auto"
@@ -337,6 +345,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     marked "time_limited" and the same command resumes it). mirror: a folder that gets the run's files after
     every epoch (a kernel's /kaggle/working). hold: with no cache_dir, keep the files' bytes in memory once read
     (`--cache memory`)."""
+    xla_setting()  # a mistyped COMPETITION_XLA stops here, not after the data is read and cached
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
     check_fold(fold, cfg.k)

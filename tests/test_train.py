@@ -1,6 +1,7 @@
 """Training a tiny U-Net on the synthetic set: run files, resume, NaN, config checks."""
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,8 @@ def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(
     monkeypatch.setenv(train_mod.XLA_ENV, "yes")
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):
         train_mod.jit_compile()
+    opened = []
+    monkeypatch.setattr(train_mod, "open_dataset", lambda data: opened.append(data))
+    with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):  # before the data is touched
+        train_mod.train(preset("tiny"), "somewhere", Path("unused"), 0, None)
+    assert opened == []

@@ -85,18 +85,16 @@ validate: venv
 	$(CLI) validate $(OUT) --data $(DATA)
 
 # The submission is predicted again whenever a model or the config (its tuned threshold) of the run is newer,
-# or when it was made here with other ENSEMBLE/TTA/REFINE (recorded in $(OUT).make beside it).
-OUT_SETTINGS := ensemble=$(ENSEMBLE) tta=$(TTA) refine=$(REFINE)
+# or when its record (<out>.json, written by predict) says it was made with another TTA, REFINE or ENSEMBLE.
 ifneq ($(filter submit $(OUT),$(MAKECMDGOALS)),)
-OUT_MADE := $(strip $(shell cat $(OUT).make 2>/dev/null))
-OUT_STALE := $(if $(OUT_MADE),$(if $(filter-out $(OUT_SETTINGS),$(OUT_MADE))$(filter-out $(OUT_MADE),$(OUT_SETTINGS)),predict-again))
+OUT_OTHERWISE := $(if $(wildcard $(OUT).json),$(shell $(CLI) made-as $(OUT) --tta $(TTA) $(if $(REFINE),--refine $(REFINE)) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) 2>/dev/null))
 endif
-$(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json $(RUN_DIR)/refiner/all.keras) $(OUT_STALE) | $(VENV)/.installed
+$(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json $(RUN_DIR)/refiner/all.keras) $(if $(OUT_OTHERWISE),predict-again) | $(VENV)/.installed
 	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
-	@echo "$(OUT_SETTINGS)" > $(OUT).make
 
 .PHONY: predict-again
 predict-again:
+	@echo "$(OUT_OTHERWISE): predicting again"
 
 submit: venv
 	@echo "data: $(DATA)"

@@ -149,6 +149,13 @@ def cmd_validate(a: argparse.Namespace) -> None:
     validate_cli(Path(a.file), Path(a.sample) if a.sample else None, data=a.data)
 
 
+def cmd_made_as(a: argparse.Namespace) -> None:
+    from .submission import made_otherwise
+    differs = made_otherwise(Path(a.file), a.tta, a.refine, _folds_arg(a.folds))
+    if differs:
+        print(differs)
+
+
 def cmd_submit(a: argparse.Namespace) -> None:
     from .submission import submit
     submit(Path(a.file), message=a.message, sample=Path(a.sample) if a.sample else None, data=a.data)
@@ -282,6 +289,7 @@ class _Once(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
+    from .config import REFINES
     p = argparse.ArgumentParser(prog="python -m competition",
                                 description="Carvana Image Masking Challenge toolkit.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -389,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", default=None)
     s.add_argument("--data", default=None)
 
+    s = add("made-as", cmd_made_as, "print how a submission's record (<file>.json) differs from these settings "
+                                    "(nothing when it matches; `make submit` predicts again when it does not)")
+    s.add_argument("file")
+    s.add_argument("--tta", default="hflip", choices=["none", "hflip"])
+    s.add_argument("--refine", default=None, choices=REFINES)
+    s.add_argument("--folds", default=None, help="e.g. 0,1,2 (default: not compared)")
+
     s = add("validate", cmd_validate, "check a submission CSV against the sample submission")
     s.add_argument("file")
     s.add_argument("--sample", default=None)
@@ -454,7 +469,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--filters", type=int, default=None, help="train: override the preset's filters (e.g. 16 with an encoder)")
     s.add_argument("--weights-dataset", default=None,
                    help="train: user/slug of a Kaggle dataset holding the encoder's weights file (internet stays off)")
-    from .config import REFINES
     s.add_argument("--refine", default=None, choices=REFINES,
                    help="predict: how probabilities reach 1918x1280 (default: the run's config); 'net' makes the "
                         "kernel train the refiner on the folds' held-out predictions first (`refiner --test-only`)")

@@ -481,6 +481,8 @@ def output(spec: KernelSpec, dest: Path | None = None) -> list[Path]:
         from .config import load_config
         from .train import check_run_config
         check_run_config(dest, load_config(staging / "config.json"))
+    if spec.task == "predict":  # the refiner a predict kernel trained (--refine net) is its own resume state;
+        shutil.rmtree(staging / "refiner", ignore_errors=True)  # shards' would overwrite each other here
     moved = _move_tree(staging, dest)
     shutil.rmtree(staging, ignore_errors=True)
     if spec.task == "train":

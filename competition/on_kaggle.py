@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import COMPETITION
 from .errors import UserError
-from .fileio import write_json
+from .fileio import read_json, write_json
 from .mirror import copy_file
 
 METADATA_FILE = "kernel-metadata.json"
@@ -187,6 +187,27 @@ def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
             copy_file(path, dest / path.relative_to(src))
     print(f"resuming from the earlier version's output {src} ({len(files)} file(s))", flush=True)
     return src
+
+
+def discard_made_otherwise(written: Path, tta: str, refine: str | None, folds: list[int] | None) -> list[Path]:
+    """Drop an earlier version's restored submission, finished or partial, that was made with other settings than
+    this version asks for (pushed again with another --refine, --tta or --folds under the same slug), so this
+    version predicts what it was built for instead of shipping the old file or stopping at the partial one."""
+    from .submission import differences, made_path
+    part, part_record = written.with_name(written.name + ".part"), written.with_name(written.name + ".part.json")
+    dropped = []
+    for made, files in ((made_path(written), [written, made_path(written)]), (part_record, [part, part_record])):
+        if not made.is_file():
+            continue
+        record = read_json(made)
+        differs = differences(record.get("meta", record), tta, refine, folds)
+        if differs:
+            print(f"the earlier version's {files[0].name} was made with {', '.join(differs)}: predicting again "
+                  f"as this version asks", flush=True)
+            for path in files:
+                path.unlink(missing_ok=True)
+                dropped.append(path)
+    return dropped
 
 
 def time_limit(task: str, started: float, now: float | None = None) -> str:

@@ -221,8 +221,8 @@ def predict(run_dir: Path, data: str | None, out: Path, folds: list[int] | None 
         refiner = load_refiner(run_dir, None)
     meta = {"run": str(run_dir), "folds": folds, "tta": tta, "threshold": threshold, "shard": list(shard or []),
             "models": model_digests(run_dir, folds), **refine_meta(refine)}
-    if refiner is not None:
-        meta["refiner"] = refiner.digest
+    if refiner is not None:  # its bytes, and what it learnt from and how (shards' refiners differ in the bytes)
+        meta["refiner"], meta["refiner_made"] = refiner.digest, refiner.made
     writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")

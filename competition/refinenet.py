@@ -164,10 +164,11 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
 class Refiner:
     """A trained refiner as predict's post-processing threads call it: (photo, probability) -> probability."""
 
-    def __init__(self, model, path: Path):
+    def __init__(self, model, path: Path, made: dict | None = None):
         from .predict import file_sha256
         self.model, self.path, self.lock = model, path, threading.Lock()
         self.digest = file_sha256(path)
+        self.made = made or {}  # its refiner.json entry: what it learnt from, and how
 
     def __call__(self, photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
         x = refiner_inputs(photo, prob)[None]
@@ -196,7 +197,13 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     if not sources or current != sources:
         raise UserError(f"{path} learnt from held-out predictions that have changed since (a fold retrained?) or "
                         f"are not recorded in {record_path.name}: run {how} again")
-    return Refiner(keras.models.load_model(path, compile=False), path)
+    return Refiner(keras.models.load_model(path, compile=False), path, entry)
+
+
+def oof_count(path: Path) -> int:
+    """Photos in an oof.npz, without reading its probabilities."""
+    with np.load(path) as z:
+        return len(z["ids"])
 
 
 def recipe() -> dict:
@@ -221,16 +228,19 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
     from .predict import trained_folds
-    from .train import load_oof, save_model
+    from .train import save_model
     cfg = load_config(run_dir / "config.json")
     folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
     if len(folds) < (1 if test_only else 2):
-        raise UserError(f"{run_dir}: the refiner needs at least {'1 trained fold' if test_only else '2 trained folds'}"
-                        f" (it learns from the held-out photos of the folds other than the one it refines); "
-                        f"found {len(folds)}")
+        raise UserError(f"{run_dir}: the refiner needs at least 1 trained fold with --test-only, else 2 (a fold's "
+                        f"refiner learns from the held-out photos of the other folds); found {len(folds)}"
+                        if test_only or not folds else
+                        f"{run_dir}: the refiner needs at least 2 trained folds (a fold's refiner learns from the "
+                        f"held-out photos of the other folds); found {len(folds)}; `refiner --test-only` trains "
+                        f"the test set's alone from it")
     record_path = run_dir / DIR / "refiner.json"
     record = read_json(record_path) if record_path.is_file() else {}
-    counts = {k: len(load_oof(run_dir / f"fold{k}" / "oof.npz")[0]) for k in folds}
+    counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
     todo, targets = [], [None] if test_only else [*folds, None]
     for target in targets:
         sources = [k for k in folds if k != target]

@@ -283,7 +283,8 @@ def same_making(parts: list[Path]) -> dict | None:
         for key in sorted(set(first) | set(rec)):
             if first.get(key) == rec.get(key):
                 continue
-            what = ("other models (retrained between the shards?)" if key == "models"
+            what = ("other models (retrained between the shards?)" if key == "models" else
+                    "refiner nets that learnt from other held-out predictions, or another way" if key == "refiner_made"
                     else f"{key}: {rec.get(key)!r} against {first.get(key)!r}")
             raise UserError(f"{p.name} and {p0.name} were not made the same way ({what}); "
                             "predict every shard with the same models and settings")
@@ -292,13 +293,40 @@ def same_making(parts: list[Path]) -> dict | None:
 
 def comparable(record: dict) -> dict:
     """A shard's record less what may differ between shards of one submission. Shards predicted in different
-    Kaggle sessions name the same run by other paths: where model digests are recorded, they stand for the run."""
+    Kaggle sessions name the same run by other paths: where model digests are recorded, they stand for the run.
+    A refiner net is compared by what it learnt from and how (`refiner_made`), not by its bytes: every shard
+    kernel trains its own from the same held-out predictions, and two such files never have the same bytes
+    (Keras stamps the time it saved one; GPU training is not bit-reproducible either)."""
     out = {k: v for k, v in record.items() if k not in SHARD_KEYS}
+    if out.get("refiner_made"):  # each shard kernel trains its refiner: same sources and recipe, other bytes
+        out.pop("refiner", None)
     if isinstance(out.get("models"), dict):
         out["models"] = list(out["models"].values())
         out.pop("run", None)
         out.pop("runs", None)
     return out
+
+
+def made_otherwise(path: Path, tta: str, refine: str | None, folds: list[int] | None) -> str | None:
+    """What `path`'s record says it was made with that differs from what is asked (`make submit` predicts again
+    then); None when it matches or has no record. refine/folds None: whatever the run's config and folds say."""
+    record_path = made_path(path)
+    if not record_path.is_file():
+        return None
+    differs = differences(read_json(record_path), tta, refine, folds)
+    return f"{path} was made with {', '.join(differs)}" if differs else None
+
+
+def differences(made: dict, tta: str, refine: str | None, folds: list[int] | None) -> list[str]:
+    """The settings a record (a finished file's, or a partial one's meta) holds other than these."""
+    differs = []
+    if made.get("tta") != tta:
+        differs.append(f"TTA {made.get('tta')}")
+    if refine is not None and (made.get("refine") or "none") != refine:
+        differs.append(f"refinement {made.get('refine') or 'none'}")
+    if folds is not None and sorted(made.get("folds") or []) != sorted(folds):
+        differs.append(f"folds {made.get('folds')}")
+    return differs
 
 
 def submit(path: Path, message: str, sample: Path | None, data: str | None) -> None:

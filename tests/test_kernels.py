@@ -329,6 +329,16 @@ def test_output_of_a_train_kernel_lands_in_the_run_folder(server, tmp_path):
     assert len(moved) == 5 and not list(dest.glob(".kernel-output-*"))
 
 
+def test_output_of_a_predict_kernel_is_the_submission_and_its_record_not_its_refiner(server, tmp_path):
+    server.outputs = {"t1.shard-0-of-2.csv.gz": b"csv bytes", "t1.shard-0-of-2.csv.gz.json": b"{}",
+                      "kernel-state.json": b"{}", "refiner/all.keras": b"net", "refiner/refiner.json": b"{}"}
+    dest = tmp_path / "submissions"
+    kernels.output(KernelSpec(task="predict", preset="tiny", name="t1", shard=(0, 2)), dest=dest)
+    assert (dest / "t1.shard-0-of-2.csv.gz").read_bytes() == b"csv bytes"
+    assert (dest / "t1.shard-0-of-2.csv.gz.json").is_file()
+    assert not (dest / "refiner").exists()  # each shard's would overwrite the last one's
+
+
 def test_output_before_the_kernel_is_complete_is_refused(server, tmp_path):
     server.status_answer = {"status": "RUNNING"}
     with pytest.raises(UserError) as e:
@@ -598,6 +608,29 @@ def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_kee
     names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
     rows, problems = validate(root / "working" / "kr.csv.gz", names)
     assert rows == len(names) and problems == []
+
+    # pushed again without the refiner (same slug): the finished file it restores was made otherwise
+    plain = kernels.build(KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice",
+                                     refine="none"), tmp_path / "build-plain")
+    assert plain.name == folder.name
+    _next_session(root, "alice", folder.name)
+    third = _run_killable(plain / "run.py", root)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "kr.csv.gz was made with refinement net: predicting again" in third.stdout
+    assert "refine" not in json.loads((root / "working" / "kr.csv.gz.json").read_text())
+
+
+def test_a_restored_submission_made_otherwise_is_dropped_finished_or_partial(tmp_path):
+    written = tmp_path / "kr.csv.gz"
+    for path, text in ((written, "csv"), (tmp_path / "kr.csv.gz.json", '{"tta": "hflip", "folds": [0, 1]}'),
+                       (tmp_path / "kr.csv.gz.part", "rows"),
+                       (tmp_path / "kr.csv.gz.part.json", '{"meta": {"tta": "none", "folds": [0, 1]}, "rows": 1}')):
+        path.write_text(text)
+    assert on_kaggle.discard_made_otherwise(written, "hflip", None, [1, 0]) == [tmp_path / "kr.csv.gz.part",
+                                                                             tmp_path / "kr.csv.gz.part.json"]
+    assert written.is_file()  # made as asked: kept
+    assert on_kaggle.discard_made_otherwise(written, "hflip", "guided", None) == [written, tmp_path / "kr.csv.gz.json"]
+    assert on_kaggle.discard_made_otherwise(written, "none", "net", [2]) == []  # nothing left to compare
 
 
 def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):

@@ -116,7 +116,15 @@ def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir
 
 
 @needs_make
-def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ensemble(make_dir):
+def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ensemble(make_dir, monkeypatch):
+    """The submission's record (<out>.json, which predict writes) says how it was made; `make submit` with other
+    TTA, REFINE or ENSEMBLE predicts again instead of uploading the old file."""
+    import sys
+    (make_dir / ".venv" / "bin").mkdir()
+    python = make_dir / ".venv" / "bin" / "python"  # this interpreter, in its own venv
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     run = make_dir / "runs" / "unet"
     (run / "fold0").mkdir(parents=True)
     (make_dir / "submissions").mkdir()
@@ -126,13 +134,18 @@ def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ens
     set_mtime(run / "config.json", 3_000)
     set_mtime(run / "fold0" / "model.keras", 3_000)
     set_mtime(out, 4_000)
-    assert not predicts(dry_run(make_dir, "submit", "REFINE=net"))  # made elsewhere (no .make record): kept
-    lines = dry_run(make_dir, str(out.relative_to(make_dir)), "-B")
-    assert lines[-1] == 'echo "ensemble= tta=hflip refine=" > submissions/unet.csv.gz.make'  # what predict leaves
-    (make_dir / "submissions" / "unet.csv.gz.make").write_text("ensemble= tta=hflip refine=\n")
-    assert not predicts(dry_run(make_dir, "submit"))  # made as asked
-    for change in ("REFINE=net", "TTA=none", "ENSEMBLE=0,1"):
-        assert predicts(dry_run(make_dir, "submit", change)), change
+    assert not predicts(dry_run(make_dir, "submit", "REFINE=net"))  # no record (made by hand): kept
+    write_json(submission.made_path(out), {"run": "runs/unet", "folds": [0, 1], "tta": "hflip", "threshold": 0.5,
+                                           "refine": "guided"})
+    for same in ([], ["REFINE=guided"], ["ENSEMBLE=1,0"], ["TTA=hflip", "REFINE=guided", "ENSEMBLE=0,1"]):
+        assert not predicts(dry_run(make_dir, "submit", *same)), same  # made as asked
+    for change, says in (("REFINE=net", "refinement guided"), ("TTA=none", "TTA hflip"),
+                         ("ENSEMBLE=0", "folds [0, 1]")):
+        lines = dry_run(make_dir, "submit", change)
+        assert predicts(lines), change
+        assert any(f"was made with {says}: predicting again" in line for line in lines), lines
+    write_json(submission.made_path(out), {"run": "runs/unet", "folds": [0, 1], "tta": "hflip", "threshold": 0.5})
+    assert predicts(dry_run(make_dir, "submit", "REFINE=guided"))  # no refine recorded: made without one
 
 
 @needs_make

@@ -206,3 +206,32 @@ def test_a_blend_refuses_the_refiner_net(two_fold_run, tmp_path):
     with pytest.raises(UserError, match="not available in blends"):
         open_members([MemberSpec(str(two_fold_run)), MemberSpec(str(other))], [0], "none",
                      refine="net")
+
+
+def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_otherwise(two_fold_run, synth_dir,
+                                                                                       tmp_path, trainings):
+    """Every shard kernel trains its own refiner from the same held-out predictions; GPU training is not
+    bit-reproducible, so merge compares what each learnt from and how, not its bytes."""
+    import keras
+
+    from competition.submission import made_path, merge
+    from competition.train import save_model
+    run, sample = two_fold_run, synth_dir / "sample_submission.csv"
+    train_refiners(run, str(synth_dir), steps=2, test_only=True)
+    parts = [predict(run, str(synth_dir), tmp_path / "s.csv", shard=(0, 2), refine="net")]
+    model = keras.models.load_model(refiner_path(run, None), compile=False)  # the second kernel's: other bytes
+    kernel, bias = model.get_layer("correction").get_weights()
+    model.get_layer("correction").set_weights([kernel, bias + 0.01])
+    save_model(model, refiner_path(run, None))
+    parts.append(predict(run, str(synth_dir), tmp_path / "s.csv", shard=(1, 2), refine="net"))
+    made = [json.loads(made_path(p).read_text()) for p in parts]
+    assert made[0]["refiner"] != made[1]["refiner"] and made[0]["refiner_made"] == made[1]["refiner_made"]
+    merge(parts, tmp_path / "m.csv", sample)
+
+    ids, probs = np.load(run / "fold1" / "oof.npz")["ids"], np.load(run / "fold1" / "oof.npz")["probs"]
+    save_oof(run / "fold1" / "oof.npz", [str(i) for i in ids], (255 - probs[..., None]) / 255.0)  # fold 1 retrained
+    train_refiners(run, str(synth_dir), steps=2, test_only=True)
+    shutil.copytree(run / "fold0", tmp_path / "fold0-before")  # the models are the same: only the refiner differs
+    parts[1] = predict(run, str(synth_dir), tmp_path / "s.csv", shard=(1, 2), refine="net")
+    with pytest.raises(UserError, match="refiner nets that learnt from other held-out predictions"):
+        merge(parts, tmp_path / "m2.csv", sample)

@@ -10,7 +10,8 @@ kernel_sources are the train kernels, whose outputs Kaggle mounts at /kaggle/inp
   3. gathers the train kernels' fold<K>/model.keras into one run folder in /kaggle/temp (checking that
      their configs agree); a blend (`--run A --run B[:WEIGHT]`) gathers one run folder per run;
   4. when this kernel's earlier version left a partial submission in its output (<name>.csv.gz.part and
-     its progress record), copies it back, so prediction continues after its last recorded chunk;
+     its progress record), copies it back, so prediction continues after its last recorded chunk (a file the
+     earlier version made with another --tta, --refine or --folds is dropped and predicted again);
   5. with refine "net" (`kernel build --refine net`, or the run's config), trains the refiner net on the gathered
      folds' held-out predictions (`refiner --test-only`: all.keras, minutes on the GPU) and copies it to
      /kaggle/working/refiner/, so a version killed later keeps it (the next one finds it current and skips this);
@@ -85,6 +86,7 @@ def main() -> int:
             on_kaggle.assemble_run(sources, temp / "runs" / member["name"])
         if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
             on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
+            on_kaggle.discard_made_otherwise(written, SETTINGS["tta"], SETTINGS.get("refine"), SETTINGS.get("folds"))
         refine = SETTINGS.get("refine")
         if refine is None and not SETTINGS.get("blend"):
             refine = load_config(run_dir / "config.json").refine
@@ -101,8 +103,8 @@ def main() -> int:
             rc = cli(["refiner", "--run", str(run_dir), "--data", str(data), "--test-only"])
             if rc != 0:
                 return rc
-            for name in ("all.keras", "refiner.json"):  # the model first: a record alone is never current
-                copy_file(run_dir / REFINER_DIR / name, working / REFINER_DIR / name)
+            for file in ("all.keras", "refiner.json"):  # the model first: a record alone is never current
+                copy_file(run_dir / REFINER_DIR / file, working / REFINER_DIR / file)
         runs = [f"{temp / 'runs' / m['name']}@{','.join(map(str, m['folds']))}:{m['weight']}"
                 for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
         args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),

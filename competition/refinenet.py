@@ -231,21 +231,21 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
     from .train import save_model
     cfg = load_config(run_dir / "config.json")
     folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
-    if len(folds) < (1 if test_only else 2):
-        raise UserError(f"{run_dir}: the refiner needs at least 1 trained fold with --test-only, else 2 (a fold's "
-                        f"refiner learns from the held-out photos of the other folds); found {len(folds)}"
-                        if test_only or not folds else
-                        f"{run_dir}: the refiner needs at least 2 trained folds (a fold's refiner learns from the "
-                        f"held-out photos of the other folds); found {len(folds)}; `refiner --test-only` trains "
-                        f"the test set's alone from it")
+    need = 1 if test_only else 2
+    if len(folds) < need:
+        hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
+        raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''} (a "
+                        f"fold's refiner learns from the held-out photos of the other folds); found {len(folds)}"
+                        f"{hint}")
     record_path = run_dir / DIR / "refiner.json"
     record = read_json(record_path) if record_path.is_file() else {}
     counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
+    digests = _sources(run_dir, folds)  # each oof.npz hashed once, not once per refiner that learns from it
     todo, targets = [], [None] if test_only else [*folds, None]
     for target in targets:
         sources = [k for k in folds if k != target]
         path = refiner_path(run_dir, target)
-        entry = {"sources": _sources(run_dir, sources), "steps": steps, "photos": sum(counts[k] for k in sources),
+        entry = {"sources": {f"fold{k}": digests[f"fold{k}"] for k in sources}, "steps": steps, "photos": sum(counts[k] for k in sources),
                  "recipe": recipe()}
         if path.is_file() and record.get(path.name) == entry:
             say(f"refiner: {path} is up to date")

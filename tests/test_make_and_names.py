@@ -86,8 +86,8 @@ def predicts(lines: list[str]) -> bool:
     return any("-m competition predict" in line for line in lines)
 
 
-@needs_make
-def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir):
+def submitted_run(make_dir: Path) -> tuple[Path, Path]:
+    """runs/unet with fold 0 trained and its submission, newer than its model and config: (run, submission)."""
     run = make_dir / "runs" / "unet"
     (run / "fold0").mkdir(parents=True)
     (make_dir / "submissions").mkdir()
@@ -97,6 +97,12 @@ def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir
     set_mtime(run / "config.json", 3_000)
     set_mtime(run / "fold0" / "model.keras", 3_000)
     set_mtime(out, 4_000)
+    return run, out
+
+
+@needs_make
+def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir):
+    run, out = submitted_run(make_dir)
     assert not predicts(dry_run(make_dir, "submit"))  # the submission is newer than every model: kept
     set_mtime(run / "fold0" / "model.keras", 5_000)  # fold 0 retrained
     lines = dry_run(make_dir, "submit")
@@ -125,15 +131,7 @@ def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ens
     python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    run = make_dir / "runs" / "unet"
-    (run / "fold0").mkdir(parents=True)
-    (make_dir / "submissions").mkdir()
-    out = make_dir / "submissions" / "unet.csv.gz"
-    for path in (run / "config.json", run / "fold0" / "model.keras", out):
-        path.write_bytes(b"x")
-    set_mtime(run / "config.json", 3_000)
-    set_mtime(run / "fold0" / "model.keras", 3_000)
-    set_mtime(out, 4_000)
+    run, out = submitted_run(make_dir)
     assert not predicts(dry_run(make_dir, "submit", "REFINE=net"))  # no record (made by hand): kept
     write_json(submission.made_path(out), {"run": "runs/unet", "folds": [0, 1], "tta": "hflip", "threshold": 0.5,
                                            "refine": "guided"})

@@ -102,9 +102,11 @@ class Member:
 
 
 def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
-                 refine: str | None = None) -> list[Member]:
+                 refine: str | None = None, scored_fold: int | None = None) -> list[Member]:
     """Load every member's models: its own @FOLDS, else `folds` (--folds), else every trained fold.
-    Each member refines its native map as its run's config says, or as `refine` (--refine) says for all."""
+    Each member refines its native map as its run's config says, or as `refine` (--refine) says for all; a
+    member refined by its refiner net uses the one that never saw `scored_fold`'s photos (None: the test set's,
+    all.keras)."""
     seen: dict[tuple, str] = {}
     for s in specs:
         key = (run_path(s.run).resolve(), tuple(s.folds or folds or ()))
@@ -118,11 +120,12 @@ def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
         run_dir = run_path(s.run)
         cfg, used, models = load_models(run_dir, list(s.folds) if s.folds else folds)
         label = name if names.count(name) == 1 else str(run_dir) + (f"@{','.join(map(str, used))}" if s.folds else "")
-        if (refine or cfg.refine) == "net":
-            raise UserError(f"{run_dir}: the refiner net (refine net) is not available in blends yet: blend with "
-                            f"--refine guided, or score and predict the run alone")
+        refiner = None
+        if (refine or cfg.refine) == "net":  # each run's own refiner, trained on its own held-out predictions
+            from .refinenet import load_refiner
+            refiner = load_refiner(run_dir, scored_fold)
         predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
-                              refine or cfg.refine)
+                              refine or cfg.refine, refiner)
         members.append(Member(run_dir, label, s.weight, cfg, used, predictor))
     return members
 
@@ -254,6 +257,11 @@ def predict_blend(specs: list[MemberSpec], data: str | None, out: Path, folds: l
     meta = {"runs": [str(m.run_dir) for m in members], "weights": [m.weight for m in members],
             "folds": [m.folds for m in members], "tta": tta, "threshold": threshold, "shard": list(shard or []),
             "models": models, **refine_meta(*[m.predictor.refine for m in members])}
+    refiners = [m.predictor.refiner for m in members]
+    if any(refiners):  # as predict's record, member by member (None: not refined by a net): the refiners'
+        # bytes, and what each learnt from and how (what merge compares: the paths differ between sessions)
+        meta["refiner"] = [r and r.digest for r in refiners]
+        meta["refiner_made"] = [r and r.made for r in refiners]
     writer = SubmissionWriter(target, ids, meta, mirror=mirror)
     say(f"blend of {describe(members)}; threshold {threshold} ({source})")
     if writer.done:
@@ -303,7 +311,7 @@ def score_blend(specs: list[MemberSpec], fold: int, data: str | None, tta: str =
     if with_folds:
         raise UserError(f"--run {with_folds[0]}: score blends fold --fold {fold} of every run; leave out @FOLDS")
     ds = open_dataset(data)
-    members = open_members(specs, [fold], tta, refine)
+    members = open_members(specs, [fold], tta, refine, scored_fold=fold)
     if tune_threshold and any(m.predictor.refine != m.cfg.refine for m in members):
         raise UserError(f"--tune-threshold with --refine {refine}: predict refines each run as its config.json says, "
                         f"so a threshold tuned otherwise would not fit it; tune without --refine")

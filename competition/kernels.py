@@ -194,8 +194,9 @@ def check_spec(spec: KernelSpec) -> None:
             raise UserError(f"--refine {spec.refine}: for predict kernels (a train kernel scores its fold as its "
                             f"config says)")
         if spec.blend and spec.refine == "net":
-            raise UserError("--refine net: a blend cannot use the refiner net (it learns one run's held-out "
-                            "predictions); blend with --refine guided or none")
+            raise UserError("--refine net: a blend kernel cannot use the refiner net yet (it would have to train "
+                            "every run's refiner); blend with --refine guided or none, or blend the refined runs "
+                            "locally (`predict --run A --run B --refine net`)")
 
 
 def check_encoder_options(spec: KernelSpec) -> None:

@@ -636,7 +636,7 @@ def test_a_restored_submission_made_otherwise_is_dropped_finished_or_partial(tmp
 def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):
     with pytest.raises(UserError, match="for predict kernels"):
         kernels.build(KernelSpec(task="train", preset="tiny", name="kt", user="alice", refine="guided"), tmp_path)
-    with pytest.raises(UserError, match="a blend cannot use the refiner net"):
+    with pytest.raises(UserError, match="a blend kernel cannot use the refiner net yet"):
         kernels.build(KernelSpec(task="predict", preset="tiny", user="alice", blend=["a", "b"], refine="net"),
                       tmp_path)
     with pytest.raises(UserError, match="unknown refinement 'sharp'"):

@@ -199,13 +199,37 @@ def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold
     assert out.read_text().startswith("img,rle_mask\n")
 
 
-def test_a_blend_refuses_the_refiner_net(two_fold_run, tmp_path):
-    from competition.blend import MemberSpec, open_members
-    other = tmp_path / "other"
-    shutil.copytree(two_fold_run, other)
-    with pytest.raises(UserError, match="not available in blends"):
-        open_members([MemberSpec(str(two_fold_run)), MemberSpec(str(other))], [0], "none",
-                     refine="net")
+def test_a_blend_refines_each_run_with_its_own_refiner_for_the_scored_fold_and_all_for_the_test_set(
+        two_fold_run, synth_dir, tmp_path, monkeypatch, trainings):
+    import keras
+
+    from competition.blend import MemberSpec, predict_blend, score_blend
+    from competition.train import save_model
+    run, other = two_fold_run, tmp_path / "other"
+    train_refiners(run, str(synth_dir), steps=2)
+    shutil.copytree(run, other)
+    model = keras.models.load_model(refiner_path(other, 1), compile=False)  # the other run's fold-1 refiner
+    kernel, bias = model.get_layer("correction").get_weights()  # says "car" everywhere
+    model.get_layer("correction").set_weights([kernel, bias + 20.0])
+    save_model(model, refiner_path(other, 1))
+    loaded = []
+    real = refinenet.load_refiner
+    monkeypatch.setattr(refinenet, "load_refiner", lambda r, k: loaded.append((r, k)) or real(r, k))
+    specs = [MemberSpec(str(run)), MemberSpec(str(other))]
+
+    summary = score_blend(specs, 1, str(synth_dir), tta="none", refine="net", name="b")
+    assert loaded == [(run, 1), (other, 1)]  # each run's own, the one that never saw fold 1's photos
+    mine, theirs = summary["members"]
+    assert mine["refine"] == theirs["refine"] == "net"
+    assert theirs["dice_mean"] < mine["dice_mean"] - 0.1  # the other run's (broken) refiner was the one it used
+
+    out = predict_blend(specs, str(synth_dir), tmp_path / "b.csv", refine="net", limit=2)
+    assert loaded[2:] == [(run, None), (other, None)]
+    made = json.loads((tmp_path / "b.csv.json").read_text())
+    assert made["refine"] == ["net", "net"]
+    assert made["refiner"] == [load_refiner(run, None).digest, load_refiner(other, None).digest]
+    assert [m["sources"] for m in made["refiner_made"]] == [load_refiner(run, None).made["sources"]] * 2
+    assert out.read_text().startswith("img,rle_mask\n")
 
 
 def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_otherwise(two_fold_run, synth_dir,

@@ -241,7 +241,7 @@ def cmd_plan(a: argparse.Namespace) -> None:
     from .plan import plan
     size = parse_size(a.size) if a.size else (None, None)
     cfg = preset(a.preset, height=size[0], width=size[1], batch=a.batch, epochs=a.epochs, k=a.k,
-                 crop=None if a.crop is None else parse_crop(a.crop))
+                 crop=None if a.crop is None else parse_crop(a.crop), refine=a.refine)
     if (a.train_img_s is None) != (a.predict_img_s is None):
         raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
     stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
@@ -489,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int)
     s.add_argument("--epochs", type=int)
     s.add_argument("--k", type=int)
+    s.add_argument("--refine", default=None, choices=REFINES, help="the test pass's refinement (default: the preset's)")
     s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s)")
     s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass")
     s.add_argument("--pipeline-img-s", type=float,

@@ -35,6 +35,10 @@ POSTPROCESS_SOURCE = ("`make bench` section 10 (and 2) on this project's 2-core 
                       "2026-11-27: 26.5 against 2.0 ms on 48 real photos; the refiner net (refine=net, on the CPU "
                       "threads) 205 ms on 20 real photos, docs/results.md")
 POST_THREADS = 2  # predict.write_stream's post-processing pool
+# On a GPU session the refiner net's pass runs on the GPU (Keras places it there), one image at a time (its
+# lock): its FLOPs at the card's fp32 peak x bench.T4_EFFICIENCY, plus this much per call. ASSUMED, not measured
+# (no GPU here): the fixed cost of one Keras predict_on_batch and the 2.5 MB input's copy to the card.
+REFINER_CALL_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -133,24 +137,45 @@ def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[flo
 MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: real-cpu's 1/4 decode
 
 
-def post_rate(cfg: TrainConfig) -> tuple[float, str]:
-    """Test images a second predict's post-processing threads turn into rows for `cfg`, and where it comes from.
+def post_rate(cfg: TrainConfig, card: str | None = None) -> tuple[float, str]:
+    """Test images a second predict's post-processing turns into rows for `cfg`, and where it comes from.
     A refinement's share scales with its guide's pixels (a 640x960 model is guided by the native photo, 16x
-    real-cpu's); the refiner net runs one image at a time (its lock), the rest on POST_THREADS threads."""
+    real-cpu's). On the CPU (card None) the refiner net runs one image at a time (its lock), the rest on
+    POST_THREADS threads. On a `card` session the net's pass is the GPU's (an ESTIMATE, `gpu_refiner_ms`) and
+    the CPU threads do what `guided` does; the slower of the two sets the rate."""
     import math
 
     from .geometry import Geometry
     from .refine import guide_reduction
-    ms, threads, scaled = POSTPROCESS_MS[cfg.refine], POST_THREADS, ""
-    if cfg.refine != "none":
+    refine = "guided" if cfg.refine == "net" and card else cfg.refine
+    ms, threads, scaled = POSTPROCESS_MS[refine], POST_THREADS, ""
+    if refine != "none":
         r = guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit))
-        pixels = math.ceil(1280 / r) * math.ceil(1918 / r)
-        scale = pixels / (MEASURED_GUIDE[0] * MEASURED_GUIDE[1])
+        guide = (math.ceil(1280 / r), math.ceil(1918 / r))
+        scale = guide[0] * guide[1] / (MEASURED_GUIDE[0] * MEASURED_GUIDE[1])
         ms = POSTPROCESS_MS["none"] + (ms - POSTPROCESS_MS["none"]) * scale
         scaled = f", scaled to a 1/{r} guide: {scale:.2g}x the pixels it was measured on"
-        threads = 1 if cfg.refine == "net" else POST_THREADS
-    return threads * 1e3 / ms, (f"{threads} post-processing thread(s) x {ms:g} ms an image "
-                                f"(refine={cfg.refine}{scaled}; {POSTPROCESS_SOURCE})")
+        threads = 1 if refine == "net" else POST_THREADS
+    rate = threads * 1e3 / ms
+    what = f"refine={refine}" if refine == cfg.refine else "refine=net less its net: the guided filter"
+    how = (f"{threads} post-processing thread(s) x {ms:g} ms an image ({what}{scaled}; "
+           f"{POSTPROCESS_SOURCE})")
+    if refine == cfg.refine:
+        return rate, how
+    gpu_ms, gpu_how = gpu_refiner_ms(guide, card)
+    if 1e3 / gpu_ms < rate:
+        return 1e3 / gpu_ms, f"the refiner net on the {card}, one image at a time: {gpu_how} (the CPU threads: {how})"
+    return rate, f"{how}; the refiner net's pass on the {card}: {gpu_how}"
+
+
+def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:
+    """ESTIMATED milliseconds of one refiner pass over a guide on `card`, and how (not measured: no GPU here)."""
+    from .refinenet import refiner_flops
+    flops = refiner_flops(*guide)
+    compute = flops / (peak(card, "fp32") * 1e12 * T4_EFFICIENCY["fp32"]) * 1e3
+    return compute + REFINER_CALL_MS, (f"ESTIMATE {compute + REFINER_CALL_MS:.1f} ms an image = {flops / 1e9:.1f} "
+                                       f"GFLOP at {T4_EFFICIENCY['fp32']:.0%} of {peak(card, 'fp32'):g} TFLOPS "
+                                       f"fp32 + {REFINER_CALL_MS:g} ms a call (ASSUMED)")
 
 
 def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post_img_s: float | None = None) -> dict:
@@ -353,7 +378,7 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
         source = "stated on the command line (--pipeline-img-s)"
     else:
         pipeline, source = pipeline_rate(cfg)
-    post, post_source = post_rate(cfg)
+    post, post_source = post_rate(cfg, card)
     c = cost(recipe, rates, pipeline, post)
     print(render(cfg, recipe, rates, c, gpu, precision, memory_gb, source, post_source), flush=True)
     why = refusal(recipe, c)

@@ -71,6 +71,14 @@ def build_refiner(channels: int | None = None):
     return keras.Model(x, out, name="refiner")
 
 
+def refiner_flops(height: int, width: int, channels: int | None = None) -> float:
+    """Multiply-adds x 2 of build_refiner's convolutions over one height x width guide (what `plan` costs the
+    refiner's pass by on a GPU; equal to bench.conv_flops of the built model, tested)."""
+    c = channels or CHANNELS
+    per_pixel = 9 * 4 * c + len(DILATIONS) * 9 * c * c + c + 4  # conv0, the dilated 3x3s, correction, logit pick
+    return 2.0 * height * width * per_pixel
+
+
 @dataclass
 class Samples:
     """Held-out photos of some folds at the guide's resolution: photo, first-stage probability, true mask."""

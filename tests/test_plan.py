@@ -82,6 +82,27 @@ def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(cap
     assert "(**CPU-bound**)" in out and "refine=guided" in out
 
 
+def test_on_a_gpu_session_the_refiner_nets_pass_is_the_gpus_and_the_cpu_threads_do_the_guided_filter(capsys):
+    import keras
+
+    from competition.bench import conv_flops
+    from competition.refinenet import build_refiner, refiner_flops
+    sized = keras.models.clone_model(build_refiner(), input_tensors=keras.Input((40, 56, 4)))  # shapes known
+    assert refiner_flops(40, 56) == pytest.approx(conv_flops(sized))
+    cfg = preset("real-cpu", refine="net")
+    cpu = plan_mod.post_rate(cfg)[0]
+    rate, how = plan_mod.post_rate(cfg, "T4")
+    guided = plan_mod.post_rate(preset("real-cpu"))[0]
+    gpu_ms = plan_mod.gpu_refiner_ms((320, 480), "T4")[0]
+    assert plan_mod.REFINER_CALL_MS < gpu_ms < 20  # 3.7 GFLOP: a few ms on a T4 at the assumed efficiency
+    assert rate == pytest.approx(min(guided, 1e3 / gpu_ms)) and rate > 5 * cpu and "ESTIMATE" in how
+    assert plan_mod.gpu_refiner_ms((320, 480), "T4")[0] > plan_mod.gpu_refiner_ms((320, 480), "H100")[0]
+    big_guide = plan_mod.post_rate(preset("unet", refine="net"), "T4")  # native guide: 16x the pixels
+    assert big_guide[0] < rate
+    plan_mod.plan(cfg, [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
+    assert "refiner net" in capsys.readouterr().out
+
+
 def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
     cfg = preset("unet")
     with pytest.raises(UserError, match=r"test pass needs 13\.9 h .*11\.75 h.*--allow-split to plan 2 shards"):

@@ -162,10 +162,24 @@ def post_rate(cfg: TrainConfig, card: str | None = None) -> tuple[float, str]:
            f"{POSTPROCESS_SOURCE})")
     if refine == cfg.refine:
         return rate, how
-    gpu_ms, gpu_how = gpu_refiner_ms(guide, card)
-    if 1e3 / gpu_ms < rate:
-        return 1e3 / gpu_ms, f"the refiner net on the {card}, one image at a time: {gpu_how} (the CPU threads: {how})"
-    return rate, f"{how}; the refiner net's pass on the {card}: {gpu_how}"
+    gpu_ms, gpu_how = gpu_refiner_ms(guide, card)  # each thread waits for its image's pass: it adds to the thread
+    rate = min(threads * 1e3 / (ms + gpu_ms), 1e3 / gpu_ms)
+    return rate, (f"{threads} post-processing thread(s) x ({ms:g} ms an image on the CPU ({what}{scaled}; "
+                  f"{POSTPROCESS_SOURCE}) + the refiner net's pass on the {card}, one image at a time: {gpu_how}); "
+                  f"not counted: the kernel's `refiner --test-only` before the test pass (a few minutes)")
+
+
+def post_gpu_ms(cfg: TrainConfig, card: str | None) -> float:
+    """Milliseconds of the card's time post-processing takes per test image: the refiner net's pass on a GPU
+    session (shared with the first stage's passes), else none."""
+    if cfg.refine != "net" or not card:
+        return 0.0
+    import math
+
+    from .geometry import Geometry
+    from .refine import guide_reduction
+    r = guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit))
+    return gpu_refiner_ms((math.ceil(1280 / r), math.ceil(1918 / r)), card)[0]
 
 
 def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:
@@ -178,10 +192,12 @@ def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:
                                        f"fp32 + {REFINER_CALL_MS:g} ms a call (ASSUMED)")
 
 
-def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post_img_s: float | None = None) -> dict:
+def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post_img_s: float | None = None,
+         post_gpu_ms: float = 0.0) -> dict:
     """Hours (session wall time, what the quota counts) of each part of a recipe at `rates`. Training goes
     at the slower of the session's GPUs and its CPU input pipeline (`pipeline_img_s`, None: no limit); the test
-    pass at the slower of one GPU and the CPU post-processing (`post_img_s`, None: no limit)."""
+    pass at the slower of one GPU (its passes, plus `post_gpu_ms` of post-processing an image on it) and the CPU
+    post-processing (`post_img_s`, None: no limit)."""
     speedup = 1 + MULTI_GPU_SCALING * (recipe.gpus - 1)
     gpu_train = rates.train_img_s * speedup
     train_rate = gpu_train if pipeline_img_s is None else min(gpu_train, pipeline_img_s)
@@ -191,7 +207,8 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post
     # after training: out-of-fold probabilities (one pass) and the kernel's scoring (TTA passes), one GPU
     finish_h = recipe.val_images * (1 + recipe.tta_passes) / rates.predict_img_s / 3600
     fold_sessions = math.ceil(train_h / session_hours("train"))
-    gpu_predict_h = recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
+    gpu_predict_h = (recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
+                     + recipe.test_images * post_gpu_ms / 3.6e6)
     post_h = 0.0 if post_img_s is None else recipe.test_images / post_img_s / 3600  # once per image, after TTA
     predict_h = max(gpu_predict_h, post_h)
     shards = max(1, math.ceil(predict_h / session_hours("predict")))
@@ -379,7 +396,7 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
     else:
         pipeline, source = pipeline_rate(cfg)
     post, post_source = post_rate(cfg, card)
-    c = cost(recipe, rates, pipeline, post)
+    c = cost(recipe, rates, pipeline, post, post_gpu_ms(cfg, card))
     print(render(cfg, recipe, rates, c, gpu, precision, memory_gb, source, post_source), flush=True)
     why = refusal(recipe, c)
     if why and not allow_split:

@@ -318,14 +318,20 @@ def made_otherwise(path: Path, tta: str, refine: str | None, folds: list[int] | 
 
 
 def differences(made: dict, tta: str, refine: str | None, folds: list[int] | None) -> list[str]:
-    """The settings a record (a finished file's, or a partial one's meta) holds other than these."""
+    """The settings a record (a finished file's, or a partial one's meta) holds other than these. A blend's
+    record holds them member by member: every member's refinement must be `refine`, and `folds` (which only
+    members without @FOLDS take) must be some member's."""
     differs = []
     if made.get("tta") != tta:
         differs.append(f"TTA {made.get('tta')}")
-    if refine is not None and (made.get("refine") or "none") != refine:
-        differs.append(f"refinement {made.get('refine') or 'none'}")
-    if folds is not None and sorted(made.get("folds") or []) != sorted(folds):
-        differs.append(f"folds {made.get('folds')}")
+    made_refine = made.get("refine") or "none"
+    if refine is not None and any(r != refine for r in (made_refine if isinstance(made_refine, list)
+                                                         else [made_refine])):
+        differs.append(f"refinement {made_refine}")
+    made_folds = made.get("folds") or []
+    members = made_folds if made_folds and isinstance(made_folds[0], list) else [made_folds]
+    if folds is not None and all(sorted(f) != sorted(folds) for f in members):
+        differs.append(f"folds {made_folds}")
     return differs
 
 

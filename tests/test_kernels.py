@@ -633,6 +633,25 @@ def test_a_restored_submission_made_otherwise_is_dropped_finished_or_partial(tmp
     assert on_kaggle.discard_made_otherwise(written, "none", "net", [2]) == []  # nothing left to compare
 
 
+def test_a_restored_blend_submission_is_compared_member_by_member(tmp_path):
+    """A blend's record holds each run's refinement and folds (blend.predict_blend's meta): a blend kernel pushed
+    again as it was keeps what it wrote, and drops it when a run was refined otherwise or --folds changed."""
+    from competition.predict import refine_meta
+    written = tmp_path / "b.csv.gz"
+    record = {"tta": "hflip", "folds": [[0, 1], [2]], **refine_meta("guided", "guided")}  # run B is B@2
+    for path, text in ((written, "csv"), (tmp_path / "b.csv.gz.json", json.dumps(record))):
+        path.write_text(text)
+    assert on_kaggle.discard_made_otherwise(written, "hflip", "guided", [1, 0]) == []
+    assert written.is_file()
+    assert on_kaggle.discard_made_otherwise(written, "hflip", "none", None) == [written, tmp_path / "b.csv.gz.json"]
+    (tmp_path / "b.csv.gz.json").write_text(json.dumps({**record, **refine_meta("guided", "none")}))
+    written.write_text("csv")
+    assert on_kaggle.discard_made_otherwise(written, "hflip", "guided", [0, 1]) == [written, tmp_path / "b.csv.gz.json"]
+    (tmp_path / "b.csv.gz.json").write_text(json.dumps(record))
+    written.write_text("csv")
+    assert on_kaggle.discard_made_otherwise(written, "hflip", "guided", [0, 1, 2]) != []  # other --folds
+
+
 def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):
     with pytest.raises(UserError, match="for predict kernels"):
         kernels.build(KernelSpec(task="train", preset="tiny", name="kt", user="alice", refine="guided"), tmp_path)

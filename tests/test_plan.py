@@ -95,7 +95,13 @@ def test_on_a_gpu_session_the_refiner_nets_pass_is_the_gpus_and_the_cpu_threads_
     guided = plan_mod.post_rate(preset("real-cpu"))[0]
     gpu_ms = plan_mod.gpu_refiner_ms((320, 480), "T4")[0]
     assert plan_mod.REFINER_CALL_MS < gpu_ms < 20  # 3.7 GFLOP: a few ms on a T4 at the assumed efficiency
-    assert rate == pytest.approx(min(guided, 1e3 / gpu_ms)) and rate > 5 * cpu and "ESTIMATE" in how
+    # each thread waits for its own image's pass on the card
+    assert rate == pytest.approx(2e3 / (plan_mod.POSTPROCESS_MS["guided"] + gpu_ms)) and "ESTIMATE" in how
+    assert 5 * cpu < rate < guided
+    recipe, fast = recipe_for(cfg, [0], "none", "t4"), Rates(10.0, 2000.0, "stated")
+    card_h = cost(recipe, fast, post_gpu_ms=plan_mod.post_gpu_ms(cfg, "T4"))["gpu_predict_h"]
+    assert card_h == pytest.approx(100_064 / 2000 / 3600 + 100_064 * gpu_ms / 3.6e6)  # the card runs both
+    assert plan_mod.post_gpu_ms(cfg, None) == plan_mod.post_gpu_ms(preset("real-cpu"), "T4") == 0.0
     assert plan_mod.gpu_refiner_ms((320, 480), "T4")[0] > plan_mod.gpu_refiner_ms((320, 480), "H100")[0]
     big_guide = plan_mod.post_rate(preset("unet", refine="net"), "T4")  # native guide: 16x the pixels
     assert big_guide[0] < rate

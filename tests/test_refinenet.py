@@ -208,10 +208,11 @@ def test_a_blend_refines_each_run_with_its_own_refiner_for_the_scored_fold_and_a
     run, other = two_fold_run, tmp_path / "other"
     train_refiners(run, str(synth_dir), steps=2)
     shutil.copytree(run, other)
-    model = keras.models.load_model(refiner_path(other, 1), compile=False)  # the other run's fold-1 refiner
-    kernel, bias = model.get_layer("correction").get_weights()  # says "car" everywhere
-    model.get_layer("correction").set_weights([kernel, bias + 20.0])
-    save_model(model, refiner_path(other, 1))
+    for k in (1, None):  # the other run's refiners for fold 1 and the test set say "car" everywhere
+        model = keras.models.load_model(refiner_path(other, k), compile=False)
+        kernel, bias = model.get_layer("correction").get_weights()
+        model.get_layer("correction").set_weights([kernel, bias + 20.0])
+        save_model(model, refiner_path(other, k))
     loaded = []
     real = refinenet.load_refiner
     monkeypatch.setattr(refinenet, "load_refiner", lambda r, k: loaded.append((r, k)) or real(r, k))
@@ -223,13 +224,18 @@ def test_a_blend_refines_each_run_with_its_own_refiner_for_the_scored_fold_and_a
     assert mine["refine"] == theirs["refine"] == "net"
     assert theirs["dice_mean"] < mine["dice_mean"] - 0.1  # the other run's (broken) refiner was the one it used
 
-    out = predict_blend(specs, str(synth_dir), tmp_path / "b.csv", refine="net", limit=2)
+    out = predict_blend(specs, str(synth_dir), tmp_path / "b.csv", refine="net", limit=2, threshold=0.4)
     assert loaded[2:] == [(run, None), (other, None)]
     made = json.loads((tmp_path / "b.csv.json").read_text())
     assert made["refine"] == ["net", "net"]
     assert made["refiner"] == [load_refiner(run, None).digest, load_refiner(other, None).digest]
+    assert made["refiner"][0] != made["refiner"][1]
     assert [m["sources"] for m in made["refiner_made"]] == [load_refiner(run, None).made["sources"]] * 2
-    assert out.read_text().startswith("img,rle_mask\n")
+    guided = predict_blend(specs, str(synth_dir), tmp_path / "g.csv", refine="guided", limit=2, threshold=0.4)
+    rows = lambda p: p.read_text().splitlines()[1:]
+    assert len(rows(out)) == 2 and rows(out) != rows(guided)  # the other run's all.keras moved the blend
+    full = "1 " + str(1918 * 1280)  # every pixel: the broken refiner (p ~ 1) and the sound one (p ~ 0) average 0.5
+    assert all(r.split(",")[1] == full for r in rows(out))
 
 
 def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_otherwise(two_fold_run, synth_dir,

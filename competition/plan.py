@@ -137,21 +137,25 @@ def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[flo
 MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: real-cpu's 1/4 decode
 
 
+def guide_of(cfg: TrainConfig) -> tuple[int, tuple[int, int]]:
+    """The JPEG reduction a run's refinement decodes its guide at, and the guide's (height, width)."""
+    from .geometry import Geometry
+    from .refine import guide_reduction
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    r = guide_reduction(geometry)
+    return r, (math.ceil(geometry.native[0] / r), math.ceil(geometry.native[1] / r))
+
+
 def post_rate(cfg: TrainConfig, card: str | None = None) -> tuple[float, str]:
     """Test images a second predict's post-processing turns into rows for `cfg`, and where it comes from.
     A refinement's share scales with its guide's pixels (a 640x960 model is guided by the native photo, 16x
     real-cpu's). On the CPU (card None) the refiner net runs one image at a time (its lock), the rest on
     POST_THREADS threads. On a `card` session the net's pass is the GPU's (an ESTIMATE, `gpu_refiner_ms`) and
     the CPU threads do what `guided` does; the slower of the two sets the rate."""
-    import math
-
-    from .geometry import Geometry
-    from .refine import guide_reduction
     refine = "guided" if cfg.refine == "net" and card else cfg.refine
     ms, threads, scaled = POSTPROCESS_MS[refine], POST_THREADS, ""
     if refine != "none":
-        r = guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit))
-        guide = (math.ceil(1280 / r), math.ceil(1918 / r))
+        r, guide = guide_of(cfg)
         scale = guide[0] * guide[1] / (MEASURED_GUIDE[0] * MEASURED_GUIDE[1])
         ms = POSTPROCESS_MS["none"] + (ms - POSTPROCESS_MS["none"]) * scale
         scaled = f", scaled to a 1/{r} guide: {scale:.2g}x the pixels it was measured on"
@@ -174,12 +178,7 @@ def post_gpu_ms(cfg: TrainConfig, card: str | None) -> float:
     session (shared with the first stage's passes), else none."""
     if cfg.refine != "net" or not card:
         return 0.0
-    import math
-
-    from .geometry import Geometry
-    from .refine import guide_reduction
-    r = guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit))
-    return gpu_refiner_ms((math.ceil(1280 / r), math.ceil(1918 / r)), card)[0]
+    return gpu_refiner_ms(guide_of(cfg)[1], card)[0]
 
 
 def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:

@@ -24,6 +24,9 @@ TUNE     ?= 0
 # REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained
 # (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
 REFINE   ?=
+# LEARN_FROM: what `make refiner` learns from: held-out (the other folds' predictions, 2+ folds) or training
+# (each fold's model on its own training photos: one fold is enough; for short runs).
+LEARN_FROM ?= held-out
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 BUDGET   ?=
@@ -113,7 +116,7 @@ cv: venv
 # The second-stage refiner net, from the trained folds' held-out predictions (then REFINE=net).
 refiner: venv
 	@echo "data: $(DATA)"
-	$(CLI) refiner --run $(RUN) --data $(DATA)
+	$(CLI) refiner --run $(RUN) --data $(DATA) --learn-from $(LEARN_FROM)
 
 data: venv
 	$(CLI) download --dest data/carvana

@@ -204,7 +204,7 @@ def cmd_refiner(a: argparse.Namespace) -> None:
     from .refinenet import train_refiners
     if a.steps < 1:
         raise UserError("--steps must be at least 1")
-    train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only)
+    train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, learns_from=a.learn_from)
 
 
 # --- kernels and benchmarks -----------------------------------------------------------------------
@@ -450,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-only", action="store_true",
                    help="train all.keras alone (what predict uses), from every trained fold's held-out photos; "
                         "one trained fold is enough (a predict kernel does this)")
+    from .refinenet import LEARNS_FROM
+    s.add_argument("--learn-from", choices=list(LEARNS_FROM), default="held-out",
+                   help="held-out (default): each fold's refiner learns from the other folds' held-out predictions; "
+                        "training: from its own model's predictions on its own training photos, so one trained fold "
+                        "is enough (for short runs, whose training dice is near their validation dice)")
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
     s.add_argument("action", choices=["build", "push", "status", "output"])

@@ -5,13 +5,18 @@ refiner sees the same photo at the guide's resolution (a 1/4 JPEG decode for a 1
 beside the first stage's probability resized to it, and outputs a correction to that probability's logit:
 a few dilated 3x3 convolutions (receptive field 35 guide pixels), trained on crops along the outline.
 
-It must learn from probabilities like those it will refine: a net's probabilities on its own training
-photos are near perfect. So it trains on out-of-fold probabilities (each fold's `oof.npz`, the held-out
-photos of that fold's model), which exist only once several folds are trained. `python -m competition
-refiner --run R --data D` trains, under R/refiner/:
+It must learn from probabilities like those it will refine: a long-trained net's probabilities on its own
+training photos are near perfect. So by default it trains on out-of-fold probabilities (each fold's
+`oof.npz`, the held-out photos of that fold's model), which exist only once several folds are trained.
+`python -m competition refiner --run R --data D` trains, under R/refiner/:
 - `fold<k>.keras` for each trained fold k, from every other fold's held-out photos: `score --fold k` and
   `cv` refine fold k's photos with it, so no photo is scored by a refiner that learnt from it;
 - `all.keras` from every fold's held-out photos: what `predict` refines the test set with.
+
+`--learn-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
+probabilities on them (still never a photo of fold k), and `all.keras` on every trained fold's: one trained
+fold is enough. It is for short runs, whose training dice is still near their validation dice (8 epochs of
+`real-cpu`: 0.9806 against 0.9801), so their errors on training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
 then the resize to native. Measured on real photos: docs/results.md, "Refinement net".
@@ -40,6 +45,8 @@ LR = 2e-3                    # peak of a 100-step warm-up then cosine decay to 0
 WARMUP = 100
 ALONG_OUTLINE = 0.8          # share of crops centred within 5 px of where the first stage is unsure (0.05..0.95)
 DIR = "refiner"
+LEARNS_FROM = {"held-out": "oof.npz", "training": "model.keras"}  # -> the file of fold<k> whose digest a refiner
+                                                                   # records: retraining the fold makes it stale
 
 
 def refiner_path(run_dir: Path, fold: int | None) -> Path:
@@ -91,14 +98,41 @@ class Samples:
 
 def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
     """Fold `fold`'s held-out photos with its model's out-of-fold probabilities (fold<k>/oof.npz)."""
-    from .images import decode_jpeg
-    from .refine import guide_reduction
     from .train import load_oof
     path = run_dir / f"fold{fold}" / "oof.npz"
     if not path.is_file():
         raise UserError(f"{path}: missing; the refiner learns from each trained fold's held-out probabilities "
                         f"(train writes it when the fold finishes)")
     ids, probs = load_oof(path)
+    return _samples(ds, geometry, ids, probs)
+
+
+def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
+    """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, as oof.npz)."""
+    import keras
+
+    from .data.pipeline import load_example
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    ids = training_ids(run_dir, fold, ds, cfg)
+    model = keras.models.load_model(run_dir / f"fold{fold}" / "model.keras", compile=False)
+    probs = []
+    for start in range(0, len(ids), cfg.eval_batch):
+        batch = np.stack([load_example(ds, i, geometry, cfg.image_interp)[0] for i in ids[start:start + cfg.eval_batch]])
+        probs.append(np.asarray(model.predict_on_batch(batch.astype(np.float32) / 255.0))[..., 0])
+    return _samples(ds, geometry, ids, np.concatenate(probs))
+
+
+def training_ids(run_dir: Path, fold: int, ds, cfg) -> list[str]:
+    """The photos fold `fold`'s model trained on, as train chose them (the run's folds.csv and max_images)."""
+    from .train import load_or_make_folds, select_ids
+    folds = load_or_make_folds(run_dir, ds, cfg)
+    return [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] != fold]
+
+
+def _samples(ds, geometry: Geometry, ids: list[str], probs: np.ndarray) -> Samples:
+    """Photos at the guide's size, probabilities (model size, 0..1) resized to it, and the true masks."""
+    from .images import decode_jpeg
+    from .refine import guide_reduction
     reduction = guide_reduction(geometry)
     photos, ps, masks = [], [], []
     for image_id, prob in zip(ids, probs):
@@ -198,13 +232,16 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     record_path = run_dir / DIR / "refiner.json"
     entry = (read_json(record_path) if record_path.is_file() else {}).get(path.name) or {}
     sources = entry.get("sources") or {}
+    learns_from = entry.get("learns_from", "held-out")
     try:
-        current = _sources(run_dir, [int(k[4:]) for k in sources])
+        current = _sources(run_dir, [int(k[4:]) for k in sources], learns_from)
     except OSError:
         current = None
     if not sources or current != sources:
-        raise UserError(f"{path} learnt from held-out predictions that have changed since (a fold retrained?) or "
-                        f"are not recorded in {record_path.name}: run {how} again")
+        what = "held-out predictions" if learns_from == "held-out" else "fold models"
+        again = how if learns_from == "held-out" else how[:-1] + " --learn-from training`"
+        raise UserError(f"{path} learnt from {what} that have changed since (a fold retrained?) or "
+                        f"are not recorded in {record_path.name}: run {again} again")
     return Refiner(keras.models.load_model(path, compile=False), path, entry)
 
 
@@ -220,55 +257,77 @@ def recipe() -> dict:
             "warmup": WARMUP, "along_outline": ALONG_OUTLINE}
 
 
-def _sources(run_dir: Path, folds: list[int]) -> dict[str, str]:
-    """fold<k> -> sha256 of the oof.npz a refiner learns from: a retrained fold makes its refiners stale."""
+def _sources(run_dir: Path, folds: list[int], learns_from: str = "held-out") -> dict[str, str]:
+    """fold<k> -> sha256 of the oof.npz (or model.keras) a refiner learns from: a retrained fold makes it stale."""
     from .predict import model_digests
-    return model_digests(run_dir, folds, "oof.npz")
+    return model_digests(run_dir, folds, LEARNS_FROM[learns_from])
 
 
-def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_only: bool = False) -> list[Path]:
+def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_only: bool = False,
+                   learns_from: str = "held-out") -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
-    learns from every fold's held-out photos, so one trained fold is enough. Photos are decoded only for the
-    refiners that must be trained."""
+    learns from every fold's held-out photos, so one trained fold is enough. learns_from "training": each fold's
+    refiner from its own model on its own training photos instead, all.keras from every trained fold's (module
+    docstring). Photos are decoded only for the refiners that must be trained."""
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
     from .predict import trained_folds
     from .train import save_model
+    if learns_from not in LEARNS_FROM:
+        raise UserError(f"--learn-from {learns_from}: choose one of {', '.join(LEARNS_FROM)}")
+    own = learns_from == "training"
     cfg = load_config(run_dir / "config.json")
-    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]
-    need = 1 if test_only else 2
+    folds = [k for k in trained_folds(run_dir) if own or (run_dir / f"fold{k}" / "oof.npz").is_file()]
+    need = 1 if test_only or own else 2
     if len(folds) < need:
         hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
-        raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''} (a "
-                        f"fold's refiner learns from the held-out photos of the other folds); found {len(folds)}"
-                        f"{hint}")
+        why = ("" if own else " (a fold's refiner learns from the held-out photos of the other folds)")
+        raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''}{why}; "
+                        f"found {len(folds)}{hint}")
     record_path = run_dir / DIR / "refiner.json"
     record = read_json(record_path) if record_path.is_file() else {}
-    counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
-    digests = _sources(run_dir, folds)  # each oof.npz hashed once, not once per refiner that learns from it
+    ds = None
+    if own:
+        ds = open_dataset(data)
+        counts = {k: len(training_ids(run_dir, k, ds, cfg)) for k in folds}
+    else:
+        counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
+    digests = _sources(run_dir, folds, learns_from)  # each file hashed once, not once per refiner that uses it
     todo, targets = [], [None] if test_only else [*folds, None]
     for target in targets:
-        sources = [k for k in folds if k != target]
+        sources = [k for k in folds if own and target in (k, None) or not own and k != target]
         path = refiner_path(run_dir, target)
         entry = {"sources": {f"fold{k}": digests[f"fold{k}"] for k in sources}, "steps": steps, "photos": sum(counts[k] for k in sources),
                  "recipe": recipe()}
+        if own:  # only then: refiners recorded before this key existed stay up to date
+            entry["learns_from"] = learns_from
         if path.is_file() and record.get(path.name) == entry:
             say(f"refiner: {path} is up to date")
         else:
             todo.append((path, sources, entry))
     if todo:
-        ds = open_dataset(data)
+        ds = ds or open_dataset(data)
         geometry = Geometry(cfg.height, cfg.width, cfg.fit)
         needed = sorted({k for _, sources, _ in todo for k in sources})
-        say(f"refiner: reading the held-out photos of folds {needed}")
-        samples = {k: fold_samples(run_dir, k, ds, geometry) for k in needed}
+        what = "training photos of folds" if own else "held-out photos of folds"
+        say(f"refiner: reading the {what} {needed}")
+        samples = {k: training_samples(run_dir, k, ds, cfg) if own else fold_samples(run_dir, k, ds, geometry)
+                   for k in needed}
+    trained: dict[tuple[int, ...], Path] = {}
     for path, sources, entry in todo:
-        say(f"refiner: training {path.name} on the held-out photos of folds {sources} ({entry['photos']} photos)")
-        model = train_refiner(joined([samples[k] for k in sources]), steps)
-        save_model(model, path)
+        same = trained.get(tuple(sources))
+        if same is not None:  # one fold's training photos: all.keras would learn exactly what fold<k>.keras did
+            say(f"refiner: {path.name} learns from the same photos as {same.name}: copied")
+            from .mirror import copy_file
+            copy_file(same, path)
+        else:
+            say(f"refiner: training {path.name} on the {'training' if own else 'held-out'} photos of folds "
+                f"{sources} ({entry['photos']} photos)")
+            save_model(train_refiner(joined([samples[k] for k in sources]), steps), path)
+            trained[tuple(sources)] = path
         record[path.name] = entry
         write_json(record_path, record)
     say(f"refiner: {len(targets)} refiner(s) in {run_dir / DIR}; score with `--refine net`")

@@ -160,6 +160,11 @@ def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir
     for target in ("predict", "score", "cv", "kernel-push"):  # a predict kernel trains its own refiner
         assert "--refine net" in dry_run(make_dir, target, "TASK=predict", "REFINE=net")[-1]
     assert "--refine" not in dry_run(make_dir, "kernel-push", "REFINE=net")[-1]  # a train kernel scores as configured
+    for learn in ("held-out", "training"):  # what the refiner learns from reaches the CLI, which accepts it
+        line = dry_run(make_dir, "refiner", f"LEARN_FROM={learn}")[-1]
+        args = cli.build_parser().parse_args(line.split(" -m competition ")[1].split())
+        assert args.learn_from == learn
+    assert "--learn-from held-out" in dry_run(make_dir, "refiner")[-1]
 
 
 @needs_make

@@ -264,3 +264,47 @@ def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_ot
     parts[1] = predict(run, str(synth_dir), tmp_path / "s.csv", shard=(1, 2), refine="net")
     with pytest.raises(UserError, match="refiner nets that learnt from other held-out predictions"):
         merge(parts, tmp_path / "m2.csv", sample)
+
+
+def test_learning_from_training_photos_uses_the_folds_own_model_on_its_own_photos_and_never_its_held_out(
+        tiny_run, synth_dir):
+    """The probabilities a refiner learns from with --learn-from training are what the fold's model gives its
+    training photos: a copy of fold 0's model as fold 1 trains on fold 0's held-out photos, whose probabilities
+    train itself wrote to fold0/oof.npz through its own input pipeline."""
+    from competition.config import load_config
+    from competition.data.layout import open_dataset
+    from competition.geometry import Geometry
+    from competition.train import load_oof
+    run = tiny_run
+    shutil.copytree(run / "fold0", run / "fold1")
+    cfg, ds = load_config(run / "config.json"), open_dataset(synth_dir)
+    folds = read_folds(run / "folds.csv")
+    own = refinenet.training_samples(run, 1, ds, cfg)
+    assert set(own.ids) == {i for i, f in folds.items() if f != 1}  # its training photos, none of fold 1's
+    ids, probs = load_oof(run / "fold0" / "oof.npz")
+    held = refinenet._samples(ds, Geometry(cfg.height, cfg.width, cfg.fit), ids, probs)
+    at = [own.ids.index(i) for i in ids]
+    assert np.abs(own.probs[at].astype(int) - held.probs.astype(int)).max() <= 2
+    assert (own.photos[at] == held.photos).all() and (own.masks[at] == held.masks).all()
+    assert np.ptp(own.probs) > 128  # a model's probabilities, not a constant
+
+
+def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, synth_dir, trainings):
+    run = tiny_run
+    written = train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    assert written == [refiner_path(run, 0), refiner_path(run, None)]
+    folds = read_folds(run / "folds.csv")
+    assert trainings == [{i for i, f in folds.items() if f != 0}]  # once: all.keras learns the same, so it is a copy
+    assert refiner_path(run, None).read_bytes() == refiner_path(run, 0).read_bytes()
+    record = json.loads((run / "refiner" / "refiner.json").read_text())
+    assert record["fold0.keras"]["learns_from"] == "training" and record["fold0.keras"]["photos"] == len(trainings[0])
+    assert load_refiner(run, 0).path == refiner_path(run, 0) and load_refiner(run, None).path == refiner_path(run, None)
+    assert score_fold(run, 0, str(synth_dir), tta="none", refine="net")["refine"] == "net"
+
+    assert train_refiners(run, str(synth_dir), steps=2, learns_from="training") == written
+    assert len(trainings) == 1  # up to date: nothing retrained
+    (run / "fold0" / "model.keras").write_bytes((run / "fold0" / "model.keras").read_bytes() + b"\0")  # retrained
+    with pytest.raises(UserError, match="fold0.keras learnt from fold models that have changed.*--learn-from training"):
+        load_refiner(run, 0)
+    with pytest.raises(UserError, match="--learn-from sideways: choose one of held-out, training"):
+        train_refiners(run, str(synth_dir), steps=2, learns_from="sideways")

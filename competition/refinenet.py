@@ -14,8 +14,8 @@ training photos are near perfect. So by default it trains on out-of-fold probabi
 - `all.keras` from every fold's held-out photos: what `predict` refines the test set with.
 
 `--learn-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
-probabilities on them (still never a photo of fold k), and `all.keras` on every trained fold's: one trained
-fold is enough. It is for short runs, whose training dice is still near their validation dice (8 epochs of
+probabilities on them (still never a photo of fold k), and `all.keras` is a copy of the first trained fold's
+(one fold's photos in memory at a time): one finished fold is enough. It is for short runs, whose training dice is still near their validation dice (8 epochs of
 `real-cpu`: 0.9806 against 0.9801), so their errors on training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
@@ -108,34 +108,39 @@ def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
 
 
 def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
-    """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, as oof.npz)."""
-    import keras
-
+    """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, uint8 as oof.npz)."""
     from .data.pipeline import load_example
+    from .models.saving import load_model
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-    ids = training_ids(run_dir, fold, ds, cfg)
-    model = keras.models.load_model(run_dir / f"fold{fold}" / "model.keras", compile=False)
-    probs = []
+    ids = training_ids(run_dir, fold, cfg)
+    model = load_model(run_dir / f"fold{fold}" / "model.keras", compile=False)  # any Keras 3, as predict
+    probs = np.empty((len(ids), cfg.height, cfg.width), np.uint8)  # a fold's training photos: 8-bit, as oof.npz
     for start in range(0, len(ids), cfg.eval_batch):
         batch = np.stack([load_example(ds, i, geometry, cfg.image_interp)[0] for i in ids[start:start + cfg.eval_batch]])
-        probs.append(np.asarray(model.predict_on_batch(batch.astype(np.float32) / 255.0))[..., 0])
-    return _samples(ds, geometry, ids, np.concatenate(probs))
+        q = np.asarray(model.predict_on_batch(batch.astype(np.float32) / 255.0))[..., 0]
+        probs[start:start + len(batch)] = np.clip(np.rint(q * 255), 0, 255)
+    return _samples(ds, geometry, ids, probs)
 
 
-def training_ids(run_dir: Path, fold: int, ds, cfg) -> list[str]:
+def training_ids(run_dir: Path, fold: int, cfg) -> list[str]:
     """The photos fold `fold`'s model trained on, as train chose them (the run's folds.csv and max_images)."""
-    from .train import load_or_make_folds, select_ids
-    folds = load_or_make_folds(run_dir, ds, cfg)
+    from .data.folds import read_folds
+    from .train import select_ids
+    path = run_dir / "folds.csv"
+    if not path.is_file():
+        raise UserError(f"{path}: missing; it says which photos each fold trained on (train writes it)")
+    folds = read_folds(path)
     return [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] != fold]
 
 
 def _samples(ds, geometry: Geometry, ids: list[str], probs: np.ndarray) -> Samples:
-    """Photos at the guide's size, probabilities (model size, 0..1) resized to it, and the true masks."""
+    """Photos at the guide's size, probabilities (model size, 0..1 or uint8) resized to it, and the true masks."""
     from .images import decode_jpeg
     from .refine import guide_reduction
     reduction = guide_reduction(geometry)
     photos, ps, masks = [], [], []
     for image_id, prob in zip(ids, probs):
+        prob = prob.astype(np.float32) / 255.0 if prob.dtype == np.uint8 else prob
         photo = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id), reduction)
         h, w = photo.shape[:2]
         p = geometry.from_model(prob, size=(h, w))
@@ -268,9 +273,9 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
-    learns from every fold's held-out photos, so one trained fold is enough. learns_from "training": each fold's
-    refiner from its own model on its own training photos instead, all.keras from every trained fold's (module
-    docstring). Photos are decoded only for the refiners that must be trained."""
+    learns from every fold's held-out photos, so one trained fold is enough. learns_from "training": each
+    finished fold's refiner from its own model on its own training photos instead, all.keras a copy of the first
+    fold's (module docstring). Photos are decoded only for the refiners that must be trained."""
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
@@ -280,7 +285,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
         raise UserError(f"--learn-from {learns_from}: choose one of {', '.join(LEARNS_FROM)}")
     own = learns_from == "training"
     cfg = load_config(run_dir / "config.json")
-    folds = [k for k in trained_folds(run_dir) if own or (run_dir / f"fold{k}" / "oof.npz").is_file()]
+    done = "train.json" if own else "oof.npz"  # a finished fold: model.keras alone may be mid-training
+    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / done).is_file()]
     need = 1 if test_only or own else 2
     if len(folds) < need:
         hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
@@ -289,16 +295,17 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
                         f"found {len(folds)}{hint}")
     record_path = run_dir / DIR / "refiner.json"
     record = read_json(record_path) if record_path.is_file() else {}
-    ds = None
     if own:
-        ds = open_dataset(data)
-        counts = {k: len(training_ids(run_dir, k, ds, cfg)) for k in folds}
+        counts = {k: len(training_ids(run_dir, k, cfg)) for k in folds}
     else:
         counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
     digests = _sources(run_dir, folds, learns_from)  # each file hashed once, not once per refiner that uses it
     todo, targets = [], [None] if test_only else [*folds, None]
+    current: dict[tuple[int, ...], Path] = {}  # sources -> a refiner learnt from them (all.keras copies it in own)
     for target in targets:
-        sources = [k for k in folds if own and target in (k, None) or not own and k != target]
+        # own: fold k's from fold k alone, all.keras from the first fold's (a copy of its refiner: one fold's
+        # photos in memory at a time); held-out: from every other fold
+        sources = ([target if target is not None else folds[0]] if own else [k for k in folds if k != target])
         path = refiner_path(run_dir, target)
         entry = {"sources": {f"fold{k}": digests[f"fold{k}"] for k in sources}, "steps": steps, "photos": sum(counts[k] for k in sources),
                  "recipe": recipe()}
@@ -306,19 +313,17 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
             entry["learns_from"] = learns_from
         if path.is_file() and record.get(path.name) == entry:
             say(f"refiner: {path} is up to date")
+            current[tuple(sources)] = path
         else:
             todo.append((path, sources, entry))
-    if todo:
-        ds = ds or open_dataset(data)
+    ds = open_dataset(data) if todo else None
+    if todo and not own:  # held-out: each photo once, shared by the refiners that learn from its fold
         geometry = Geometry(cfg.height, cfg.width, cfg.fit)
         needed = sorted({k for _, sources, _ in todo for k in sources})
-        what = "training photos of folds" if own else "held-out photos of folds"
-        say(f"refiner: reading the {what} {needed}")
-        samples = {k: training_samples(run_dir, k, ds, cfg) if own else fold_samples(run_dir, k, ds, geometry)
-                   for k in needed}
-    trained: dict[tuple[int, ...], Path] = {}
+        say(f"refiner: reading the held-out photos of folds {needed}")
+        samples = {k: fold_samples(run_dir, k, ds, geometry) for k in needed}
     for path, sources, entry in todo:
-        same = trained.get(tuple(sources))
+        same = current.get(tuple(sources))
         if same is not None:  # one fold's training photos: all.keras would learn exactly what fold<k>.keras did
             say(f"refiner: {path.name} learns from the same photos as {same.name}: copied")
             from .mirror import copy_file
@@ -326,8 +331,14 @@ def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_onl
         else:
             say(f"refiner: training {path.name} on the {'training' if own else 'held-out'} photos of folds "
                 f"{sources} ({entry['photos']} photos)")
-            save_model(train_refiner(joined([samples[k] for k in sources]), steps), path)
-            trained[tuple(sources)] = path
+            if own:  # each fold's training photos read when its refiner trains, then let go
+                say(f"refiner: predicting fold {sources[0]}'s training photos with its model")
+                learn = training_samples(run_dir, sources[0], ds, cfg)
+            else:
+                learn = joined([samples[k] for k in sources])
+            save_model(train_refiner(learn, steps), path)
+            del learn
+            current[tuple(sources)] = path
         record[path.name] = entry
         write_json(record_path, record)
     say(f"refiner: {len(targets)} refiner(s) in {run_dir / DIR}; score with `--refine net`")

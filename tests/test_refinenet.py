@@ -308,3 +308,20 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
         load_refiner(run, 0)
     with pytest.raises(UserError, match="--learn-from sideways: choose one of held-out, training"):
         train_refiners(run, str(synth_dir), steps=2, learns_from="sideways")
+    (run / "fold0" / "train.json").unlink()  # a fold still training (or stopped by its time limit) has no train.json
+    with pytest.raises(UserError, match="needs at least 1 trained fold; found 0"):
+        train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+
+
+def test_each_fold_learns_from_its_own_training_photos_and_the_test_sets_is_the_first_folds(tiny_run, synth_dir,
+                                                                                           trainings):
+    run = tiny_run
+    shutil.copytree(run / "fold0", run / "fold1")
+    written = train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    assert written == [refiner_path(run, 0), refiner_path(run, 1), refiner_path(run, None)]
+    folds = read_folds(run / "folds.csv")
+    assert trainings == [{i for i, f in folds.items() if f != k} for k in (0, 1)]  # two trainings, one per fold
+    assert refiner_path(run, None).read_bytes() == refiner_path(run, 0).read_bytes()
+    refiner_path(run, None).unlink()
+    train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    assert len(trainings) == 2 and refiner_path(run, None).read_bytes() == refiner_path(run, 0).read_bytes()

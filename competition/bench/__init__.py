@@ -166,7 +166,7 @@ def render_markdown(results: dict) -> str:
         lines += [f"## {sec['title']}", "", f"*Method:* {sec['method']} ({sec['seconds']} s)", ""]
         lines += _table(sec["columns"], sec["rows"])
         lines += [""] + [f"- {n}" for n in sec["notes"]] + ([""] if sec["notes"] else [])
-    lines += ["Rerun: `make bench` (full, under 10 minutes on 2 cores) or `python -m competition bench --quick` "
+    lines += ["Rerun: `make bench` (full, about 20 minutes on 2 cores) or `python -m competition bench --quick` "
               "(under a minute). Raw timings of every round are in `results.json`.", ""]
     return "\n".join(lines)
 

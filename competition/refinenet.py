@@ -108,17 +108,18 @@ def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
 
 
 def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
-    """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, uint8 as oof.npz)."""
-    from .data.pipeline import load_example
-    from .models.saving import load_model
+    """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, uint8 as oof.npz),
+    decoded and predicted the way score and predict do (their Predictor)."""
+    from .predict import Predictor, load_models
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
     ids = training_ids(run_dir, fold, cfg)
-    model = load_model(run_dir / f"fold{fold}" / "model.keras", compile=False)  # any Keras 3, as predict
+    _, _, models = load_models(run_dir, [fold])
+    predictor = Predictor(models, geometry, "none", cfg.image_interp)
     probs = np.empty((len(ids), cfg.height, cfg.width), np.uint8)  # a fold's training photos: 8-bit, as oof.npz
     for start in range(0, len(ids), cfg.eval_batch):
-        batch = np.stack([load_example(ds, i, geometry, cfg.image_interp)[0] for i in ids[start:start + cfg.eval_batch]])
-        q = np.asarray(model.predict_on_batch(batch.astype(np.float32) / 255.0))[..., 0]
-        probs[start:start + len(batch)] = np.clip(np.rint(q * 255), 0, 255)
+        chunk = ids[start:start + cfg.eval_batch]
+        batch = np.stack([predictor.load(ds.read_train_image(i), ds.where_train(i)) for i in chunk])
+        probs[start:start + len(chunk)] = np.clip(np.rint(predictor(batch) * 255), 0, 255)
     return _samples(ds, geometry, ids, probs)
 
 

@@ -25,8 +25,9 @@ TUNE     ?= 0
 # (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
 REFINE   ?=
 # LEARN_FROM: what `make refiner` learns from: held-out (the other folds' predictions, 2+ folds) or training
-# (each fold's model on its own training photos: one fold is enough; for short runs).
-LEARN_FROM ?= held-out
+# (each fold's model on its own training photos: one fold is enough; for short runs); empty: the run's config's
+# (training for real-cpu, held-out otherwise).
+LEARN_FROM ?=
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 BUDGET   ?=
@@ -113,10 +114,10 @@ cv: venv
 	@echo "data: $(DATA)"
 	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold) $(if $(REFINE),--refine $(REFINE))
 
-# The second-stage refiner net, from the trained folds' held-out predictions (then REFINE=net).
+# The second-stage refiner net, from the trained folds' predictions (then REFINE=net, real-cpu's default).
 refiner: venv
 	@echo "data: $(DATA)"
-	$(CLI) refiner --run $(RUN) --data $(DATA) --learn-from $(LEARN_FROM)
+	$(CLI) refiner --run $(RUN) --data $(DATA)$(if $(LEARN_FROM), --learn-from $(LEARN_FROM))
 
 data: venv
 	$(CLI) download --dest data/carvana

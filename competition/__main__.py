@@ -202,8 +202,6 @@ def cmd_cv(a: argparse.Namespace) -> None:
 def cmd_refiner(a: argparse.Namespace) -> None:
     from .config import run_path
     from .refinenet import train_refiners
-    if a.steps < 1:
-        raise UserError("--steps must be at least 1")
     train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, learns_from=a.learn_from)
 
 
@@ -262,7 +260,7 @@ def _refine_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--refine", default=None, choices=REFINES,
                    help="how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'net' corrects "
                         "them first with the run's refiner net (`refiner`), 'none' resizes them alone (default: the "
-                        "run's config; demo and real-cpu use guided)")
+                        "run's config; demo and real-cpu-30 use guided, real-cpu net)")
 
 
 def _encoder_args(s: argparse.ArgumentParser, kernel: bool = False) -> None:
@@ -445,14 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(then score, cv, predict with --refine net)")
     s.add_argument("--run", required=True, help=RUN_HELP)
     s.add_argument("--data", default=None)
-    from .refinenet import STEPS
-    s.add_argument("--steps", type=int, default=STEPS, help=f"training batches per refiner (default {STEPS})")
+    s.add_argument("--steps", type=int, default=None,
+                   help="training batches per refiner (default: the run's config's refiner_steps, 1000 unless "
+                        "its preset says otherwise)")
     s.add_argument("--test-only", action="store_true",
                    help="train all.keras alone (what predict uses), from every trained fold's held-out photos; "
                         "one trained fold is enough (a predict kernel does this)")
     from .refinenet import LEARNS_FROM
-    s.add_argument("--learn-from", choices=list(LEARNS_FROM), default="held-out",
-                   help="held-out (default): each fold's refiner learns from the other folds' held-out predictions; "
+    s.add_argument("--learn-from", choices=list(LEARNS_FROM), default=None,
+                   help="default: the run's config's refiner_from (held-out unless its preset says otherwise). "
+                        "held-out: each fold's refiner learns from the other folds' held-out predictions; "
                         "training: from its own model's predictions on its own training photos, so one trained fold "
                         "is enough (for short runs, whose training dice is near their validation dice)")
 

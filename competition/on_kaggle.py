@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from . import COMPETITION
 from .errors import UserError
@@ -150,8 +151,37 @@ def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:
             check_run_config(run_dir, load_config(config))  # the first writes config.json, the rest must agree
             (run_dir / fold_dir.name).symlink_to(fold_dir.resolve(), target_is_directory=True)
             where[fold] = fold_dir
+            _take_folds_csv(fold_dir.parent / "folds.csv", run_dir / "folds.csv")
     print(f"run {run_dir}: folds {sorted(where)} from {', '.join(str(s) for s in sources)}", flush=True)
     return sorted(where)
+
+
+def _take_folds_csv(theirs: Path, mine: Path) -> None:
+    """The train kernels' split of the photos (what a refiner learning from a fold's training photos reads):
+    copied from the first that has one; another that splits them differently is a one-line error."""
+    if not theirs.is_file():
+        return
+    if not mine.is_file():
+        shutil.copyfile(theirs, mine)
+    elif mine.read_bytes() != theirs.read_bytes():
+        raise UserError(f"{theirs} differs from the folds.csv of the train kernel gathered before it: their folds "
+                        f"split the photos differently (another k, seed or data); gather kernels of one run")
+
+
+def refine_for_score(run_dir: Path, train_refiner: Callable[[], int]) -> list[str]:
+    """The --refine a train kernel scores its one fold with. A run refined by the net (real-cpu) that learns from
+    the fold's own training photos gets the fold's refiner first (train_refiner: `refiner`, minutes on a GPU; it
+    lands in the output with the fold); one learning from held-out predictions cannot have one yet (the other
+    folds are other kernels'), nor can a fold whose refiner failed: those score with the guided filter."""
+    from .config import load_config
+    cfg = load_config(run_dir / "config.json")
+    if cfg.refine != "net":
+        return []
+    if cfg.refiner_from == "training" and train_refiner() == 0:
+        return []
+    why = "its refiner failed (above)" if cfg.refiner_from == "training" else "its refiner needs the other folds"
+    print(f"scoring this fold with the guided filter, not the refiner net: {why}", flush=True)
+    return ["--refine", "guided"]
 
 
 _NOT_OUTPUT = ("backup",)  # resumable-training state: not needed once a fold is finished

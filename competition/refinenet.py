@@ -32,6 +32,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .config import REFINER_STEPS
 from .errors import UserError
 from .geometry import Geometry
 from .progress import say
@@ -40,7 +41,7 @@ CHANNELS = 16
 DILATIONS = (1, 2, 4, 8, 1)  # after a first 3x3 convolution: receptive field 1 + 2 * (1 + 1 + 2 + 4 + 8 + 1) = 35
 CROP = 96                    # training crops (guide pixels)
 BATCH = 16
-STEPS = 1000                  # 2000 gained +0.0004 native dice over 200 on real photos (docs/results.md)
+STEPS = REFINER_STEPS        # a run's config (refiner_steps) may ask for another number
 LR = 2e-3                    # peak of a 100-step warm-up then cosine decay to 0
 WARMUP = 100
 ALONG_OUTLINE = 0.8          # share of crops centred within 5 px of where the first stage is unsure (0.05..0.95)
@@ -269,23 +270,28 @@ def _sources(run_dir: Path, folds: list[int], learns_from: str = "held-out") -> 
     return model_digests(run_dir, folds, LEARNS_FROM[learns_from])
 
 
-def train_refiners(run_dir: Path, data: str | None, steps: int = STEPS, test_only: bool = False,
-                   learns_from: str = "held-out") -> list[Path]:
+def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
+                   learns_from: str | None = None) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
     learns from every fold's held-out photos, so one trained fold is enough. learns_from "training": each
     finished fold's refiner from its own model on its own training photos instead, all.keras a copy of the first
-    fold's (module docstring). Photos are decoded only for the refiners that must be trained."""
+    fold's (module docstring). steps and learns_from None: the run's config's (refiner_steps, refiner_from).
+    Photos are decoded only for the refiners that must be trained."""
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
     from .predict import trained_folds
     from .train import save_model
+    cfg = load_config(run_dir / "config.json")
+    learns_from = cfg.refiner_from if learns_from is None else learns_from
+    steps = cfg.refiner_steps if steps is None else steps
     if learns_from not in LEARNS_FROM:
         raise UserError(f"--learn-from {learns_from}: choose one of {', '.join(LEARNS_FROM)}")
+    if steps < 1:
+        raise UserError(f"--steps {steps}: the refiner needs at least 1 training batch")
     own = learns_from == "training"
-    cfg = load_config(run_dir / "config.json")
     done = "train.json" if own else "oof.npz"  # a finished fold: model.keras alone may be mid-training
     folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / done).is_file()]
     need = 1 if test_only or own else 2

@@ -437,7 +437,8 @@ if chunk:
     sub.CHUNK_ROWS = int(chunk)
 if os.environ.get("REFINER_STEPS"):
     import competition.refinenet as rn
-    rn.STEPS = int(os.environ["REFINER_STEPS"])
+    steps, train_refiners = int(os.environ["REFINER_STEPS"]), rn.train_refiners
+    rn.train_refiners = lambda *a, **k: train_refiners(*a, **{**k, "steps": steps})
 if kill.startswith("epoch"):
     import keras
     import competition.train as tr
@@ -577,6 +578,46 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz",
                                                                      "kr.csv.gz.json"]
 
+
+
+def test_a_train_kernel_scores_a_net_refined_fold_with_its_own_refiner_or_else_guided(tmp_path, capsys):
+    from competition.config import save_config
+    calls = []
+
+    def refiner(rc: int):
+        return lambda: calls.append(rc) or rc
+    for cfg, rc, expected, trained in ((preset("unet"), 0, [], 0), (preset("real-cpu-30"), 0, [], 0),
+                                       (preset("real-cpu"), 0, [], 1),
+                                       (preset("real-cpu"), 1, ["--refine", "guided"], 1),
+                                       (preset("real-cpu", refiner_from="held-out"), 0, ["--refine", "guided"], 0)):
+        calls.clear()
+        save_config(tmp_path / "config.json", cfg)
+        assert on_kaggle.refine_for_score(tmp_path, refiner(rc)) == expected, cfg.preset
+        assert len(calls) == trained
+    assert "its refiner needs the other folds" in capsys.readouterr().out
+
+
+def test_a_gathered_run_keeps_the_train_kernels_folds_and_refuses_kernels_that_split_otherwise(
+        killed_and_resumed_fold, tmp_path):
+    """A refiner that learns from a fold's training photos (real-cpu's) reads the run's folds.csv: the predict
+    kernel's gathered run must carry the train kernel's, and two kernels with different splits cannot mix."""
+    from competition.config import load_config
+    from competition.refinenet import training_ids
+    trained = killed_and_resumed_fold["working"]
+    run = tmp_path / "run"
+    assert on_kaggle.assemble_run([trained], run) == [0]
+    assert (run / "folds.csv").read_bytes() == (trained / "folds.csv").read_bytes()
+    ids = training_ids(run, 0, load_config(run / "config.json"))
+    from competition.data.folds import read_folds
+    split = read_folds(trained / "folds.csv")
+    assert ids and set(ids) == {i for i, k in split.items() if k != 0}
+
+    other = tmp_path / "other"  # a second train kernel (fold 1) whose folds.csv was split differently
+    shutil.copytree(trained, other)
+    (other / "fold0").rename(other / "fold1")
+    (other / "folds.csv").write_text((trained / "folds.csv").read_text().replace(",0\n", ",9\n", 1))
+    with pytest.raises(UserError, match="folds.csv differs from the folds.csv of the train kernel gathered before"):
+        on_kaggle.assemble_run([trained, other], tmp_path / "run2")
 
 
 def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_keeps_it(killed_and_resumed_fold,

@@ -164,7 +164,7 @@ def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir
         line = dry_run(make_dir, "refiner", f"LEARN_FROM={learn}")[-1]
         args = cli.build_parser().parse_args(line.split(" -m competition ")[1].split())
         assert args.learn_from == learn
-    assert "--learn-from held-out" in dry_run(make_dir, "refiner")[-1]
+    assert "--learn-from" not in dry_run(make_dir, "refiner")[-1]  # the run's config says (refiner_from)
 
 
 @needs_make

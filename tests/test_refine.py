@@ -124,7 +124,8 @@ def test_refinement_pulls_a_coarse_outline_to_real_photos_edges(fixtures_dir):
 
 
 def test_cpu_presets_refine_and_older_runs_do_not():
-    assert preset("real-cpu").refine == preset("demo").refine == "guided"
+    assert preset("real-cpu-30").refine == preset("demo").refine == "guided"
+    assert preset("real-cpu").refine == "net" and preset("real-cpu").refiner_from == "training"
     assert preset("unet").refine == "none"
     old = {k: v for k, v in preset("real-cpu").to_json().items() if k != "refine"}  # a config.json from before
     assert TrainConfig.from_json(old).refine == "none"

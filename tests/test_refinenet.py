@@ -313,6 +313,30 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
         train_refiners(run, str(synth_dir), steps=2, learns_from="training")
 
 
+def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_run, synth_dir, trainings):
+    """real-cpu's config says refiner_from "training" and 500 steps: a bare `refiner` does that (one fold is
+    enough); the command line still overrides either."""
+    from competition import __main__ as cli
+    from competition.config import REFINER_SOURCES, load_config, save_config
+    assert tuple(refinenet.LEARNS_FROM) == REFINER_SOURCES  # what a config may say is what refiner can do
+    run = tiny_run
+    save_config(run / "config.json", load_config(run / "config.json").replace(refiner_from="training",
+                                                                                refiner_steps=3))
+    assert cli.main(["refiner", "--run", str(run), "--data", str(synth_dir)]) == 0
+    record = json.loads((run / "refiner" / "refiner.json").read_text())
+    assert record["fold0.keras"]["learns_from"] == "training" and record["fold0.keras"]["steps"] == 3
+    assert len(trainings) == 1
+    assert cli.main(["refiner", "--run", str(run), "--data", str(synth_dir), "--steps", "2"]) == 0
+    assert json.loads((run / "refiner" / "refiner.json").read_text())["fold0.keras"]["steps"] == 2
+    assert len(trainings) == 2  # other steps: trained again
+    with pytest.raises(UserError, match="needs at least 2 trained folds"):  # held-out needs another fold's photos
+        train_refiners(run, str(synth_dir), learns_from="held-out")
+    with pytest.raises(UserError, match="--steps 0: the refiner needs at least 1 training batch"):
+        train_refiners(run, str(synth_dir), steps=0)
+    with pytest.raises(UserError, match="unknown refiner source 'sideways'"):
+        load_config(run / "config.json").replace(refiner_from="sideways")
+
+
 def test_each_fold_learns_from_its_own_training_photos_and_the_test_sets_is_the_first_folds(tiny_run, synth_dir,
                                                                                            trainings):
     run = tiny_run

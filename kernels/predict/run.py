@@ -96,7 +96,8 @@ def main() -> int:
 
     if not written.is_file():
         on_kaggle.write_kernel_state(working, "running", written.name)
-        if refine == "net":  # the refiner learns from the gathered folds' held-out predictions (oof.npz)
+        if refine == "net":  # the refiner learns from what the run's config says (refiner_from): the gathered
+                             # folds' held-out predictions (oof.npz), or the first fold's model on its training photos
             restored = out.parent / REFINER_DIR  # the earlier version's, restored with its output
             if restored.is_dir():  # kept by `refiner` if it learnt from these very folds, else retrained
                 shutil.copytree(restored, run_dir / REFINER_DIR, dirs_exist_ok=True)

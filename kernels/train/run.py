@@ -16,7 +16,8 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      epoch the best model.keras, history.csv, curves.png and the resumable backup are copied (atomically)
      into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours less a
      margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
-  5. scores the finished fold, tuning its threshold (the run's config then holds the tuned threshold that
+  5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
+     photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning its threshold (the run's config then holds the tuned threshold that
      predict uses), and copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras,
      history.csv, curves.png, oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there
      says "complete", or "time-limited" (push the same kernel again to resume).
@@ -114,7 +115,10 @@ def main() -> int:
         if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("score"):
             on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
-            if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold"]) != 0:
+            refine = on_kaggle.refine_for_score(  # real-cpu: the fold's refiner net from its own training photos
+                runs / name, lambda: cli(["refiner", "--run", str(runs / name), "--data", str(data)]))
+            if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold",
+                    *refine]) != 0:
                 print("warning: scoring failed (see above); the trained fold is in the output all the same",
                       file=sys.stderr, flush=True)
     finally:

@@ -447,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training batches per refiner (default: the run's config's refiner_steps, 1000 unless "
                         "its preset says otherwise)")
     s.add_argument("--test-only", action="store_true",
-                   help="train all.keras alone (what predict uses), from every trained fold's held-out photos; "
-                        "one trained fold is enough (a predict kernel does this)")
+                   help="train all.keras alone (what predict uses), from every trained fold's held-out photos "
+                        "(or, learning from training photos, the first fold's); one trained fold is enough (a "
+                        "predict kernel does this)")
     from .refinenet import LEARNS_FROM
     s.add_argument("--learn-from", choices=list(LEARNS_FROM), default=None,
                    help="default: the run's config's refiner_from (held-out unless its preset says otherwise). "

@@ -61,7 +61,7 @@ def _train_config(a: argparse.Namespace):
     overrides = dict(arch=a.model, depth=a.depth, filters=a.filters, pooling=a.pooling, height=size[0],
                      width=size[1], fit=a.fit, loss=a.loss, bce_weight=a.bce_weight, lr=a.lr, batch=a.batch,
                      epochs=a.epochs, patience=a.patience, augment=augment, k=a.k, max_images=a.max_images,
-                     seed=a.seed, mixed_precision=a.mixed_precision or None, batchnorm=a.batchnorm,
+                     seed=a.seed, mixed_precision=a.mixed_precision, batchnorm=a.batchnorm,
                      dropout=a.dropout, schedule=a.schedule, warmup=a.warmup, clipnorm=a.clipnorm,
                      crop=None if a.crop is None else parse_crop(a.crop), encoder=a.encoder,
                      encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder)
@@ -365,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dropout", type=float)
     s.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
     _encoder_args(s)
-    s.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs (make: MIXED_PRECISION=1)")
+    s.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="float16 compute on GPUs, bfloat16 on CPUs with AVX512-BF16/AMX (default: the preset's; "
+                        "make: MIXED_PRECISION=1|0)")
     s.add_argument("--time-limit", default=None,
                    help="e.g. 11h30m: stop after the epoch whose successor would pass it; rerun to resume")
     s.add_argument("--mirror", default=None,

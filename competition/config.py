@@ -63,7 +63,7 @@ class TrainConfig:
     fold_seed: int = 42
     max_images: int = 0           # 0: all; the article trained on 1,000 images
     seed: int = 42
-    mixed_precision: bool = False
+    mixed_precision: bool = False  # float16 on GPUs, bfloat16 on CPUs with it (train.precision_policy)
     threshold: float = 0.5
     refine: str = "none"          # "guided": snap the upsampled probability to the photo's edges (refine.py)
     refiner_from: str = "held-out"  # what `refiner` (the net of refine="net") learns from by default: "held-out"
@@ -237,14 +237,16 @@ PRESETS: dict[str, dict] = {
                  patience=30, monitor="val_dice", k=4, max_images=0, refine="guided"),
     # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "Real photos in 20 minutes"): the
     # demo's net and schedule, 5 folds by car, no rotation (the studio's cameras are level). Batch 4: twice the
-    # updates of batch 8 for about 1.25x the time an epoch, +0.002 native dice at 7 epochs. 13 epochs, then a
-    # 500-step refiner net from the fold's own training photos (`refiner`, refinenet.py), then the guided filter:
-    # 17.3 minutes in all on fold 0, native dice 0.9882 (15 epochs: 21.3 minutes, 0.9885).
+    # updates of batch 8 for about 1.25x the time an epoch, +0.002 native dice at 7 epochs. Mixed precision:
+    # bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (train.precision_policy), which buys 24 epochs
+    # instead of 13 (float32 elsewhere: 24 epochs then take about twice as long). Then a 500-step refiner net
+    # from the fold's own training photos (`refiner`, refinenet.py), then the guided filter: 17.5 minutes in all
+    # on fold 0, native dice 0.9891 (13 float32 epochs: 17.3 minutes, 0.9882).
     "real-cpu": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
                      height=160, width=240, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
-                     lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=4, epochs=13,
-                     patience=13, monitor="val_dice", augment=("flip", "contrast"), k=5, max_images=0,
-                     refine="net", refiner_from="training", refiner_steps=500),
+                     lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=4, epochs=24,
+                     patience=24, monitor="val_dice", augment=("flip", "contrast"), k=5, max_images=0,
+                     mixed_precision=True, refine="net", refiner_from="training", refiner_steps=500),
     # real-cpu before it fitted 20 minutes (what it was cross-validated as): batch 8, 30 epochs (the 16-epoch
     # version scored 0.002 lower), the guided filter alone (+0.002 native dice on real photos): about 70 minutes
     # a fold on this 2-core CPU.

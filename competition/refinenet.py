@@ -15,8 +15,9 @@ training photos are near perfect. So by default it trains on out-of-fold probabi
 
 `--learn-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
 probabilities on them (still never a photo of fold k), and `all.keras` is a copy of the first trained fold's
-(one fold's photos in memory at a time): one finished fold is enough. It is for short runs, whose training dice is still near their validation dice (8 epochs of
-`real-cpu`: 0.9806 against 0.9801), so their errors on training photos look like those on new ones.
+(one fold's photos in memory at a time): one finished fold is enough. It is for short runs, whose training
+dice is still near their validation dice (8 epochs of `real-cpu`: 0.9806 against 0.9801), so their errors on
+training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
 then the resize to native. Measured on real photos: docs/results.md, "Refinement net".

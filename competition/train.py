@@ -108,13 +108,17 @@ def xla_setting() -> bool | None:
     return None
 
 
-def jit_compile() -> bool | str:
-    """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs.
+def jit_compile(policy: str | None = None) -> bool | str:
+    """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
+    unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
 
-    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' step time on
-    a 2-core CPU (0.51 -> 0.26 s an image; `make bench`, "Training step"). Compiling costs a few seconds per
-    input shape, which only tiny models notice. On GPUs "auto" already compiles (and keeps XLA off under
-    MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays. COMPETITION_XLA=0 turns it off, =1 forces it."""
+    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' float32 step
+    time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
+    other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
+    real-cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
+    it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
+    compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
+    COMPETITION_XLA=0 turns it off, =1 forces it."""
     setting = xla_setting()
     if setting is not None:
         return setting
@@ -122,7 +126,36 @@ def jit_compile() -> bool | str:
     if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
         return "auto"
     import tensorflow as tf
-    return True if not tf.config.list_physical_devices("GPU") else "auto"
+    if tf.config.list_physical_devices("GPU"):
+        return "auto"
+    return (policy or keras.mixed_precision.global_policy().name) != "mixed_bfloat16"
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bfloat16 arithmetic
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo's flags (or
+    `cpuinfo`, its text); False where there is no such file (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "flags"
+             for f in line.split(":", 1)[-1].split()}
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
+    """The Keras dtype policy a run trains in: `mixed_precision` means float16 compute on GPUs and bfloat16 on
+    CPUs that have bfloat16 instructions (about 2x a real-cpu epoch there: docs/results.md); float32 otherwise.
+    Variables, the loss and the output's sigmoid stay float32 either way."""
+    if not mixed:
+        return "float32"
+    if gpu:
+        return "mixed_float16"
+    return "mixed_bfloat16" if bf16_cpu else "float32"
 
 
 def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = None):
@@ -132,7 +165,7 @@ def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = N
     from .losses import make_loss, make_metrics
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=cfg.epsilon, clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold),
-                  jit_compile=jit_compile() if jit is None else jit)
+                  jit_compile=jit_compile(model.dtype_policy.name) if jit is None else jit)
     return model
 
 
@@ -372,10 +405,11 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     import tensorflow as tf
     strategy = pick_strategy()
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    if cfg.mixed_precision and gpu:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    elif cfg.mixed_precision:
-        say("note: --mixed-precision ignored on CPU")
+    policy = precision_policy(cfg.mixed_precision, gpu, not gpu and cpu_has_bf16())
+    if cfg.mixed_precision and policy == "float32":
+        say("note: --mixed-precision ignored: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)")
+    elif policy == "mixed_bfloat16":
+        say("mixed precision: bfloat16 on this CPU (AVX512-BF16/AMX), without XLA")
     geom = Geometry(cfg.height, cfg.width, cfg.fit)
     if cache_dir is None:
         cache = streaming(ds, sorted(ids), geom, cfg.image_interp, hold)
@@ -392,15 +426,20 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     val_ds = make_dataset(cache, val_ids, cfg.eval_batch * replicas, False)  # whole frames
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
     from .models.saving import load_model
-    with strategy.scope():
-        if state:
-            model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
-            say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
-                + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
-        else:
-            model = _new_model(cfg)
-            if cfg.encoder and cfg.freeze_encoder:
-                state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)  # what the model is built in; it keeps it, saved with it
+    try:
+        with strategy.scope():
+            if state:
+                model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
+                say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
+                    + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
+            else:
+                model = _new_model(cfg)
+                if cfg.encoder and cfg.freeze_encoder:
+                    state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
+    finally:  # nothing else in this process (a refiner, the next test) computes in it
+        keras.mixed_precision.set_global_policy(previous)
     initial_epoch = int(state.get("epoch", 0))
     model_name = f"{cfg.arch} on {cfg.encoder}" if cfg.encoder else cfg.arch
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "

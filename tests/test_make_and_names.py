@@ -150,7 +150,8 @@ def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ens
 def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir):
     train = dry_run(make_dir, "train", "MIXED_PRECISION=1")[-1]
     assert train.split()[-1] == "--mixed-precision"
-    assert "--mixed-precision" not in dry_run(make_dir, "train")[-1]
+    assert "mixed-precision" not in dry_run(make_dir, "train")[-1]  # the preset's
+    assert dry_run(make_dir, "train", "MIXED_PRECISION=0")[-1].split()[-1] == "--no-mixed-precision"
     assert dry_run(make_dir, "score", "TUNE=1")[-1].split()[-1] == "--tune-threshold"
     assert "--tune-threshold" not in dry_run(make_dir, "score")[-1]
     for var in ("ENSEMBLE", "FOLDS"):  # FOLDS: the former name, still honoured

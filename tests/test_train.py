@@ -124,6 +124,43 @@ def test_training_follows_the_schedule_and_clips(synth_dir, tmp_path, tiny_cache
     assert model.optimizer.clipnorm == 1.0
 
 
+def test_bfloat16_is_read_from_the_cpu_flags():
+    assert train_mod.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert train_mod.cpu_has_bf16("flags\t: fpu sse2 amx_bf16 amx_tile\n")
+    assert not train_mod.cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not train_mod.cpu_has_bf16("model name\t: avx512_bf16\nflags\t: fpu avx2\n")  # only the flags count
+    assert not train_mod.cpu_has_bf16("")
+
+
+def test_mixed_precision_is_float16_on_gpus_and_bfloat16_on_cpus_that_have_it():
+    policy = train_mod.precision_policy
+    assert policy(False, True, True) == policy(False, False, True) == "float32"
+    assert policy(True, True, False) == "mixed_float16"
+    assert policy(True, False, True) == "mixed_bfloat16"
+    assert policy(True, False, False) == "float32"  # emulated bfloat16 would be slower than float32
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache, monkeypatch, capsys):
+    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
+    cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
+    train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)
+    said = capsys.readouterr().out
+    assert ("bfloat16 on this CPU" in said) == bf16 and ("--mixed-precision ignored" in said) != bf16
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored: nothing after it computes in bf16
+    model = keras.models.load_model(tmp_path / "r" / "fold0" / "model.keras")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert {layer.dtype_policy.name for layer in convs} == {"mixed_bfloat16" if bf16 else "float32"}
+    assert model.get_layer("mask").dtype_policy.name == "float32"  # the sigmoid (and the loss) stay float32
+    assert model.jit_compile is (not bf16)  # XLA's CPU backend would compute bfloat16 slowly
+    rows = list(csv.DictReader(open(tmp_path / "r" / "fold0" / "history.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
+    _, probs = load_oof(tmp_path / "r" / "fold0" / "oof.npz")
+    assert probs.max() > 0.5 > probs.min()
+
+
 def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(monkeypatch):
     """Keras's "auto" leaves XLA off on a CPU; train turns it on there (about 2x a step, bench section 9)."""
     monkeypatch.delenv(train_mod.XLA_ENV, raising=False)

@@ -61,8 +61,8 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
         frame = x if not cfg.crop else rng.random((1, cfg.height, cfg.width, 3), dtype=np.float32)
         model.train_on_batch(x, y)  # warm-up: traces the train step
         model.predict_on_batch(frame)
-        times = interleaved({"train": lambda: model.train_on_batch(x, y),
-                             "infer": lambda: model.predict_on_batch(frame)}, plan.model_steps)
+        times = interleaved({"train": lambda m=model: m.train_on_batch(x, y),  # bound now: `del model` below
+                             "infer": lambda m=model: m.predict_on_batch(frame)}, plan.model_steps)
         ips = {"train": batch / median(times["train"]), "infer": len(frame) / median(times["infer"])}
         flops = conv_flops(model if not cfg.crop else build_model(cfg, cfg.size))  # of one whole frame
         cpu_gflops = flops * ips["infer"] / 1e9

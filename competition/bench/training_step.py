@@ -1,4 +1,4 @@
-"""Benchmark section 9. Training step: XLA against Keras's default on a CPU."""
+"""Benchmark section 9. Training step: XLA against Keras's default on a CPU, and bfloat16 where the CPU has it."""
 from __future__ import annotations
 
 import gc
@@ -9,22 +9,33 @@ import numpy as np
 from .common import Plan, figure, interleaved, median, section
 
 DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (train.jit_compile)"
+BF16 = "mixed bfloat16, no XLA (--mixed-precision)"
 
 
-def _compiled(cfg, jit: bool):
-    """The preset's model compiled as `train` compiles it (Adam, loss, clipnorm, metrics), XLA on or off."""
+def _compiled(cfg, jit: bool, policy: str = "float32"):
+    """The preset's model compiled as `train` compiles it (Adam, loss, clipnorm, metrics), XLA on or off, built
+    in the dtype policy `policy`."""
     import keras
 
     from ..models import build_model
     from ..train import compile_model
-    keras.utils.set_random_seed(0)  # both variants start from the same weights
-    return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
+    keras.utils.set_random_seed(0)  # every variant starts from the same weights
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
     import keras
 
     from ..config import preset
+    from ..train import cpu_has_bf16
+    bf16 = cpu_has_bf16()
+    variants = [(DEFAULT, False, "float32"), (XLA, True, "float32")]
+    variants += [(BF16, False, "mixed_bfloat16")] if bf16 else []
     rows, data, figs = [], {}, []
     for name in plan.xla_presets:
         cfg = preset(name)
@@ -33,8 +44,8 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
         x = rng.random((batch, *cfg.train_size, 3), dtype=np.float32)
         y = (rng.random((batch, *cfg.train_size, 1)) > 0.5).astype(np.float32)
         models, first_loss, first_s = {}, {}, {}
-        for label, jit in ((DEFAULT, False), (XLA, True)):
-            models[label] = _compiled(cfg, jit)
+        for label, jit, policy in variants:
+            models[label] = _compiled(cfg, jit, policy)
             t0 = time.perf_counter()
             logs = models[label].train_on_batch(x, y, return_dict=True)  # traces (and compiles)
             first_loss[label] = float(np.asarray(logs["loss"]))
@@ -46,23 +57,37 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
         data[name] = {"size": list(cfg.train_size), "batch": batch, "s_per_image": s_per_image, "raw_step_s": times,
                       "first_step_s": first_s, "first_loss": first_loss, "first_loss_gap": loss_gap,
                       "speedup": speedup}
+        bf16_speedup = s_per_image[XLA] / s_per_image[BF16] if bf16 else None
+        if bf16:
+            data[name]["bf16_speedup_over_xla"] = bf16_speedup
+            data[name]["bf16_first_loss_gap"] = abs(first_loss[BF16] - first_loss[DEFAULT])
         rows.append([name, f"{cfg.train_size[0]}x{cfg.train_size[1]}", str(batch),
                      f"{s_per_image[DEFAULT]:.3f}", f"{s_per_image[XLA]:.3f}", f"**{speedup:.2f}x**",
+                     f"{s_per_image[BF16]:.3f} (**{bf16_speedup:.2f}x** XLA's)" if bf16
+                     else "- (no AVX512-BF16/AMX)",
                      f"{first_s[DEFAULT]:.1f} / {first_s[XLA]:.1f}", f"{loss_gap:.1e}"])
         figs.append(figure(f"Training step, preset {name} batch {batch}: XLA vs Keras's default on this CPU",
                            f"{s_per_image[XLA]:.3f} s/image with XLA", f"{s_per_image[DEFAULT]:.3f} s/image without",
                            speedup, "x faster", "> 1 (else train should leave XLA off on CPU)",
                            None if plan.xla_batch else speedup > 1))
+        if bf16:
+            figs.append(figure(f"Training step, preset {name} batch {batch}: bfloat16 vs float32 XLA on this CPU",
+                               f"{s_per_image[BF16]:.3f} s/image in bfloat16", f"{s_per_image[XLA]:.3f} s/image "
+                               f"float32 with XLA", bf16_speedup, "x faster",
+                               "> 1 (else --mixed-precision should stay off on this CPU)",
+                               None if plan.xla_batch else bf16_speedup > 1))
         models.clear()
         keras.backend.clear_session()
         gc.collect()
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there (`train.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
-                  f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and metrics), one untimed first step "
-                  f"(tracing, and XLA's compile: its seconds are shown), then {plan.rounds} `train_on_batch` steps "
+                  f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
+                  f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then {plan.rounds} `train_on_batch` steps "
                   f"of each, alternating; median step / batch. The first step's losses must agree: XLA changes "
-                  f"the speed, not the arithmetic beyond float rounding.",
-                  ["preset", "input", "batch", "s/image, default", "s/image, XLA", "speed-up",
+                  f"the speed, not the arithmetic beyond float rounding. On a CPU with bfloat16 instructions "
+                  f"(AVX512-BF16 or AMX) a third variant is timed: the model built under Keras's "
+                  f"mixed_bfloat16 policy without XLA, as `train` runs a --mixed-precision preset (real-cpu) there.",
+                  ["preset", "input", "batch", "s/image, default", "s/image, XLA", "speed-up", "s/image, bfloat16",
                    "first step s (default / XLA)", "|first loss gap|"], rows, data=data)
     return sec, figs

@@ -17,8 +17,8 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours less a
      margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
   5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
-     photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning its threshold (the run's config then holds the tuned threshold that
-     predict uses), and copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras,
+     photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning
+     its threshold (the run's config then holds the tuned threshold that predict uses), and copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras,
      history.csv, curves.png, oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there
      says "complete", or "time-limited" (push the same kernel again to resume).
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
@@ -94,7 +94,7 @@ def main() -> int:
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
             "--time-limit", on_kaggle.time_limit("train", started),
-            "--mixed-precision"]  # float16 on the T4's tensor cores; ignored (with a note) on a CPU session
+            "--mixed-precision"]  # float16 on the T4s' tensor cores (bfloat16 or float32 on a CPU session)
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
     if SETTINGS.get("encoder"):

@@ -21,6 +21,7 @@ TTA      ?= hflip
 OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
 # MIXED_PRECISION: 1 float16 on GPUs / bfloat16 on CPUs that have it, 0 float32, empty: the preset's (real-cpu: 1)
 MIXED_PRECISION ?=
+MIXED_FLAG = $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)$(if $(filter 0,$(MIXED_PRECISION)),--no-mixed-precision)
 TUNE     ?= 0
 # REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained
 # (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
@@ -75,11 +76,11 @@ folds: venv
 
 train: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)$(if $(filter 0,$(MIXED_PRECISION)),--no-mixed-precision)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(MIXED_FLAG)
 
 train-all: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)$(if $(filter 0,$(MIXED_PRECISION)),--no-mixed-precision)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(MIXED_FLAG)
 
 predict: venv
 	@echo "data: $(DATA)"

@@ -7,6 +7,7 @@ optimizer state and `state.json`; rerunning the same command resumes from there.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -15,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -156,6 +158,19 @@ def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
     if gpu:
         return "mixed_float16"
     return "mixed_bfloat16" if bf16_cpu else "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Keras's global dtype policy set to `policy` while the block builds (or loads) a model, then restored: the
+    model keeps its policy (and saves it), nothing built after it in this process (a refiner, a test) does."""
+    import keras
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = None):
@@ -426,20 +441,15 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     val_ds = make_dataset(cache, val_ids, cfg.eval_batch * replicas, False)  # whole frames
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
     from .models.saving import load_model
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)  # what the model is built in; it keeps it, saved with it
-    try:
-        with strategy.scope():
-            if state:
-                model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
-                say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
-                    + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
-            else:
-                model = _new_model(cfg)
-                if cfg.encoder and cfg.freeze_encoder:
-                    state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
-    finally:  # nothing else in this process (a refiner, the next test) computes in it
-        keras.mixed_precision.set_global_policy(previous)
+    with dtype_policy(policy), strategy.scope():
+        if state:
+            model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
+            say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
+                + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
+        else:
+            model = _new_model(cfg)
+            if cfg.encoder and cfg.freeze_encoder:
+                state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
     initial_epoch = int(state.get("epoch", 0))
     model_name = f"{cfg.arch} on {cfg.encoder}" if cfg.encoder else cfg.arch
     say(f"training {run_dir.name} fold {fold}: {len(train_ids)} images, validating on {len(val_ids)} "

@@ -18,14 +18,10 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
     import keras
 
     from ..models import build_model
-    from ..train import compile_model
+    from ..train import compile_model, dtype_policy
     keras.utils.set_random_seed(0)  # every variant starts from the same weights
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with dtype_policy(policy):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
@@ -83,8 +79,9 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there (`train.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
                   f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
-                  f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then {plan.rounds} `train_on_batch` steps "
-                  f"of each, alternating; median step / batch. The first step's losses must agree: XLA changes "
+                  f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then "
+                  f"{plan.rounds} `train_on_batch` steps of each, alternating; median step / batch. The first "
+                  f"step's losses must agree: XLA changes "
                   f"the speed, not the arithmetic beyond float rounding. On a CPU with bfloat16 instructions "
                   f"(AVX512-BF16 or AMX) a third variant is timed: the model built under Keras's "
                   f"mixed_bfloat16 policy without XLA, as `train` runs a --mixed-precision preset (real-cpu) there.",

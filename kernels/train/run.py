@@ -18,9 +18,10 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
   5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
      photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning
-     its threshold (the run's config then holds the tuned threshold that predict uses), and copies the finished run folder (config.json, folds.csv, fold<K>/ with model.keras,
-     history.csv, curves.png, oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there
-     says "complete", or "time-limited" (push the same kernel again to resume).
+     its threshold (the run's config then holds the tuned threshold that predict uses), and copies the
+     finished run folder (config.json, folds.csv, fold<K>/ with model.keras, history.csv, curves.png,
+     oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there says "complete", or
+     "time-limited" (push the same kernel again to resume).
 It writes nothing outside /kaggle/working and /kaggle/temp. KAGGLE_ROOT (default /kaggle) moves all of
 it, e.g. to run this file locally on a copy of the inputs.
 """

@@ -235,18 +235,18 @@ PRESETS: dict[str, dict] = {
                  height=160, width=240, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
                  lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=8, epochs=30,
                  patience=30, monitor="val_dice", k=4, max_images=0, refine="guided"),
-    # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "Real photos in 20 minutes"): the
-    # demo's net and schedule, 5 folds by car, no rotation (the studio's cameras are level). Batch 4: twice the
-    # updates of batch 8 for about 1.25x the time an epoch, +0.002 native dice at 7 epochs. Mixed precision:
-    # bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (train.precision_policy), which buys 24 epochs
-    # instead of 13 (float32 elsewhere: 24 epochs then take about twice as long). Then a 500-step refiner net
-    # from the fold's own training photos (`refiner`, refinenet.py), then the guided filter: 17.5 minutes in all
-    # on fold 0, native dice 0.9891 (13 float32 epochs: 17.3 minutes, 0.9882).
+    # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "real-cpu at 192x288"): the demo's
+    # net and schedule at 192x288 (1.44x the pixels of 160x240 for 1.2x the epoch), 5 folds by car, no rotation
+    # (the studio's cameras are level). Batch 4: twice the updates of batch 8 for about 1.25x the time an epoch.
+    # Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (train.precision_policy) and buys
+    # 20 epochs; float32 elsewhere, where they take about twice as long. Then a 2,000-step refiner net from the
+    # fold's own training photos (`refiner`, refinenet.py; in bfloat16 too: 2,000 steps in the time 1,000 took
+    # in float32, and its second thousand is what lifts fold 0 from 0.9899 to 0.9911), then the guided filter.
     "real-cpu": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                     height=160, width=240, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
-                     lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=4, epochs=24,
-                     patience=24, monitor="val_dice", augment=("flip", "contrast"), k=5, max_images=0,
-                     mixed_precision=True, refine="net", refiner_from="training", refiner_steps=500),
+                     height=192, width=288, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
+                     lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=4, epochs=20,
+                     patience=20, monitor="val_dice", augment=("flip", "contrast"), k=5, max_images=0,
+                     mixed_precision=True, refine="net", refiner_from="training", refiner_steps=2000),
     # real-cpu before it fitted 20 minutes (what it was cross-validated as): batch 8, 30 epochs (the 16-epoch
     # version scored 0.002 lower), the guided filter alone (+0.002 native dice on real photos): about 70 minutes
     # a fold on this 2-core CPU.

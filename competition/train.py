@@ -160,6 +160,13 @@ def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
     return "mixed_bfloat16" if bf16_cpu else "float32"
 
 
+def machine_policy(mixed: bool) -> str:
+    """`precision_policy` on this machine: whether TensorFlow sees a GPU, else whether the CPU has bfloat16."""
+    import tensorflow as tf
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    return precision_policy(mixed, gpu, not gpu and cpu_has_bf16())
+
+
 @contextlib.contextmanager
 def dtype_policy(policy: str) -> Iterator[None]:
     """Keras's global dtype policy set to `policy` while the block builds (or loads) a model, then restored: the
@@ -419,8 +426,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     import keras
     import tensorflow as tf
     strategy = pick_strategy()
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    policy = precision_policy(cfg.mixed_precision, gpu, not gpu and cpu_has_bf16())
+    policy = machine_policy(cfg.mixed_precision)
     if cfg.mixed_precision and policy == "float32":
         say("note: --mixed-precision ignored: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)")
     elif policy == "mixed_bfloat16":

@@ -58,11 +58,11 @@ def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
 
 def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(capsys):
     """Post-processing runs once per image (after TTA and folds) on predict's CPU threads; refining costs more."""
-    recipe = recipe_for(preset("real-cpu", refine="guided"), [0, 1], "hflip", "t4")
+    recipe = recipe_for(preset("demo", refine="guided"), [0, 1], "hflip", "t4")
     fast_gpu = Rates(10.0, 2000.0, "stated")
     gpu_h = 100_064 * 2 * 2 / 2000 / 3600
     plain = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("unet"))[0])
-    refined = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("real-cpu", refine="guided"))[0])
+    refined = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("demo", refine="guided"))[0])
     assert plain["gpu_predict_h"] == refined["gpu_predict_h"] == pytest.approx(gpu_h)
     assert not plain["predict_cpu_bound"] and plain["predict_h"] == pytest.approx(gpu_h)
     post_h = 100_064 * plan_mod.POSTPROCESS_MS["guided"] / 1e3 / plan_mod.POST_THREADS / 3600
@@ -70,14 +70,14 @@ def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(cap
     assert cost(recipe, fast_gpu)["predict_h"] == pytest.approx(gpu_h)  # no post rate given: not capped
     from competition.config import REFINES
     assert set(plan_mod.POSTPROCESS_MS) == set(REFINES)  # every refinement a run can ask for is costed
-    # a refinement's cost grows with its guide: a 640x960 model is guided by the native photo (16x real-cpu's)
-    small = plan_mod.post_rate(preset("real-cpu", refine="guided"))[0]
+    # a refinement's cost grows with its guide: a 640x960 model is guided by the native photo (16x demo's 1/4 decode)
+    small = plan_mod.post_rate(preset("demo", refine="guided"))[0]
     big = plan_mod.post_rate(preset("unet", refine="guided"))[0]
     assert small == pytest.approx(2e3 / plan_mod.POSTPROCESS_MS["guided"])
     assert big == pytest.approx(2e3 / (2 + 25 * 4 * 4), rel=0.01)
-    net = plan_mod.post_rate(preset("real-cpu", refine="net"))  # one image at a time: the net's lock
+    net = plan_mod.post_rate(preset("demo", refine="net"))  # one image at a time: the net's lock
     assert net[0] == pytest.approx(1e3 / plan_mod.POSTPROCESS_MS["net"]) and "1 post-processing thread" in net[1]
-    plan_mod.plan(preset("real-cpu", refine="guided"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
+    plan_mod.plan(preset("demo", refine="guided"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
     out = capsys.readouterr().out
     assert "(**CPU-bound**)" in out and "refine=guided" in out
 
@@ -89,10 +89,10 @@ def test_on_a_gpu_session_the_refiner_nets_pass_is_the_gpus_and_the_cpu_threads_
     from competition.refinenet import build_refiner, refiner_flops
     sized = keras.models.clone_model(build_refiner(), input_tensors=keras.Input((40, 56, 4)))  # shapes known
     assert refiner_flops(40, 56) == pytest.approx(conv_flops(sized))
-    cfg = preset("real-cpu", refine="net")
+    cfg = preset("demo", refine="net")
     cpu = plan_mod.post_rate(cfg)[0]
     rate, how = plan_mod.post_rate(cfg, "T4")
-    guided = plan_mod.post_rate(preset("real-cpu", refine="guided"))[0]
+    guided = plan_mod.post_rate(preset("demo", refine="guided"))[0]
     gpu_ms = plan_mod.gpu_refiner_ms((320, 480), "T4")[0]
     assert plan_mod.REFINER_CALL_MS < gpu_ms < 20  # 3.7 GFLOP: a few ms on a T4 at the assumed efficiency
     # each thread waits for its own image's pass on the card
@@ -101,7 +101,7 @@ def test_on_a_gpu_session_the_refiner_nets_pass_is_the_gpus_and_the_cpu_threads_
     recipe, fast = recipe_for(cfg, [0], "none", "t4"), Rates(10.0, 2000.0, "stated")
     card_h = cost(recipe, fast, post_gpu_ms=plan_mod.post_gpu_ms(cfg, "T4"))["gpu_predict_h"]
     assert card_h == pytest.approx(100_064 / 2000 / 3600 + 100_064 * gpu_ms / 3.6e6)  # the card runs both
-    assert plan_mod.post_gpu_ms(cfg, None) == plan_mod.post_gpu_ms(preset("real-cpu", refine="guided"), "T4") == 0.0
+    assert plan_mod.post_gpu_ms(cfg, None) == plan_mod.post_gpu_ms(preset("demo", refine="guided"), "T4") == 0.0
     assert plan_mod.gpu_refiner_ms((320, 480), "T4")[0] > plan_mod.gpu_refiner_ms((320, 480), "H100")[0]
     big_guide = plan_mod.post_rate(preset("unet", refine="net"), "T4")  # native guide: 16x the pixels
     assert big_guide[0] < rate

@@ -45,14 +45,24 @@ def _bce(q: np.ndarray, y: np.ndarray) -> float:
     return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
 
 
-def test_an_untrained_refiner_returns_its_input_and_a_trained_one_corrects_a_coarse_outline():
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_an_untrained_refiner_returns_its_input_and_a_trained_one_corrects_a_coarse_outline(policy):
+    """In either policy: bfloat16 convolutions (emulated where the CPU lacks them), the logit path float32."""
+    import keras
     held_out = [_drawn(s) for s in range(100, 104)]
-    untrained = build_refiner()
+    untrained = build_refiner(policy=policy)
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is the model's alone
+    computes = {layer.name: layer.compute_dtype for layer in untrained.layers if layer.weights}
+    assert {k: computes.pop(k) for k in ("logit", "correction")} == {"logit": "float32", "correction": "float32"}
+    assert set(computes.values()) == {"bfloat16" if policy == "mixed_bfloat16" else "float32"}
+    assert untrained.get_layer("refined").compute_dtype == "float32"
     photo, _, coarse = held_out[0]
     same = np.asarray(untrained.predict_on_batch(refiner_inputs(photo, coarse)[None]))[0, ..., 0]
-    np.testing.assert_allclose(same, np.clip(coarse, 1e-3, 1 - 1e-3), atol=1e-5)
+    assert same.dtype == np.float32
+    np.testing.assert_allclose(same, np.clip(coarse, 1e-3, 1 - 1e-3), atol=1e-5)  # the logit kept to float32
 
-    model = train_refiner(_samples(range(12)), steps=150, crop=48, batch=8)
+    model = train_refiner(_samples(range(12)), steps=150, crop=48, batch=8, policy=policy)
+    assert model.get_layer("conv1").compute_dtype == untrained.get_layer("conv1").compute_dtype
     before = after = 0.0
     for photo, mask, coarse in held_out:
         q = np.asarray(model.predict_on_batch(refiner_inputs(photo, coarse)[None]))[0, ..., 0]
@@ -84,15 +94,24 @@ def two_fold_run(tiny_run, synth_dir):
     return tiny_run
 
 
+class Trainings(list):
+    """The photos each refiner training was given, and (policies) the dtype policy it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policies: list[str] = []
+
+
 @pytest.fixture
-def trainings(monkeypatch) -> list[set[str]]:
+def trainings(monkeypatch) -> Trainings:
     """train_refiner replaced by an untrained refiner (a real model, saved and loaded as a trained one is);
     returns the photos each training was given."""
-    given = []
+    given = Trainings()
 
-    def untrained(samples, steps):
+    def untrained(samples, steps, policy="float32"):
         given.append(set(samples.ids))
-        return build_refiner()
+        given.policies.append(policy)
+        return build_refiner(policy=policy)
     monkeypatch.setattr(refinenet, "train_refiner", untrained)
     return given
 
@@ -314,7 +333,7 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
 
 
 def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_run, synth_dir, trainings):
-    """real-cpu's config says refiner_from "training" and 500 steps: a bare `refiner` does that (one fold is
+    """real-cpu's config says refiner_from "training" and 2000 steps: a bare `refiner` does that (one fold is
     enough); the command line still overrides either."""
     from competition import __main__ as cli
     from competition.config import REFINER_SOURCES, load_config, save_config
@@ -335,6 +354,37 @@ def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_r
         train_refiners(run, str(synth_dir), steps=0)
     with pytest.raises(UserError, match="unknown refiner source 'sideways'"):
         load_config(run / "config.json").replace(refiner_from="sideways")
+
+
+@pytest.mark.parametrize("mixed, bf16_cpu, policy", [(True, True, "mixed_bfloat16"), (True, False, "float32"),
+                                                      (False, True, "float32")])
+def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu_has_it(
+        tiny_run, synth_dir, trainings, monkeypatch, mixed, bf16_cpu, policy):
+    """As its first stage (train.precision_policy): the policy is recorded, so changing it trains again, and a
+    float32 refiner's record has no "policy" (refiners recorded before it existed stay current)."""
+    from competition import train as train_mod
+    from competition.config import load_config, save_config
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
+    run = tiny_run
+    save_config(run / "config.json", load_config(run / "config.json").replace(
+        refiner_from="training", refiner_steps=2, mixed_precision=mixed))
+    train_refiners(run, str(synth_dir))
+    record = json.loads((run / "refiner" / "refiner.json").read_text())["fold0.keras"]
+    assert trainings.policies == [policy] and record.get("policy", "float32") == policy
+    assert ("policy" in record) == (policy != "float32")
+    saved = keras_load(run / "refiner" / "fold0.keras")
+    assert saved.get_layer("conv0").compute_dtype == ("bfloat16" if policy != "float32" else "float32")
+    assert saved.get_layer("refined").compute_dtype == "float32"
+    train_refiners(run, str(synth_dir))
+    assert len(trainings) == 1  # the same policy: up to date
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: not bf16_cpu)
+    train_refiners(run, str(synth_dir))
+    assert len(trainings) == (2 if mixed else 1)  # a mixed run's policy follows the CPU: trained again
+
+
+def keras_load(path):
+    import keras
+    return keras.models.load_model(path, compile=False)
 
 
 def test_each_fold_learns_from_its_own_training_photos_and_the_test_sets_is_the_first_folds(tiny_run, synth_dir,

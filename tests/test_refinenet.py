@@ -372,7 +372,7 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
     record = json.loads((run / "refiner" / "refiner.json").read_text())["fold0.keras"]
     assert trainings.policies == [policy] and record.get("policy", "float32") == policy
     assert ("policy" in record) == (policy != "float32")
-    saved = keras_load(run / "refiner" / "fold0.keras")
+    saved = load_refiner(run, 0).model  # as score and predict load it
     assert saved.get_layer("conv0").compute_dtype == ("bfloat16" if policy != "float32" else "float32")
     assert saved.get_layer("refined").compute_dtype == "float32"
     train_refiners(run, str(synth_dir))
@@ -380,11 +380,6 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
     monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: not bf16_cpu)
     train_refiners(run, str(synth_dir))
     assert len(trainings) == (2 if mixed else 1)  # a mixed run's policy follows the CPU: trained again
-
-
-def keras_load(path):
-    import keras
-    return keras.models.load_model(path, compile=False)
 
 
 def test_each_fold_learns_from_its_own_training_photos_and_the_test_sets_is_the_first_folds(tiny_run, synth_dir,

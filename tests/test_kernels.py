@@ -423,8 +423,9 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
 # Runs a built entry script with a kill at a fixed point, from inside the process (SIGKILL: no `finally`,
 # no atexit, as when Kaggle ends a session): KILL_AT=epochN dies after the first batch of epoch N;
 # KILL_AT=chunkN dies while mirroring chunk N (its bytes appended to the mirrored part, its record not yet).
-# CHUNK_ROWS sets the submission writer's chunk size, so 4 test images make 4 chunks; REFINER_STEPS the refiner's
-# training batches.
+# KILL_AT=refinerN dies as the refiner draws its Nth training batch. CHUNK_ROWS sets the submission writer's chunk
+# size, so 4 test images make 4 chunks; REFINER_STEPS the refiner's training batches; REFINE_NET=1 makes the tiny
+# preset a net-refined one that learns from the fold's own training photos, as real-cpu is.
 _KILLER = '''
 import os, runpy, signal, sys
 from pathlib import Path
@@ -435,6 +436,9 @@ die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if chunk:
     import competition.submission as sub
     sub.CHUNK_ROWS = int(chunk)
+if os.environ.get("REFINE_NET"):
+    import competition.config as cf
+    cf.PRESETS["tiny"] = {**cf.PRESETS["tiny"], "refine": "net", "refiner_from": "training"}
 if os.environ.get("REFINER_STEPS"):
     import competition.refinenet as rn
     steps, train_refiners = int(os.environ["REFINER_STEPS"]), rn.train_refiners
@@ -453,6 +457,18 @@ if kill.startswith("epoch"):
         callbacks, recorder = make(*args, **kwargs)
         return [*callbacks, Killer()], recorder
     tr._make_callbacks = patched
+elif kill.startswith("refiner"):
+    import competition.refinenet as rn
+    sampler, n = rn.crop_sampler, int(kill[7:])
+    def counted(*args, **kwargs):
+        draw, calls = sampler(*args, **kwargs), []
+        def drawn(*a, **k):
+            calls.append(1)
+            if len(calls) == n:
+                die()
+            return draw(*a, **k)
+        return drawn
+    rn.crop_sampler = counted
 elif kill.startswith("chunk"):
     import competition.mirror as mi
     write, n, calls = mi.write_text, int(kill[5:]), []
@@ -469,7 +485,8 @@ sys.exit(mod["main"]() or 0)
 def _run_killable(script: Path, root: Path, **env: str) -> subprocess.CompletedProcess:
     killer = root.parent / "killer.py"
     killer.write_text(_KILLER)
-    full = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS", "REFINER_STEPS")}
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS", "REFINER_STEPS", "REFINE_NET")}
     full.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", **env)
     return subprocess.run([sys.executable, str(killer), str(script)], cwd=root, env=full, capture_output=True,
                           text=True, timeout=400)
@@ -578,6 +595,39 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz",
                                                                      "kr.csv.gz.json"]
 
+
+def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_version_trains_only_the_refiner(
+        tmp_path, synth_zip_dir):
+    """real-cpu's train kernel trains the fold's refiner after the fold: killed then, the session's output still
+    holds the finished fold (mirrored as it finished, copied again before the refiner started), and the next version trains the refiner and
+    scores with it, without training the fold again."""
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kn", user="alice", epochs=1)
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
+    working = root / "working"
+    first = _run_killable(folder / "run.py", root, KILL_AT="refiner2", REFINE_NET="1", REFINER_STEPS="3")
+    assert first.returncode == -9, first.stdout + first.stderr  # SIGKILL: no `finally` ran
+    assert "refiner: training fold0.keras on the training photos of folds [0]" in first.stdout
+    killed = {p.relative_to(working).as_posix() for p in working.rglob("*") if p.is_file()}
+    assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/train.json", "fold0/history.csv",
+            on_kaggle.STATE_FILE} <= killed
+    assert not any(name.startswith("refiner/") or name.rsplit("/", 1)[-1].startswith(".") for name in killed)
+    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "running"
+    model = (working / "fold0" / "model.keras").read_bytes()
+
+    _next_session(root, "alice", folder.name)
+    second = _run_killable(folder / "run.py", root, REFINE_NET="1", REFINER_STEPS="3")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming from the earlier version's output" in second.stdout
+    assert "Epoch 1/1" not in second.stdout  # the fold is not trained again
+    assert "refiner: training fold0.keras on the training photos of folds [0]" in second.stdout
+    assert (working / "fold0" / "model.keras").read_bytes() == model
+    record = json.loads((working / "refiner" / "refiner.json").read_text())
+    assert record["fold0.keras"]["steps"] == 3 and record["fold0.keras"]["learns_from"] == "training"
+    assert (working / "refiner" / "fold0.keras").is_file() and (working / "refiner" / "all.keras").is_file()
+    assert json.loads((working / "fold0" / "score.json").read_text())["refine"] == "net"
+    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "complete"
+    assert not list(working.rglob(".*")) and not list(working.rglob("backup"))
 
 
 def test_a_train_kernel_scores_a_net_refined_fold_with_its_own_refiner_or_else_guided(tmp_path, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -36,9 +37,9 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
     reduction = guide_reduction(geometry)
 
-    def refined(prob: np.ndarray, image_id: str) -> np.ndarray:
+    def refined(prob: np.ndarray, image_id: str, net: Callable | None = None) -> np.ndarray:
         guide = decode_jpeg(photos[image_id], image_id, reduction)
-        return threshold_native(refined_native_u8(prob, geometry, guide), 0.5)
+        return threshold_native(refined_native_u8(prob, geometry, guide, net), 0.5)
 
     rows, data, figures = [], {}, []
     for kind, make in (("soft true mask", probability_map), ("coarse outline", coarse_map)):
@@ -68,6 +69,10 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
                                   f"{ms['refined']:.1f} ms/image", f"{ms['plain']:.1f} ms/image (unrefined)",
                                   cost, "x the unrefined cost", f"<= {TARGET_MS:g} ms/image, 1 thread",
                                   ms["refined"] <= TARGET_MS))
+    net_rows, net_data, net_figures = _bench_refiner_net(masks, geometry, refined, plan)
+    rows += net_rows
+    data["refiner net"] = net_data
+    figures += net_figures
     sec = section(
         "10. Guided refinement: its cost per test image (1 thread)",
         f"`real-cpu`'s post-processing of a {geometry.height}x{geometry.width} probability with `refine=\"guided\"` "
@@ -76,7 +81,12 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
         f"{len(masks)} {'real' if real else 'synthetic'} photos and masks (JPEG bytes in memory). Two kinds of "
         f"probability: the true mask area-shrunk to the model size and blurred (sigma 1 px, as section 2), and a "
         f"coarse outline (the mask seen at 1/8 of the model size). OpenCV on 1 thread; median of {plan.rounds} "
-        f"rounds. 'extra core-hours' is the difference times Kaggle's {TEST_IMAGES:,} test images.",
+        f"rounds. 'extra core-hours' is the difference times Kaggle's {TEST_IMAGES:,} test images. Last, "
+        f"`refine=\"net\"` (`real-cpu`'s default): the refiner net (refinenet.py) corrects the coarse outline at "
+        f"the guide's size before the filter, in float32 and, on a CPU with bfloat16 instructions, in bfloat16 "
+        f"(what a mixed-precision run's refiner predicts in there); the net runs on TensorFlow's threads (all "
+        f"cores), OpenCV on one. Its time does not depend on its weights: an untrained net (which returns its "
+        f"input) is timed, so its rows have no dice.",
         ["probability", "refined ms/image", "unrefined ms/image", "cost", "extra core-hours (test set)",
          "dice refined", "dice unrefined"], rows,
         notes=["The dice columns say what the filter does, not how a trained net gains: it pulls an outline that "
@@ -85,3 +95,41 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
                "nets gain +0.002 native dice (docs/results.md, Refinement)."],
         data=data)
     return sec, figures
+
+
+def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
+                       refined: Callable[..., np.ndarray], plan: Plan) -> tuple[list[list], dict, list[dict]]:
+    """The refiner net's share: refine="net" (net, then the guided filter) against refine="guided", per policy."""
+    from ..refinenet import build_refiner, refiner_inputs
+    from ..train import cpu_has_bf16
+    probs = {i: coarse_map(m, geometry) for i, m in masks.items()}
+    rows, data, figures = [], {}, []
+    for policy in ("float32", "mixed_bfloat16") if cpu_has_bf16() else ("float32",):
+        model = build_refiner(policy=policy)
+
+        def net(photo: np.ndarray, prob: np.ndarray, model=model) -> np.ndarray:
+            return np.asarray(model.predict_on_batch(refiner_inputs(photo, prob)[None]))[0, ..., 0]
+        sink: list[int] = []
+
+        def with_net() -> None:
+            for image_id, p in probs.items():
+                sink.append(len(rle.encode(refined(p, image_id, net))))
+
+        def guided() -> None:
+            for image_id, p in probs.items():
+                sink.append(len(rle.encode(refined(p, image_id))))
+        with_net()  # the first call builds the net's graph for this size: not timed
+        with opencv_threads(1):
+            times = interleaved({"net": with_net, "guided": guided}, plan.rounds)
+        ms = {k: 1e3 * median(v) / len(probs) for k, v in times.items()}
+        extra_h = (ms["net"] - ms["guided"]) * TEST_IMAGES / 3.6e6
+        words = "bfloat16" if policy == "mixed_bfloat16" else "float32"
+        data[words] = {"images": len(probs), "ms_per_image": ms, "raw_s": times, "extra_hours_test": extra_h}
+        rows.append([f"coarse outline, refiner net ({words}) then the filter", f"{ms['net']:.1f}",
+                     f"{ms['guided']:.1f} (the filter alone)", f"{ms['net'] / ms['guided']:.1f}x", f"{extra_h:.2f}",
+                     "-", "-"])
+        figures.append(figure(f"Refiner net + guided refinement of one {geometry.height}x{geometry.width} map "
+                              f"(real-cpu, {words})", f"{ms['net']:.1f} ms/image",
+                              f"{ms['guided']:.1f} ms/image (guided filter alone)", ms["net"] / ms["guided"],
+                              "x the filter's cost", "(none)", None))
+    return rows, data, figures

@@ -599,8 +599,8 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
 def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_version_trains_only_the_refiner(
         tmp_path, synth_zip_dir):
     """real-cpu's train kernel trains the fold's refiner after the fold: killed then, the session's output still
-    holds the finished fold (mirrored as it finished, copied again before the refiner started), and the next version trains the refiner and
-    scores with it, without training the fold again."""
+    holds the finished fold (mirrored as it finished, copied again before the refiner started), and the next
+    version trains the refiner and scores with it, without training the fold again."""
     spec = KernelSpec(task="train", fold=0, preset="tiny", name="kn", user="alice", epochs=1)
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -100,15 +102,16 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
 def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
                        refined: Callable[..., np.ndarray], plan: Plan) -> tuple[list[list], dict, list[dict]]:
     """The refiner net's share: refine="net" (net, then the guided filter) against refine="guided", per policy."""
-    from ..refinenet import build_refiner, refiner_inputs
-    from ..train import cpu_has_bf16
+    from ..refinenet import Refiner, build_refiner
+    from ..train import cpu_has_bf16, save_model
     probs = {i: coarse_map(m, geometry) for i, m in masks.items()}
     rows, data, figures = [], {}, []
     for policy in ("float32", "mixed_bfloat16") if cpu_has_bf16() else ("float32",):
         model = build_refiner(policy=policy)
-
-        def net(photo: np.ndarray, prob: np.ndarray, model=model) -> np.ndarray:
-            return np.asarray(model.predict_on_batch(refiner_inputs(photo, prob)[None]))[0, ..., 0]
+        with tempfile.TemporaryDirectory() as tmp:  # what predict calls: a Refiner, which digests its saved file
+            path = Path(tmp) / "refiner.keras"
+            save_model(model, path)
+            net = Refiner(model, path)
         sink: list[int] = []
 
         def with_net() -> None:

@@ -1,0 +1,85 @@
+"""Runs trained before the one-way redesign (issue 34) still predict and score exactly as they did then.
+
+tests/fixtures/pre-redesign/ holds two tiny runs trained on the synthetic set below by the code of ea8a0ca
+(run `a`, 32x48, with a refiner net learnt from its training photos; run `b`, 48x64), and what that code
+made from them: four submissions (no refinement, the guided filter, the refiner net, a blend a + 2 x b) and
+the fold-0 scores of `a` and of the blend. The submissions must be byte-identical today, the scores equal.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from competition.__main__ import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pre-redesign"
+EXPECTED = FIXTURE / "expected"
+
+
+def _fingerprint(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def old(tmp_path_factory) -> Path:
+    """A copy of the old runs and the synthetic set they were trained on, in one folder."""
+    from competition.data.synth import SynthSpec, generate
+    root = tmp_path_factory.mktemp("pre-redesign")
+    shutil.copytree(FIXTURE / "runs", root / "runs")
+    refiner = root / "runs" / "a" / "refiner"
+    shutil.copyfile(refiner / "fold0.keras", refiner / "all.keras")  # the refiner command made it as a copy
+    generate(root / "data", SynthSpec(cars=3, test=4, seed=7))
+    expected = json.loads((EXPECTED / "scores.json").read_text())["data_sha256"]
+    assert _fingerprint(root / "data") == expected, (
+        "the synthetic set differs from the one the old runs were made on (synth.py or OpenCV's JPEG encoder "
+        "changed), so their outputs cannot be compared")
+    return root
+
+
+def _cli(root: Path, *args: str) -> None:
+    assert main(["--quiet", *args]) == 0
+
+
+@pytest.mark.parametrize("refine", ["none", "guided", "net"])
+def test_old_run_predicts_byte_identical_submission(old, refine):
+    out = old / "out" / f"a-{refine}.csv"
+    _cli(old, "predict", "--run", str(old / "runs" / "a"), "--data", str(old / "data"), "--tta", "hflip",
+         "--refine", refine, "--out", str(out))
+    assert out.read_bytes() == (EXPECTED / f"a-{refine}.csv").read_bytes()
+
+
+def test_old_runs_blend_predicts_byte_identical_submission(old):
+    out = old / "out" / "blend.csv"
+    _cli(old, "predict", "--run", str(old / "runs" / "a"), "--run", str(old / "runs" / "b") + ":2",
+         "--data", str(old / "data"), "--tta", "hflip", "--refine", "guided", "--out", str(out))
+    assert out.read_bytes() == (EXPECTED / "blend.csv").read_bytes()
+
+
+def _scored(path: Path, keys: dict) -> dict:
+    got = json.loads(path.read_text())
+    picked = {k: got[k] for k in keys if k != "members"}
+    if "members" in keys:
+        picked["members"] = [{k: m[k] for k in ("dice_mean", "dice_std", "weight")} for m in got["members"]]
+    return picked
+
+
+def test_old_run_scores_as_before(old):
+    _cli(old, "score", "--run", str(old / "runs" / "a"), "--fold", "0", "--data", str(old / "data"),
+         "--tta", "hflip", "--refine", "net")
+    want = json.loads((EXPECTED / "scores.json").read_text())["a"]
+    assert _scored(old / "runs" / "a" / "fold0" / "score.json", want) == want
+
+
+def test_old_runs_blend_scores_as_before(old):
+    _cli(old, "score", "--run", str(old / "runs" / "a"), "--run", str(old / "runs" / "b") + ":2", "--fold", "0",
+         "--data", str(old / "data"), "--tta", "hflip", "--refine", "guided")
+    want = json.loads((EXPECTED / "scores.json").read_text())["blend"]
+    assert _scored(old / "runs" / "blends" / "a+bx2" / "fold0" / "score.json", want) == want

@@ -121,22 +121,14 @@ def _shard_arg(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    from .config import run_path
+    from .inference.ensemble import parse_member
     from .predict import predict
     from .timelimit import deadline
-    from .blend import parse_member, predict_blend
     limit = deadline(a.time_limit)
-    specs = [parse_member(r) for r in a.run]
-    if len(specs) > 1:  # a blend of runs: every one of them, never only the last
-        predict_blend(specs, data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta,
-                      threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
-                      time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, name=a.blend,
-                      refine=a.refine)
-        return
-    folds = list(specs[0].folds) if specs[0].folds else _folds_arg(a.folds)
-    predict(run_dir=run_path(specs[0].run), data=a.data, out=Path(a.out), folds=folds, tta=a.tta,
-            threshold=a.threshold, batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit,
-            time_limit=limit, mirror=Path(a.mirror) if a.mirror else None, refine=a.refine)
+    specs = [parse_member(r) for r in a.run]  # one run, or a blend of every one of them
+    predict(specs, data=a.data, out=Path(a.out), folds=_folds_arg(a.folds), tta=a.tta, threshold=a.threshold,
+            batch=a.batch, shard=_shard_arg(a.shard), limit=a.limit, time_limit=limit,
+            mirror=Path(a.mirror) if a.mirror else None, name=a.blend, refine=a.refine)
 
 
 def cmd_merge(a: argparse.Namespace) -> None:
@@ -165,43 +157,34 @@ def cmd_submit(a: argparse.Namespace) -> None:
 def cmd_score(a: argparse.Namespace) -> None:
     from . import score
     from .config import run_path
+    from .inference.ensemble import parse_member
     if a.submission:
         score.score_submission(Path(a.submission), data=a.data)
         return
     if not a.run:
         raise UserError("score needs --run NAME (with --fold) or --submission FILE")
-    if len(a.run) > 1:  # a blend of runs, scored beside each of them
-        from .blend import parse_member, score_blend
-        score_blend([parse_member(r) for r in a.run], fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
-                    tune_threshold=a.tune_threshold, threshold=a.threshold, name=a.blend, refine=a.refine)
-        return
-    a.run = a.run[0]
-    score.score_fold(run_path(a.run), fold=a.fold, data=a.data, tta=a.tta, worst=a.worst,
-                     tune_threshold=a.tune_threshold, threshold=a.threshold, refine=a.refine)
-    from .report import report_folds  # draws what scoring saved
-    report_folds(run_path(a.run), data=a.data, folds=[a.fold])
+    specs = [parse_member(r) for r in a.run] if len(a.run) > 1 else [run_path(a.run[0])]  # a blend: each run beside it
+    score.score_fold(specs, fold=a.fold, data=a.data, tta=a.tta, worst=a.worst, tune_threshold=a.tune_threshold,
+                     threshold=a.threshold, refine=a.refine, name=a.blend)
+    if len(a.run) == 1:
+        from .report import report_folds  # draws what scoring saved
+        report_folds(run_path(a.run[0]), data=a.data, folds=[a.fold])
 
 
 def cmd_cv(a: argparse.Namespace) -> None:
     from .config import run_path
+    from .inference.ensemble import parse_member
     from .score import cross_validate
-    if len(a.run) > 1:  # a blend of runs, each of them beside it
-        from .blend import cross_validate_blend, parse_member
-        if a.tune_threshold:
-            raise UserError("cv --tune-threshold tunes one run; tune a blend with score --run A --run B "
-                            "--fold K --tune-threshold")
-        cross_validate_blend([parse_member(r) for r in a.run], data=a.data, tta=a.tta, name=a.blend,
-                             refine=a.refine)
-        return
-    a.run = a.run[0]
-    cross_validate(run_path(a.run), data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine)
-    from .report import report_folds  # draws what scoring saved
-    report_folds(run_path(a.run), data=a.data)
+    specs = [parse_member(r) for r in a.run] if len(a.run) > 1 else [run_path(a.run[0])]  # a blend: each run beside it
+    cross_validate(specs, data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine, name=a.blend)
+    if len(a.run) == 1:
+        from .report import report_folds  # draws what scoring saved
+        report_folds(run_path(a.run[0]), data=a.data)
 
 
 def cmd_refiner(a: argparse.Namespace) -> None:
     from .config import run_path
-    from .refinenet import train_refiners
+    from .refiner import train_refiners
     train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, learns_from=a.learn_from)
 
 
@@ -213,7 +196,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     run_dir = run_path(runs[0]) if len(runs) == 1 else None  # the kernel is named after the folder's name
     name = run_dir.name if run_dir else None
     if len(runs) > 1:  # a predict kernel blending runs: named after the blend
-        from .blend import default_name, parse_member
+        from .inference.ensemble import default_name, parse_member
         name = default_name([parse_member(r) for r in runs])
     spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
                               name=name, user=a.user, accelerator=a.accelerator,
@@ -452,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train all.keras alone (what predict uses), from every trained fold's held-out photos "
                         "(or, learning from training photos, the first fold's); one trained fold is enough (a "
                         "predict kernel does this)")
-    from .refinenet import LEARNS_FROM
+    from .runs import LEARNS_FROM
     s.add_argument("--learn-from", choices=list(LEARNS_FROM), default=None,
                    help="default: the run's config's refiner_from (held-out unless its preset says otherwise). "
                         "held-out: each fold's refiner learns from the other folds' held-out predictions; "

@@ -15,8 +15,8 @@ LOSSES = ("dice", "dice_global", "bce", "dice_bce")
 POOLINGS = ("max", "strided")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("flip", "rotate", "contrast")
-REFINES = ("none", "guided", "net")  # post-processing of the upsampled probability (refine.py, refinenet.py)
-REFINER_SOURCES = ("held-out", "training")  # what the refiner net learns from (refinenet.py, `refiner --learn-from`)
+REFINES = ("none", "guided", "net")  # post-processing of the upsampled probability (inference/upsample.py, models/refiner.py)
+REFINER_SOURCES = ("held-out", "training")  # what the refiner net learns from (refiner.py, `refiner --learn-from`)
 REFINER_STEPS = 1000  # its training batches; 2000 gained +0.0004 native dice over 200 on real photos (docs/results.md)
 CONFIG_VERSION = 1
 
@@ -240,7 +240,7 @@ PRESETS: dict[str, dict] = {
     # (the studio's cameras are level). Batch 4: twice the updates of batch 8 for about 1.25x the time an epoch.
     # Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (train.precision_policy) and buys
     # 20 epochs; float32 elsewhere, where they take about twice as long. Then a 2,000-step refiner net from the
-    # fold's own training photos (`refiner`, refinenet.py; in bfloat16 too: 2,000 steps in the time 1,000 took
+    # fold's own training photos (`refiner`, refiner.py; in bfloat16 too: 2,000 steps in the time 1,000 took
     # in float32, and its second thousand is what lifts fold 0 from 0.9899 to 0.9911), then the guided filter.
     "real-cpu": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
                      height=192, width=288, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,

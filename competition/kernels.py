@@ -117,7 +117,7 @@ def predict_folds(spec: KernelSpec) -> list[int] | None:
 
 def blend_members(spec: KernelSpec, user: str) -> list[dict]:
     """A blending predict kernel's runs: name, folds (@FOLDS, else --folds, else the preset's), weight, kernels."""
-    from .blend import parse_member
+    from .inference.ensemble import parse_member
     members = []
     for text in spec.blend or []:
         m = parse_member(text)
@@ -130,7 +130,7 @@ def blend_members(spec: KernelSpec, user: str) -> list[dict]:
 
 def blend_threshold(spec: KernelSpec) -> float | None:
     """The threshold `score --tune-threshold` saved here for this blend (runs/blends/<name>/blend.json), if any."""
-    from .blend import blend_dir, member_identity, parse_member, saved_threshold
+    from .inference.ensemble import blend_dir, member_identity, parse_member, saved_threshold
     specs = [parse_member(text) for text in spec.blend or []]
     return saved_threshold(blend_dir(specs, spec.name), member_identity(specs)) if specs else None
 
@@ -480,7 +480,7 @@ def output(spec: KernelSpec, dest: Path | None = None) -> list[Path]:
     _kaggle(api.kernels_output, ref, str(staging), what=f"downloading the output of {ref}")
     if spec.task == "train" and (staging / "config.json").is_file():
         from .config import load_config
-        from .train import check_run_config
+        from .runs import check_run_config
         check_run_config(dest, load_config(staging / "config.json"))
     if spec.task == "predict":  # the refiner a predict kernel trained (--refine net) is its own resume state;
         shutil.rmtree(staging / "refiner", ignore_errors=True)  # shards' would overwrite each other here

@@ -134,7 +134,7 @@ def find_weights_file(input_root: Path, ref: str, encoder: str) -> Path:
 def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:
     """A run folder (config.json + fold<k>/ links) from the train kernels' outputs; returns its folds."""
     from .config import load_config
-    from .train import check_run_config
+    from .runs import check_run_config
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     where: dict[int, Path] = {}

@@ -3,8 +3,8 @@ sessions and shards under the 12-hour limit, and the total against the weekly GP
 
 Every figure says where it comes from. Throughput, in order of preference: stated on the command line;
 measured for the preset on some GPU (`MEASURED`, scaled to the target GPU by the ratio of published peak
-FLOPS); or estimated from the model's FLOPs (`bench.conv_flops`) at an efficiency calibrated on the
-measured presets, else at the bench's assumed efficiency (`bench.T4_EFFICIENCY`). The arithmetic is
+FLOPS); or estimated from the model's FLOPs (`models.cost.forward_flops`) at an efficiency calibrated on the
+measured presets, else at the bench's assumed efficiency (`costs.T4_EFFICIENCY`). The arithmetic is
 pure functions of those rates (`cost`), so it can be checked by hand.
 """
 from __future__ import annotations
@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .bench import T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
+from .costs import (CARDS, MULTI_GPU_SCALING, SESSION_CPU_CORES, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES,  # noqa: F401
+                    WEEKLY_QUOTA_HOURS)
 from .config import TrainConfig
 from .errors import UserError
 from .on_kaggle import SESSION_SECONDS, TIME_MARGIN_SECONDS
 from .tta import PLANS
 
-WEEKLY_QUOTA_HOURS = 30.0  # Kaggle's weekly GPU quota (docs/kaggle.md: `kaggle quota` has the real figure)
-MULTI_GPU_SCALING = 0.9    # assumed: each GPU of a MirroredStrategy session adds 90% of one GPU's speed
-SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assumed for the others)
 # What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
 # and augmented (`make bench` section 8, --cache memory, one thread). Only full-resolution decodes were
 # measured: a preset that decodes at 1/2 or less (JPEG reduction) is not capped.
@@ -41,25 +39,6 @@ POST_THREADS = 2  # predict.write_stream's post-processing pool
 REFINER_CALL_MS = 5.0
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """One GPU card's published dense peaks (TFLOPS) and memory."""
-
-    card: str
-    fp16_tflops: float  # tensor cores, FP16 in / FP32 accumulate, dense
-    fp32_tflops: float
-    memory_gb: float
-    source: str
-
-
-CARDS: dict[str, Gpu] = {
-    "T4": Gpu("T4", T4_PEAK_TFLOPS["fp16"], T4_PEAK_TFLOPS["fp32"], 16, "NVIDIA T4 datasheet"),
-    "L4": Gpu("L4", 121.0, 30.3, 24, "NVIDIA L4 datasheet (dense)"),
-    "P100": Gpu("P100", 18.7, 9.3, 16, "NVIDIA P100 PCIe datasheet (no tensor cores)"),
-    "H100": Gpu("H100", 989.0, 67.0, 80, "NVIDIA H100 SXM datasheet (dense)"),
-    "H100-PCIe": Gpu("H100-PCIe", 756.0, 51.0, 80, "NVIDIA H100 PCIe datasheet (dense)"),
-    "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
-}
 # --gpu -> (card, GPUs in one Kaggle session). p100 as kernels.py treats it: Kaggle runs it on 2x T4 now.
 SESSIONS: dict[str, tuple[str, int]] = {"t4x2": ("T4", 2), "t4": ("T4", 1), "p100": ("T4", 2), "l4": ("L4", 1)}
 
@@ -140,7 +119,7 @@ MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: real-cp
 def guide_of(cfg: TrainConfig) -> tuple[int, tuple[int, int]]:
     """The JPEG reduction a run's refinement decodes its guide at, and the guide's (height, width)."""
     from .geometry import Geometry
-    from .refine import guide_reduction
+    from .inference.upsample import guide_reduction
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
     r = guide_reduction(geometry)
     return r, (math.ceil(geometry.native[0] / r), math.ceil(geometry.native[1] / r))
@@ -183,7 +162,7 @@ def post_gpu_ms(cfg: TrainConfig, card: str | None) -> float:
 
 def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:
     """ESTIMATED milliseconds of one refiner pass over a guide on `card`, and how (not measured: no GPU here)."""
-    from .refinenet import refiner_flops
+    from .models.refiner import refiner_flops
     flops = refiner_flops(*guide)
     compute = flops / (peak(card, "fp32") * 1e12 * T4_EFFICIENCY["fp32"]) * 1e3
     return compute + REFINER_CALL_MS, (f"ESTIMATE {compute + REFINER_CALL_MS:.1f} ms an image = {flops / 1e9:.1f} "
@@ -276,12 +255,12 @@ def model_flops(cfg: TrainConfig) -> tuple[float, float]:
     """Forward FLOPs of one training input (crop or frame) and of one whole frame (builds the model twice)."""
     import keras
 
-    from .bench import conv_flops
     from .models import build_model
+    from .models.cost import forward_flops
     out = []
     for size in (cfg.train_size, cfg.size):
         model = build_model(cfg, size)
-        out.append(conv_flops(model))
+        out.append(forward_flops(model))
         del model
         keras.backend.clear_session()
     return out[0], out[1]
@@ -293,10 +272,9 @@ def train_memory_gb(cfg: TrainConfig, precision: str) -> float:
     import keras
 
     from .models import build_model
+    from .models.cost import training_memory_estimate
     model = build_model(cfg, cfg.train_size)
-    outputs = sum(math.prod(layer.output.shape[1:]) for layer in model.layers
-                  if not isinstance(layer, keras.layers.InputLayer))
-    total = model.count_params() * 16 + outputs * cfg.batch * (2 if precision == "fp16" else 4)
+    total = training_memory_estimate(model, cfg.batch, 2 if precision == "fp16" else 4)
     del model
     keras.backend.clear_session()
     return total / 1e9

@@ -17,7 +17,7 @@ from .data.layout import open_dataset
 from .fileio import atomic_open, read_json, write_bytes, write_text
 from .images import decode_jpeg
 from .progress import say
-from .score import WORST_FILE, breakdown, read_worst
+from .tables import WORST_FILE, breakdown, read_worst
 
 FP_COLOR = (255, 40, 40)     # false positive: predicted car where there is none (red)
 FN_COLOR = (255, 0, 255)     # false negative: car the model missed (magenta)

@@ -1,243 +1,141 @@
-"""Local scoring: Kaggle's metric (mean per-image dice at native 1918x1280) on held-out folds.
+"""Local scoring: Kaggle's metric (mean per-image dice at native 1918x1280) on held-out folds, for one run or a
+blend of runs (each run beside the blend).
 
-The held-out images go through the submission's own path (decode, TTA, resize to native,
-threshold); the article's batch-global soft dice at model resolution is reported beside it.
-Per-image results are a pandas table joined with metadata.csv (make, model, year), so the dice
-breaks down by view and by make/model. Scoring computes and saves; `report` draws from what it saved
-(the per-image table, score.json and the worst images' predicted masks in worst.npz).
+The held-out images go through the submission's own path (inference/: decode, TTA, to native, threshold); for
+one run the article's batch-global soft dice at model resolution is reported beside it. Per-image results are a
+pandas table joined with metadata.csv (tables.py), so the dice breaks down by view and by make/model. Scoring
+computes and saves; `report` draws from what it saved (the per-image table, score.json and worst.npz).
 """
 from __future__ import annotations
 
-import heapq
-import io
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from .config import refine_words
-from .data.folds import check_fold, read_folds
+from .config import check_threshold, load_config, refine_words, save_config
 from .data.layout import car_of, open_dataset, view_of
-from . import NATIVE_SHAPE
 from .errors import UserError
-from .fileio import write_bytes, write_json, write_text
-from .geometry import Geometry
-from .predict import Predictor, load_models, probabilities, threshold_native, trained_folds
+from .fileio import write_json
+from .inference.ensemble import (BLEND_FILE, Member, MemberSpec, as_specs, blend_dir, blend_native,
+                                 blend_threshold, default_batch, identity, native_maps, open_members, probabilities)
+from .inference.upsample import threshold_native
+from .metrics import FoldScore, dice, pooled_threshold, threshold_curve
 from .progress import bar, say
 from .submission import iter_rows
-
-THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)
-METADATA_COLUMNS = ["make", "model", "year"]
-UNKNOWN = "unknown"  # make/model of a car that metadata.csv does not list (or with no metadata.csv)
-WORST_FILE = "worst.npz"  # the worst images' predicted masks, bit-packed, for the report to draw
+from .runs import held_out_ids, model_digests, run_folds, trained_folds
+from .tables import (breakdown, car_metadata, fold_scores, group_means, image_table, summarise, training_time,
+                     write_cv, write_fold_score)
 
 
-def dice(true: np.ndarray, pred: np.ndarray) -> float:
-    """Kaggle's dice of two 0/1 masks: 2|A and B| / (|A| + |B|); both empty -> 1."""
-    t, p = true.astype(bool, copy=False), pred.astype(bool, copy=False)
-    total = int(np.count_nonzero(t)) + int(np.count_nonzero(p))
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(t & p)) / total
-
-
-def threshold_curve(native_u8: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Dice at each of THRESHOLDS from one image's 8-bit native probabilities (histograms, one pass)."""
-    all_hist = np.bincount(native_u8.ravel(), minlength=256)
-    true_hist = np.bincount(native_u8[true.astype(bool)], minlength=256)
-    # pixels predicted at threshold t: value > t * 255  ->  suffix sums from floor(t * 255) + 1
-    pred_counts = np.cumsum(all_hist[::-1])[::-1]
-    tp_counts = np.cumsum(true_hist[::-1])[::-1]
-    cut = np.minimum(np.floor(THRESHOLDS * 255).astype(int) + 1, 255)
-    n_true = int(true_hist.sum())
-    denom = n_true + pred_counts[cut]
-    return np.where(denom > 0, 2.0 * tp_counts[cut] / np.maximum(denom, 1), 1.0)
-
-
-@dataclass
-class FoldScore:
-    """Per-image results of one fold, and the predicted masks of its worst images."""
-
-    rows: list[dict] = field(default_factory=list)
-    curves: list[np.ndarray] = field(default_factory=list)
-    inter: float = 0.0
-    sums: float = 0.0
-    worst: list[tuple[float, int, str, np.ndarray]] = field(default_factory=list)  # heap: (-dice, n, id, packed)
-
-    @property
-    def dice(self) -> np.ndarray:
-        return np.array([r["dice"] for r in self.rows])
-
-    def global_dice(self) -> float:
-        """The article's soft dice with all pixels of all images flattened together (model resolution)."""
-        return (2 * self.inter + 1e-5) / (self.sums + 1e-5)
-
-    def best_threshold(self) -> tuple[float, float]:
-        mean = np.mean(self.curves, axis=0)
-        i = int(np.argmax(mean))
-        return float(THRESHOLDS[i]), float(mean[i])
-
-    def keep_if_worst(self, image_id: str, d: float, pred: np.ndarray, n: int) -> None:
-        """Keep `pred` (bit-packed) while it is among the n lowest dice seen so far."""
-        if n <= 0:
-            return
-        item = (-d, -len(self.rows), image_id, np.packbits(pred.astype(bool)))
-        (heapq.heappush if len(self.worst) < n else heapq.heappushpop)(self.worst, item)
-
-    def worst_masks(self) -> list[tuple[str, np.ndarray]]:
-        """(image id, packed predicted mask) of the kept worst images, worst first (ties: earlier first)."""
-        return [(image_id, packed) for _, _, image_id, packed in sorted(self.worst, reverse=True)]
-
-
-def evaluate(predictor: Predictor, ds, ids: list[str], threshold: float, batch: int, worst: int = 0) -> FoldScore:
-    """Predict `ids` like a submission and score each at native resolution; keep the `worst` lowest masks."""
-    g = predictor.geometry
+def evaluate(members: list[Member], ds, ids: list[str], threshold: float, batch: int, worst: int = 0) -> FoldScore:
+    """Predict `ids` like a submission and score each at native resolution; keep the `worst` lowest masks. A
+    blend's rows also hold each run's own dice (at its own threshold); one run's, the article's global dice."""
+    one = len(members) == 1
     out = FoldScore()
-    stream = probabilities(predictor, ids, ds.read_train_image, ds.where_train, batch)
-    for image_id, prob in bar(stream, total=len(ids), desc="scoring"):
+    stream = probabilities(members, ids, ds.read_train_image, ds.where_train, batch)
+    for image_id, probs in bar(stream, total=len(ids), desc="scoring" if one else "scoring blend"):
         true = ds.read_mask(image_id)
-        native = predictor.native(prob, lambda: ds.read_train_image(image_id), ds.where_train(image_id))  # once,
-        # for the mask and the threshold curve alike
+        maps = native_maps(members, probs, lambda: ds.read_train_image(image_id), ds.where_train(image_id))
+        native = blend_native(maps, [m.weight for m in members])  # once, for the mask and the threshold curve
         pred = threshold_native(native, threshold)
         d = dice(true, pred)
         out.keep_if_worst(image_id, d, pred, worst)
-        out.rows.append({"img": f"{image_id}.jpg", "car": car_of(image_id), "view": view_of(image_id), "dice": d,
-                         "true_pixels": int(true.sum()), "pred_pixels": int(pred.sum())})
+        row = {"img": f"{image_id}.jpg", "car": car_of(image_id), "view": view_of(image_id), "dice": d,
+               "true_pixels": int(true.sum()), "pred_pixels": int(pred.sum())}
+        if not one:
+            row.update({f"dice_{m.label}": dice(true, threshold_native(n, m.cfg.threshold))
+                        for m, n in zip(members, maps)})
+        out.rows.append(row)
         out.curves.append(threshold_curve(native, true))
-        t_model = g.to_model(true[..., None], "nearest")[..., 0].astype(np.float32)
-        out.inter += float((prob * t_model).sum())
-        out.sums += float(prob.sum() + t_model.sum())
+        if one:
+            t_model = members[0].geometry.to_model(true[..., None], "nearest")[..., 0].astype(np.float32)
+            out.inter += float((probs[0] * t_model).sum())
+            out.sums += float(probs[0].sum() + t_model.sum())
     return out
 
 
-# --- per-image tables -----------------------------------------------------------------------------
-def car_metadata(ds) -> pd.DataFrame:
-    """metadata.csv as a table indexed by car id (make, model, year); empty when the data root has none."""
-    text = ds.csv_text("metadata.csv")
-    if text is None:
-        return pd.DataFrame(columns=METADATA_COLUMNS, index=pd.Index([], name="car"))
-    table = pd.read_csv(io.StringIO(text), dtype={"id": str, "make": str, "model": str})
-    missing = {"id", *METADATA_COLUMNS} - set(table.columns)
-    if missing:
-        raise UserError(f"{ds.root}/metadata.csv: no column {', '.join(sorted(missing))} "
-                        f"(expected Kaggle's id,year,make,model,trim1,trim2)")
-    table["year"] = pd.to_numeric(table["year"], errors="coerce").astype("Int64")
-    return table.drop_duplicates("id").set_index("id").rename_axis("car")[METADATA_COLUMNS]
+def shared_held_out(members: list[Member], fold: int) -> list[str]:
+    """The images every member held out on `fold`; the runs must share folds.csv (else a one-line error)."""
+    first, first_folds, first_ids = None, None, None
+    for m in members:
+        ids = held_out_ids(m.run_dir, m.cfg, fold, f"run {m.label}" if len(members) > 1 else "this run")
+        folds = run_folds(m.run_dir)
+        if first is None:
+            first, first_folds, first_ids = m, folds, ids
+        elif folds != first_folds:
+            raise UserError(f"{m.run_dir / 'folds.csv'} differs from {first.run_dir / 'folds.csv'}: a blend is scored "
+                            f"on images every run held out, so the runs must share their folds (same data, --k and "
+                            f"fold seed)")
+        elif ids != first_ids:
+            raise UserError(f"runs {first.label} and {m.label} hold out different images of fold {fold} "
+                            f"(--max-images or --seed differ): score them apart")
+    return first_ids
 
 
-def image_table(rows: list[dict], metadata: pd.DataFrame) -> pd.DataFrame:
-    """One row per image (img, car, view, dice, ...) joined with its car's make, model and year."""
-    table = pd.DataFrame(rows)
-    if "car" not in table:
-        table["car"] = table["img"].map(lambda name: car_of(name.removesuffix(".jpg")))
-    if "view" not in table:
-        table["view"] = table["img"].map(lambda name: view_of(name.removesuffix(".jpg")))
-    table = table.drop(columns=[c for c in METADATA_COLUMNS if c in table]).join(metadata, on="car")
-    table[["make", "model"]] = table[["make", "model"]].fillna(UNKNOWN)
-    return table
-
-
-def breakdown(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
-    """Dice per group (images, mean, std over the group's images, min), worst mean first."""
-    stats = table.groupby(by, sort=True)["dice"].agg(images="size", dice_mean="mean",
-                                                     dice_std=lambda d: d.std(ddof=0), dice_min="min")
-    return stats.sort_values("dice_mean", kind="stable")
-
-
-def table_csv(table: pd.DataFrame) -> str:
-    """CSV text of a per-image table (dice with 6 decimals); `pd.read_csv` loads it back."""
-    return table.to_csv(index=False, float_format="%.6f", lineterminator="\n")
-
-
-def _packed_npz(masks: list[tuple[str, np.ndarray]]) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{f"{rank:02d}_{image_id}": packed for rank, (image_id, packed) in
-                                enumerate(masks, start=1)})
-    return buf.getvalue()
-
-
-def read_worst(fold_dir: Path) -> list[tuple[str, np.ndarray]]:
-    """The worst images' predicted 0/1 masks that `score_fold` saved, worst first: [(image id, mask)]."""
-    path = fold_dir / WORST_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: missing; score the fold first (`python -m competition score`)")
-    n = NATIVE_SHAPE[0] * NATIVE_SHAPE[1]
-    with np.load(path) as z:
-        keys = sorted(z.files, key=lambda k: int(k.split("_", 1)[0]))  # "<rank>_<image id>"
-        return [(k.split("_", 1)[1], np.unpackbits(z[k])[:n].reshape(NATIVE_SHAPE)) for k in keys]
-
-
-def by_view(rows: list[dict]) -> dict[int, float]:
-    """Mean dice per view (1..16)."""
-    return {int(v): float(x) for v, x in pd.DataFrame(rows).groupby("view")["dice"].mean().items()}
-
-
-def _means(stats: pd.DataFrame) -> dict[str, float]:
-    return {" ".join(map(str, k)) if isinstance(k, tuple) else str(k): float(v) for k, v in stats["dice_mean"].items()}
-
-
-def score_fold(run_dir: Path, fold: int, data: str | None, tta: str = "hflip", worst: int = 10,
-               tune_threshold: bool = False, threshold: float | None = None, refine: str | None = None) -> dict:
-    """Score fold `fold`'s held-out images; writes score.json, scores.csv (per image, with make/model/year)
-    and worst.npz (the `worst` lowest images' predicted masks, which `report` draws).
-    refine: "none" | "guided" | "net", else the run's; "net" refines with R/refiner/fold<k>.keras, which never saw
-    this fold's photos."""
-    from .config import check_threshold, load_config, save_config
-    from .train import select_ids
+def score_fold(runs: Path | str | list[MemberSpec], fold: int, data: str | None, tta: str = "hflip",
+               worst: int = 10, tune_threshold: bool = False, threshold: float | None = None,
+               refine: str | None = None, name: str | None = None) -> dict:
+    """Score fold `fold`'s held-out images with one run (a folder) or a blend (several MemberSpecs); writes
+    score.json, scores.csv (per image, with make/model/year) and worst.npz (the `worst` lowest images' predicted
+    masks, which `report` draws) into the run's fold<k>/, or into <runs>/blends/<name>/fold<k>/ for a blend.
+    refine: "none" | "guided" | "net", else each run's; "net" refines with R/refiner/fold<k>.keras, which never saw
+    this fold's photos. tune_threshold: save the best threshold where predict finds it (config.json, blend.json)."""
+    specs = as_specs(runs)
+    if len(specs) > 1 and any(s.folds for s in specs):
+        raise UserError(f"--run {next(s.run for s in specs if s.folds)}: score blends fold --fold {fold} of every "
+                        f"run; leave out @FOLDS")
     ds = open_dataset(data)
-    cfg, _, models = load_models(run_dir, [fold])
-    folds_path = run_dir / "folds.csv"
-    if not folds_path.is_file():
-        raise UserError(f"{folds_path}: missing; was {run_dir} made by `competition train`?")
-    folds = read_folds(folds_path)
-    check_fold(fold, cfg.k)
-    ids = [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] == fold]
-    threshold = cfg.threshold if threshold is None else check_threshold(threshold)
-    refine = refine or cfg.refine
-    refiner = None
-    if refine == "net":
-        from .refinenet import load_refiner
-        refiner = load_refiner(run_dir, fold)
-    predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp, refine, refiner)
-    result = evaluate(predictor, ds, ids, threshold, cfg.eval_batch, worst=worst)
+    members = open_members(specs, [fold], tta, refine, scored_fold=fold)
+    if len(members) == 1:
+        return _score_run(members[0], ds, fold, tta, worst, tune_threshold, threshold)
+    return _score_blend(members, specs, ds, fold, tta, worst, tune_threshold, threshold, name, refine)
+
+
+def _score_run(m: Member, ds, fold: int, tta: str, worst: int, tune_threshold: bool,
+               threshold: float | None) -> dict:
+    ids = shared_held_out([m], fold)
+    threshold = m.cfg.threshold if threshold is None else check_threshold(threshold)
+    result = evaluate([m], ds, ids, threshold, default_batch([m]), worst=worst)
     table, common = summarise(result, ds, worst)
-    out = run_dir / f"fold{fold}"
-    summary = {"fold": fold, "tta": tta, "threshold": threshold, "refine": predictor.refine, **common,
+    out = m.run_dir / f"fold{fold}"
+    summary = {"fold": fold, "tta": tta, "threshold": threshold, "refine": m.predictor.refine, **common,
                "article_global_dice_model_res": result.global_dice(),
-               "by_model": _means(breakdown(table, ["make", "model"]))}
+               "by_model": group_means(breakdown(table, ["make", "model"]))}
     write_fold_score(out, table, result, summary)
     if tune_threshold:  # with the refinement it was tuned under, which predict then uses too
-        for cfg_path in (out / "config.json", run_dir / "config.json"):
+        for cfg_path in (out / "config.json", m.run_dir / "config.json"):
             save_config(cfg_path, load_config(cfg_path).replace(threshold=summary["best_threshold"],
-                                                                refine=predictor.refine))
-    _print_summary(summary, run_dir, tune_threshold)
+                                                                refine=m.predictor.refine))
+    _print_summary(summary, m.run_dir, tune_threshold)
     return summary
 
 
-def summarise(result: FoldScore, ds, worst: int) -> tuple[pd.DataFrame, dict]:
-    """The per-image table (with make, model, year) and the summary fields of every fold score, one run's or a
-    blend's: images, dice mean/std/min, the best threshold, dice by view and by make, the `worst` images."""
-    table = image_table(result.rows, car_metadata(ds))
-    d = table["dice"].to_numpy()
-    best_t, best_dice = result.best_threshold()
-    worst_rows = table.sort_values("dice", kind="stable").head(worst)
-    return table, {
-        "images": len(d), "dice_mean": float(d.mean()), "dice_std": float(d.std()), "dice_min": float(d.min()),
-        "best_threshold": best_t, "dice_at_best_threshold": best_dice,
-        "threshold_curve": {"thresholds": THRESHOLDS.tolist(), "dice_mean": np.mean(result.curves, axis=0).tolist()},
-        "by_view": {f"{v:02d}": s for v, s in by_view(result.rows).items()},
-        "by_make": _means(breakdown(table, "make")),
-        "worst": [{"img": r.img, "dice": float(r.dice)} for r in worst_rows.itertuples()],
+def _score_blend(members: list[Member], specs: list[MemberSpec], ds, fold: int, tta: str, worst: int,
+                 tune_threshold: bool, threshold: float | None, name: str | None, refine: str | None) -> dict:
+    if tune_threshold and any(m.predictor.refine != m.cfg.refine for m in members):
+        raise UserError(f"--tune-threshold with --refine {refine}: predict refines each run as its config.json says, "
+                        f"so a threshold tuned otherwise would not fit it; tune without --refine")
+    ids = shared_held_out(members, fold)
+    folder = blend_dir(specs, name)
+    threshold, source = blend_threshold(members, folder, threshold)
+    result = evaluate(members, ds, ids, threshold, default_batch(members), worst=worst)
+    table, common = summarise(result, ds, worst)
+    member_dice = [[r[f"dice_{m.label}"] for r in result.rows] for m in members]
+    summary = {
+        "fold": fold, "tta": tta, "threshold": threshold, "threshold_from": source, **common,
+        "members": [{"run": m.label, "path": str(m.run_dir), "weight": m.weight, "threshold": m.cfg.threshold,
+                     "refine": m.predictor.refine, "dice_mean": float(np.mean(s)), "dice_std": float(np.std(s))}
+                    for m, s in zip(members, member_dice)],
     }
-
-
-def write_fold_score(out: Path, table: pd.DataFrame, result: FoldScore, summary: dict) -> None:
-    """scores.csv, worst.npz (the worst images' predicted masks, which `report` draws) and score.json in `out`."""
-    write_text(out / "scores.csv", table_csv(table))
-    write_bytes(out / WORST_FILE, _packed_npz(result.worst_masks()))
-    write_json(out / "score.json", summary)
+    write_fold_score(folder / f"fold{fold}", table, result, summary)
+    if tune_threshold:
+        write_json(folder / BLEND_FILE, {
+            "members": identity(members), "threshold": summary["best_threshold"],
+            "tuned": {"fold": fold, "tta": tta, "images": summary["images"],
+                      "dice": summary["dice_at_best_threshold"],
+                      "models": {m.label: model_digests(m.run_dir, m.folds) for m in members}}})
+    _print_blend(summary, folder, tune_threshold)
+    return summary
 
 
 def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:
@@ -254,33 +152,39 @@ def _print_summary(s: dict, run_dir: Path, tuned: bool) -> None:
     say(f"  per image (with make, model, year): {run_dir}/fold{s['fold']}/scores.csv")
 
 
-def _markdown(stats: pd.DataFrame, top: int) -> list[str]:
-    """A breakdown as a markdown table (its `top` worst groups)."""
-    keys = list(stats.index.names)
-    lines = ["| " + " | ".join(keys) + " | images | dice mean | dice std | worst |",
-             "|" + "---|" * len(keys) + "---:|---:|---:|---:|"]
-    for key, r in stats.head(top).iterrows():
-        cells = key if isinstance(key, tuple) else (key,)
-        lines.append("| " + " | ".join(str(c) for c in cells) +
-                     f" | {int(r.images)} | {r.dice_mean:.5f} | {r.dice_std:.5f} | {r.dice_min:.5f} |")
-    return lines
+def _print_blend(s: dict, folder: Path, tuned: bool) -> None:
+    width = max(len("blend"), *(len(m["run"]) for m in s["members"]))
+    say(f"blend {folder.name}, fold {s['fold']}: Kaggle dice (per image, native 1918x1280, TTA {s['tta']}) over "
+        f"{s['images']} held-out images")
+    for m in s["members"]:
+        say(f"  {m['run']:<{width}}  {m['dice_mean']:.5f} +- {m['dice_std']:.5f}  (alone, its threshold "
+            f"{m['threshold']}; weight {m['weight']:g})")
+    say(f"  {'blend':<{width}}  {s['dice_mean']:.5f} +- {s['dice_std']:.5f}  (threshold {s['threshold']}: "
+        f"{s['threshold_from']})")
+    say(f"  best blend threshold {s['best_threshold']:.2f} -> {s['dice_at_best_threshold']:.5f}"
+        + (f" (saved to {folder / BLEND_FILE}; predict with the same runs and weights uses it)" if tuned
+           else " (--tune-threshold saves it for this blend)"))
+    say("  worst: " + ", ".join(f"{w['img']} {w['dice']:.4f}" for w in s["worst"]))
+    say(f"  per image (blend and each run): {folder}/fold{s['fold']}/scores.csv")
 
 
-def pooled_threshold(summaries: list[dict]) -> tuple[float, float]:
-    """The threshold whose mean dice over every image of the scored folds is highest (each fold's mean curve
-    weighted by its images), and that dice: what a fold ensemble should use, rather than one fold's best."""
-    mean = np.average([s["threshold_curve"]["dice_mean"] for s in summaries], axis=0,
-                      weights=[s["images"] for s in summaries])
-    i = int(np.argmax(mean))
-    return float(THRESHOLDS[i]), float(mean[i])
+def cross_validate(runs: Path | str | list[MemberSpec], data: str | None, tta: str = "hflip",
+                   tune_threshold: bool = False, refine: str | None = None, name: str | None = None) -> str:
+    """Score every fold the runs trained (all of them, for a blend) and write cv.md and scores.csv (every held-out
+    image) in the run's folder, or the blend's beside each run; returns the markdown."""
+    specs = as_specs(runs)
+    if len(specs) == 1:
+        return _cross_validate_run(specs[0].path, data, tta, tune_threshold, refine)
+    if tune_threshold:
+        raise UserError("cv --tune-threshold tunes one run; tune a blend with score --run A --run B --fold K "
+                        "--tune-threshold")
+    return _cross_validate_blend(specs, data, tta, name, refine)
 
 
-def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_threshold: bool = False,
-                   refine: str | None = None) -> str:
+def _cross_validate_run(run_dir: Path, data: str | None, tta: str, tune_threshold: bool, refine: str | None) -> str:
     """Score every trained fold; write runs/<name>/cv.md (per fold, mean +- std, out-of-fold, by view and
     by make/model) and runs/<name>/scores.csv (every held-out image with its fold, make, model, year).
     tune_threshold: save the out-of-fold best threshold (`pooled_threshold`) in the run's config.json."""
-    from .config import load_config, save_config
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
@@ -306,39 +210,32 @@ def cross_validate(run_dir: Path, data: str | None, tta: str = "hflip", tune_thr
     return write_cv(run_dir, lines, means, oof)
 
 
-def training_time(fold_dir: Path) -> str:
-    """How long the fold trained: its epochs' seconds (history.csv, which resumes keep), e.g. '30 epochs, 70.8
-    min'; '-' for a fold trained elsewhere without one."""
-    path = fold_dir / "history.csv"
-    if not path.is_file():
-        return "-"
-    seconds = pd.read_csv(path).get("seconds")
-    if seconds is None or seconds.empty:
-        return "-"
-    return f"{len(seconds)} epochs, {seconds.sum() / 60:.1f} min"
-
-
-def fold_scores(folder: Path, folds: list[int]) -> pd.DataFrame:
-    """Every held-out image's row of each fold's scores.csv under `folder`, with its fold."""
-    return pd.concat([pd.read_csv(folder / f"fold{k}" / "scores.csv", dtype={"car": str, "make": str, "model": str})
-                      .assign(fold=k) for k in folds], ignore_index=True)
-
-
-def write_cv(folder: Path, lines: list[str], means: list[float], oof: pd.DataFrame) -> str:
-    """cv.md (the per-fold table in `lines`, then the fold spread, out-of-fold dice and its breakdowns by view
-    and by make/model) and scores.csv (every held-out image) in `folder`; returns the markdown."""
-    std = float(np.std(means)) if len(means) > 1 else math.nan
-    lines = [*lines, "", f"Folds: {np.mean(means):.5f} +- {std:.5f} (mean +- std of the fold means)",
-             f"Out-of-fold over all {len(oof)} images: {oof['dice'].mean():.5f}", "",
-             "## Out-of-fold dice by view (worst first)", "", *_markdown(breakdown(oof, "view"), 16), "",
-             "## Out-of-fold dice by make and model (the 15 worst)", "",
-             *_markdown(breakdown(oof, ["make", "model"]), 15), "",
-             f"Every image: `{folder}/scores.csv` (`pandas.read_csv` it; columns {', '.join(oof.columns)}).", ""]
-    text = "\n".join(lines)
-    write_text(folder / "scores.csv", table_csv(oof))
-    write_text(folder / "cv.md", text)
-    say(text)
-    return text
+def _cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str, name: str | None,
+                          refine: str | None) -> str:
+    """Score the blend on every fold all its runs trained, each run beside it, and write
+    <runs>/blends/<name>/cv.md and scores.csv as `cv` does for one run (the blend's threshold as `score`
+    picks it: its tuned one, else the weighted mean of the runs')."""
+    if any(s.folds for s in specs):
+        raise UserError("cv of a blend scores every fold its runs share; leave out @FOLDS")
+    shared = sorted(set.intersection(*(set(trained_folds(s.path)) for s in specs)))
+    if not shared:
+        raise UserError(f"runs {', '.join(s.run for s in specs)} have no trained fold in common: nothing to score")
+    summaries = [score_fold(specs, k, data, tta, refine=refine, name=name) for k in shared]
+    folder = blend_dir(specs, name)
+    labels = [m["run"] for m in summaries[0]["members"]]
+    lines = [f"# Cross-validation of the blend `{folder.name}` (Kaggle dice: per image, native 1918x1280, TTA {tta})",
+             "", "Each run alone at its own threshold, beside the blend (weights "
+             + ", ".join(f"{m['run']} {m['weight']:g}" for m in summaries[0]["members"]) + ").", "",
+             "| fold | images | " + " | ".join(f"`{x}` alone" for x in labels) + " | blend | blend std | blend worst "
+             "| blend threshold |", "|---:|---:|" + "---:|" * (len(labels) + 4)]
+    for s in summaries:
+        lines.append(f"| {s['fold']} | {s['images']} | " + " | ".join(f"{m['dice_mean']:.5f}" for m in s["members"])
+                     + f" | **{s['dice_mean']:.5f}** | {s['dice_std']:.5f} | {s['dice_min']:.5f} | {s['threshold']:g} |")
+    oof = fold_scores(folder, shared)
+    lines += ["", "Out-of-fold over all images: " + ", ".join(f"`{x}` alone {oof[f'dice_{x}'].mean():.5f}"
+                                                              for x in labels)
+              + f", blend {oof['dice'].mean():.5f}."]
+    return write_cv(folder, lines, [s["dice_mean"] for s in summaries], oof)
 
 
 def score_submission(path: Path, data: str | None) -> dict:
@@ -364,6 +261,6 @@ def score_submission(path: Path, data: str | None) -> dict:
     worst = table.sort_values("dice", kind="stable").head(5)
     say(f"{path}: Kaggle dice {d.mean():.5f} +- {d.std():.5f} over {len(d)} of {len(known)} training images")
     say("  by make, worst first: " + "  ".join(f"{m}:{x:.4f}" for m, x in
-                                                 list(_means(breakdown(table, "make")).items())[:8]))
+                                                 list(group_means(breakdown(table, "make")).items())[:8]))
     say("  worst: " + ", ".join(f"{r.img} {r.dice:.4f}" for r in worst.itertuples()))
     return {"dice_mean": float(d.mean()), "images": len(d)}

@@ -7,177 +7,31 @@ optimizer state and `state.json`; rerunning the same command resumes from there.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 
-from .config import TrainConfig, load_config, save_config
-from .data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
-from .data.layout import Dataset, car_of, open_dataset
-from .data.pipeline import build_cache, check_example_ids, make_dataset, streaming
+from .config import TrainConfig, save_config
+from .data.folds import check_fold
+from .data.layout import open_dataset
+from .data.pipeline import build_cache, make_dataset, streaming
 from .errors import UserError
-from .fileio import atomic_open, read_json, remove_temps, temp_path, write_json, write_text
+from .fileio import atomic_open, read_json, remove_temps, write_json, write_text
 from .geometry import Geometry
+from .models.saving import save_model
 from .progress import say
-
-# Settings that may differ between folds of one run (everything else defines the model or the data).
-_COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "refine", "reduce_lr_patience", "lr", "batch",
-               "encoder_weights"}  # the same ImageNet weights, downloaded here, from a dataset file on Kaggle
-
-
-def fold_dir(run_dir: Path, fold: int) -> Path:
-    return run_dir / f"fold{fold}"
-
-
-def select_ids(ids: list[str], max_images: int, seed: int) -> list[str]:
-    """All ids, or whole cars drawn at random (seeded) until at least `max_images` images."""
-    if not max_images or max_images >= len(ids):
-        return ids
-    cars = sorted({car_of(i) for i in ids})
-    chosen, count = set(), 0
-    by_car = {c: [i for i in ids if car_of(i) == c] for c in cars}
-    for n in np.random.default_rng(seed).permutation(len(cars)):
-        if count >= max_images:
-            break
-        chosen.add(cars[n])
-        count += len(by_car[cars[n]])
-    return [i for i in ids if car_of(i) in chosen]
-
-
-def check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """Write runs/<name>/config.json, or check that this config is compatible with the one there."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        save_config(path, cfg)
-        return
-    old = load_config(path).to_json()
-    new = cfg.to_json()
-    diff = [k for k in new if k not in _COMPATIBLE and old.get(k) != new[k]]
-    if diff:
-        k = diff[0]
-        raise UserError(f"{run_dir} was made with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
-                        f"use another --run or delete {run_dir}")
-
-
-def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
-    """The run's folds.csv, made (grouped by car) if missing."""
-    path = run_dir / "folds.csv"
-    if path.is_file():
-        folds = read_folds(path)
-        if num_folds(folds) != cfg.k:
-            raise UserError(f"{path} has {num_folds(folds)} folds but the config says k={cfg.k}; delete it or pass --k")
-        check_example_ids(ds, list(folds))
-        return folds
-    folds = assign_folds(ds.train_ids, cfg.k, cfg.fold_seed)
-    write_folds(path, folds)
-    return folds
-
-
-def pick_strategy():
-    """MirroredStrategy over several GPUs (Kaggle's 2x T4), else the default one-device strategy."""
-    import tensorflow as tf
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
+from .runs import check_run_config, fold_dir, load_or_make_folds, save_oof, split_ids
+from .runtime import dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
 
 def _new_model(cfg: TrainConfig):
     from .models import build_model
     model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
     return compile_model(model, cfg, lr_at(cfg, 0))
-
-
-XLA_ENV = "COMPETITION_XLA"
-
-
-def xla_setting() -> bool | None:
-    """COMPETITION_XLA as asked (None: unset), or a one-line UserError: train checks it before any work."""
-    setting = os.environ.get(XLA_ENV, "")
-    if setting in ("0", "1"):
-        return setting == "1"
-    if setting:
-        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
-    return None
-
-
-def jit_compile(policy: str | None = None) -> bool | str:
-    """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
-    unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
-
-    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' float32 step
-    time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
-    other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
-    real-cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
-    it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
-    compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
-    COMPETITION_XLA=0 turns it off, =1 forces it."""
-    setting = xla_setting()
-    if setting is not None:
-        return setting
-    import keras
-    if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
-        return "auto"
-    import tensorflow as tf
-    if tf.config.list_physical_devices("GPU"):
-        return "auto"
-    return (policy or keras.mixed_precision.global_policy().name) != "mixed_bfloat16"
-
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bfloat16 arithmetic
-
-
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo's flags (or
-    `cpuinfo`, its text); False where there is no such file (macOS, Windows)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = {f for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "flags"
-             for f in line.split(":", 1)[-1].split()}
-    return any(f in flags for f in BF16_FLAGS)
-
-
-def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
-    """The Keras dtype policy a run trains in: `mixed_precision` means float16 compute on GPUs and bfloat16 on
-    CPUs that have bfloat16 instructions (about 2x a real-cpu epoch there: docs/results.md); float32 otherwise.
-    Variables, the loss and the output's sigmoid stay float32 either way."""
-    if not mixed:
-        return "float32"
-    if gpu:
-        return "mixed_float16"
-    return "mixed_bfloat16" if bf16_cpu else "float32"
-
-
-def machine_policy(mixed: bool) -> str:
-    """`precision_policy` on this machine: whether TensorFlow sees a GPU, else whether the CPU has bfloat16."""
-    import tensorflow as tf
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    return precision_policy(mixed, gpu, not gpu and cpu_has_bf16())
-
-
-@contextlib.contextmanager
-def dtype_policy(policy: str) -> Iterator[None]:
-    """Keras's global dtype policy set to `policy` while the block builds (or loads) a model, then restored: the
-    model keeps its policy (and saves it), nothing built after it in this process (a refiner, a test) does."""
-    import keras
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = None):
@@ -340,14 +194,6 @@ def _guard_callback(cfg: TrainConfig, out: Path, run_dir: Path, recorder, deadli
     return Guard()
 
 
-def save_model(model, path: Path) -> None:
-    """model.save to a temporary .keras beside `path`, then rename: never a half-written model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, ".keras")
-    model.save(tmp)
-    tmp.replace(path)
-
-
 def history_csv(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
@@ -380,18 +226,6 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def save_oof(path: Path, ids: list[str], probs: np.ndarray) -> None:
-    """Held-out probabilities at model resolution, quantised to uint8 (0..255)."""
-    q = np.clip(np.rint(probs[..., 0] * 255), 0, 255).astype(np.uint8)
-    with atomic_open(path, "wb") as f:
-        np.savez_compressed(f, ids=np.array(ids), probs=q)
-
-
-def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
-    with np.load(path) as z:
-        return [str(i) for i in z["ids"]], z["probs"].astype(np.float32) / 255.0
-
-
 def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_dir: Path | None,
           force: bool = False, time_limit=None, mirror: Path | None = None, hold: bool = False) -> dict:
     """Train (or resume) one fold; returns the summary written to train.json.
@@ -415,9 +249,8 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     if (out / "config.json").is_file():
         check_run_config(out, cfg)
     folds = load_or_make_folds(run_dir, ds, cfg)
-    ids = select_ids(sorted(folds), cfg.max_images, cfg.seed)
-    train_ids = [i for i in ids if folds[i] != fold]
-    val_ids = [i for i in ids if folds[i] == fold]
+    train_ids, val_ids = split_ids(folds, cfg, fold)
+    ids = train_ids + val_ids
     if not train_ids or not val_ids:
         raise UserError(f"fold {fold} leaves {len(train_ids)} training and {len(val_ids)} validation images")
     out.mkdir(parents=True, exist_ok=True)

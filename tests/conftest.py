@@ -144,3 +144,11 @@ def interrupt_call(monkeypatch, module, name: str, on_call: int) -> list[int]:
 
     monkeypatch.setattr(module, name, dies)
     return calls
+
+
+def single_probabilities(predictor, ids, read, where, batch):
+    """(id, probability) of one predictor over `ids`, through the ensemble's stream as predict runs one run."""
+    from competition.inference.ensemble import Member, probabilities
+    member = Member(Path("run"), "run", 1.0, None, [0], predictor)
+    for image_id, probs in probabilities([member], ids, read, where, batch):
+        yield image_id, probs[0]

@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import blend as blend_mod
+from competition import predict as predict_mod
 from competition import rle, submission
 from competition.__main__ import main
-from competition.blend import MemberSpec, parse_member, predict_blend
+from competition.inference.ensemble import MemberSpec, parse_member
 from competition.data.layout import open_dataset
 from competition.errors import UserError
 from competition.geometry import Geometry
-from competition.predict import Predictor, load_models, predict, probabilities, threshold_native, to_native_u8
+from competition.inference.predictor import Predictor, load_models
+from competition.inference.upsample import threshold_native, to_native_u8
+from competition.predict import predict
+from conftest import single_probabilities as probabilities
 from competition.submission import merge, validate
 from conftest import interrupt_call
 
@@ -34,7 +37,7 @@ def run_pair(trained_run, tmp_path_factory) -> tuple[Path, Path]:
     import keras
     from competition.config import load_config, save_config
     from competition.models import build_model
-    from competition.train import save_model
+    from competition.models.saving import save_model
     root = tmp_path_factory.mktemp("pair") / "runs"
     a = root / "tiny"
     shutil.copytree(trained_run, a)
@@ -77,7 +80,7 @@ def _native_probabilities(run: Path, data: Path, tta: str = "hflip", refine: str
         return {i: to_native_u8(p, predictor.geometry)
                 for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
     from competition.images import decode_jpeg
-    from competition.refine import guide_reduction, refined_native_u8
+    from competition.inference.upsample import guide_reduction, refined_native_u8
     return {i: refined_native_u8(p, predictor.geometry,
                                  decode_jpeg(ds.read_test_image(i), i, guide_reduction(predictor.geometry)))
             for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
@@ -85,7 +88,7 @@ def _native_probabilities(run: Path, data: Path, tta: str = "hflip", refine: str
 
 def test_blend_is_the_weighted_mean_of_each_runs_native_probabilities(runs, synth_dir, tmp_path):
     a, b = runs
-    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
+    out = predict([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
                         tmp_path / "blend.csv", threshold=0.5)
     got = dict(line.split(",") for line in _rows(out)[1:])
     pa, pb = _native_probabilities(a, synth_dir), _native_probabilities(b, synth_dir)
@@ -105,7 +108,7 @@ def test_a_member_whose_run_refines_is_blended_refined(runs, synth_dir, tmp_path
     from competition.config import load_config, save_config
     a, b = runs
     save_config(b / "config.json", load_config(b / "config.json").replace(refine="guided"))
-    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
+    out = predict([MemberSpec(str(a)), MemberSpec(str(b), weight=3.0)], str(synth_dir),
                         tmp_path / "blend.csv", threshold=0.5)
     got = dict(line.split(",") for line in _rows(out)[1:])
     pa, pb = _native_probabilities(a, synth_dir), _native_probabilities(b, synth_dir, refine="guided")
@@ -122,7 +125,7 @@ def test_a_one_run_blend_is_that_runs_own_prediction(runs, synth_dir, tmp_path):
     """The blend path (shared JPEG decoding, native mean) changes nothing when there is one run to blend."""
     _, b = runs
     alone = predict(b, str(synth_dir), tmp_path / "alone.csv.gz")
-    blended = predict_blend([MemberSpec(str(b))], str(synth_dir), tmp_path / "blend.csv.gz")
+    blended = predict([MemberSpec(str(b))], str(synth_dir), tmp_path / "blend.csv.gz")
     assert blended.read_bytes() == alone.read_bytes()
 
 
@@ -181,29 +184,29 @@ def _refused(capsys, *args: str) -> str:
 
 def _interrupt_blend(monkeypatch, on_call: int) -> list[int]:
     """Make the n-th blended image raise KeyboardInterrupt (a Ctrl-C there); returns the call counter."""
-    return interrupt_call(monkeypatch, blend_mod, "blended", on_call)
+    return interrupt_call(monkeypatch, predict_mod, "to_native", on_call)
 
 
 def test_blended_predict_resumes_to_the_same_bytes(runs, synth_dir, tmp_path, monkeypatch):
     a, b = runs
     specs = [MemberSpec(str(a), weight=2.0), MemberSpec(str(b))]
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    whole = predict_blend(specs, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
+    whole = predict(specs, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
     _interrupt_blend(monkeypatch, 6)
     out = tmp_path / "resumed.csv.gz"
     with pytest.raises(KeyboardInterrupt):
-        predict_blend(specs, str(synth_dir), out)
+        predict(specs, str(synth_dir), out)
     assert not out.exists() and json.loads(out.with_name(out.name + ".part.json").read_text())["rows"] == 4
     computed = _interrupt_blend(monkeypatch, 0)  # counts only
-    assert predict_blend(specs, str(synth_dir), out).read_bytes() == whole
+    assert predict(specs, str(synth_dir), out).read_bytes() == whole
     assert len(computed) == len(open_dataset(synth_dir).test_ids) - 4  # the two recorded chunks were kept
 
 
 def test_shards_of_a_blend_merge_into_the_whole(runs, synth_dir, tmp_path):
     a, b = runs
     specs = [MemberSpec(str(a)), MemberSpec(str(b))]
-    whole = predict_blend(specs, str(synth_dir), tmp_path / "whole.csv")
-    parts = [predict_blend(specs, str(synth_dir), tmp_path / "s.csv", shard=(i, 2)) for i in range(2)]
+    whole = predict(specs, str(synth_dir), tmp_path / "whole.csv")
+    parts = [predict(specs, str(synth_dir), tmp_path / "s.csv", shard=(i, 2)) for i in range(2)]
     assert [p.name for p in parts] == ["s.shard-0-of-2.csv", "s.shard-1-of-2.csv"]
     merged = merge(parts, tmp_path / "merged.csv", None, data=str(synth_dir))
     assert merged.read_bytes() == whole.read_bytes()
@@ -233,13 +236,13 @@ def test_score_prints_each_run_beside_the_blend_and_saves_its_threshold(runs, sy
     assert saved["threshold"] == s["best_threshold"]
     assert saved["members"] == [{"run": "tiny", "weight": 1.0}, {"run": "wide", "weight": 1.0}]
 
-    out = predict_blend([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "t.csv", limit=2)
+    out = predict([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "t.csv", limit=2)
     assert f"threshold {s['best_threshold']} (tuned, from {folder / 'blend.json'})" in capsys.readouterr().out
     assert out.is_file()
     saved["members"][1]["weight"] = 2.0  # a blend.json of other weights under this name is refused
     (folder / "blend.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match="holds the threshold of the blend tiny:1, wide:2, not of tiny:1, wide:1"):
-        predict_blend([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "u.csv", limit=2)
+        predict([MemberSpec(str(a)), MemberSpec(str(b))], str(synth_dir), tmp_path / "u.csv", limit=2)
 
 
 def test_score_refuses_runs_with_other_folds(runs, synth_dir, capsys):
@@ -314,7 +317,7 @@ def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
     rows, problems = validate(submission_file, names)
     assert rows == len(names) and problems == []
     # the same blend predicted here, from the same runs, gives the same file
-    local = predict_blend([MemberSpec(str(a), (0,)), MemberSpec(str(b), (0,), 3.0)], str(synth_zip_dir),
+    local = predict([MemberSpec(str(a), (0,)), MemberSpec(str(b), (0,), 3.0)], str(synth_zip_dir),
                           tmp_path / "local.csv.gz")
     assert submission_file.read_bytes() == local.read_bytes()
 

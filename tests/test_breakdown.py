@@ -12,7 +12,9 @@ import pytest
 
 from competition import rle
 from competition.data.layout import car_of, open_dataset, view_of
-from competition.score import breakdown, car_metadata, dice, image_table, read_worst, score_fold, score_submission
+from competition.metrics import dice
+from competition.score import score_fold, score_submission
+from competition.tables import breakdown, car_metadata, image_table, read_worst
 
 PACKAGE = Path(__file__).resolve().parents[1] / "competition"
 

@@ -12,7 +12,8 @@ from competition.data.pipeline import (Cache, augment_crops, build_cache, crop_a
                                        streaming)
 from competition.errors import UserError
 from competition.geometry import Geometry
-from competition.train import load_oof, train
+from competition.runs import load_oof
+from competition.train import train
 
 
 def pattern_cache(n: int = 6, size: tuple[int, int] = (40, 56), seed: int = 0) -> Cache:

@@ -22,7 +22,7 @@ from competition.losses import make_loss
 from competition.models import encoders
 from competition.models.encoders import ENCODERS, ENCODER_LAYER, FINETUNE_LR_FACTOR, PREPROCESS_LAYER
 from competition.models.saving import load_model
-from competition.train import save_model
+from competition.models.saving import save_model
 
 H, W = 32, 64  # small, multiples of 32, not square: a height/width mix-up shows
 

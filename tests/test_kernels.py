@@ -440,7 +440,7 @@ if os.environ.get("REFINE_NET"):
     import competition.config as cf
     cf.PRESETS["tiny"] = {**cf.PRESETS["tiny"], "refine": "net", "refiner_from": "training"}
 if os.environ.get("REFINER_STEPS"):
-    import competition.refinenet as rn
+    import competition.refiner as rn
     steps, train_refiners = int(os.environ["REFINER_STEPS"]), rn.train_refiners
     rn.train_refiners = lambda *a, **k: train_refiners(*a, **{**k, "steps": steps})
 if kill.startswith("epoch"):
@@ -458,7 +458,7 @@ if kill.startswith("epoch"):
         return [*callbacks, Killer()], recorder
     tr._make_callbacks = patched
 elif kill.startswith("refiner"):
-    import competition.refinenet as rn
+    import competition.refiner as rn
     sampler, n = rn.crop_sampler, int(kill[7:])
     def counted(*args, **kwargs):
         draw, calls = sampler(*args, **kwargs), []
@@ -652,12 +652,12 @@ def test_a_gathered_run_keeps_the_train_kernels_folds_and_refuses_kernels_that_s
     """A refiner that learns from a fold's training photos (real-cpu's) reads the run's folds.csv: the predict
     kernel's gathered run must carry the train kernel's, and two kernels with different splits cannot mix."""
     from competition.config import load_config
-    from competition.refinenet import training_ids
+    from competition.runs import training_ids
     trained = killed_and_resumed_fold["working"]
     run = tmp_path / "run"
     assert on_kaggle.assemble_run([trained], run) == [0]
     assert (run / "folds.csv").read_bytes() == (trained / "folds.csv").read_bytes()
-    ids = training_ids(run, 0, load_config(run / "config.json"))
+    ids = training_ids(run, load_config(run / "config.json"), 0)
     from competition.data.folds import read_folds
     split = read_folds(trained / "folds.csv")
     assert ids and set(ids) == {i for i, k in split.items() if k != 0}
@@ -674,7 +674,7 @@ def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_kee
                                                                                         tmp_path, synth_zip_dir):
     """--refine net: the kernel trains all.keras on the gathered fold's held-out predictions, puts it in its
     output before predicting, and the version after a kill uses that refiner instead of training another."""
-    from competition.predict import file_sha256
+    from competition.runs import file_sha256
     spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", refine="net")
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
@@ -727,7 +727,7 @@ def test_a_restored_submission_made_otherwise_is_dropped_finished_or_partial(tmp
 def test_a_restored_blend_submission_is_compared_member_by_member(tmp_path):
     """A blend's record holds each run's refinement and folds (blend.predict_blend's meta): a blend kernel pushed
     again as it was keeps what it wrote, and drops it when a run was refined otherwise or --folds changed."""
-    from competition.predict import refine_meta
+    from competition.inference.writer import refine_meta
     written = tmp_path / "b.csv.gz"
     record = {"tta": "hflip", "folds": [[0, 1], [2]], **refine_meta("guided", "guided")}  # run B is B@2
     for path, text in ((written, "csv"), (tmp_path / "b.csv.gz.json", json.dumps(record))):

@@ -12,12 +12,13 @@ import pytest
 
 from competition import __main__ as cli
 from competition import predict as predict_mod
+from competition import runs as runs_mod
 from competition import submission
 from competition.config import PRESET_ALIASES, PRESETS, TrainConfig, preset, run_path
 from competition.errors import UserError
 from competition.fileio import write_json
 from competition.predict import predict
-from competition.train import check_run_config
+from competition.runs import check_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
@@ -186,7 +187,7 @@ def test_resuming_with_a_retrained_model_is_refused_in_one_line(tiny_run, synth_
     shutil.copytree(tiny_run, run)
     out = tmp_path / "sub.csv.gz"
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    real, calls = predict_mod.postprocess, []
+    real, calls = predict_mod.to_native, []
 
     def dies(*args):
         calls.append(1)
@@ -194,10 +195,10 @@ def test_resuming_with_a_retrained_model_is_refused_in_one_line(tiny_run, synth_
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(predict_mod, "postprocess", dies)
+    monkeypatch.setattr(predict_mod, "to_native", dies)
     with pytest.raises(KeyboardInterrupt):
         predict(run, str(synth_dir), out)
-    monkeypatch.setattr(predict_mod, "postprocess", real)
+    monkeypatch.setattr(predict_mod, "to_native", real)
     assert out.with_name(out.name + ".part").is_file()
     model_path = run / "fold0" / "model.keras"
     model = keras.models.load_model(model_path, compile=False)
@@ -213,9 +214,9 @@ def test_resuming_with_a_retrained_model_is_refused_in_one_line(tiny_run, synth_
 
 
 def test_a_partial_prediction_records_each_models_bytes(tiny_run):
-    digests = predict_mod.model_digests(tiny_run, [0])
+    digests = runs_mod.model_digests(tiny_run, [0])
     assert list(digests) == ["fold0"] and len(digests["fold0"]) == 64
-    assert digests == predict_mod.model_digests(tiny_run, [0])
+    assert digests == runs_mod.model_digests(tiny_run, [0])
 
 
 def test_what_changed_names_the_difference():

@@ -13,7 +13,10 @@ from competition import rle, submission
 from competition.data.layout import open_dataset
 from competition.errors import UserError
 from competition.geometry import Geometry
-from competition.predict import Predictor, predict, shard_path, to_native_mask
+from competition.inference.predictor import Predictor
+from competition.inference.upsample import to_native_mask
+from competition.inference.writer import shard_path
+from competition.predict import predict
 from competition.submission import merge, validate
 from conftest import interrupt_call
 
@@ -38,7 +41,7 @@ def test_submission_has_the_sample_ids_in_order_and_decodes(tiny_run, synth_dir,
 
 def interrupt_postprocess(monkeypatch, on_call: int) -> None:
     """Make the n-th post-processed image raise KeyboardInterrupt, as a Ctrl-C there would."""
-    interrupt_call(monkeypatch, predict_mod, "postprocess", on_call)
+    interrupt_call(monkeypatch, predict_mod, "to_native", on_call)
 
 
 RAMP = np.linspace(-3.0, 3.0, 48, dtype=np.float32)  # a logit that grows from left to right
@@ -87,13 +90,13 @@ def test_threshold_after_resize_to_native():
 
 def count_postprocessed(monkeypatch) -> list[int]:
     """Count the images post-processed from now on (one per image predicted)."""
-    real, calls = predict_mod.postprocess, []
+    real, calls = predict_mod.to_native, []
 
     def counting(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(predict_mod, "postprocess", counting)
+    monkeypatch.setattr(predict_mod, "to_native", counting)
     return calls
 
 
@@ -134,11 +137,11 @@ def test_resume_after_a_torn_chunk_predicts_only_the_rest_and_is_byte_identical(
 
 def test_partial_file_from_other_settings_is_refused(tiny_run, synth_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    real = predict_mod.postprocess
+    real = predict_mod.to_native
     interrupt_postprocess(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", threshold=0.5)
-    monkeypatch.setattr(predict_mod, "postprocess", real)
+    monkeypatch.setattr(predict_mod, "to_native", real)
     with pytest.raises(UserError, match="other settings"):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", threshold=0.4)
 

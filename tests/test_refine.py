@@ -12,9 +12,12 @@ from competition.data.layout import open_dataset
 from competition.errors import UserError
 from competition.geometry import Geometry
 from competition.images import decode_jpeg
-from competition.predict import Predictor, load_models, predict, threshold_native, to_native_u8
-from competition.refine import guide_reduction, guided_filter, radius_for, refined_native_u8
-from competition.score import dice, score_fold
+from competition.inference.predictor import Predictor, load_models
+from competition.inference.upsample import (guide_reduction, guided_filter, radius_for, refined_native_u8,
+                                            threshold_native, to_native_u8)
+from competition.predict import predict
+from competition.metrics import dice
+from competition.score import score_fold
 
 
 def _photo_and_mask(native: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -179,10 +182,10 @@ def test_a_partial_submission_is_not_resumed_with_another_refinement(tiny_run, s
     from competition import submission
     from conftest import interrupt_call
     monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
-    real = predict_mod.postprocess
-    interrupt_call(monkeypatch, predict_mod, "postprocess", 3)
+    real = predict_mod.to_native
+    interrupt_call(monkeypatch, predict_mod, "to_native", 3)
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", tta="none")
-    monkeypatch.setattr(predict_mod, "postprocess", real)
+    monkeypatch.setattr(predict_mod, "to_native", real)
     with pytest.raises(UserError, match="other settings"):
         predict(tiny_run, str(synth_dir), tmp_path / "c.csv", tta="none", refine="guided")

@@ -8,14 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from competition import refinenet
+from competition import refiner as refinenet
+from competition.inference import ensemble
 from competition.data.folds import read_folds
 from competition.errors import UserError
 from competition.predict import predict
-from competition.refinenet import (Samples, build_refiner, crop_sampler, load_refiner, refiner_inputs, refiner_path,
-                                   train_refiner, train_refiners)
+from competition.inference.predictor import load_refiner
+from competition.models.refiner import build_refiner, refiner_inputs
+from competition.refiner import Samples, crop_sampler, train_refiner, train_refiners
+from competition.runs import refiner_path
 from competition.score import score_fold
-from competition.train import save_oof
+from competition.runs import save_oof
 
 
 def _drawn(seed: int, size: tuple[int, int] = (96, 144)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,7 +190,7 @@ def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold
         score_fold(run, 0, str(synth_dir), refine="net")
     train_refiners(run, str(synth_dir), steps=2)
     loaded = []
-    real = refinenet.load_refiner
+    real = ensemble.load_refiner
 
     calls = []
 
@@ -202,11 +205,11 @@ def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold
                 return inner.predict_on_batch(x)
         refiner.model = Counting()
         return refiner
-    monkeypatch.setattr(refinenet, "load_refiner", spy)
+    monkeypatch.setattr(ensemble, "load_refiner", spy)
     summary = score_fold(run, 1, str(synth_dir), tta="none", refine="net")
     assert loaded == [1] and summary["refine"] == "net"
     from competition.geometry import Geometry
-    from competition.refine import guide_reduction
+    from competition.inference.upsample import guide_reduction
     r = guide_reduction(Geometry(32, 48))
     assert len(calls) == summary["images"] and set(calls) == {(1, -(-1280 // r), -(-1918 // r), 4)}
     assert json.loads((run / "fold1" / "score.json").read_text())["refine"] == "net"
@@ -222,8 +225,8 @@ def test_a_blend_refines_each_run_with_its_own_refiner_for_the_scored_fold_and_a
         two_fold_run, synth_dir, tmp_path, monkeypatch, trainings):
     import keras
 
-    from competition.blend import MemberSpec, predict_blend, score_blend
-    from competition.train import save_model
+    from competition.inference.ensemble import MemberSpec
+    from competition.models.saving import save_model
     run, other = two_fold_run, tmp_path / "other"
     train_refiners(run, str(synth_dir), steps=2)
     shutil.copytree(run, other)
@@ -233,24 +236,24 @@ def test_a_blend_refines_each_run_with_its_own_refiner_for_the_scored_fold_and_a
         model.get_layer("correction").set_weights([kernel, bias + 20.0])
         save_model(model, refiner_path(other, k))
     loaded = []
-    real = refinenet.load_refiner
-    monkeypatch.setattr(refinenet, "load_refiner", lambda r, k: loaded.append((r, k)) or real(r, k))
+    real = ensemble.load_refiner
+    monkeypatch.setattr(ensemble, "load_refiner", lambda r, k: loaded.append((r, k)) or real(r, k))
     specs = [MemberSpec(str(run)), MemberSpec(str(other))]
 
-    summary = score_blend(specs, 1, str(synth_dir), tta="none", refine="net", name="b")
+    summary = score_fold(specs, 1, str(synth_dir), tta="none", refine="net", name="b")
     assert loaded == [(run, 1), (other, 1)]  # each run's own, the one that never saw fold 1's photos
     mine, theirs = summary["members"]
     assert mine["refine"] == theirs["refine"] == "net"
     assert theirs["dice_mean"] < mine["dice_mean"] - 0.1  # the other run's (broken) refiner was the one it used
 
-    out = predict_blend(specs, str(synth_dir), tmp_path / "b.csv", refine="net", limit=2, threshold=0.4)
+    out = predict(specs, str(synth_dir), tmp_path / "b.csv", refine="net", limit=2, threshold=0.4)
     assert loaded[2:] == [(run, None), (other, None)]
     made = json.loads((tmp_path / "b.csv.json").read_text())
     assert made["refine"] == ["net", "net"]
     assert made["refiner"] == [load_refiner(run, None).digest, load_refiner(other, None).digest]
     assert made["refiner"][0] != made["refiner"][1]
     assert [m["sources"] for m in made["refiner_made"]] == [load_refiner(run, None).made["sources"]] * 2
-    guided = predict_blend(specs, str(synth_dir), tmp_path / "g.csv", refine="guided", limit=2, threshold=0.4)
+    guided = predict(specs, str(synth_dir), tmp_path / "g.csv", refine="guided", limit=2, threshold=0.4)
     rows = lambda p: p.read_text().splitlines()[1:]
     assert len(rows(out)) == 2 and rows(out) != rows(guided)  # the other run's all.keras moved the blend
     full = "1 " + str(1918 * 1280)  # every pixel: the broken refiner (p ~ 1) and the sound one (p ~ 0) average 0.5
@@ -264,7 +267,7 @@ def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_ot
     import keras
 
     from competition.submission import made_path, merge
-    from competition.train import save_model
+    from competition.models.saving import save_model
     run, sample = two_fold_run, synth_dir / "sample_submission.csv"
     train_refiners(run, str(synth_dir), steps=2, test_only=True)
     parts = [predict(run, str(synth_dir), tmp_path / "s.csv", shard=(0, 2), refine="net")]
@@ -293,7 +296,7 @@ def test_learning_from_training_photos_uses_the_folds_own_model_on_its_own_photo
     from competition.config import load_config
     from competition.data.layout import open_dataset
     from competition.geometry import Geometry
-    from competition.train import load_oof
+    from competition.runs import load_oof
     run = tiny_run
     shutil.copytree(run / "fold0", run / "fold1")
     cfg, ds = load_config(run / "config.json"), open_dataset(synth_dir)

@@ -142,7 +142,8 @@ def test_submission_csv_with_bad_header_is_one_line(synth_dir, tmp_path):
 # --- inference ------------------------------------------------------------------------------------
 def test_nan_probabilities_name_the_image(synth_dir):
     import keras
-    from competition.predict import Predictor, probabilities
+    from competition.inference.predictor import Predictor
+    from conftest import single_probabilities as probabilities
     inp = keras.Input((32, 48, 3))
     conv = keras.layers.Conv2D(1, 1)
     model = keras.Model(inp, conv(inp))

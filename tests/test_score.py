@@ -9,7 +9,8 @@ import pytest
 from competition import rle
 from competition.data.layout import open_dataset
 from competition.errors import UserError
-from competition.score import THRESHOLDS, cross_validate, dice, score_fold, score_submission, threshold_curve
+from competition.metrics import THRESHOLDS, dice, threshold_curve
+from competition.score import cross_validate, score_fold, score_submission
 
 
 def test_dice_by_hand():
@@ -61,7 +62,9 @@ def _mean_dice_per_threshold(run, synth_dir, thresholds) -> np.ndarray:
     """Mean over fold 0's held-out images of the native dice at each threshold, by sorting, not histograms."""
     import csv
     from competition.geometry import Geometry
-    from competition.predict import Predictor, load_models, probabilities, to_native_u8
+    from competition.inference.predictor import Predictor, load_models
+    from competition.inference.upsample import to_native_u8
+    from conftest import single_probabilities as probabilities
     cfg, _, models = load_models(run, [0])
     ds = open_dataset(synth_dir)
     ids = sorted(r["img"][:-4] for r in csv.DictReader(open(run / "folds.csv")) if r["fold"] == "0")

@@ -12,7 +12,8 @@ from competition import train as train_mod
 from competition.config import preset
 from competition.errors import UserError
 from competition.losses import make_metrics
-from competition.train import load_oof, train
+from competition.runs import load_oof
+from competition.train import train
 from conftest import TINY
 
 

@@ -25,13 +25,12 @@ from .. import __version__
 from ..fileio import write_json, write_text
 from ..progress import say
 from ..quiet import stderr_captured
-# One module per section; what other modules use (plan: the T4 figures and conv_flops) is re-exported here.
-from .common import (FULL, QUICK, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES,  # noqa: F401
-                     Plan, prepare)
+# One module per section.
+from .common import FULL, QUICK, Plan, prepare
 from .crops import bench_crops
 from .input_pipeline import bench_pipeline
 from .jpeg_decode import bench_decode
-from .models import bench_models, conv_flops, t4_estimate  # noqa: F401
+from .models import bench_models
 from .postprocess import bench_postprocess
 from .predict_e2e import bench_predict
 from .refinement import bench_refinement

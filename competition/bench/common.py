@@ -13,14 +13,9 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from ..costs import TEST_IMAGES
+
 FIXTURES_ENV = "CARVANA_FIXTURES"
-TEST_IMAGES = 100_064      # Kaggle's test set
-TRAIN_IMAGES = 5_088       # Kaggle's training set; a fold trains on 4/5 of it
-# Published NVIDIA T4 peaks (T4 datasheet): FP32 8.1 TFLOPS, FP16/FP32-accumulate tensor cores 65 TFLOPS.
-T4_PEAK_TFLOPS = {"fp32": 8.1, "fp16": 65.0}
-# Assumed fraction of peak a Keras U-Net reaches on a T4 (an assumption, stated in RESULTS.md).
-T4_EFFICIENCY = {"fp32": 0.5, "fp16": 0.2}
-MIN_ESTIMATE_FLOPS = 1e9   # below 1 GFLOP/image a GPU is bound by kernel launches: no FLOP-based estimate
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,8 @@ from __future__ import annotations
 import gc
 
 import numpy as np
-from .common import (TEST_IMAGES, TRAIN_IMAGES, T4_PEAK_TFLOPS, T4_EFFICIENCY, MIN_ESTIMATE_FLOPS, Plan, QUICK, interleaved, median, figure, section)
-
-
-def conv_flops(model) -> float:
-    """Multiply-adds x 2 of the model's convolutions for one image (BN, activations ignored)."""
-    from keras import layers
-    total = 0.0
-    for layer in model.layers:
-        if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
-            kh, kw = layer.kernel_size
-            cin, cout = layer.input.shape[-1], layer.filters
-            shape = layer.input.shape if isinstance(layer, layers.Conv2DTranspose) else layer.output.shape
-            total += 2.0 * shape[1] * shape[2] * kh * kw * cin * cout
-    return total
+from ..costs import MIN_ESTIMATE_FLOPS, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
+from .common import Plan, QUICK, interleaved, median, figure, section
 
 
 def t4_estimate(flops: float, train_flops: float | None = None) -> dict:
@@ -41,6 +29,7 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
     from ..config import PRESETS, preset
     from ..losses import make_loss
     from ..models import build_model
+    from ..models.cost import forward_flops
     rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)
@@ -64,7 +53,7 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
         times = interleaved({"train": lambda m=model: m.train_on_batch(x, y),  # bound now: `del model` below
                              "infer": lambda m=model: m.predict_on_batch(frame)}, plan.model_steps)
         ips = {"train": batch / median(times["train"]), "infer": len(frame) / median(times["infer"])}
-        flops = conv_flops(model if not cfg.crop else build_model(cfg, cfg.size))  # of one whole frame
+        flops = forward_flops(model if not cfg.crop else build_model(cfg, cfg.size))  # of one whole frame
         cpu_gflops = flops * ips["infer"] / 1e9
         data[name] = {"size": [cfg.height, cfg.width], "batch": batch, "images_per_s": ips, "raw_step_s": times,
                       "gflops_per_image_forward": flops / 1e9, "cpu_achieved_gflops_infer": cpu_gflops}
@@ -73,7 +62,7 @@ def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
         if flops < MIN_ESTIMATE_FLOPS:
             rows.append(row + ["n/a (too small: a GPU would be bound by launches, not FLOPs)", "", ""])
         else:
-            est = t4_estimate(flops, conv_flops(build_model(cfg, train_hw)) if cfg.crop else None)
+            est = t4_estimate(flops, forward_flops(build_model(cfg, train_hw)) if cfg.crop else None)
             data[name]["t4_estimate"] = est
             rows.append(row + [f"{est['train_fp32']:.0f} / {est['train_fp16']:.0f}",
                                f"{est['infer_fp32']:.0f} / {est['infer_fp16']:.0f}",

@@ -37,7 +37,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def bench_postprocess(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
     from ..config import preset
-    from ..predict import postprocess, to_native_mask
+    from ..inference.upsample import postprocess, to_native_mask
     masks = inputs.real_masks or inputs.synth_masks
     rows, data, figures = [], {}, []
     sizes = {}

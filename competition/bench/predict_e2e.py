@@ -16,7 +16,9 @@ def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[di
 
     from ..config import preset
     from ..models import build_model
-    from ..predict import Predictor, ordered_map, postprocess, probabilities
+    from ..inference.ensemble import Member, probabilities
+    from ..inference.predictor import Predictor, ordered_map
+    from ..inference.upsample import postprocess
     from ..submission import SubmissionWriter
     cfg = preset("demo", refine="none")  # the pipeline itself; the guided refinement's cost: docs/results.md
     keras.utils.set_random_seed(0)
@@ -43,9 +45,10 @@ def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[di
             def end_to_end() -> None:
                 writer = SubmissionWriter(work / "predict.csv.gz", ids, {"bench": tta})
 
-                def post(item: tuple[str, np.ndarray]) -> tuple[str, str]:
-                    return item[0], postprocess(item[1], geometry, cfg.threshold)
-                stream = probabilities(predictor, writer.remaining, read, str, batch)
+                def post(item: tuple[str, list[np.ndarray]]) -> tuple[str, str]:
+                    return item[0], postprocess(item[1][0], geometry, cfg.threshold)
+                member = Member(work, "demo", 1.0, cfg, [0], predictor)  # one run: predict's one-member ensemble
+                stream = probabilities([member], writer.remaining, read, str, batch)
                 with ThreadPoolExecutor(2, thread_name_prefix="post") as pool:
                     for image_id, rle_string in ordered_map(pool, post, stream, ahead=2 * batch):
                         writer.add(image_id, rle_string)

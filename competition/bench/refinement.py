@@ -12,7 +12,8 @@ import numpy as np
 from .. import rle
 from ..geometry import Geometry
 
-from .common import (TEST_IMAGES, Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from ..costs import TEST_IMAGES
+from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
 from .postprocess import dice, probability_map
 
 TARGET_MS = 30.0  # per test image on one core: 100,064 images then cost under an hour of one core
@@ -29,8 +30,8 @@ def coarse_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
 def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
     from ..config import preset
     from ..images import decode_jpeg
-    from ..predict import postprocess, threshold_native, to_native_mask
-    from ..refine import guide_reduction, refined_native_u8
+    from ..inference.upsample import (guide_reduction, postprocess, refined_native_u8, threshold_native,
+                                      to_native_mask)
     real = bool(inputs.real_masks)
     masks = inputs.real_masks or inputs.synth_masks
     photos_of = inputs.train if real else inputs.synth
@@ -84,7 +85,7 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
         f"probability: the true mask area-shrunk to the model size and blurred (sigma 1 px, as section 2), and a "
         f"coarse outline (the mask seen at 1/8 of the model size). OpenCV on 1 thread; median of {plan.rounds} "
         f"rounds. 'extra core-hours' is the difference times Kaggle's {TEST_IMAGES:,} test images. Last, "
-        f"`refine=\"net\"` (`real-cpu`'s default): the refiner net (refinenet.py) corrects the coarse outline at "
+        f"`refine=\"net\"` (`real-cpu`'s default): the refiner net (models/refiner.py) corrects the coarse outline at "
         f"the guide's size before the filter, in float32 and, on a CPU with bfloat16 instructions, in bfloat16 "
         f"(what a mixed-precision run's refiner predicts in there); the net runs on TensorFlow's threads (all "
         f"cores), OpenCV on one. Its time does not depend on its weights: an untrained net (which returns its "
@@ -102,8 +103,10 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
 def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
                        refined: Callable[..., np.ndarray], plan: Plan) -> tuple[list[list], dict, list[dict]]:
     """The refiner net's share: refine="net" (net, then the guided filter) against refine="guided", per policy."""
-    from ..refinenet import Refiner, build_refiner
-    from ..train import cpu_has_bf16, save_model
+    from ..inference.predictor import Refiner
+    from ..models.refiner import build_refiner
+    from ..models.saving import save_model
+    from ..runtime import cpu_has_bf16
     probs = {i: coarse_map(m, geometry) for i, m in masks.items()}
     rows, data, figures = [], {}, []
     for policy in ("float32", "mixed_bfloat16") if cpu_has_bf16() else ("float32",):

@@ -18,7 +18,8 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
     import keras
 
     from ..models import build_model
-    from ..train import compile_model, dtype_policy
+    from ..runtime import dtype_policy
+    from ..train import compile_model
     keras.utils.set_random_seed(0)  # every variant starts from the same weights
     with dtype_policy(policy):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
@@ -28,7 +29,7 @@ def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
     import keras
 
     from ..config import preset
-    from ..train import cpu_has_bf16
+    from ..runtime import cpu_has_bf16
     bf16 = cpu_has_bf16()
     variants = [(DEFAULT, False, "float32"), (XLA, True, "float32")]
     variants += [(BF16, False, "mixed_bfloat16")] if bf16 else []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import TrainConfig
-
 if TYPE_CHECKING:
     import keras
+
+    from ..config import TrainConfig
 
 
 def build_model(cfg: TrainConfig, size: tuple[int | None, int | None] | None = None) -> keras.Model:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fileio import temp_path
 from ..progress import say
 
 CONFIG = "config.json"
@@ -107,3 +108,11 @@ def load_model(path: Path, compile: bool = True) -> Any:
             raise
         raise UserError(f"{path} uses {', '.join(sorted(set(in_use)))}, which Keras {keras.__version__} does not "
                         f"have: load it with the Keras that saved it") from e
+
+
+def save_model(model: Any, path: Path) -> None:
+    """model.save to a temporary .keras beside `path`, then rename: never a half-written model."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, ".keras")
+    model.save(tmp)
+    tmp.replace(path)

@@ -70,8 +70,8 @@ def main() -> int:
     from competition.__main__ import main as cli
     from competition.config import load_config
     from competition.errors import UserError
-    from competition.predict import shard_path
-    from competition.refinenet import DIR as REFINER_DIR
+    from competition.inference.writer import shard_path
+    from competition.runs import REFINER_DIR
     from competition.submission import made_path
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, shard = SETTINGS["name"], SETTINGS.get("shard")

@@ -1,9 +1,10 @@
-"""Second stage: a small net that refines the upsampled probability with the photo, trained out of fold.
+"""Training the refiner net (models/refiner.py), the second stage that corrects the upsampled probability with the
+photo, on crops along the outline.
 
 The first-stage U-Net sees each photo at 160x240 and draws the car's outline a model pixel or two off. The
-refiner sees the same photo at the guide's resolution (a 1/4 JPEG decode for a 160x240 model: refine.py)
-beside the first stage's probability resized to it, and outputs a correction to that probability's logit:
-a few dilated 3x3 convolutions (receptive field 35 guide pixels), trained on crops along the outline.
+refiner sees the same photo at the guide's resolution (a 1/4 JPEG decode for a 160x240 model:
+inference/upsample.py) beside the first stage's probability resized to it, and outputs a correction to that
+probability's logit.
 
 It must learn from probabilities like those it will refine: a long-trained net's probabilities on its own
 training photos are near perfect. So by default it trains on out-of-fold probabilities (each fold's
@@ -20,11 +21,10 @@ dice is still near their validation dice (8 epochs of `real-cpu`: 0.9806 against
 training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
-then the resize to native. Measured on real photos: docs/results.md, "Refinement net".
+then the resize to native (inference/). Measured on real photos: docs/results.md, "Refinement net".
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,73 +37,24 @@ from .config import REFINER_STEPS
 from .errors import UserError
 from .geometry import Geometry
 from .progress import say
+from .models.refiner import CHANNELS, DILATIONS, build_refiner, refiner_inputs
+from .runs import LEARNS_FROM, REFINER_DIR, REFINER_RECORD, refiner_path, refiner_sources, training_ids
 
-CHANNELS = 16
-DILATIONS = (1, 2, 4, 8, 1)  # after a first 3x3 convolution: receptive field 1 + 2 * (1 + 1 + 2 + 4 + 8 + 1) = 35
 CROP = 96                    # training crops (guide pixels)
 BATCH = 16
 STEPS = REFINER_STEPS        # a run's config (refiner_steps) may ask for another number
 LR = 2e-3                    # peak of a 100-step warm-up then cosine decay to 0
 WARMUP = 100
 ALONG_OUTLINE = 0.8          # share of crops centred within 5 px of where the first stage is unsure (0.05..0.95)
-DIR = "refiner"
-LEARNS_FROM = {"held-out": "oof.npz", "training": "model.keras"}  # -> the file of fold<k> whose digest a refiner
-                                                                   # records: retraining the fold makes it stale
-
-
-def refiner_path(run_dir: Path, fold: int | None) -> Path:
-    """R/refiner/fold<k>.keras (trained without fold k's photos), or R/refiner/all.keras (fold None)."""
-    return run_dir / DIR / ("all.keras" if fold is None else f"fold{fold}.keras")
-
-
-def refiner_inputs(photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """Photo (H, W, 3) uint8 and probability (H, W) in 0..1 -> (H, W, 4) float32: colours centred on 0, then
-    the probability's logit / 4 (the channel the net corrects)."""
-    p = np.clip(prob.astype(np.float32), 1e-3, 1 - 1e-3)
-    return np.concatenate([photo.astype(np.float32) / 255.0 - 0.5, (np.log(p / (1 - p)) / 4)[..., None]], -1)
-
-
-def build_refiner(channels: int | None = None, policy: str = "float32"):
-    """sigmoid(logit + correction): the correction's last layer starts at zero, so an untrained refiner returns
-    its input probability unchanged. `policy` "mixed_bfloat16" computes the convolutions in bfloat16 (a
-    mixed-precision run on a CPU with bfloat16 instructions: `refiner_policy`); the logit it corrects, the
-    correction's last layer, their sum and the sigmoid stay float32 whatever the policy (bfloat16 keeps 8 bits
-    of a logit: 0.03 at a logit of 4)."""
-    import keras
-
-    from .train import dtype_policy
-    channels = channels or CHANNELS
-    exact = "float32"
-    with dtype_policy(policy):
-        x = keras.Input((None, None, 4), name="photo_and_logit")
-        pick = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="logit", dtype=exact)  # 4 x the last
-        logit = pick(x)                                                                                 # channel
-        h = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv0")(x)
-        for i, d in enumerate(DILATIONS, 1):
-            h = keras.layers.Conv2D(channels, 3, padding="same", dilation_rate=d, activation="relu",
-                                    name=f"conv{i}")(h)
-        correction = keras.layers.Conv2D(1, 1, kernel_initializer="zeros", name="correction", dtype=exact)(h)
-        summed = keras.layers.Add(name="corrected", dtype=exact)([logit, correction])
-        out = keras.layers.Activation("sigmoid", name="refined", dtype=exact)(summed)
-    pick.set_weights([np.array([0.0, 0.0, 0.0, 4.0], np.float32).reshape(1, 1, 4, 1)])
-    return keras.Model(x, out, name="refiner")
 
 
 def refiner_policy(mixed_precision: bool) -> str:
     """The dtype policy a run's refiner trains in: bfloat16 where its first stage trains in bfloat16 (a
     mixed-precision run on a CPU with bfloat16 instructions: 2,000 steps of real-cpu's refiner in about 2.5
     minutes instead of 6), else float32 (on a GPU the refiner is cheap beside the first stage)."""
-    from .train import machine_policy
+    from .runtime import machine_policy
     policy = machine_policy(mixed_precision)
     return policy if policy == "mixed_bfloat16" else "float32"
-
-
-def refiner_flops(height: int, width: int, channels: int | None = None) -> float:
-    """Multiply-adds x 2 of build_refiner's convolutions over one height x width guide (what `plan` costs the
-    refiner's pass by on a GPU; equal to bench.conv_flops of the built model, tested)."""
-    c = channels or CHANNELS
-    per_pixel = 9 * 4 * c + len(DILATIONS) * 9 * c * c + c + 4  # conv0, the dilated 3x3s, correction, logit pick
-    return 2.0 * height * width * per_pixel
 
 
 @dataclass
@@ -118,7 +69,7 @@ class Samples:
 
 def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
     """Fold `fold`'s held-out photos with its model's out-of-fold probabilities (fold<k>/oof.npz)."""
-    from .train import load_oof
+    from .runs import load_oof
     path = run_dir / f"fold{fold}" / "oof.npz"
     if not path.is_file():
         raise UserError(f"{path}: missing; the refiner learns from each trained fold's held-out probabilities "
@@ -130,9 +81,9 @@ def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
 def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
     """Fold `fold`'s own training photos with its model's probabilities on them (no TTA, uint8 as oof.npz),
     decoded and predicted the way score and predict do (their Predictor)."""
-    from .predict import Predictor, load_models
+    from .inference.predictor import Predictor, load_models
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-    ids = training_ids(run_dir, fold, cfg)
+    ids = training_ids(run_dir, cfg, fold)
     _, _, models = load_models(run_dir, [fold])
     predictor = Predictor(models, geometry, "none", cfg.image_interp)
     probs = np.empty((len(ids), cfg.height, cfg.width), np.uint8)  # a fold's training photos: 8-bit, as oof.npz
@@ -143,21 +94,10 @@ def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
     return _samples(ds, geometry, ids, probs)
 
 
-def training_ids(run_dir: Path, fold: int, cfg) -> list[str]:
-    """The photos fold `fold`'s model trained on, as train chose them (the run's folds.csv and max_images)."""
-    from .data.folds import read_folds
-    from .train import select_ids
-    path = run_dir / "folds.csv"
-    if not path.is_file():
-        raise UserError(f"{path}: missing; it says which photos each fold trained on (train writes it)")
-    folds = read_folds(path)
-    return [i for i in select_ids(sorted(folds), cfg.max_images, cfg.seed) if folds[i] != fold]
-
-
 def _samples(ds, geometry: Geometry, ids: list[str], probs: np.ndarray) -> Samples:
     """Photos at the guide's size, probabilities (model size, 0..1 or uint8) resized to it, and the true masks."""
     from .images import decode_jpeg
-    from .refine import guide_reduction
+    from .inference.upsample import guide_reduction
     reduction = guide_reduction(geometry)
     photos, ps, masks = [], [], []
     for image_id, prob in zip(ids, probs):
@@ -214,7 +154,7 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     convolutions computed as `policy` says (build_refiner)."""
     import keras
 
-    from .train import jit_compile
+    from .runtime import jit_compile
     keras.utils.set_random_seed(seed)
     model = build_refiner(policy=policy)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
@@ -230,48 +170,6 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     return model
 
 
-class Refiner:
-    """A trained refiner as predict's post-processing threads call it: (photo, probability) -> probability."""
-
-    def __init__(self, model, path: Path, made: dict | None = None):
-        from .predict import file_sha256
-        self.model, self.path, self.lock = model, path, threading.Lock()
-        self.digest = file_sha256(path)
-        self.made = made or {}  # its refiner.json entry: what it learnt from, and how
-
-    def __call__(self, photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
-        x = refiner_inputs(photo, prob)[None]
-        with self.lock:  # one model, two post-processing threads
-            q = np.asarray(self.model.predict_on_batch(x))
-        return q[0, ..., 0].astype(np.float32)
-
-
-def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
-    """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
-    import keras
-
-    from .fileio import read_json
-    path = refiner_path(run_dir, fold)
-    how = f"`python -m competition refiner --run {run_dir} --data DIR`"
-    if not path.is_file():
-        raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
-                        f"with {how} once the folds are trained")
-    record_path = run_dir / DIR / "refiner.json"
-    entry = (read_json(record_path) if record_path.is_file() else {}).get(path.name) or {}
-    sources = entry.get("sources") or {}
-    learns_from = entry.get("learns_from", "held-out")
-    try:
-        current = _sources(run_dir, [int(k[4:]) for k in sources], learns_from)
-    except OSError:
-        current = None
-    if not sources or current != sources:
-        what = "held-out predictions" if learns_from == "held-out" else "fold models"
-        again = how if learns_from == "held-out" else how[:-1] + " --learn-from training`"
-        raise UserError(f"{path} learnt from {what} that have changed since (a fold retrained?) or "
-                        f"are not recorded in {record_path.name}: run {again} again")
-    return Refiner(keras.models.load_model(path, compile=False), path, entry)
-
-
 def oof_count(path: Path) -> int:
     """Photos in an oof.npz, without reading its probabilities."""
     with np.load(path) as z:
@@ -282,12 +180,6 @@ def recipe() -> dict:
     """The constants a refiner is built and trained with, recorded beside it: changing one retrains it."""
     return {"channels": CHANNELS, "dilations": list(DILATIONS), "crop": CROP, "batch": BATCH, "lr": LR,
             "warmup": WARMUP, "along_outline": ALONG_OUTLINE}
-
-
-def _sources(run_dir: Path, folds: list[int], learns_from: str = "held-out") -> dict[str, str]:
-    """fold<k> -> sha256 of the oof.npz (or model.keras) a refiner learns from: a retrained fold makes it stale."""
-    from .predict import model_digests
-    return model_digests(run_dir, folds, LEARNS_FROM[learns_from])
 
 
 def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
@@ -303,8 +195,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
-    from .predict import trained_folds
-    from .train import save_model
+    from .runs import trained_folds
+    from .models.saving import save_model
     cfg = load_config(run_dir / "config.json")
     learns_from = cfg.refiner_from if learns_from is None else learns_from
     steps = cfg.refiner_steps if steps is None else steps
@@ -322,13 +214,13 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
         why = ("" if own else " (a fold's refiner learns from the held-out photos of the other folds)")
         raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''}{why}; "
                         f"found {len(folds)}{hint}")
-    record_path = run_dir / DIR / "refiner.json"
+    record_path = run_dir / REFINER_DIR / REFINER_RECORD
     record = read_json(record_path) if record_path.is_file() else {}
     if own:
-        counts = {k: len(training_ids(run_dir, k, cfg)) for k in folds}
+        counts = {k: len(training_ids(run_dir, cfg, k)) for k in folds}
     else:
         counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
-    digests = _sources(run_dir, folds, learns_from)  # each file hashed once, not once per refiner that uses it
+    digests = refiner_sources(run_dir, folds, learns_from)  # each file hashed once, not once per refiner that uses it
     todo, targets = [], [None] if test_only else [*folds, None]
     current: dict[tuple[int, ...], Path] = {}  # sources -> a refiner learnt from them (all.keras copies it in own)
     for target in targets:
@@ -372,6 +264,6 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
             current[tuple(sources)] = path
         record[path.name] = entry
         write_json(record_path, record)
-    say(f"refiner: {len(targets)} refiner(s) in {run_dir / DIR}; score with `--refine net`")
+    say(f"refiner: {len(targets)} refiner(s) in {run_dir / REFINER_DIR}; score with `--refine net`")
     return [refiner_path(run_dir, target) for target in targets]
 

@@ -1,0 +1,39 @@
+"""What GPU work costs on Kaggle: the data's image counts, GPU cards' published peaks, the efficiency assumed of
+them, Kaggle's session and quota figures. Constants only: `plan` prices a recipe with them, `bench` estimates a
+T4's throughput with them; neither imports the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TEST_IMAGES = 100_064      # Kaggle's test set
+TRAIN_IMAGES = 5_088       # Kaggle's training set; a fold trains on 4/5 of it
+# Published NVIDIA T4 peaks (T4 datasheet): FP32 8.1 TFLOPS, FP16/FP32-accumulate tensor cores 65 TFLOPS.
+T4_PEAK_TFLOPS = {"fp32": 8.1, "fp16": 65.0}
+# Assumed fraction of peak a Keras U-Net reaches on a T4 (an assumption, stated in RESULTS.md).
+T4_EFFICIENCY = {"fp32": 0.5, "fp16": 0.2}
+MIN_ESTIMATE_FLOPS = 1e9   # below 1 GFLOP/image a GPU is bound by kernel launches: no FLOP-based estimate
+WEEKLY_QUOTA_HOURS = 30.0  # Kaggle's weekly GPU quota (docs/kaggle.md: `kaggle quota` has the real figure)
+MULTI_GPU_SCALING = 0.9    # assumed: each GPU of a MirroredStrategy session adds 90% of one GPU's speed
+SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assumed for the others)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU card's published dense peaks (TFLOPS) and memory."""
+
+    card: str
+    fp16_tflops: float  # tensor cores, FP16 in / FP32 accumulate, dense
+    fp32_tflops: float
+    memory_gb: float
+    source: str
+
+
+CARDS: dict[str, Gpu] = {
+    "T4": Gpu("T4", T4_PEAK_TFLOPS["fp16"], T4_PEAK_TFLOPS["fp32"], 16, "NVIDIA T4 datasheet"),
+    "L4": Gpu("L4", 121.0, 30.3, 24, "NVIDIA L4 datasheet (dense)"),
+    "P100": Gpu("P100", 18.7, 9.3, 16, "NVIDIA P100 PCIe datasheet (no tensor cores)"),
+    "H100": Gpu("H100", 989.0, 67.0, 80, "NVIDIA H100 SXM datasheet (dense)"),
+    "H100-PCIe": Gpu("H100-PCIe", 756.0, 51.0, 80, "NVIDIA H100 PCIe datasheet (dense)"),
+    "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
+}

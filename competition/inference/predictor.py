@@ -1,0 +1,150 @@
+"""Fold models x TTA -> probabilities at model resolution, decoded ahead of the model in threads; the refiner
+net as post-processing threads call it."""
+from __future__ import annotations
+
+import collections
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from ..config import TrainConfig, check_refine, load_config
+from ..errors import UserError
+from ..fileio import read_json
+from ..geometry import Geometry
+from ..images import decode_jpeg, reduction_for
+from ..models.refiner import refiner_inputs
+from ..runs import REFINER_RECORD, file_sha256, refiner_path, refiner_sources, trained_folds
+from ..tta import plan, predict_tta
+from .upsample import guide_reduction, refined_native_u8, to_native_u8
+
+
+def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, list[int], list]:
+    """The run's config and the models of the chosen folds (every trained fold by default)."""
+    from ..models.saving import load_model
+    cfg = load_config(run_dir / "config.json")
+    available = trained_folds(run_dir)
+    folds = folds if folds is not None else available
+    if not folds:
+        raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras); run `make train FOLD=0` first")
+    models = []
+    for k in folds:
+        path = run_dir / f"fold{k}" / "model.keras"
+        if not path.is_file():
+            raise UserError(f"{path}: fold {k} is not trained (trained: {available or 'none'})")
+        model = load_model(path, compile=False)  # inference needs no loss or metrics; any Keras 3 (Kaggle's)
+        shape = tuple(model.input_shape[1:3])
+        if shape not in (cfg.size, (None, None)):  # (None, None): trained on crops, takes whole frames
+            raise UserError(f"{path} takes {shape[0]}x{shape[1]} inputs but {run_dir}/config.json says "
+                            f"{cfg.height}x{cfg.width}; the run folder mixes models of different configs")
+        models.append(model)
+    return cfg, folds, models
+
+
+class Refiner:
+    """A trained refiner as predict's post-processing threads call it: (photo, probability) -> probability."""
+
+    def __init__(self, model, path: Path, made: dict | None = None):
+        self.model, self.path, self.lock = model, path, threading.Lock()
+        self.digest = file_sha256(path)
+        self.made = made or {}  # its refiner.json entry: what it learnt from, and how
+
+    def __call__(self, photo: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        x = refiner_inputs(photo, prob)[None]
+        with self.lock:  # one model, two post-processing threads
+            q = np.asarray(self.model.predict_on_batch(x))
+        return q[0, ..., 0].astype(np.float32)
+
+
+def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
+    """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
+    import keras
+    path = refiner_path(run_dir, fold)
+    how = f"`python -m competition refiner --run {run_dir} --data DIR`"
+    if not path.is_file():
+        raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
+                        f"with {how} once the folds are trained")
+    record_path = path.parent / REFINER_RECORD
+    entry = (read_json(record_path) if record_path.is_file() else {}).get(path.name) or {}
+    sources = entry.get("sources") or {}
+    learns_from = entry.get("learns_from", "held-out")
+    try:
+        current = refiner_sources(run_dir, [int(k[4:]) for k in sources], learns_from)
+    except OSError:
+        current = None
+    if not sources or current != sources:
+        what = "held-out predictions" if learns_from == "held-out" else "fold models"
+        again = how if learns_from == "held-out" else how[:-1] + " --learn-from training`"
+        raise UserError(f"{path} learnt from {what} that have changed since (a fold retrained?) or "
+                        f"are not recorded in {record_path.name}: run {again} again")
+    return Refiner(keras.models.load_model(path, compile=False), path, entry)
+
+
+@dataclass
+class Predictor:
+    """Fold models x TTA transforms -> mean probability at model resolution."""
+
+    models: list
+    geometry: Geometry
+    tta: str = "hflip"
+    interp: str = "area"
+    refine: str = "none"  # how `native` brings a probability to 1918x1280: "none" | "guided" | "net" (upsample.py)
+    refiner: Callable | None = None  # refine="net": the second-stage net (Refiner)
+
+    def __post_init__(self) -> None:
+        self.transforms = plan(self.tta)
+        check_refine(self.refine)
+        if (self.refine == "net") != (self.refiner is not None):
+            raise ValueError(f"refine={self.refine!r} with{'out' if self.refiner is None else ''} a refiner net")
+
+    def load(self, data: bytes, name: str) -> np.ndarray:
+        """Decode a JPEG (reduced where possible) and fit it to the model: uint8 (H, W, 3)."""
+        return self.fit(decode_jpeg(data, name, self.reduction))
+
+    @property
+    def reduction(self) -> int:
+        """The JPEG reduction (1, 2, 4, 8) this predictor decodes its photos at."""
+        return reduction_for(self.geometry.inner)
+
+    def fit(self, image: np.ndarray) -> np.ndarray:
+        """A decoded photo fitted to the model's input."""
+        return self.geometry.to_model(image, self.interp)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> float32 (B, H, W) probabilities, averaged over models and TTA."""
+        x = batch.astype(np.float32) / 255.0
+        total = sum(predict_tta(m.predict_on_batch, x, self.transforms) for m in self.models)
+        return (total / len(self.models))[..., 0]
+
+    def native(self, prob: np.ndarray, read: Callable[[], bytes], name: str) -> np.ndarray:
+        """One image's model-resolution probability -> its 8-bit native map. `read` gives the photo's JPEG
+        bytes; it is only called when the run refines (the photo, decoded small, guides the upsampling)."""
+        if self.refine == "none":
+            return to_native_u8(prob, self.geometry)
+        guide = decode_jpeg(read(), name, guide_reduction(self.geometry))
+        return refined_native_u8(prob, self.geometry, guide, self.refiner)
+
+
+def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """pool.map that keeps at most `ahead` items in flight (bounded memory), results in order."""
+    queue: collections.deque[Future] = collections.deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= ahead:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

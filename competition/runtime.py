@@ -1,0 +1,103 @@
+"""The runtime policy of a training or inference process: devices (one GPU, several, or the CPU), precision
+(float32, float16 or bfloat16: `precision_policy`) and XLA (`jit_compile`). Pure reads of the machine and the
+environment; nothing here builds a model."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+
+def pick_strategy():
+    """MirroredStrategy over several GPUs (Kaggle's 2x T4), else the default one-device strategy."""
+    import tensorflow as tf
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+XLA_ENV = "COMPETITION_XLA"
+
+
+def xla_setting() -> bool | None:
+    """COMPETITION_XLA as asked (None: unset), or a one-line UserError: train checks it before any work."""
+    setting = os.environ.get(XLA_ENV, "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting:
+        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+    return None
+
+
+def jit_compile(policy: str | None = None) -> bool | str:
+    """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
+    unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
+
+    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' float32 step
+    time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
+    other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
+    real-cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
+    it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
+    compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
+    COMPETITION_XLA=0 turns it off, =1 forces it."""
+    setting = xla_setting()
+    if setting is not None:
+        return setting
+    import keras
+    if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
+        return "auto"
+    import tensorflow as tf
+    if tf.config.list_physical_devices("GPU"):
+        return "auto"
+    return (policy or keras.mixed_precision.global_policy().name) != "mixed_bfloat16"
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bfloat16 arithmetic
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo's flags (or
+    `cpuinfo`, its text); False where there is no such file (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {f for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "flags"
+             for f in line.split(":", 1)[-1].split()}
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
+    """The Keras dtype policy a run trains in: `mixed_precision` means float16 compute on GPUs and bfloat16 on
+    CPUs that have bfloat16 instructions (about 2x a real-cpu epoch there: docs/results.md); float32 otherwise.
+    Variables, the loss and the output's sigmoid stay float32 either way."""
+    if not mixed:
+        return "float32"
+    if gpu:
+        return "mixed_float16"
+    return "mixed_bfloat16" if bf16_cpu else "float32"
+
+
+def machine_policy(mixed: bool) -> str:
+    """`precision_policy` on this machine: whether TensorFlow sees a GPU, else whether the CPU has bfloat16."""
+    import tensorflow as tf
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    return precision_policy(mixed, gpu, not gpu and cpu_has_bf16())
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Keras's global dtype policy set to `policy` while the block builds (or loads) a model, then restored: the
+    model keeps its policy (and saves it), nothing built after it in this process (a refiner, a test) does."""
+    import keras
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -182,6 +182,21 @@ def recipe() -> dict:
             "warmup": WARMUP, "along_outline": ALONG_OUTLINE}
 
 
+def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
+    """The folds a refiner can learn from (finished: model.keras alone may be mid-training), or a one-line error
+    when there are too few."""
+    from .runs import trained_folds
+    done = "train.json" if own else "oof.npz"
+    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / done).is_file()]
+    need = 1 if test_only or own else 2
+    if len(folds) < need:
+        hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
+        why = ("" if own else " (a fold's refiner learns from the held-out photos of the other folds)")
+        raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''}{why}; "
+                        f"found {len(folds)}{hint}")
+    return folds
+
+
 def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
                    learns_from: str | None = None) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
@@ -195,7 +210,6 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     from .config import load_config
     from .data.layout import open_dataset
     from .fileio import read_json, write_json
-    from .runs import trained_folds
     from .models.saving import save_model
     cfg = load_config(run_dir / "config.json")
     learns_from = cfg.refiner_from if learns_from is None else learns_from
@@ -206,14 +220,7 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
         raise UserError(f"--steps {steps}: the refiner needs at least 1 training batch")
     own = learns_from == "training"
     policy = refiner_policy(cfg.mixed_precision)
-    done = "train.json" if own else "oof.npz"  # a finished fold: model.keras alone may be mid-training
-    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / done).is_file()]
-    need = 1 if test_only or own else 2
-    if len(folds) < need:
-        hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
-        why = ("" if own else " (a fold's refiner learns from the held-out photos of the other folds)")
-        raise UserError(f"{run_dir}: the refiner needs at least {need} trained fold{'s' if need > 1 else ''}{why}; "
-                        f"found {len(folds)}{hint}")
+    folds = _finished_folds(run_dir, own, test_only)
     record_path = run_dir / REFINER_DIR / REFINER_RECORD
     record = read_json(record_path) if record_path.is_file() else {}
     if own:

@@ -445,8 +445,8 @@ if os.environ.get("REFINER_STEPS"):
     rn.train_refiners = lambda *a, **k: train_refiners(*a, **{**k, "steps": steps})
 if kill.startswith("epoch"):
     import keras
-    import competition.train as tr
-    make, n = tr._make_callbacks, int(kill[5:])
+    import competition.callbacks as cb
+    make, n = cb.make_callbacks, int(kill[5:])
     class Killer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch + 1
@@ -456,7 +456,7 @@ if kill.startswith("epoch"):
     def patched(*args, **kwargs):
         callbacks, recorder = make(*args, **kwargs)
         return [*callbacks, Killer()], recorder
-    tr._make_callbacks = patched
+    cb.make_callbacks = patched
 elif kill.startswith("refiner"):
     import competition.refiner as rn
     sampler, n = rn.crop_sampler, int(kill[7:])

@@ -148,9 +148,9 @@ def load_weights(backbone: Any, path: Path, name: str) -> None:
 
 def _load_from_model(backbone: Any, path: Path, name: str) -> None:
     """Copy the weights of every backbone layer from the layer of the same name in the saved model at `path`."""
-    from . import saving
     from .. import losses  # noqa: F401  registers the toolkit's loss for models saved compiled
-    source = _weight_layers(saving.load_model(path, compile=False))
+    from .saving import load_model
+    source = _weight_layers(load_model(path, compile=False))
     targets = _weight_layers(backbone)
     missing = [n for n in targets if n not in source]
     if missing:
@@ -172,23 +172,13 @@ def feature_model(backbone: Any, name: str) -> Any:
     return keras.Model(backbone.inputs, outputs, name=ENCODER_LAYER)
 
 
-def _decoder_block(x: Any, skip: Any | None, filters: int, name: str, batchnorm: bool) -> Any:
-    """2x transposed-convolution upsampling, the skip concatenated (when there is one), two 3x3 convolutions."""
-    from keras import layers
-
-    from .unet import conv_block
-    x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", kernel_initializer="he_normal",
-                               name=f"{name}_up")(x)
-    if skip is not None:
-        x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
-    return conv_block(x, filters, name, batchnorm)
-
-
 def build_encoder_unet(input_shape: tuple[int, int, int], encoder: str, weights: str = "none", filters: int = 16,
                        batchnorm: bool = True, freeze: bool = False, name: str | None = None) -> Any:
     """U-Net on a keras.applications backbone: decoder block at stride s has filters * s filters (16: 256..16)."""
     import keras
     from keras import layers
+
+    from .unet import upsampling_block
     spec = encoder_spec(encoder)
     h, w = input_shape[:2]  # None: any multiple of the stride (a crop-trained model takes crops and frames)
     if (h or 0) % BOTTLENECK_STRIDE or (w or 0) % BOTTLENECK_STRIDE:
@@ -206,7 +196,7 @@ def build_encoder_unet(input_shape: tuple[int, int, int], encoder: str, weights:
     while stride > 1:
         stride //= 2
         level = stride.bit_length()  # dec1 at stride 1, like the plain U-Net's
-        x = _decoder_block(x, by_stride.get(stride), filters * stride, f"dec{level}", batchnorm)
+        x = upsampling_block(x, by_stride.get(stride), filters * stride, f"dec{level}", batchnorm)
     logits = layers.Conv2D(1, 1, padding="same", name="head_logits")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
     return keras.Model(inputs, outputs, name=name or f"unet_{encoder}")

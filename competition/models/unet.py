@@ -37,10 +37,12 @@ def downsample(x, filters: int, name: str, pooling: str, batchnorm: bool):
 
 
 def upsampling_block(x, skip, filters: int, name: str, batchnorm: bool):
-    """3x3 stride-2 transposed convolution, concatenate the skip, two 3x3 convolutions."""
+    """3x3 stride-2 transposed convolution, concatenate the skip (when there is one), two 3x3 convolutions: the
+    decoder block of the plain U-Net and of the encoder U-Nets (encoders.py) alike."""
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", kernel_initializer="he_normal",
                                name=f"{name}_up")(x)
-    x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
+    if skip is not None:
+        x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
     return conv_block(x, filters, name, batchnorm)
 
 

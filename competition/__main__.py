@@ -163,8 +163,8 @@ def cmd_score(a: argparse.Namespace) -> None:
         return
     if not a.run:
         raise UserError("score needs --run NAME (with --fold) or --submission FILE")
-    specs = [parse_member(r) for r in a.run] if len(a.run) > 1 else [run_path(a.run[0])]  # a blend: each run beside it
-    score.score_fold(specs, fold=a.fold, data=a.data, tta=a.tta, worst=a.worst, tune_threshold=a.tune_threshold,
+    runs = [parse_member(r) for r in a.run] if len(a.run) > 1 else run_path(a.run[0])  # a blend: each run beside it
+    score.score_fold(runs, fold=a.fold, data=a.data, tta=a.tta, worst=a.worst, tune_threshold=a.tune_threshold,
                      threshold=a.threshold, refine=a.refine, name=a.blend)
     if len(a.run) == 1:
         from .report import report_folds  # draws what scoring saved
@@ -175,8 +175,8 @@ def cmd_cv(a: argparse.Namespace) -> None:
     from .config import run_path
     from .inference.ensemble import parse_member
     from .score import cross_validate
-    specs = [parse_member(r) for r in a.run] if len(a.run) > 1 else [run_path(a.run[0])]  # a blend: each run beside it
-    cross_validate(specs, data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine, name=a.blend)
+    runs = [parse_member(r) for r in a.run] if len(a.run) > 1 else run_path(a.run[0])  # a blend: each run beside it
+    cross_validate(runs, data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine, name=a.blend)
     if len(a.run) == 1:
         from .report import report_folds  # draws what scoring saved
         report_folds(run_path(a.run[0]), data=a.data)

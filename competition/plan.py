@@ -17,7 +17,7 @@ from .costs import (CARDS, MULTI_GPU_SCALING, SESSION_CPU_CORES, T4_EFFICIENCY, 
 from .config import TrainConfig
 from .errors import UserError
 from .on_kaggle import SESSION_SECONDS, TIME_MARGIN_SECONDS
-from .tta import PLANS
+from .tta import TTAS
 
 # What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
 # and augmented (`make bench` section 8, --cache memory, one thread). Only full-resolution decodes were
@@ -86,15 +86,15 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) ->
     """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on `gpu`."""
     if gpu not in SESSIONS:
         raise UserError(f"unknown --gpu {gpu!r}: choose one of {', '.join(SESSIONS)}")
-    if tta not in PLANS:
-        raise UserError(f"unknown --tta {tta!r}: choose one of {', '.join(PLANS)}")
+    if tta not in TTAS:
+        raise UserError(f"unknown --tta {tta!r}: choose one of {', '.join(TTAS)}")
     folds = list(range(cfg.k)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < cfg.k]
     if bad or not folds or len(set(folds)) != len(folds):
         raise UserError(f"--folds {','.join(map(str, folds))}: need distinct folds within 0..{cfg.k - 1}")
     images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
     val = round(images / cfg.k)
-    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(PLANS[tta]), SESSIONS[gpu][1])
+    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), SESSIONS[gpu][1])
 
 
 def session_hours(task: str) -> float:

@@ -22,7 +22,7 @@ from .inference.writer import refine_meta, shard_path, shard_slice, write_stream
 from .progress import say
 from .runs import model_digests
 from .submission import SubmissionWriter
-from .tta import plan
+from .tta import transforms_for
 
 
 def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, folds: list[int] | None = None,
@@ -37,7 +37,7 @@ def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, fo
     each run's (config.json); "net" refines with R/refiner/all.keras. name: a blend's name (its saved threshold)."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
-    plan(tta)
+    transforms_for(tta)  # a mistyped TTA answers before the models load
     if threshold is not None:
         check_threshold(threshold)  # before the models load: a mistyped option answers at once
     if refine is not None:

@@ -26,7 +26,7 @@ from .runs import check_run_config, fold_dir, load_or_make_folds, save_oof, spli
 from .resume import mark_time_limited, read_state
 from .runtime import dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
 
-def _new_model(cfg: TrainConfig):
+def new_model(cfg: TrainConfig):
     from .models import build_model
     model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
     return compile_model(model, cfg, lr_at(cfg, 0))
@@ -123,7 +123,7 @@ def _model(cfg: TrainConfig, out: Path, state: dict, strategy, policy: str):
             say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
                 + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
         else:
-            model = _new_model(cfg)
+            model = new_model(cfg)
             if cfg.encoder and cfg.freeze_encoder:
                 state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
     return model

@@ -20,15 +20,15 @@ TRANSFORMS: dict[str, Transform] = {
     "identity": (_identity, _identity),
     "hflip": (_hflip, _hflip),
 }
-PLANS: dict[str, list[str]] = {"none": ["identity"], "hflip": ["identity", "hflip"]}
+TTAS: dict[str, list[str]] = {"none": ["identity"], "hflip": ["identity", "hflip"]}
 
 
-def plan(name: str) -> list[Transform]:
-    """The (apply, undo) pairs of a TTA plan: 'none' or 'hflip' (identity + horizontal flip)."""
+def transforms_for(name: str) -> list[Transform]:
+    """The (apply, undo) pairs of a TTA: 'none' or 'hflip' (identity + horizontal flip)."""
     from .errors import UserError
-    if name not in PLANS:
-        raise UserError(f"unknown TTA {name!r}: choose one of {', '.join(PLANS)}")
-    return [TRANSFORMS[t] for t in PLANS[name]]
+    if name not in TTAS:
+        raise UserError(f"unknown TTA {name!r}: choose one of {', '.join(TTAS)}")
+    return [TRANSFORMS[t] for t in TTAS[name]]
 
 
 def predict_tta(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, transforms: list[Transform]) -> np.ndarray:

@@ -48,7 +48,7 @@ def _sizes(data: Path) -> dict[str, int]:
     return out
 
 
-def _actions(plan: ex.Plan) -> dict[str, str]:
+def _actions(plan: ex.Extraction) -> dict[str, str]:
     return {i.source.name: i.action for i in plan.items}
 
 

@@ -274,6 +274,7 @@ def capture(monkeypatch, module, name: str) -> list[dict]:
 
 def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synth_dir):
     from competition import kernels, report, score
+    from competition.inference.ensemble import as_specs
     from competition import predict as predict_module
     from competition import train as train_module
     monkeypatch.chdir(tmp_path)
@@ -285,7 +286,7 @@ def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synt
         assert trains[0]["run_dir"] == Path("runs/mine")
         predicts_ = capture(monkeypatch, predict_module, "predict")
         assert cli.main(["--debug", "predict", "--run", spelling, "--out", "s.csv", *data]) == 0
-        assert predicts_[0]["run_dir"] == Path("runs/mine")
+        assert as_specs(predicts_[0]["args"][0])[0].path == Path("runs/mine")
         scores = capture(monkeypatch, score, "score_fold")
         assert cli.main(["--debug", "score", "--run", spelling, *data]) == 0
         assert scores[0]["args"][0] == Path("runs/mine")

@@ -26,7 +26,7 @@ from ..fileio import write_json, write_text
 from ..progress import say
 from ..quiet import stderr_captured
 # One module per section.
-from .common import FULL, QUICK, Plan, prepare
+from .common import FULL, QUICK, Budget, prepare
 from .crops import bench_crops
 from .input_pipeline import bench_pipeline
 from .jpeg_decode import bench_decode

@@ -19,7 +19,7 @@ FIXTURES_ENV = "CARVANA_FIXTURES"
 
 
 @dataclass(frozen=True)
-class Plan:
+class Budget:
     """How much of everything a run measures."""
 
     rounds: int            # timing rounds per figure (the median is reported)
@@ -38,11 +38,11 @@ class Plan:
     xla_batch: int = 0            # section 9's batch (0: the preset's)
 
 
-FULL = Plan(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
+FULL = Budget(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
             pipeline_epochs=3, writer_rows=(10_006, TEST_IMAGES),
             presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "unet-t4",
                      "demo", "real-cpu", "tiny"), model_steps=2)
-QUICK = Plan(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
+QUICK = Budget(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
              pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True,
              xla_presets=("demo",), xla_batch=2)
 
@@ -107,7 +107,7 @@ class Inputs:
     train_label: str
 
 
-def prepare(plan: Plan, work: Path) -> Inputs:
+def prepare(plan: Budget, work: Path) -> Inputs:
     from ..data.layout import open_dataset
     from ..data.synth import SynthSpec, generate
     from ..masks import read_mask

@@ -5,11 +5,11 @@ import os
 
 from ..geometry import Geometry
 
-from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 from .input_pipeline import _epoch
 
 
-def bench_crops(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+def bench_crops(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     import tensorflow as tf
 
     from ..config import preset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..geometry import Geometry
 
-from .common import (Plan, interleaved, median, figure, section, Inputs)
+from .common import (Budget, interleaved, median, figure, section, Inputs)
 
 
 def _epoch(dataset) -> None:
@@ -15,7 +15,7 @@ def _epoch(dataset) -> None:
         pass
 
 
-def bench_pipeline(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[dict]]:
+def bench_pipeline(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
     from ..config import AUGMENTS
     from ..data.pipeline import build_cache, decode_every_epoch_dataset, make_dataset
     ds = inputs.train

@@ -5,10 +5,10 @@ from typing import Callable
 
 from ..geometry import Geometry
 
-from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 
 
-def bench_decode(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+def bench_decode(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     from ..images import decode_jpeg, reduction_for
     sets = {"synthetic test": [inputs.synth.read_test_image(i) for i in inputs.synth.test_ids]}
     if inputs.fixtures is not None:

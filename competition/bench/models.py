@@ -5,7 +5,7 @@ import gc
 
 import numpy as np
 from ..costs import MIN_ESTIMATE_FLOPS, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
-from .common import Plan, QUICK, interleaved, median, figure, section
+from .common import Budget, QUICK, interleaved, median, figure, section
 
 
 def t4_estimate(flops: float, train_flops: float | None = None) -> dict:
@@ -21,7 +21,7 @@ def t4_estimate(flops: float, train_flops: float | None = None) -> dict:
     return est
 
 
-def bench_models(plan: Plan) -> tuple[dict, list[dict]]:
+def bench_models(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # a new model per preset: TensorFlow's retracing warnings are expected

@@ -10,7 +10,7 @@ import numpy as np
 from .. import NATIVE_SHAPE, rle
 from ..geometry import Geometry
 
-from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 
 
 def probability_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -35,7 +35,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def bench_postprocess(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+def bench_postprocess(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     from ..config import preset
     from ..inference.upsample import postprocess, to_native_mask
     masks = inputs.real_masks or inputs.synth_masks

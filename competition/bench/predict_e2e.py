@@ -8,10 +8,10 @@ import numpy as np
 
 from ..geometry import Geometry
 
-from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 
 
-def bench_predict(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[dict]]:
+def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
     import keras
 
     from ..config import preset

@@ -13,7 +13,7 @@ from .. import rle
 from ..geometry import Geometry
 
 from ..costs import TEST_IMAGES
-from .common import (Plan, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 from .postprocess import dice, probability_map
 
 TARGET_MS = 30.0  # per test image on one core: 100,064 images then cost under an hour of one core
@@ -27,7 +27,7 @@ def coarse_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
-def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     from ..config import preset
     from ..images import decode_jpeg
     from ..inference.upsample import (guide_reduction, postprocess, refined_native_u8, threshold_native,
@@ -101,7 +101,7 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
 
 
 def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
-                       refined: Callable[..., np.ndarray], plan: Plan) -> tuple[list[list], dict, list[dict]]:
+                       refined: Callable[..., np.ndarray], plan: Budget) -> tuple[list[list], dict, list[dict]]:
     """The refiner net's share: refine="net" (net, then the guided filter) against refine="guided", per policy."""
     from ..inference.predictor import Refiner
     from ..models.refiner import build_refiner

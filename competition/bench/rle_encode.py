@@ -7,10 +7,10 @@ import numpy as np
 
 from .. import rle
 
-from .common import (Plan, interleaved, median, figure, section, Inputs)
+from .common import (Budget, interleaved, median, figure, section, Inputs)
 
 
-def bench_rle(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
+def bench_rle(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     sets = {"real": inputs.real_masks, "synthetic": inputs.synth_masks}
     rows, data, figures = [], {}, []
     for label, masks in sets.items():

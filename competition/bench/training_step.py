@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .common import Plan, figure, interleaved, median, section
+from .common import Budget, figure, interleaved, median, section
 
 DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (train.jit_compile)"
 BF16 = "mixed bfloat16, no XLA (--mixed-precision)"
@@ -25,7 +25,7 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
 
 
-def bench_training_step(plan: Plan) -> tuple[dict, list[dict]]:
+def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
 
     from ..config import preset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import rle
 
-from .common import (Plan, figure, section, Inputs)
+from .common import (Budget, figure, section, Inputs)
 
 
 def _rss_kb(field: str) -> int | None:
@@ -53,7 +53,7 @@ def writer_memory(rows: int, strings: list[str], out: Path) -> dict:
             "file_mb": out.stat().st_size / 2**20, "seconds_traced": seconds}
 
 
-def bench_writer(inputs: Inputs, plan: Plan, work: Path) -> tuple[dict, list[dict]]:
+def bench_writer(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
     masks = inputs.real_masks or inputs.synth_masks
     strings = [rle.encode(m) for m in masks.values()]
     mean_len = statistics.mean(len(s) for s in strings)

@@ -61,7 +61,7 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Extraction:
     """What gets extracted where, and what stays read in place, within a budget and the free disk."""
 
     data: Path
@@ -162,7 +162,7 @@ def _partial(target: Path) -> Path:
     return target.with_name(target.name + ".partial")
 
 
-def plan(data: Path, to: Path, budget: int | None, free: int) -> Plan:
+def extraction(data: Path, to: Path, budget: int | None, free: int) -> Extraction:
     """Choose, in priority order, the zips to extract so the total stays within budget and free disk."""
     measured = [(s, _target(s, to), *_present(s, _target(s, to))) for s in _sources(data)]
     done = [(s, t, size) for s, t, size, have in measured if have == size and (t.is_file() or t.is_dir())]
@@ -184,7 +184,7 @@ def plan(data: Path, to: Path, budget: int | None, free: int) -> Plan:
             why = (f"needs {human(size)}, {human(max(left_budget, 0))} of the budget left" if not fits_budget
                    else f"needs {human(need)}, {human(max(left_disk, 0))} of free disk usable")
             items.append(Item(source, target, size, have, "in place", why))
-    return Plan(data, to, budget, free, tuple(items))
+    return Extraction(data, to, budget, free, tuple(items))
 
 
 def _copy(src, dst) -> None:
@@ -274,13 +274,13 @@ def _in_kaggle_input(data: Path) -> bool:
     return data.resolve() == inputs or inputs in data.resolve().parents
 
 
-def extract(data: Path | None, budget: str | None, to: Path | None, dry_run: bool = False) -> Plan:
+def extract(data: Path | None, budget: str | None, to: Path | None, dry_run: bool = False) -> Extraction:
     """Plan, print and (unless dry_run) carry out the extraction of a data root's zips."""
     root = _root(data)
     kaggle = _in_kaggle_input(root)
     to = to or (kaggle_working() if kaggle else root)
     limit = parse_size(budget) if budget else (KAGGLE_BUDGET if kaggle else None)
-    p = plan(root, to, limit, _free(to))
+    p = extraction(root, to, limit, _free(to))
     say(p.table())
     if not p.items:
         say(f"{root}: no zips to extract (train_hq.zip, train_masks.zip, test_hq.zip, *.csv.zip)")

@@ -18,7 +18,7 @@ from ..geometry import Geometry
 from ..images import decode_jpeg, reduction_for
 from ..models.refiner import refiner_inputs
 from ..runs import REFINER_RECORD, file_sha256, refiner_path, refiner_sources, trained_folds
-from ..tta import plan, predict_tta
+from ..tta import predict_tta, transforms_for
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
 
@@ -95,7 +95,7 @@ class Predictor:
     refiner: Callable | None = None  # refine="net": the second-stage net (Refiner)
 
     def __post_init__(self) -> None:
-        self.transforms = plan(self.tta)
+        self.transforms = transforms_for(self.tta)
         check_refine(self.refine)
         if (self.refine == "net") != (self.refiner is not None):
             raise ValueError(f"refine={self.refine!r} with{'out' if self.refiner is None else ''} a refiner net")

@@ -1,14 +1,14 @@
 """Cross-validation by car of toolkit presets on a machine without TensorFlow (a lent GPU with Keras on JAX).
 
 A measurement script, not part of the package. What is the toolkit's: the folds (`load_or_make_folds`), the
-image cache (`build_cache`), the model, loss, metrics and optimiser (`train._new_model`), the learning-rate
+image cache (`build_cache`), the model, loss, metrics and optimiser (`train.new_model`), the learning-rate
 schedule (`train.lr_at`), early stopping and checkpointing on the preset's monitor, and the Kaggle-exact scorer
 (`score.score_fold`, `score.cross_validate`: per image, native 1918x1280, hflip TTA). What is not: the input
 loop. tf.data needs TensorFlow, so a numpy loader makes the same batches: pass n shuffled by (seed, n), and
 flip / rotation / contrast with `pipeline.crop_augmentation`'s distributions (rotation by OpenCV: bilinear photo,
 nearest mask, reflected border). Results are written as the CLI writes them (runs/<name>/cv.md, scores.csv).
 
-    KERAS_BACKEND=jax python bench/gpu_cv.py --data DIR --runs runs --preset real-cpu --folds 0,1,2,3,4
+    KERAS_BACKEND=jax python scripts/gpu_cv.py --data DIR --runs runs --preset real-cpu --folds 0,1,2,3,4
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def train_fold(cfg, data: str, run_dir: Path, fold: int, cache_root: Path) -> di
     from competition.data.pipeline import build_cache
     from competition.fileio import write_json
     from competition.geometry import Geometry
-    from competition.train import _new_model, fold_dir, load_or_make_folds, lr_at, select_ids
+    from competition.runs import fold_dir, load_or_make_folds, select_ids
+    from competition.train import lr_at, new_model
 
     ds = open_dataset(data)
     folds = load_or_make_folds(run_dir, ds, cfg)
@@ -92,7 +93,7 @@ def train_fold(cfg, data: str, run_dir: Path, fold: int, cache_root: Path) -> di
             self.order = np.random.default_rng([cfg.seed, self.epoch]).permutation(index)
 
     keras.utils.set_random_seed(cfg.seed)
-    model = _new_model(cfg)
+    model = new_model(cfg)
     mode = "min" if cfg.monitor.endswith("loss") else "max"
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.patience),
@@ -113,7 +114,7 @@ def train_fold(cfg, data: str, run_dir: Path, fold: int, cache_root: Path) -> di
                "best_epoch": int(np.argmax(dice)) + 1 if dice else None, "val_dice_by_epoch": dice,
                "lr_by_epoch": [float(v) for v in hist.history.get("learning_rate", [])],
                "seconds": round(time.time() - started, 1), "val_images": len(val_ids), "train_images": len(train_ids),
-               "trainer": f"bench/gpu_cv.py, keras {keras.__version__} on {keras.backend.backend()}"}
+               "trainer": f"scripts/gpu_cv.py, keras {keras.__version__} on {keras.backend.backend()}"}
     write_json(out / "train.json", summary)
     return summary
 
@@ -134,7 +135,7 @@ def main() -> int:
     from competition.data.layout import open_dataset
     from competition.data.pipeline import build_cache
     from competition.geometry import Geometry
-    from competition.train import load_or_make_folds, select_ids
+    from competition.runs import load_or_make_folds, select_ids
     cfg = preset(a.preset, **json.loads(a.set))
     run_dir = Path(a.runs) / (a.name or a.preset)
     if a.fold_worker is not None:

@@ -488,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{RUN_HELP} (default: the preset's name); names the kernel; train output goes there; "
                         f"predict: give it again to blend runs, --run A --run B[@FOLDS][:WEIGHT]")
     s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
-    s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
+    s.add_argument("--accelerator", default="t4x2",
+                   help="t4x2 (2x T4, default) | p100 (one P100, Kaggle's default GPU; no tensor cores) | l4 | none")
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")
     s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
     s.add_argument("--epochs", type=int, default=None, help="train: override the preset's epochs (e.g. 1 to try it)")

@@ -21,13 +21,14 @@ TASKS = ("train", "predict")
 CODE_FILE = "run.py"
 TITLE_MAX = 50  # Kaggle refuses longer kernel titles
 # --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
-ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaT4", "l4": "NvidiaL4",
+ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "l4": "NvidiaL4",
                                        "none": None}
-RETIRED = {"p100": "the P100 is retired on Kaggle (sessions asking for NvidiaTeslaP100 run on the default GPU, "
-                   "NvidiaTeslaT4, instead): this kernel asks for 2x T4",
-           "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
-                 "competitions only, and may then run the kernel on another machine without saying so; the "
-                 "kernel's first lines print the GPUs it got (t4x2 is always open)"}
+NOTES = {"p100": "the P100 (NvidiaTeslaP100, the GPU Kaggle gives a kernel that names none) is one GPU without "
+                 "tensor cores: float16 runs no faster on it than float32 and it has no bfloat16; the toolkit asks "
+                 "for 2x T4 by default (t4x2), whose tensor cores run float16",
+         "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
+               "competitions only, and may then run the kernel on another machine without saying so; the "
+               "kernel's first lines print the GPUs it got (t4x2 is always open)"}
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,13 @@ def machine_shape(accelerator: str) -> str | None:
     key = accelerator.strip().lower()
     if key not in ACCELERATORS:
         raise UserError(f"unknown accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)} "
-                        f"(t4x2: 2x NVIDIA T4, Kaggle's default GPU; p100: retired, runs on T4; none: CPU only)")
+                        f"(t4x2: 2x NVIDIA T4, the toolkit's default; p100: one P100, Kaggle's default GPU; l4; none: CPU only)")
     return ACCELERATORS[key]
 
 
 def warn_accelerator(accelerator: str) -> None:
-    """A warning on stderr when the accelerator asked for is retired."""
-    note = RETIRED.get(accelerator.strip().lower())
+    """A warning on stderr about the P100 (slower for this toolkit) or the L4 (maybe not open)."""
+    note = NOTES.get(accelerator.strip().lower())
     if note:
         print(f"warning: {note}", file=sys.stderr, flush=True)
 

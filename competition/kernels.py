@@ -48,7 +48,7 @@ def metadata(spec: KernelSpec, user: str) -> dict:
     if shape is None:
         meta.pop("machine_shape", None)
     else:
-        meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: P100)
+        meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: Kaggle's P100)
     # its own slug last: a re-pushed version mounts the earlier version's output and resumes from it
     meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + [kernel_ref(spec, user)]
     meta["enable_internet"] = needs_internet(spec)  # on only to fetch ImageNet weights

@@ -21,7 +21,7 @@ from .mirror import copy_file
 
 METADATA_FILE = "kernel-metadata.json"
 # --accelerator choice -> (GPUs, name part) the kernel should see; fewer or others is warned about in its first lines
-EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (2, "T4"), "l4": (1, "L4"), "none": (0, "")}
+EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (1, "P100"), "l4": (1, "L4"), "none": (0, "")}
 # Kaggle ends a GPU batch session after 12 hours (its docs' "Notebooks -> Technical specifications"; the kernel
 # editor's session panel shows it), without running `finally`; `kernel push --session-hours H` overrides it
 SESSION_HOURS = 12.0

@@ -141,11 +141,13 @@ def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
 
-def test_p100_warns_that_it_is_retired_and_asks_for_t4(server, tmp_path, capsys):
+def test_p100_asks_for_the_p100_and_warns_that_it_is_slower_here(server, tmp_path, capsys):
     kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="p100"), out_root=tmp_path / "build")
-    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaT4"
+    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaP100"
     err = capsys.readouterr().err
-    assert "warning:" in err and "retired" in err and "T4" in err
+    assert "warning:" in err and "without tensor cores" in err
+    assert "2x T4" in err and "float16" in err
+    assert on_kaggle.gpu_mismatch("p100", ["Tesla P100-PCIE-16GB"]) is None
 
 
 def test_accelerator_none_is_a_cpu_kernel(server, tmp_path):

@@ -37,13 +37,18 @@ TASK     ?= train
 USER_ARG ?=
 ACCEL    ?= t4x2
 SHARD    ?=
+# kernels: sessions at a time (kernel-push-all), the session length in hours (default 12), FRESH=1 starts over
+MAX_RUNNING   ?= 2
+SESSION_HOURS ?=
+FRESH         ?=
+KERNEL_OPTS = $(if $(SESSION_HOURS),--session-hours $(SESSION_HOURS) )$(if $(FRESH),--fresh )
 CLI      := $(PY) -m competition
 # pytest processes (pytest-xdist): CI has 2 cores and the suite is single-threaded TensorFlow; 1 = serial.
 # A file's tests stay in one process (--dist loadfile), so a module's shared trained run is made once.
 TEST_JOBS ?= 2
 
 .PHONY: demo test synth folds info train train-all predict validate submit score cv refiner data extract \
-        kernel-build kernel-push kernel-status kernel-output bench venv clean
+        kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -132,7 +137,13 @@ kernel-build: venv
 	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(KERNEL_OPTS)$(USER_ARG)
+
+kernel-push-all: venv
+	$(CLI) kernel push --task train --folds all --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(KERNEL_OPTS)$(USER_ARG)
+
+kernel-queue: venv
+	$(CLI) kernel queue --run $(RUN)
 
 kernel-status: venv
 	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)

@@ -190,7 +190,7 @@ def cmd_refiner(a: argparse.Namespace) -> None:
 
 # --- kernels and benchmarks -----------------------------------------------------------------------
 def cmd_kernel(a: argparse.Namespace) -> None:
-    from . import kernels
+    from . import kernel_queue, kernels
     from .config import run_path
     runs = a.run or []
     run_dir = run_path(runs[0]) if len(runs) == 1 else None  # the kernel is named after the folder's name
@@ -198,17 +198,27 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     if len(runs) > 1:  # a predict kernel blending runs: named after the blend
         from .inference.ensemble import default_name, parse_member
         name = default_name([parse_member(r) for r in runs])
-    spec = kernels.KernelSpec(task=a.task, fold=a.fold, folds=_folds_arg(a.folds), preset=a.preset,
-                              name=name, user=a.user, accelerator=a.accelerator,
+    every_fold = a.folds == "all"
+    if a.action == "queue" or (a.action == "status" and a.fold is None and a.task == "train" and name):
+        if not name:
+            raise UserError("kernel queue: name the run, --run NAME")
+        return kernel_queue.run_queue(name, Path(a.out)) if a.action == "queue" else kernel_queue.status_table(name)
+    spec = kernels.KernelSpec(task=a.task, fold=a.fold or 0, folds=None if every_fold else _folds_arg(a.folds),
+                              preset=a.preset, name=name, user=a.user, accelerator=a.accelerator,
                               shard=_shard_arg(a.shard), blend=runs if len(runs) > 1 else None,
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
-                              weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine)
+                              weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine,
+                              fresh=a.fresh, session_hours=a.session_hours)
     if a.task == "notebook":
         from .notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out))
+    if every_fold and a.action != "push":
+        raise UserError(f"--folds all: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")
     if a.action == "build":
         kernels.build(spec, out_root=Path(a.out))
+    elif a.action == "push" and every_fold:
+        kernel_queue.push_all(spec, max_running=a.max_running, out_root=Path(a.out))
     elif a.action == "push":
         kernels.push(spec, out_root=Path(a.out))
     elif a.action == "status":
@@ -443,16 +453,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "is enough (for short runs, whose training dice is near their validation dice)")
 
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs")
-    s.add_argument("action", choices=["build", "push", "status", "output"])
+    s.add_argument("action", choices=["build", "push", "status", "output", "queue"],
+                   help="queue: push the queued folds (push --folds all) as earlier ones end; status --run R "
+                        "without --fold: every fold's kernel in one table")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"])
-    s.add_argument("--fold", type=int, default=0, help="train: the fold to train")
-    s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4")
+    s.add_argument("--fold", type=int, default=None, help="train: the fold to train (default 0)")
+    s.add_argument("--folds", default=None, help="predict: the folds to ensemble, e.g. 0,1,2,3,4; train push: "
+                                                 "all, every fold, --max-running at a time (then `kernel queue`)")
+    s.add_argument("--max-running", type=int, default=2,
+                   help="push --folds all: Kaggle sessions at a time (Kaggle runs about 2 GPU sessions at once)")
+    s.add_argument("--fresh", action="store_true",
+                   help="push: start over, ignoring this kernel's earlier output (its progress is lost)")
+    s.add_argument("--session-hours", type=float, default=None,
+                   help="the kernel's session length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)")
     s.add_argument("--preset", default="unet")
     s.add_argument("--run", "--name", dest="run", default=None, action="append",
                    help=f"{RUN_HELP} (default: the preset's name); names the kernel; train output goes there; "
                         f"predict: give it again to blend runs, --run A --run B[@FOLDS][:WEIGHT]")
     s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
-    s.add_argument("--accelerator", default="t4x2", help="t4x2 | p100 (retired: runs on T4) | l4 | none")
+    s.add_argument("--accelerator", default="t4x2",
+                   help="t4x2 (2x T4, default) | p100 (one P100, Kaggle's default GPU; no tensor cores) | l4 | none")
     s.add_argument("--shard", default=None, help="predict: i/N slice of the test set")
     s.add_argument("--train-kernels", default=None, help="predict: comma list of user/slug train kernels")
     s.add_argument("--epochs", type=int, default=None, help="train: override the preset's epochs (e.g. 1 to try it)")

@@ -36,4 +36,5 @@ CARDS: dict[str, Gpu] = {
     "H100": Gpu("H100", 989.0, 67.0, 80, "NVIDIA H100 SXM datasheet (dense)"),
     "H100-PCIe": Gpu("H100-PCIe", 756.0, 51.0, 80, "NVIDIA H100 PCIe datasheet (dense)"),
     "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
+    "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
 }

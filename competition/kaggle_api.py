@@ -20,7 +20,7 @@ from .errors import UserError
 T = TypeVar("T")
 
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
-TOKEN_URL = "https://www.kaggle.com/settings (API -> Create New Token)"
+TOKEN_URL = "https://www.kaggle.com/settings/api (Generate New Token)"
 RETRIES = 3            # extra attempts after the first one, for 429/5xx/connection errors
 BACKOFF_S = 2.0        # first wait; doubles each time
 MAX_WAIT_S = 60.0
@@ -38,9 +38,10 @@ def config_dir() -> Path:
 
 
 def credentials_help() -> str:
-    """One line: where credentials go."""
-    return (f"put kaggle.json (from {TOKEN_URL}) in {config_dir()} (or the folder named by KAGGLE_CONFIG_DIR), "
-            f"or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN")
+    """One line: where credentials go (today's API token first; the legacy kaggle.json key still works)."""
+    return (f"run `kaggle auth login`, or set KAGGLE_API_TOKEN to an API token from {TOKEN_URL} (or save it "
+            f"as ~/.kaggle/access_token); the legacy key works too: kaggle.json in {config_dir()} (or the folder "
+            f"named by KAGGLE_CONFIG_DIR), or KAGGLE_USERNAME and KAGGLE_KEY")
 
 
 def _api_class() -> type:

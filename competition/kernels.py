@@ -1,9 +1,12 @@
-"""Kaggle kernels: self-contained push folders that train a fold or predict the test set on Kaggle's GPUs.
+"""Kaggle kernels, the host side: self-contained push folders that train a fold or predict the test set on
+Kaggle's GPUs, pushed, followed and fetched.
 
-The host side (`build`, `push`, `status`, `output`), run by `python -m competition kernel`: it fills the
-templates in `kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry script that
-carries this package as an embedded zip) and talks to Kaggle through `kaggle_api`. The kernel side, which
-those entry scripts call on Kaggle, is `competition.on_kaggle`.
+`build`, `push`, `status`, `output`, run by `python -m competition kernel`: they fill the templates in
+`kernels/<task>/` into `kernels/build/<slug>/` (kernel-metadata.json + one entry script that carries this package
+as an embedded zip), talk to Kaggle through `kaggle_api` and record every push in runs/<run>/kernels.json
+(`kernel_records`). What a kernel is (spec, title, checks) is `competition.kernel_spec`; pushing every fold two
+at a time is `competition.kernel_queue`. The kernel side, which the entry scripts call on Kaggle, is
+`competition.on_kaggle`.
 """
 from __future__ import annotations
 
@@ -14,231 +17,21 @@ import re
 import shutil
 import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import COMPETITION, __version__
-from .data.folds import check_fold
+from . import COMPETITION, __version__, kernel_records
 from .errors import UserError
 from .fileio import read_json, write_json, write_text
-from .on_kaggle import METADATA_FILE, STATE_FILE
+from .kernel_spec import (ACCELERATORS, CODE_FILE, PACKAGE_DIR, TASKS, TEMPLATES, KernelSpec, blend_members,
+                          blend_threshold, check_spec, kernel_ref, kernel_slug, machine_shape, needs_internet,
+                          predict_folds, resolve_user, slugify, title, train_refs, warn_accelerator)
+from .on_kaggle import METADATA_FILE, SESSION_HOURS, STATE_FILE, describe_state
 from .progress import say
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATES = PACKAGE_DIR.parent / "kernels"
-TASKS = ("train", "predict")
-CODE_FILE = "run.py"
-# --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
-ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaT4", "l4": "NvidiaL4",
-                                       "none": None}
-RETIRED = {"p100": "the P100 is retired on Kaggle (sessions asking for NvidiaTeslaP100 run on the default GPU, "
-                   "NvidiaTeslaT4, instead): this kernel asks for 2x T4",
-           "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
-                 "competitions only, and may then run the kernel on another machine without saying so; the "
-                 "kernel's first lines print the GPUs it got (t4x2 is always open)"}
+__all__ = ["ACCELERATORS", "METADATA_FILE", "TASKS", "KernelSpec", "build", "kernel_slug", "output", "push",
+           "slugify", "status", "title", "train_refs"]
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same package gives the same bytes
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """One kernel: train fold `fold` of run `name`, or predict the test set (or a shard) from its folds."""
-
-    task: str = "train"
-    fold: int = 0
-    folds: list[int] | None = None        # predict: folds to ensemble (default: every fold of the preset)
-    preset: str = "unet"
-    name: str | None = None               # run name (default: the preset)
-    user: str | None = None               # Kaggle user (default: from the kaggle config)
-    accelerator: str = "t4x2"
-    shard: tuple[int, int] | None = None  # predict: the i-th of N slices of the test set
-    train_kernels: str | None = None      # predict: comma list of user/slug train kernels (default: derived)
-    epochs: int | None = None             # train: override the preset's epochs (e.g. 1 for a smoke run)
-    score: bool = True                    # train: score the fold after training, when the toolkit can
-    tta: str = "hflip"                    # predict: test-time augmentation
-    encoder: str | None = None            # train: a pretrained backbone (--encoder)
-    encoder_weights: str | None = None    # train: imagenet (internet on) | none; default imagenet with an encoder
-    freeze_encoder: int | None = None     # train: decoder-only epochs first (--freeze-encoder)
-    weights_dataset: str | None = None    # train: user/slug of a dataset holding the encoder's weights file
-    filters: int | None = None            # train: override the preset's filters (16 suits the encoders' decoder)
-    blend: list[str] | None = None        # predict: the runs to blend, each NAME[@FOLDS][:WEIGHT] (name: the blend's)
-    refine: str | None = None             # predict: none | guided | net (default: the run's config); net trains
-                                          # the refiner on the gathered folds' held-out predictions first
-
-    @property
-    def run_name(self) -> str:
-        return self.name or self.preset
-
-    @property
-    def trial(self) -> bool:
-        """A train kernel with --epochs: a smoke run, under its own slug so it never replaces the real fold's."""
-        return self.task == "train" and self.epochs is not None
-
-
-# --- names ----------------------------------------------------------------------------------------
-def slugify(text: str) -> str:
-    """The slug Kaggle derives from a title: lower case, every run of other characters one '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def train_title(name: str, fold: int) -> str:
-    return f"carvana {name} fold {fold}"
-
-
-def title(spec: KernelSpec) -> str:
-    """The kernel's title; its slug is the kernel's id."""
-    if spec.task == "train":
-        return train_title(spec.run_name, spec.fold) + (f" trial {spec.epochs} epochs" if spec.trial else "")
-    shard = f" shard {spec.shard[0]} of {spec.shard[1]}" if spec.shard else ""
-    return f"carvana {spec.run_name} predict{shard}"
-
-
-def kernel_slug(spec: KernelSpec) -> str:
-    return slugify(title(spec))
-
-
-def kernel_ref(spec: KernelSpec, user: str) -> str:
-    """user/slug, as Kaggle names the kernel."""
-    return f"{user}/{kernel_slug(spec)}"
-
-
-def preset_folds(preset_name: str) -> int:
-    """Number of folds (k) of a preset; an unknown preset is a UserError listing the known ones."""
-    from .config import preset
-    return preset(preset_name).k
-
-
-def predict_folds(spec: KernelSpec) -> list[int] | None:
-    """Folds a predict kernel ensembles: --folds, else every fold of the preset (None: all it finds)."""
-    if spec.folds is not None:
-        return list(spec.folds)
-    return None if spec.train_kernels else list(range(preset_folds(spec.preset)))
-
-
-def blend_members(spec: KernelSpec, user: str) -> list[dict]:
-    """A blending predict kernel's runs: name, folds (@FOLDS, else --folds, else the preset's), weight, kernels."""
-    from .inference.ensemble import parse_member
-    members = []
-    for text in spec.blend or []:
-        m = parse_member(text)
-        name = Path(m.run).name
-        folds = list(m.folds or spec.folds or range(preset_folds(spec.preset)))
-        members.append({"name": name, "folds": folds, "weight": m.weight,
-                        "train_kernels": [f"{user}/{slugify(train_title(name, k))}" for k in folds]})
-    return members
-
-
-def blend_threshold(spec: KernelSpec) -> float | None:
-    """The threshold `score --tune-threshold` saved here for this blend (runs/blends/<name>/blend.json), if any."""
-    from .inference.ensemble import blend_dir, member_identity, parse_member, saved_threshold
-    specs = [parse_member(text) for text in spec.blend or []]
-    return saved_threshold(blend_dir(specs, spec.name), member_identity(specs)) if specs else None
-
-
-def train_refs(spec: KernelSpec, user: str) -> list[str]:
-    """The train kernels whose outputs a predict kernel reads (its kernel_sources)."""
-    if spec.blend:
-        return [ref for m in blend_members(spec, user) for ref in m["train_kernels"]]
-    if spec.train_kernels:
-        refs = [r.strip() for r in spec.train_kernels.split(",") if r.strip()]
-        for r in refs:
-            if r.count("/") > 1 or not all(r.split("/")):
-                raise UserError(f"--train-kernels {r!r}: expected user/slug (or a slug of your own), "
-                                f"e.g. {user}/{slugify(train_title(spec.run_name, 0))}")
-        return [r if "/" in r else f"{user}/{r}" for r in refs]
-    return [f"{user}/{slugify(train_title(spec.run_name, k))}" for k in predict_folds(spec) or []]
-
-
-def machine_shape(accelerator: str) -> str | None:
-    """Kaggle's machine shape for an --accelerator choice; an unknown one is a one-line UserError."""
-    key = accelerator.strip().lower()
-    if key not in ACCELERATORS:
-        raise UserError(f"unknown accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)} "
-                        f"(t4x2: 2x NVIDIA T4, Kaggle's default GPU; p100: retired, runs on T4; none: CPU only)")
-    return ACCELERATORS[key]
-
-
-def warn_accelerator(accelerator: str) -> None:
-    """A warning on stderr when the accelerator asked for is retired."""
-    note = RETIRED.get(accelerator.strip().lower())
-    if note:
-        print(f"warning: {note}", file=sys.stderr, flush=True)
-
-
-def check_spec(spec: KernelSpec) -> None:
-    """One-line UserErrors for a kernel that cannot work, before anything is written or sent."""
-    if spec.task not in TASKS:
-        raise UserError(f"unknown kernel task {spec.task!r}: choose one of {', '.join(TASKS)}")
-    machine_shape(spec.accelerator)
-    k = preset_folds(spec.preset)
-    if not slugify(spec.run_name):
-        raise UserError(f"--run {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
-    if spec.task == "train":
-        check_fold(spec.fold, k, f"preset {spec.preset}")
-    if spec.blend and (spec.task != "predict" or spec.train_kernels):
-        raise UserError("several --run: only a predict kernel blends runs, and it finds each run's train kernels "
-                        "itself (carvana-<run>-fold-<k>; give a run's folds as --run NAME@0,1,2), without "
-                        "--train-kernels" if spec.task == "predict" else
-                        "several --run: a train kernel trains one run; blend runs in a predict kernel")
-    for f in spec.folds or []:
-        check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
-    if spec.epochs is not None and spec.epochs < 1:
-        raise UserError(f"--epochs {spec.epochs}: must be at least 1")
-    if spec.filters is not None and (spec.filters < 1 or spec.task != "train"):
-        raise UserError(f"--filters {spec.filters}: a positive number, for train kernels")
-    check_encoder_options(spec)
-    if spec.refine is not None:
-        from .config import check_refine
-        check_refine(spec.refine)
-        if spec.task != "predict":
-            raise UserError(f"--refine {spec.refine}: for predict kernels (a train kernel scores its fold as its "
-                            f"config says)")
-        if spec.blend and spec.refine == "net":
-            raise UserError("--refine net: a blend kernel cannot use the refiner net yet (it would have to train "
-                            "every run's refiner); blend with --refine guided or none, or blend the refined runs "
-                            "locally (`predict --run A --run B --refine net`)")
-
-
-def check_encoder_options(spec: KernelSpec) -> None:
-    """One-line UserErrors for encoder options a kernel cannot honour."""
-    if not spec.encoder:
-        if spec.encoder_weights or spec.freeze_encoder or spec.weights_dataset:
-            raise UserError("--encoder-weights, --freeze-encoder and --weights-dataset need --encoder NAME")
-        return
-    from .config import preset
-    if spec.task != "train":
-        raise UserError("--encoder is for train kernels: a predict kernel reads the encoder from the trained model")
-    if spec.encoder_weights not in (None, "imagenet", "none"):
-        raise UserError(f"--encoder-weights {spec.encoder_weights!r}: a kernel cannot read a file of this machine; "
-                        f"upload it as a Kaggle dataset and pass --weights-dataset user/slug")
-    if spec.weights_dataset is not None:
-        if spec.encoder_weights == "none":
-            raise UserError("--weights-dataset with --encoder-weights none: choose one")
-        parts = spec.weights_dataset.split("/")
-        if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p) for p in parts):
-            raise UserError(f"--weights-dataset {spec.weights_dataset!r}: expected user/slug of a Kaggle dataset")
-    # the run's config, as the kernel will make it: an unknown encoder or a size it cannot take fails here
-    preset(spec.preset, encoder=spec.encoder, encoder_weights=spec.encoder_weights,
-           freeze_encoder=spec.freeze_encoder, filters=spec.filters)
-
-
-def needs_internet(spec: KernelSpec) -> bool:
-    """A train kernel downloads ImageNet weights (asked for, or the default with an encoder) and no dataset has them."""
-    return (spec.task == "train" and bool(spec.encoder) and spec.weights_dataset is None
-            and (spec.encoder_weights or "imagenet") == "imagenet")
-
-
-def resolve_user(user: str | None) -> str:
-    """--user, else the user name of the kaggle config; neither is a one-line UserError."""
-    if user is None:
-        from .kaggle_api import credentials_help, username
-        user = username()
-        if not user:
-            raise UserError(f"no Kaggle user name for the kernel's id: pass --user NAME (make: USER_ARG='--user NAME') "
-                            f"or set up the kaggle credentials: {credentials_help()}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", user):
-        raise UserError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-' and '_')")
-    return user
 
 
 # --- building the push folder ---------------------------------------------------------------------
@@ -255,7 +48,7 @@ def metadata(spec: KernelSpec, user: str) -> dict:
     if shape is None:
         meta.pop("machine_shape", None)
     else:
-        meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: P100)
+        meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: Kaggle's P100)
     # its own slug last: a re-pushed version mounts the earlier version's output and resumes from it
     meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + [kernel_ref(spec, user)]
     meta["enable_internet"] = needs_internet(spec)  # on only to fetch ImageNet weights
@@ -264,10 +57,11 @@ def metadata(spec: KernelSpec, user: str) -> dict:
     return meta
 
 
-def kernel_settings(spec: KernelSpec, user: str) -> dict:
-    """The SETTINGS dict the entry script runs with."""
+def kernel_settings(spec: KernelSpec, user: str, resume: dict | None = None) -> dict:
+    """The SETTINGS dict the entry script runs with (resume: push, expect, fresh and fix, from `push`)."""
     common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
-              "kernel": kernel_ref(spec, user), "accelerator": spec.accelerator.strip().lower()}
+              "kernel": kernel_ref(spec, user), "accelerator": spec.accelerator.strip().lower(),
+              "session_hours": session_hours(spec), **(resume or {"fresh": spec.fresh})}
     if spec.task == "train":
         options = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,
                    "freeze_encoder": spec.freeze_encoder, "weights_dataset": spec.weights_dataset,
@@ -304,21 +98,36 @@ def _fill_line(text: str, name: str, value: str) -> str:
     return pattern.sub(lambda _: f"{name} = {value}", text)
 
 
-def entry_script(spec: KernelSpec, user: str, package: bytes | None = None) -> str:
+def entry_script(spec: KernelSpec, user: str, package: bytes | None = None, resume: dict | None = None) -> str:
     """kernels/<task>/run.py with SETTINGS and the embedded package filled in."""
     text = (TEMPLATES / spec.task / CODE_FILE).read_text()
-    settings = repr(kernel_settings(spec, user))  # a Python literal: str, int, None, lists
+    settings = repr(kernel_settings(spec, user, resume))  # a Python literal: str, int, None, lists
     encoded = base64.b64encode(package if package is not None else package_zip()).decode("ascii")
     wrapped = "\n".join(encoded[i:i + 100] for i in range(0, len(encoded), 100))
     text = _fill_line(text, "SETTINGS", settings)
     return _fill_line(text, "PACKAGE_ZIP", f'"""\n{wrapped}\n"""')
 
 
-def _write_folder(spec: KernelSpec, user: str, out_root: Path) -> Path:
+def _write_folder(spec: KernelSpec, user: str, out_root: Path, resume: dict | None = None) -> Path:
     folder = out_root / kernel_slug(spec)
-    write_json(folder / METADATA_FILE, metadata(spec, user))
-    write_text(folder / CODE_FILE, entry_script(spec, user))
+    meta, script = metadata(spec, user), entry_script(spec, user, resume=resume)  # both made before either is written
+    write_json(folder / METADATA_FILE, meta)
+    write_text(folder / CODE_FILE, script)
     return folder
+
+
+def session_hours(spec: KernelSpec) -> float:
+    """--session-hours, else KAGGLE_SESSION_HOURS, else Kaggle's 12 hours; a bad value is a one-line UserError."""
+    if spec.session_hours is not None:
+        return float(spec.session_hours)
+    text = os.environ.get("KAGGLE_SESSION_HOURS", "").strip()
+    try:
+        hours = float(text) if text else SESSION_HOURS
+    except ValueError:
+        raise UserError(f"KAGGLE_SESSION_HOURS={text!r}: expected hours, e.g. 12 or 9") from None
+    if not 0.5 <= hours <= 24:
+        raise UserError(f"KAGGLE_SESSION_HOURS={text}: between 0.5 and 24 (Kaggle's GPU sessions: 12)")
+    return hours
 
 
 def build(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> Path:
@@ -345,35 +154,70 @@ def _kaggle(fn: Callable[..., Any], *args: Any, what: str, retry: bool = True, *
         raise UserError(f"Kaggle said no while {what}: {' '.join(str(e).split())}") from e
 
 
-def push(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> str:
-    """Build, then `kernels_push` with the accelerator: the kernel starts running on Kaggle; returns its URL."""
+def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = Path("runs")) -> str:
+    """Build, then `kernels_push` with the accelerator: the kernel starts running on Kaggle; returns its URL.
+
+    The push is recorded in runs/<run>/kernels.json, and the new version is told which earlier output it must
+    find mounted (the latest kernel-state.json known), so that it stops at once instead of starting over."""
     from .kaggle_api import get_api
     check_spec(spec)
     user = resolve_user(spec.user)
     warn_accelerator(spec.accelerator)
-    folder = _write_folder(spec, user, out_root)
-    ref = kernel_ref(spec, user)
+    ref, slug = kernel_ref(spec, user), kernel_slug(spec)
     api = get_api()
+    records = kernel_records.load(spec.run_name, runs)
+    number = kernel_records.next_push(records, slug)
+    if number > 1:
+        _refuse_while_running(api, ref, spec)
+    if not spec.fresh:
+        kernel_records.note_state(records, slug, _kernel_state(api, ref, missing_ok=True))
+    expect = None if spec.fresh else kernel_records.expected_state(records, slug)
+    resume = {"push": number, "expect": expect, "fresh": spec.fresh, "fix": fix_line(spec)}
+    folder = _write_folder(spec, user, out_root, resume)
     # not retried: a push that failed after reaching Kaggle may already have started a run
     response = _kaggle(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
                        what=f"pushing {folder} as {ref}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the push of {ref}: {' '.join(response.error.split())}")
+    _warn_sources(response, ref)
+    kernel_records.note_push(records, slug, ref=ref, task=spec.task, fold=spec.fold if spec.task == "train" else None,
+                             push=number, version=response.version_number, fresh=spec.fresh, expect=expect)
+    kernel_records.save(spec.run_name, records, runs)
+    url = response.url or f"https://www.kaggle.com/code/{ref}"
+    version = f" version {response.version_number}" if response.version_number else ""
+    resumes = ("starting over (--fresh)" if spec.fresh else f"must resume from {describe_state(expect)}" if expect
+               else "no earlier output known: starts from the beginning")
+    say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}): {url}; follow it with "
+        f"`python -m competition kernel status {_options(spec)}`")
+    return url
+
+
+def _warn_sources(response: Any, ref: str) -> None:
+    """A warning for each source Kaggle did not attach (its own slug is no source yet at the first push)."""
     for kind, bad, fix in (
             ("competition", response.invalid_competition_sources,
              f"accept the rules at https://www.kaggle.com/competitions/{COMPETITION}/rules"),
-            # its own slug is no source yet at the first push: nothing to resume from, as intended
             ("kernel", [b for b in response.invalid_kernel_sources or [] if b.strip("/") != ref],
              "push the train kernels first and let them finish"),
             ("dataset", response.invalid_dataset_sources, "check the dataset slugs")):
         if bad:
             print(f"warning: Kaggle did not attach the {kind} source(s) {', '.join(bad)} to {ref}: {fix}; "
                   f"then push again", file=sys.stderr, flush=True)
-    url = response.url or f"https://www.kaggle.com/code/{ref}"
-    version = f" version {response.version_number}" if response.version_number else ""
-    say(f"pushed {ref}{version} ({spec.accelerator}): {url}; follow it with "
-        f"`python -m competition kernel status {_options(spec)}`")
-    return url
+
+
+def _refuse_while_running(api: Any, ref: str, spec: KernelSpec) -> None:
+    """A version still QUEUED or RUNNING has not left its output: a new one now could not resume from it."""
+    state, _ = _status(api, ref)
+    if state in ("QUEUED", "RUNNING"):
+        raise UserError(f"{ref} is {state}: a new version now could not resume from its output; wait until it "
+                        f"ends (`python -m competition kernel status {_options(spec)}`), then push again")
+
+
+def fix_line(spec: KernelSpec) -> str:
+    """What a kernel that found the wrong output mounted tells its user to do."""
+    again = resume_command(spec)
+    return (f"Kaggle may still be saving that output: push again in a few minutes with `{again}`, "
+            f"or start over (the earlier progress lost) with `{again} --fresh`")
 
 
 def _options(spec: KernelSpec) -> str:
@@ -416,41 +260,59 @@ def _error_line(ref: str, message: str) -> str:
 def resume_command(spec: KernelSpec) -> str:
     """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
     opts = _options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+    opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
     return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
                                                           if spec.accelerator != "t4x2" else "")
 
 
-def _kernel_state(api: Any, ref: str) -> dict | None:
-    """The kernel's own record of how far it got (STATE_FILE in its output), or None when it has none."""
+def _kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
+    """The kernel's own record of how far it got (STATE_FILE in its output), or None when it has none
+    (missing_ok: nor when Kaggle knows no such kernel yet)."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        _kaggle(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
-                what=f"reading {STATE_FILE} of {ref}")
+        try:
+            _kaggle(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
+                    what=f"reading {STATE_FILE} of {ref}")
+        except UserError as e:
+            if missing_ok and str(e).startswith("not found on Kaggle"):
+                return None
+            raise
         path = Path(tmp) / STATE_FILE
         return read_json(path) if path.is_file() else None
 
 
-def status(spec: KernelSpec) -> str:
+def poll(api: Any, ref: str) -> tuple[str, str, dict | None]:
+    """(state, message, kernel-state.json or None): Kaggle's state, TIME_LIMITED for a COMPLETE kernel that stopped
+    at its time limit (its STATE_FILE says so), and ERROR's failure message."""
+    state, message = _status(api, ref)
+    record = _kernel_state(api, ref) if state == "COMPLETE" else None
+    if record and record.get("state") == "time-limited":
+        return "TIME_LIMITED", record.get("detail", ""), record
+    return state, message, record
+
+
+def status(spec: KernelSpec, runs: Path = Path("runs")) -> str:
     """Print the kernel's status; ERROR is a one-line UserError carrying Kaggle's failure message.
 
     A kernel that stopped at its time limit, or was stopped or failed before finishing, says so with the
-    exact command that resumes it."""
+    exact command that resumes it. The state seen is recorded in runs/<run>/kernels.json."""
     from .kaggle_api import get_api
     check_spec(spec)
     ref = kernel_ref(spec, resolve_user(spec.user))
     api = get_api()
-    state, message = _status(api, ref)
+    state, message, record = poll(api, ref)
+    records = kernel_records.load(spec.run_name, runs)
+    if record and kernel_slug(spec) in records["kernels"]:
+        kernel_records.note_state(records, kernel_slug(spec), record)
+        kernel_records.save(spec.run_name, records, runs)
     resume = f"resume it with `{resume_command(spec)}` (the new version continues from this one's output)"
     if state == "ERROR":
         raise UserError(f"{_error_line(ref, message)}; {resume}")
     if state.startswith("CANCEL"):
         raise UserError(f"{ref} was stopped ({state}) before it finished; {resume}")
-    if state == "COMPLETE":
-        record = _kernel_state(api, ref) or {}
-        if record.get("state") == "time-limited":
-            say(f"{ref}: COMPLETE but NOT FINISHED - it stopped at its time limit ({record.get('detail', '')}); "
-                f"{resume}")
-            return "TIME_LIMITED"
+    if state == "TIME_LIMITED":
+        say(f"{ref}: COMPLETE but NOT FINISHED - it stopped at its time limit ({message}); {resume}")
+        return state
     hint = {"COMPLETE": f"fetch its outputs with `python -m competition kernel output {_options(spec)}`",
             "QUEUED": "waiting for a machine; ask again later",
             "RUNNING": "ask again later"}.get(state, message)

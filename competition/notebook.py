@@ -16,8 +16,10 @@ from pathlib import Path
 from .data.folds import check_fold
 from .errors import UserError
 from .fileio import read_json, write_json, write_text
-from .kernels import (METADATA_FILE, TEMPLATES, KernelSpec, machine_shape, package_zip, preset_folds,
-                      resolve_user, slugify, warn_accelerator)
+from .kernel_spec import (TEMPLATES, KernelSpec, machine_shape, preset_folds, resolve_user, slugify,
+                          warn_accelerator)
+from .kernels import package_zip
+from .on_kaggle import METADATA_FILE
 from .progress import say
 
 TEMPLATE_DIR = TEMPLATES / "notebook"

@@ -21,8 +21,11 @@ from .mirror import copy_file
 
 METADATA_FILE = "kernel-metadata.json"
 # --accelerator choice -> (GPUs, name part) the kernel should see; fewer or others is warned about in its first lines
-EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (2, "T4"), "l4": (1, "L4"), "none": (0, "")}
-SESSION_SECONDS = 12 * 3600  # Kaggle ends a GPU session after 12 hours, without running `finally`
+EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (1, "P100"), "l4": (1, "L4"), "none": (0, "")}
+# Kaggle ends a GPU batch session after 12 hours (its docs' "Notebooks -> Technical specifications"; the kernel
+# editor's session panel shows it), without running `finally`; `kernel push --session-hours H` overrides it
+SESSION_HOURS = 12.0
+SESSION_SECONDS = int(SESSION_HOURS * 3600)
 # what a kernel keeps of its session for the work after the time-limited step (scoring, copying the output)
 TIME_MARGIN_SECONDS = {"train": 40 * 60, "predict": 15 * 60}
 STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
@@ -240,14 +243,73 @@ def discard_made_otherwise(written: Path, tta: str, refine: str | None, folds: l
     return dropped
 
 
-def time_limit(task: str, started: float, now: float | None = None) -> str:
-    """The --time-limit a kernel passes: Kaggle's session limit less a margin for what follows, less the time
-    the kernel has already used since `started` (time.monotonic())."""
+def time_limit(task: str, started: float, now: float | None = None, session_hours: float | None = None) -> str:
+    """The --time-limit a kernel passes: the session's length (Kaggle's 12 hours, or --session-hours) less a
+    margin for what follows, less the time the kernel has already used since `started` (time.monotonic()).
+    The step itself stops before an epoch or chunk as long as the slowest measured would cross it."""
     import time
     used = (time.monotonic() if now is None else now) - started
-    return f"{max(1, int(SESSION_SECONDS - TIME_MARGIN_SECONDS[task] - used))}s"
+    session = SESSION_SECONDS if session_hours is None else session_hours * 3600
+    return f"{max(1, int(session - TIME_MARGIN_SECONDS[task] - used))}s"
 
 
-def write_kernel_state(working: Path, state: str, detail: str = "") -> None:
-    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports)."""
-    write_json(working / STATE_FILE, {"state": state, "detail": detail})
+def state_record(state: str, detail: str = "", settings: dict | None = None, progress: dict | None = None) -> dict:
+    """What STATE_FILE holds: the state, and which run, fold, task, kernel and push (version) made it, how far."""
+    settings = settings or {}
+    record = {"state": state, "detail": detail, "run": settings.get("name"), "task": settings.get("task"),
+              "fold": settings.get("fold"), "kernel": settings.get("kernel"), "push": settings.get("push")}
+    return {**record, "progress": progress or {}}
+
+
+def write_kernel_state(working: Path, state: str, detail: str = "", settings: dict | None = None,
+                       progress: dict | None = None) -> None:
+    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports), with the
+    run, fold, push and progress that the next version checks before it resumes."""
+    write_json(working / STATE_FILE, state_record(state, detail, settings, progress))
+
+
+def train_progress(fold_dir: Path) -> dict:
+    """How far a fold got: its finished epochs (train.json when it finished, else the resumable backup's)."""
+    if (fold_dir / "train.json").is_file():
+        return {"epochs": read_json(fold_dir / "train.json").get("epochs"), "finished": True}
+    backup = fold_dir / "backup" / "state.json"
+    return {"epochs": read_json(backup).get("epoch") if backup.is_file() else 0, "finished": False}
+
+
+def describe_state(state: dict | None) -> str:
+    """"push 2 (time-limited, epochs 7)" for a STATE_FILE record; "nothing" for None."""
+    if state is None:
+        return "nothing"
+    progress = state.get("progress") or {}
+    how = ", ".join([state.get("state") or "?"] + [f"{k} {v}" for k, v in progress.items() if k != "finished"])
+    return f"push {state.get('push', '?')} ({how})"
+
+
+def check_resume(input_root: Path, settings: dict) -> bool:
+    """Whether this version resumes from its own earlier output; a UserError, before any GPU time is spent, when
+    the host knows an earlier push left output (settings["expect"]) and Kaggle mounted nothing or an older one.
+
+    Which version's output a kernel mounts as its own source is not documented by Kaggle: this checks it."""
+    from .data.layout import find_input
+    ref = settings.get("kernel")
+    if not ref:
+        return False
+    if settings.get("fresh"):
+        print(f"resume check: --fresh: not resuming from any earlier output of {ref}; starting over", flush=True)
+        return False
+    user, _, slug = ref.rpartition("/")
+    src = find_input(slug, user or None, input_root)
+    state = read_json(src / STATE_FILE) if src is not None and (src / STATE_FILE).is_file() else None
+    expect, push = settings.get("expect"), settings.get("push")
+    found = describe_state(state) + (f" at {src}" if src is not None else f" under {input_root}")
+    other = state is not None and any(state.get(k) not in (None, settings.get(k2)) for k, k2 in
+                                      (("run", "name"), ("fold", "fold"), ("kernel", "kernel")))
+    stale = expect is not None and (state is None or (state.get("push") or 0) < expect["push"])
+    if stale or other:
+        what = "another run's output" if other else "nothing" if state is None else "an older version"
+        raise UserError(f"resume check of {ref} push {push}: expected the output of {describe_state(expect)}, found "
+                        f"{found}: Kaggle mounted {what}; stopped before any training; "
+                        f"{settings.get('fix') or 'push again with --fresh to start over'}")
+    print(f"resume check of {ref} push {push}: found {found}" +
+          (f", as expected ({describe_state(expect)})" if expect else " (no earlier output known)"), flush=True)
+    return True

@@ -39,8 +39,8 @@ POST_THREADS = 2  # predict.write_stream's post-processing pool
 REFINER_CALL_MS = 5.0
 
 
-# --gpu -> (card, GPUs in one Kaggle session). p100 as kernels.py treats it: Kaggle runs it on 2x T4 now.
-SESSIONS: dict[str, tuple[str, int]] = {"t4x2": ("T4", 2), "t4": ("T4", 1), "p100": ("T4", 2), "l4": ("L4", 1)}
+# --gpu -> (card, GPUs in one Kaggle session), as kernels ask for them (p100: one NvidiaTeslaP100).
+SESSIONS: dict[str, tuple[str, int]] = {"t4x2": ("T4", 2), "t4": ("T4", 1), "p100": ("P100", 1), "l4": ("L4", 1)}
 
 # Measured throughput per preset, at the preset's training input (its crop, else its frame) and batch, in
 # the preset's precision: filled from runs on a real GPU, each naming its card (a key of CARDS). Empty: no

@@ -122,7 +122,7 @@ def test_missing_credentials_is_one_line(no_credentials):
         kaggle_api.get_api()
     line = _one_line(e)
     for hint in ("kaggle.json", str(no_credentials), "KAGGLE_CONFIG_DIR", "KAGGLE_USERNAME", "KAGGLE_KEY",
-                 "KAGGLE_API_TOKEN"):
+                 "KAGGLE_API_TOKEN", "kaggle auth login", "~/.kaggle/access_token"):
         assert hint in line
     assert kaggle_api.username() is None
 

@@ -52,6 +52,7 @@ class FakeKernels:
         self.sent: list[tuple[str, dict]] = []  # (endpoint, JSON body)
         self.save_answer: dict = {"ref": "", "url": "", "versionNumber": 1}
         self.status_answer: dict = {"status": "COMPLETE"}
+        self.statuses: dict[str, dict] = {}  # per kernel slug, else status_answer
         self.fail: dict[str, int] = {}
         self.outputs: dict[str, bytes] = {}
 
@@ -67,7 +68,7 @@ class FakeKernels:
             answer = {"ref": f"/code/{body['slug']}", "url": f"https://www.kaggle.com/code/{body['slug']}"}
             return _json(request, 200, {**answer, **self.save_answer})
         if url == API + "GetKernelSessionStatus":
-            return _json(request, 200, self.status_answer)
+            return _json(request, 200, self.statuses.get(self.sent[-1][1].get("kernelSlug"), self.status_answer))
         if url == API + "ListKernelSessionOutput":
             files = [{"fileName": n, "url": STORAGE + n} for n in sorted(self.outputs)]
             return _json(request, 200, {"files": files, "log": "[{\"data\": \"log line\"}]"})
@@ -85,6 +86,8 @@ class FakeKernels:
 
 @pytest.fixture
 def server(no_credentials, monkeypatch) -> FakeKernels:
+    monkeypatch.chdir(no_credentials.parent)  # runs/<run>/kernels.json lands in the test's folder
+    monkeypatch.delenv("KAGGLE_SESSION_HOURS", raising=False)
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
     monkeypatch.setattr(kaggle_api, "_sleep", lambda s: None)
@@ -138,11 +141,13 @@ def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
 
-def test_p100_warns_that_it_is_retired_and_asks_for_t4(server, tmp_path, capsys):
+def test_p100_asks_for_the_p100_and_warns_that_it_is_slower_here(server, tmp_path, capsys):
     kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="p100"), out_root=tmp_path / "build")
-    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaT4"
+    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaP100"
     err = capsys.readouterr().err
-    assert "warning:" in err and "retired" in err and "T4" in err
+    assert "warning:" in err and "without tensor cores" in err
+    assert "2x T4" in err and "float16" in err
+    assert on_kaggle.gpu_mismatch("p100", ["Tesla P100-PCIE-16GB"]) is None
 
 
 def test_accelerator_none_is_a_cpu_kernel(server, tmp_path):
@@ -174,6 +179,33 @@ def test_titles_slug_like_the_kaggle_package():
     from slugify import slugify  # python-slugify, what kaggle's kernels_push compares the id with
     for spec in (KernelSpec(name="my_run.v2", fold=3), KernelSpec(task="predict", name="Unet 1280", shard=(0, 4))):
         assert kernels.slugify(kernels.title(spec)) == slugify(kernels.title(spec))
+
+
+def test_titles_fit_in_50_characters_with_a_stable_hash_and_stay_one_per_run_fold_and_task():
+    from slugify import slugify
+    long = "resnet50-imagenet-frozen-3-epochs-1280x1918-lovasz-and-dice-v2"
+    specs = [KernelSpec(name=long, fold=k) for k in range(5)] + [
+        KernelSpec(name=long, fold=0, epochs=1), KernelSpec(name=long + "-b", fold=0),
+        KernelSpec(task="predict", name=long), KernelSpec(task="predict", name=long, shard=(11, 16))]
+    titles = [kernels.title(s) for s in specs]
+    assert all(len(t) <= 50 for t in titles), [len(t) for t in titles]
+    assert len(set(titles)) == len(titles) and len({kernels.kernel_slug(s) for s in specs}) == len(specs)
+    assert titles == [kernels.title(s) for s in specs]  # stable: the same run gets the same slug next time
+    assert all(kernels.slugify(t) == slugify(t) for t in titles)
+    assert titles[1].startswith("carvana resnet50-imagenet") and titles[1].endswith(" fold 1")
+    assert titles[5].endswith(" fold 0 trial 1 epochs")
+    # a predict kernel finds the shortened train kernels
+    assert kernels.train_refs(KernelSpec(task="predict", name=long, preset="tiny"), "u") == [
+        f"u/{kernels.kernel_slug(s)}" for s in specs[:2]]
+    assert kernels.title(KernelSpec(name="t1", fold=1)) == "carvana t1 fold 1"  # short names unchanged
+
+
+def test_a_long_run_name_pushes_a_title_kaggle_accepts(server, tmp_path, capsys):
+    kernels.push(KernelSpec(preset="tiny", name="a-very-long-run-name-for-the-tiny-preset-with-lovasz"),
+                 out_root=tmp_path / "build")
+    body = server.body("SaveKernel")
+    assert len(body["newTitle"]) <= 50 and body["slug"] == f"{USER}/{kernels.slugify(body['newTitle'])}"
+    assert "does not resolve to the specified id" not in capsys.readouterr().out
 
 
 def test_embedded_package_is_every_module_and_reproducible():
@@ -275,6 +307,21 @@ def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
     assert predict == 12 * hour - on_kaggle.TIME_MARGIN_SECONDS["predict"] - hour
     assert 10 * hour < train < predict < 11 * hour  # room to score a fold after training, less after predicting
     assert parse_duration(on_kaggle.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
+
+
+def test_session_hours_come_from_the_option_or_the_environment_and_reach_the_kernel(server, tmp_path, monkeypatch):
+    from competition.timelimit import parse_duration
+    kernels.push(KernelSpec(preset="tiny", name="t1", session_hours=9), out_root=tmp_path / "build")
+    assert _settings(server.sent[-1][1]["text"])["session_hours"] == 9.0
+    monkeypatch.setenv("KAGGLE_SESSION_HOURS", "10.5")
+    kernels.push(KernelSpec(preset="tiny", name="t2"), out_root=tmp_path / "build")
+    assert _settings(server.sent[-1][1]["text"])["session_hours"] == 10.5
+    monkeypatch.setenv("KAGGLE_SESSION_HOURS", "twelve")
+    with pytest.raises(UserError, match="KAGGLE_SESSION_HOURS='twelve'"):
+        kernels.build(KernelSpec(preset="tiny", name="t3", user="alice"), tmp_path / "b3")
+    assert not (tmp_path / "b3").exists()
+    assert parse_duration(on_kaggle.time_limit("train", 0.0, now=0.0, session_hours=9)) == (
+        9 * 3600 - on_kaggle.TIME_MARGIN_SECONDS["train"])
 
 
 def test_gpu_mismatch_is_warned_about():
@@ -751,6 +798,99 @@ def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):
                       tmp_path)
     with pytest.raises(UserError, match="unknown refinement 'sharp'"):
         kernels.build(KernelSpec(task="predict", preset="tiny", name="kt", user="alice", refine="sharp"), tmp_path)
+
+
+# --- a resume that cannot silently restart ------------------------------------------------------------
+def _state(push: int, state: str = "time-limited", epochs: int = 3, **kw) -> bytes:
+    record = on_kaggle.state_record(state, f"fold 0 after epoch {epochs}", {"name": "t1", "task": "train", "fold": 0,
+                                                                          "kernel": f"{USER}/carvana-t1-fold-0",
+                                                                          "push": push, **kw}, {"epochs": epochs})
+    return json.dumps(record).encode()
+
+
+def _settings(script: str) -> dict:
+    import ast
+    [line] = [x for x in script.splitlines() if x.startswith("SETTINGS = ")]
+    return ast.literal_eval(line[len("SETTINGS = "):])
+
+
+def test_every_push_is_recorded_and_a_repush_expects_the_latest_known_output(server, tmp_path):
+    spec = KernelSpec(preset="tiny", name="t1")
+    kernels.push(spec, out_root=tmp_path / "build")
+    first = _settings(server.sent[-1][1]["text"])
+    assert first["push"] == 1 and first["expect"] is None and first["fresh"] is False
+    server.save_answer = {"versionNumber": 2}
+    server.outputs = {on_kaggle.STATE_FILE: _state(1, epochs=7)}
+    kernels.push(spec, out_root=tmp_path / "build")
+    second = _settings(server.sent[-1][1]["text"])
+    assert second["push"] == 2 and second["expect"] == {"push": 1, "state": "time-limited", "progress": {"epochs": 7}}
+    assert "--fresh" in second["fix"] and "kernel push --task train --run t1 --preset tiny --fold 0" in second["fix"]
+    record = json.loads((tmp_path / "runs" / "t1" / "kernels.json").read_text())
+    kernel = record["kernels"]["carvana-t1-fold-0"]
+    assert [(p["push"], p["version"]) for p in kernel["pushes"]] == [(1, 1), (2, 2)]
+    assert kernel["state"]["push"] == 1 and kernel["fold"] == 0 and kernel["ref"] == f"{USER}/carvana-t1-fold-0"
+    # --fresh: nothing expected, the kernel told to start over
+    kernels.push(KernelSpec(preset="tiny", name="t1", fresh=True), out_root=tmp_path / "build")
+    third = _settings(server.sent[-1][1]["text"])
+    assert third["fresh"] is True and third["expect"] is None and third["push"] == 3
+
+
+def test_a_repush_while_the_kernel_runs_or_a_refused_push_leaves_the_record_untouched(server, tmp_path):
+    spec = KernelSpec(preset="tiny", name="t1")
+    kernels.push(spec, out_root=tmp_path / "build")
+    path = tmp_path / "runs" / "t1" / "kernels.json"
+    before = path.read_bytes()
+    server.status_answer = {"status": "RUNNING"}
+    with pytest.raises(UserError) as e:
+        kernels.push(spec, out_root=tmp_path / "build")
+    assert "is RUNNING: a new version now could not resume" in _one_line(e)
+    server.status_answer = {"status": "COMPLETE"}
+    server.save_answer = {"error": "Maximum batch GPU session count of 2 reached."}
+    with pytest.raises(UserError) as e:
+        kernels.push(spec, out_root=tmp_path / "build")
+    assert "Maximum batch GPU session count" in _one_line(e)
+    assert path.read_bytes() == before and [e for e, _ in server.sent].count("SaveKernel") == 2
+
+
+def test_resume_check_resumes_from_the_expected_output_and_not_from_another(tmp_path, capsys):
+    mount = tmp_path / "input" / "notebooks" / USER / "carvana-t1-fold-0"
+    mount.mkdir(parents=True)
+    (mount / on_kaggle.STATE_FILE).write_bytes(_state(2, epochs=9))
+    settings = {"name": "t1", "task": "train", "fold": 0, "kernel": f"{USER}/carvana-t1-fold-0", "push": 3,
+                "expect": {"push": 2, "state": "time-limited", "progress": {"epochs": 9}}, "fix": "FIX"}
+    assert on_kaggle.check_resume(tmp_path / "input", settings) is True
+    assert "found push 2 (time-limited, epochs 9)" in capsys.readouterr().out
+    assert on_kaggle.check_resume(tmp_path / "input", {**settings, "fresh": True}) is False
+    assert on_kaggle.check_resume(tmp_path / "input", {**settings, "expect": None}) is True
+    with pytest.raises(UserError) as e:  # a newer push known than the one mounted
+        on_kaggle.check_resume(tmp_path / "input", {**settings, "expect": {"push": 3}})
+    assert "found push 2 (time-limited, epochs 9)" in _one_line(e) and "an older version" in str(e.value)
+    with pytest.raises(UserError, match="another run's output"):
+        on_kaggle.check_resume(tmp_path / "input", {**settings, "fold": 1})
+
+
+@pytest.mark.parametrize("mounted, found", [(None, "found nothing under"),
+                                            (1, "found push 1 (time-limited, epochs 3) at")])
+def test_a_repushed_kernel_that_finds_nothing_or_an_older_output_stops_before_any_training(
+        server, tmp_path, synth_zip_dir, mounted, found):
+    spec = KernelSpec(preset="tiny", name="t1", epochs=None)
+    for push in (1, 2):
+        server.outputs = {on_kaggle.STATE_FILE: _state(push - 1)} if push > 1 else {}
+        kernels.push(spec, out_root=tmp_path / "build")
+    server.outputs = {on_kaggle.STATE_FILE: _state(2)}
+    kernels.push(spec, out_root=tmp_path / "build")  # push 3 expects push 2's output
+    root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
+    if mounted is not None:
+        mount = root / "input" / "notebooks" / USER / "carvana-t1-fold-0"
+        mount.mkdir(parents=True)
+        (mount / on_kaggle.STATE_FILE).write_bytes(_state(mounted))
+    proc = _run_kernel(tmp_path / "build" / "carvana-t1-fold-0" / "run.py", root)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: resume check of {USER}/carvana-t1-fold-0 push 3: expected the output of push 2")
+    assert found in line and "--fresh`" in line and "kernel push --task train --run t1" in line
+    assert "versions:" not in proc.stdout  # stopped before TensorFlow was even imported
+    assert not list((root / "working").iterdir())  # nothing written: the earlier output is not overwritten
 
 
 # --- credentials ----------------------------------------------------------------------------------

@@ -115,10 +115,25 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         raise UserError(f"{path}: truncated or corrupt zip ({e}); download it again") from e
 
 
+def _unnest(folder: Path, suffix: str) -> Path:
+    """The folder, or the one an extraction nested in it (train_hq/train_hq/*.jpg): followed while the folder
+    holds no such file and exactly one sub-folder."""
+    for _ in range(3):
+        with os.scandir(folder) as it:
+            entries = list(it)
+        if any(e.name.endswith(suffix) and e.is_file() for e in entries):
+            return folder
+        subdirs = [e for e in entries if e.is_dir() and not e.name.startswith((".", "__MACOSX"))]
+        if len(subdirs) != 1:
+            return folder
+        folder = Path(subdirs[0].path)
+    return folder
+
+
 def _find_source(root: Path, names: tuple[str, ...], suffix: str) -> Source | None:
     for name in names:
         if (root / name).is_dir():
-            return Source(root / name, suffix)
+            return Source(_unnest(root / name, suffix), suffix)
     for name in names:
         z = root / f"{name}.zip"
         if z.is_file():

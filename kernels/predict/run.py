@@ -78,13 +78,14 @@ def main() -> int:
     run_dir = temp / "runs" / name
     out = temp / "submissions" / f"{name}.csv.gz"
     written = shard_path(out, tuple(shard) if shard else None)
-    try:
+    try:  # first, before any GPU time: an older or missing output where one is known stops the kernel here
+        resume = on_kaggle.check_resume(root / "input", SETTINGS)
         on_kaggle.check_environment(SETTINGS.get("accelerator"))
         data = on_kaggle.find_competition_input(root / "input")
         for member in SETTINGS.get("blend") or [{"name": name, "train_kernels": SETTINGS["train_kernels"]}]:
             sources = [on_kaggle.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
             on_kaggle.assemble_run(sources, temp / "runs" / member["name"])
-        if SETTINGS.get("kernel"):  # the earlier version's partial (or finished) submission
+        if resume:  # the earlier version's partial (or finished) submission
             on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
             on_kaggle.discard_made_otherwise(written, SETTINGS["tta"], SETTINGS.get("refine"), SETTINGS.get("folds"))
         refine = SETTINGS.get("refine")
@@ -95,7 +96,7 @@ def main() -> int:
         return 2
 
     if not written.is_file():
-        on_kaggle.write_kernel_state(working, "running", written.name)
+        on_kaggle.write_kernel_state(working, "running", written.name, SETTINGS)
         if refine == "net":  # the refiner learns from what the run's config says (refiner_from): the gathered
                              # folds' held-out predictions (oof.npz), or the first fold's model on its training photos
             restored = out.parent / REFINER_DIR  # the earlier version's, restored with its output
@@ -110,7 +111,8 @@ def main() -> int:
                 for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
         args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),
                 "--tta", SETTINGS["tta"], "--mirror", str(working),
-                "--time-limit", on_kaggle.time_limit("predict", started)]
+                "--time-limit", on_kaggle.time_limit("predict", started,
+                                                                  session_hours=SETTINGS.get("session_hours"))]
         if SETTINGS.get("refine"):
             args += ["--refine", SETTINGS["refine"]]
         if SETTINGS.get("threshold") is not None:  # a blend's threshold tuned by `score --tune-threshold`
@@ -123,14 +125,14 @@ def main() -> int:
         if rc != 0:
             return rc
     if not written.is_file():
-        on_kaggle.write_kernel_state(working, "time-limited", f"{written.name}: partial")
+        on_kaggle.write_kernel_state(working, "time-limited", f"{written.name}: partial", SETTINGS)
         print(f"{written.name} stopped at the time limit, NOT finished: push this kernel again (same command) "
               f"and the new version continues from the rows in this output", flush=True)
         return 0
     if made_path(written).is_file():  # what made it, for `merge` to compare shards by
         copy_file(made_path(written), working / made_path(written).name)
     copy_file(written, working / written.name)
-    on_kaggle.write_kernel_state(working, "complete", written.name)
+    on_kaggle.write_kernel_state(working, "complete", written.name, SETTINGS)
     print(f"output: {working / written.name}", flush=True)
     return 0
 

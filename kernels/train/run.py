@@ -5,7 +5,10 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
   1. unpacks the embedded `competition` package (no pip, no internet) and puts it on sys.path;
   2. prints the Python/TensorFlow/Keras versions and the GPUs it got, warns when they are fewer or other
      than the accelerator asked for, and stops with one clear line if they cannot run the toolkit;
-  3. when this kernel's earlier version left an output (the kernel lists its own slug as a source, mounted
+  3. checks, before anything else, what Kaggle mounted as this kernel's own earlier output: when the host knows an
+     earlier push left one (SETTINGS["expect"]) and the mount holds nothing or an older push's kernel-state.json,
+     it stops at once with one line and the command that fixes it (no GPU hour spent; --fresh starts over);
+     when this kernel's earlier version left an output (the kernel lists its own slug as a source, mounted
      at /kaggle/input/notebooks/<user>/<slug>/), copies it into the run folder and into /kaggle/working, so
      the fold resumes after its last finished epoch (optimizer, learning rate, early-stopping count intact);
   4. runs the toolkit's own CLI, `train --preset P --name N --fold K --time-limit T --mirror /kaggle/working`,
@@ -14,8 +17,10 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      the kernel is built with enable_internet) or from the file in the attached --weights-dataset, passed as
      --encoder-weights PATH; the run and its image cache live in /kaggle/temp. After every
      epoch the best model.keras, history.csv, curves.png and the resumable backup are copied (atomically)
-     into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours less a
-     margin for scoring and copying, so the fold stops cleanly and resumably before Kaggle kills it;
+     into /kaggle/working, so a session killed at any instant keeps them; T is Kaggle's 12 hours (or
+     SETTINGS["session_hours"]) less a margin for scoring and copying, less the time used so far, and training
+     stops before an epoch as long as the slowest measured would cross it: the fold stops cleanly and
+     resumably before Kaggle kills it;
   5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
      photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning
      its threshold (the run's config then holds the tuned threshold that predict uses), and copies the
@@ -79,22 +84,24 @@ def main() -> int:
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, fold = SETTINGS["name"], str(SETTINGS["fold"])
     runs = temp / "runs"
-    try:
+    try:  # first, before any GPU time: an older or missing output where one is known stops the kernel here
+        resume = on_kaggle.check_resume(root / "input", SETTINGS)
         on_kaggle.check_environment(SETTINGS.get("accelerator"))
         data = on_kaggle.find_competition_input(root / "input")
         weights = SETTINGS.get("encoder_weights")
         if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
             weights = str(on_kaggle.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
-        if SETTINGS.get("kernel"):
+        if resume:
             on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
-    on_kaggle.write_kernel_state(working, "running", f"fold {fold}")
+    fold_dir = runs / name / f"fold{fold}"
+    on_kaggle.write_kernel_state(working, "running", f"fold {fold}", SETTINGS, on_kaggle.train_progress(fold_dir))
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
-            "--time-limit", on_kaggle.time_limit("train", started),
+            "--time-limit", on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours")),
             "--mixed-precision"]  # float16 on the T4s' tensor cores (bfloat16 or float32 on a CPU session)
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
@@ -104,12 +111,12 @@ def main() -> int:
         args += ["--freeze-encoder", str(SETTINGS["freeze_encoder"])]
     if SETTINGS.get("filters"):
         args += ["--filters", str(SETTINGS["filters"])]
-    fold_dir = runs / name / f"fold{fold}"
     try:
         rc = cli(args)
         if rc == 0 and not (fold_dir / "train.json").is_file():
             epoch = read_json(fold_dir / "backup" / "state.json").get("epoch")
-            on_kaggle.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}")
+            on_kaggle.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}", SETTINGS,
+                                         on_kaggle.train_progress(fold_dir))
             print(f"fold {fold} stopped at the time limit after epoch {epoch}, NOT finished: push this kernel again "
                   f"(same command) and the new version resumes from this output", flush=True)
             return 0
@@ -127,7 +134,7 @@ def main() -> int:
         print(f"output: {len(copied)} file(s) in {working}: {', '.join(str(p.relative_to(working)) for p in copied)}",
               flush=True)
     if rc == 0:
-        on_kaggle.write_kernel_state(working, "complete", f"fold {fold}")
+        on_kaggle.write_kernel_state(working, "complete", f"fold {fold}", SETTINGS, on_kaggle.train_progress(fold_dir))
     return rc
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from competition import blend as blend_mod
 from competition import rle, submission
-from competition.__main__ import main
+from competition.cli import main
 from competition.blend import MemberSpec, parse_member, predict_blend
 from competition.data.layout import open_dataset
 from competition.errors import UserError

@@ -3,6 +3,7 @@ values. A subcommand adds what it takes; docs/guide.md lists them all (competiti
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import REFINES
 from ..errors import UserError
@@ -115,10 +116,6 @@ def add_epochs(s: argparse.ArgumentParser, help: str) -> None:
     s.add_argument("--epochs", type=int, default=None, help=help)
 
 
-def add_filters(s: argparse.ArgumentParser, help: str) -> None:
-    s.add_argument("--filters", type=int, default=None, help=help)
-
-
 def add_encoder(s: argparse.ArgumentParser, kernel: bool = False) -> None:
     """--encoder, --encoder-weights, --freeze-encoder (train, and train kernels)."""
     from ..models.encoders import ENCODERS, FINETUNE_LR_FACTOR
@@ -169,7 +166,6 @@ def fold_number(text: str, k: int) -> int:
     return fold
 
 
-def path_or_none(text: str | None):
+def path_or_none(text: str | None) -> Path | None:
     """A Path from an optional path option."""
-    from pathlib import Path
     return Path(text) if text else None

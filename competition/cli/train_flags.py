@@ -12,7 +12,7 @@ from .options import add_crop, add_encoder, add_size
 
 DEFAULT_PRESET = "unet"
 NOT_FLAGS = ("preset", "version")  # --preset is train's own option; the version is the file format's
-# field -> (flag, metavar) where the flag is not the field's name
+# field -> flag, where the flag is not the field's name
 RENAMED = {"arch": "--model", "refiner_from": "--learn-from"}  # --learn-from: `refiner`'s spelling of it
 CHOICES = {"arch": ARCHS, "pooling": POOLINGS, "fit": ("resize", "pad"), "schedule": SCHEDULES,
            "image_interp": ("area", "bilinear", "nearest"), "monitor": ("val_loss", "val_dice"), "refine": REFINES,

@@ -4,18 +4,16 @@ Backend-neutral (Keras 3 on TensorFlow, JAX or PyTorch): it needs only the model
 runs where TensorFlow is absent. Every preset is timed at the shape it trains on (its crop, if it has one, else
 its input size) with its batch, and at the whole frame it predicts on. Random inputs: speed, not accuracy.
 
-    KERAS_BACKEND=jax python -m competition.calibrate --out calibration.json [--mixed-precision] [--presets a,b]
+    KERAS_BACKEND=jax python -m competition calibrate --out calibration.json [--mixed-precision] [--presets a,b]
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -168,21 +166,5 @@ class _Cropped:
         return self._cfg.replace(**changes)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .config import PRESETS
-    p = argparse.ArgumentParser(prog="python -m competition.calibrate", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"),
-                   help="comma list of presets, or PRESET:HxW:BATCH to train on HxW crops with that batch")
-    p.add_argument("--mixed-precision", action="store_true")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--predict-batch", type=int, default=4)
-    a = p.parse_args(argv)
-    result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
-    from .fileio import write_json
-    write_json(Path(a.out), result)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # its former command line, kept as a pointer (the cli imports this module, not back)
+    sys.exit("calibrate is a subcommand now: python -m competition calibrate --out FILE [--mixed-precision] ...")

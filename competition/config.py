@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
@@ -23,52 +23,72 @@ CONFIG_VERSION = 1
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run; saved as config.json in each fold's folder."""
+    """Everything that defines a training run; saved as config.json in each fold's folder. Each field's help is
+    its `train --flag`'s help (competition/cli/train_flags.py)."""
 
     preset: str = "unet"
     # model
-    arch: str = "unet"            # "unet": the parametrised U-Net; "simple": the article's no-skip net
-    depth: int = 4                # number of 2x downsamplings
-    filters: int = 64             # filters of the first block, doubled per level
-    pooling: str = "max"          # "max" (max-pool) | "strided" (stride-2 convolution)
-    dropout: float = 0.3
-    dropout_blocks: int = 2       # dropout in this many deepest blocks (the article: 2)
-    batchnorm: bool = False
-    encoder: str = ""             # "": the from-scratch U-Net; else a pretrained backbone (models/encoders.py)
-    encoder_weights: str = ""     # with an encoder: "imagenet" (the default) | "none" | a weights file
-    freeze_encoder: int = 0       # train the decoder alone this many epochs, then everything at a lower lr
-    height: int = 96
-    width: int = 128
-    fit: str = "resize"           # "resize" (stretch) | "pad" (keep aspect, pad)
-    crop: tuple[int, int] | None = None  # train on random crops (height, width) of the frame; None: whole frames
-    image_interp: str = "area"    # how photos are shrunk: "area" | "bilinear" | "nearest" (the article)
+    arch: str = field(default="unet", metadata={"help": "unet: the parametrised U-Net; simple: the article's "
+                                                        "no-skip net"})
+    depth: int = field(default=4, metadata={"help": "number of 2x downsamplings"})
+    filters: int = field(default=64, metadata={"help": "filters of the first block, doubled per level"})
+    pooling: str = field(default="max", metadata={"help": "max: max-pool; strided: stride-2 convolution"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout rate"})
+    dropout_blocks: int = field(default=2, metadata={"help": "dropout in this many deepest blocks (the article: 2)"})
+    batchnorm: bool = field(default=False, metadata={"help": "batch normalisation after each convolution"})
+    encoder: str = field(default="", metadata={"help": "a pretrained keras.applications backbone under the U-Net "
+                                                       "decoder; empty: the from-scratch U-Net"})
+    encoder_weights: str = field(default="", metadata={"help": "with an encoder: imagenet (needs internet or the "
+                                                               "file in ~/.keras/models/) | none | a weights file"})
+    freeze_encoder: int = field(default=0, metadata={"help": "train the decoder alone this many epochs, then "
+                                                             "everything at a lower learning rate"})
+    height: int = field(default=96, metadata={"help": "input height (the CLI's --size HEIGHTxWIDTH)"})
+    width: int = field(default=128, metadata={"help": "input width (the CLI's --size HEIGHTxWIDTH)"})
+    fit: str = field(default="resize", metadata={"help": "resize: stretch to the input size; pad: keep the "
+                                                         "aspect, pad"})
+    crop: tuple[int, int] | None = field(default=None, metadata={"help": "train on random crops (height, width) of "
+                                                                         "the frame; None: whole frames"})
+    image_interp: str = field(default="area", metadata={"help": "how photos are shrunk: area | bilinear | nearest "
+                                                                "(the article)"})
     # loss and optimiser
-    loss: str = "dice"
-    bce_weight: float = 0.5       # dice_bce = (1 - w) * dice loss + w * BCE
-    lr: float = 1e-4
-    epsilon: float = 1e-6
-    batch: int = 32               # per replica
-    epochs: int = 20
-    patience: int = 2             # EarlyStopping on the monitored value
-    monitor: str = "val_loss"
-    reduce_lr_patience: int = 0   # ReduceLROnPlateau (0: off)
-    schedule: str = "constant"    # "constant" (with ReduceLROnPlateau if set) | "cosine": decay to lr/100 by the end
-    warmup: int = 0               # epochs of linear warm-up from lr/10 to lr (0: none)
-    clipnorm: float = 0.0         # clip each step's gradient to this global norm (0: off)
-    augment: tuple[str, ...] = AUGMENTS
-    rotate: float = 0.01          # fraction of a full turn (the article's RandomRotation(0.01))
-    contrast: float = 0.2
+    loss: str = field(default="dice", metadata={"help": "dice | dice_global | bce | dice_bce"})
+    bce_weight: float = field(default=0.5, metadata={"help": "w in dice_bce = (1 - w) * dice loss + w * BCE"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate"})
+    epsilon: float = field(default=1e-6, metadata={"help": "Adam's epsilon"})
+    batch: int = field(default=32, metadata={"help": "batch size per replica"})
+    epochs: int = field(default=20, metadata={"help": "most epochs to train"})
+    patience: int = field(default=2, metadata={"help": "early stopping: epochs without progress on the monitored "
+                                                       "value"})
+    monitor: str = field(default="val_loss", metadata={"help": "the value early stopping and the best model "
+                                                               "follow: val_loss | val_dice"})
+    reduce_lr_patience: int = field(default=0, metadata={"help": "ReduceLROnPlateau's patience (0: off)"})
+    schedule: str = field(default="constant", metadata={"help": "learning-rate schedule after warm-up: constant "
+                                                                "(with ReduceLROnPlateau if set) | cosine (decay to "
+                                                                "lr/100 by the end)"})
+    warmup: int = field(default=0, metadata={"help": "epochs of linear learning-rate warm-up from lr/10 (0: none)"})
+    clipnorm: float = field(default=0.0, metadata={"help": "clip each step's gradient to this global norm (0: off)"})
+    augment: tuple[str, ...] = field(default=AUGMENTS, metadata={"help": "training augmentations: flip, rotate, "
+                                                                         "contrast"})
+    rotate: float = field(default=0.01, metadata={"help": "rotation augmentation, a fraction of a full turn (the "
+                                                          "article's RandomRotation(0.01))"})
+    contrast: float = field(default=0.2, metadata={"help": "contrast augmentation factor"})
     # data
-    k: int = 5
-    fold_seed: int = 42
-    max_images: int = 0           # 0: all; the article trained on 1,000 images
-    seed: int = 42
-    mixed_precision: bool = False  # float16 on GPUs, bfloat16 on CPUs with it (train.precision_policy)
-    threshold: float = 0.5
-    refine: str = "none"          # "guided": snap the upsampled probability to the photo's edges (refine.py)
-    refiner_from: str = "held-out"  # what `refiner` (the net of refine="net") learns from by default: "held-out"
-                                    # (other folds' predictions) | "training" (the fold's own training photos)
-    refiner_steps: int = REFINER_STEPS  # `refiner`'s default training batches
+    k: int = field(default=5, metadata={"help": "number of folds, grouped by car"})
+    fold_seed: int = field(default=42, metadata={"help": "seed of the assignment of cars to folds"})
+    max_images: int = field(default=0, metadata={"help": "train on at most this many images (0: all; the article "
+                                                         "trained on 1,000)"})
+    seed: int = field(default=42, metadata={"help": "random seed of training"})
+    mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPUs, bfloat16 on CPUs with "
+                                                                   "AVX512-BF16/AMX (train.precision_policy)"})
+    threshold: float = field(default=0.5, metadata={"help": "probability threshold of a mask pixel (score "
+                                                            "--tune-threshold saves the best)"})
+    refine: str = field(default="none", metadata={"help": "how probabilities reach 1918x1280: guided snaps them to "
+                                                          "the photo's edges (refine.py), net corrects them first "
+                                                          "with the refiner net (refinenet.py), none resizes them"})
+    refiner_from: str = field(default="held-out", metadata={"help": "what the refiner net learns from by default: "
+                                                                    "held-out (other folds' predictions) | training "
+                                                                    "(the fold's own training photos)"})
+    refiner_steps: int = field(default=REFINER_STEPS, metadata={"help": "the refiner net's training batches"})
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from competition import predict as predict_mod
 from competition import rle, submission
-from competition.__main__ import main
+from competition.cli import main
 from competition.inference.ensemble import MemberSpec, parse_member
 from competition.data.layout import open_dataset
 from competition.errors import UserError

@@ -2,6 +2,7 @@
 import json
 
 from competition import calibrate
+from competition.cli import main
 
 
 def test_calibrate_times_each_case_and_records_a_failing_one(tmp_path, monkeypatch):
@@ -15,8 +16,8 @@ def test_calibrate_times_each_case_and_records_a_failing_one(tmp_path, monkeypat
         return real(cfg, steps, predict_batch)
     monkeypatch.setattr(calibrate, "measure", measure)
     out = tmp_path / "cal.json"
-    assert calibrate.main(["--out", str(out), "--presets", "demo,tiny,tiny:16x32:2", "--steps", "2",
-                           "--predict-batch", "3"]) == 0
+    assert main(["calibrate", "--out", str(out), "--presets", "demo,tiny,tiny:16x32:2", "--steps", "2",
+                 "--predict-batch", "3"]) == 0
     result = json.loads(out.read_text())
     assert result["backend"] == "tensorflow" and result["precision"] == "float32"
     assert result["device"].startswith("cpu:")  # tests hide GPUs (conftest)

@@ -141,7 +141,7 @@ def test_encoder_weights_from_h5_files(tmp_path):
 
 
 def test_imagenet_without_network_is_one_line_exit_2(offline, synth_dir, tmp_path, capsys):
-    from competition.__main__ import main
+    from competition.cli import main
     rc = main(["--quiet", "train", "--preset", "tiny", "--size", "32x64", "--encoder", "vgg16", "--encoder-weights",
                "imagenet", "--data", str(synth_dir), "--runs", str(tmp_path / "runs"), "--cache", "none"])
     err = capsys.readouterr().err

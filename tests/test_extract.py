@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition.__main__ import main
+from competition.cli import main
 from competition.data import extract as ex
 from competition.data.layout import open_dataset
 from competition.errors import UserError

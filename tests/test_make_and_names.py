@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import __main__ as cli
+from competition import cli
 from competition import predict as predict_mod
 from competition import runs as runs_mod
 from competition import submission

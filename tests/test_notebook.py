@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from competition.__main__ import main
+from competition.cli import main
 from competition.errors import UserError
 from competition.kernels import KernelSpec, package_zip
 from competition.notebook import NOTEBOOK_FILE, TEMPLATE_DIR, filled_notebook, kernel_command

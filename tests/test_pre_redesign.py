@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from competition.__main__ import main
+from competition.cli import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pre-redesign"
 EXPECTED = FIXTURE / "expected"

@@ -54,7 +54,7 @@ def test_configuration_errors_are_one_line(args, needles, synth_dir, tmp_path):
 def test_a_configuration_error_never_imports_tensorflow(tmp_path):
     """TensorFlow takes seconds to import: an option error is reported before anything needs it, while a
     command that does need it still gets TensorFlow's start-up lines kept off stderr (the one-line tests)."""
-    code = ("import sys; from competition.__main__ import main; rc = main(['--quiet', 'train', '--preset', 'nope']);"
+    code = ("import sys; from competition.cli import main; rc = main(['--quiet', 'train', '--preset', 'nope']);"
             "print(rc, 'tensorflow' in sys.modules, 'keras' in sys.modules, 'sklearn' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -222,7 +222,7 @@ def test_rle_decode_fuzz(text):
 def test_validate_fuzz(tmp_path, capsys, lines, raw, fuzz_the_sample):
     """`validate` on arbitrary bytes (as the submission or as the sample): exit 0, or exit 2 ending in one
     `error:` line; any other exception (a UnicodeDecodeError, say) fails the test as a traceback would."""
-    from competition.__main__ import main
+    from competition.cli import main
     fuzz, good = tmp_path / "fuzz.csv", tmp_path / "good.csv"
     fuzz.write_bytes(("\n".join(["img,rle_mask", *lines]) + "\n").encode("utf-8", "surrogatepass") + raw)
     good.write_text("img,rle_mask\na_01.jpg,1 2\na_02.jpg,\n")
@@ -257,7 +257,7 @@ def replace(src, dst, *a, **k):
         os._exit(9)
 
 os.replace = replace
-from competition.__main__ import main
+from competition.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -36,7 +36,7 @@ def test_threshold_curve_matches_direct_dice():
 
 
 def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsys):
-    from competition.__main__ import main
+    from competition.cli import main
     assert main(["score", "--run", str(tiny_run), "--fold", "0", "--data", str(synth_dir), "--worst", "3"]) == 0
     out = tiny_run / "fold0"
     s = json.loads((out / "score.json").read_text())

@@ -1,0 +1,81 @@
+"""Subcommands that measure or estimate costs: bench, plan, calibrate."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+from .options import add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset, add_refine, add_size, \
+    add_tta, folds_arg
+from .parser import AddCommand
+
+
+# --- bench ----------------------------------------------------------------------------------------
+def cmd_bench(a: argparse.Namespace) -> None:
+    from ..bench import run_bench
+    run_bench(out=Path(a.out), quick=a.quick)
+
+
+def add_bench(add: AddCommand) -> None:
+    s = add("bench", cmd_bench, "measure speed against baselines run side by side; writes bench/", "--quick")
+    s.add_argument("--quick", action="store_true", help="fewer and smaller measurements (minutes, not a quarter hour)")
+    add_out(s, "where the results are written", default="bench")
+
+
+# --- plan -----------------------------------------------------------------------------------------
+def cmd_plan(a: argparse.Namespace) -> None:
+    from ..config import parse_crop, parse_size, preset
+    from ..plan import plan
+    size = parse_size(a.size) if a.size else (None, None)
+    cfg = preset(a.preset, height=size[0], width=size[1], batch=a.batch, epochs=a.epochs, k=a.k,
+                 crop=None if a.crop is None else parse_crop(a.crop), refine=a.refine)
+    if (a.train_img_s is None) != (a.predict_img_s is None):
+        raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
+    stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
+    plan(cfg, folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated,
+         pipeline=a.pipeline_img_s)
+
+
+def add_plan(add: AddCommand) -> None:
+    s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota",
+            "--preset unet --folds 0,1,2,3,4 --gpu t4x2")
+    add_preset(s, help="the recipe's preset")
+    add_folds(s, "the folds to train and ensemble, e.g. 0,1,2,3,4 (default: all k)")
+    add_tta(s)
+    s.add_argument("--gpu", default="t4x2", choices=["t4x2", "t4", "p100", "l4"], help="the kernel's accelerator")
+    add_size(s)
+    add_crop(s)
+    add_batch(s, "batch size per replica (default: the preset's)")
+    add_epochs(s, "most epochs to train (default: the preset's)")
+    add_k(s)
+    add_refine(s, "the test pass's refinement (default: the preset's)")
+    s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s) "
+                                                     "(default: measured or estimated)")
+    s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass "
+                                                       "(default: measured or estimated)")
+    s.add_argument("--pipeline-img-s", type=float,
+                   help="stated training inputs/s the session's CPUs decode and augment (default: measured per "
+                        "core x 4 for full-resolution decodes, else no limit)")
+    s.add_argument("--allow-split", action="store_true",
+                   help="plan resumed sessions for a fold, or shards for the test pass, instead of refusing")
+
+
+# --- calibrate ------------------------------------------------------------------------------------
+def cmd_calibrate(a: argparse.Namespace) -> None:
+    from ..calibrate import calibrate
+    from ..fileio import write_json
+    result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
+    write_json(Path(a.out), result)
+
+
+def add_calibrate(add: AddCommand) -> None:
+    from ..config import PRESETS
+    s = add("calibrate", cmd_calibrate, "measure each preset's training and prediction speed on this machine's "
+                                        "accelerator (any Keras backend): the figures `plan` uses",
+            "--out calibration.json --mixed-precision --presets unet,unet-1280:512x512:8")
+    add_out(s, "the measurements' JSON file", required=True)
+    s.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"),
+                   help="comma list of presets, or PRESET:HxW:BATCH to train on HxW crops with that batch")
+    s.add_argument("--mixed-precision", action="store_true", help="measure in mixed float16")
+    s.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    s.add_argument("--predict-batch", type=int, default=4, help="images a prediction batch")

@@ -1,0 +1,97 @@
+"""Subcommands of the data stage: synth, info, folds, download, extract."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_data, add_out, path_or_none
+from .parser import AddCommand, duration
+
+
+# --- synth ----------------------------------------------------------------------------------------
+def cmd_synth(a: argparse.Namespace) -> None:
+    from ..data.synth import SynthSpec, generate
+    from ..progress import say
+    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip)
+    made = generate(Path(a.out), spec)
+    say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
+        f"{a.test} test images{', zipped' if a.zip else ''})")
+
+
+def add_synth(add: AddCommand) -> None:
+    s = add("synth", cmd_synth, "write the synthetic Carvana-shaped dataset (the embedded default)",
+            "--out data/synthetic")
+    add_out(s, "the dataset's folder", default="data/synthetic")
+    s.add_argument("--cars", type=int, default=8, help="number of training cars, 16 views each")
+    s.add_argument("--test", type=int, default=32, help="number of test images")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the drawings")
+    s.add_argument("--zip", action="store_true", help="write Kaggle's zips instead of folders")
+
+
+# --- info -----------------------------------------------------------------------------------------
+def cmd_info(a: argparse.Namespace) -> None:
+    from ..data.layout import open_dataset
+    ds = open_dataset(a.data)
+    print(ds.describe())
+    if ds.train_images is not None:
+        print(f"  {len(ds.train_ids)} training images with masks")
+
+
+def add_info(add: AddCommand) -> None:
+    s = add("info", cmd_info, "describe a data root: where images, masks and test images come from",
+            "--data data/carvana")
+    add_data(s)
+
+
+# --- folds ----------------------------------------------------------------------------------------
+def cmd_folds(a: argparse.Namespace) -> None:
+    from ..data.folds import assign_folds, write_folds
+    from ..data.layout import open_dataset
+    from ..progress import say
+    folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.seed)
+    write_folds(a.out, folds)
+    sizes = [list(folds.values()).count(f) for f in range(a.k)]
+    say(f"wrote {a.out}: {a.k} folds grouped by car, images per fold {sizes}")
+
+
+def add_folds_command(add: AddCommand) -> None:
+    s = add("folds", cmd_folds, "write folds.csv: K folds grouped by car",
+            "--data data/carvana --out runs/unet/folds.csv")
+    add_data(s)
+    s.add_argument("--k", type=int, default=5, help="number of folds, grouped by car")
+    s.add_argument("--fold-seed", "--seed", dest="seed", type=int, default=42,  # --seed: its former spelling
+                   help="seed of the assignment of cars to folds")
+    add_out(s, "the folds file", default="folds.csv")
+
+
+# --- download -------------------------------------------------------------------------------------
+def cmd_download(a: argparse.Namespace) -> None:
+    from ..data.download import download
+    download(Path(a.dest), files=a.files, force=a.force)
+
+
+def add_download(add: AddCommand) -> None:
+    s = add("download", cmd_download, "download the competition files with the official kaggle package",
+            "--dest data/carvana")
+    s.add_argument("--dest", default="data/carvana", metavar="DIR", help="where the files go")
+    s.add_argument("--files", nargs="*", default=None,
+                   help="files to fetch (default: train_hq.zip train_masks.zip train_masks.csv metadata.csv "
+                        "sample_submission.csv test_hq.zip)")
+    s.add_argument("--force", action="store_true", help="download again even when complete")
+
+
+# --- extract --------------------------------------------------------------------------------------
+def cmd_extract(a: argparse.Namespace) -> None:
+    from ..data.extract import extract
+    extract(path_or_none(a.data), budget=a.budget, to=path_or_none(a.to), dry_run=a.dry_run)
+
+
+def add_extract(add: AddCommand) -> None:
+    s = add("extract", cmd_extract, "plan and extract the zips within a disk budget; the rest is read in place",
+            "--data data/carvana --budget 20GB --dry-run")
+    add_data(s)
+    s.add_argument("--budget", type=duration, default=None, metavar="SIZE",
+                   help="e.g. 20GB (default: 20GB in a Kaggle kernel, else free disk)")
+    s.add_argument("--to", default=None, metavar="DIR",
+                   help="where to extract (default: the data root, or /kaggle/working)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan only")

@@ -113,7 +113,7 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
              '--test-only': ('test_only', False),
              '--learn-from': ('learn_from', None)},
  'kernel': {'--task': ('task', 'train'),
-            '--fold': ('fold', 0),
+            '--fold': ('fold', None),  # None since issue 37: 0 for one kernel, every fold's table for status
             '--folds': ('folds', None),
             '--preset': ('preset', 'unet'),
             '--run': ('run', None),
@@ -333,11 +333,11 @@ def test_every_option_help_shows_its_default():
 
 def test_tta_and_refine_choices_come_from_their_modules():
     from competition.config import REFINES
-    from competition.tta import PLANS
+    from competition.tta import TTAS
     for sp in subcommands(build_parser()).values():
         for a in sp._actions:
             if a.dest == "tta":
-                assert list(a.choices) == list(PLANS)
+                assert list(a.choices) == list(TTAS)
             if a.dest == "refine":
                 assert list(a.choices) == list(REFINES)
 

@@ -79,12 +79,12 @@ class TrainConfig:
                                                          "trained on 1,000)"})
     seed: int = field(default=42, metadata={"help": "random seed of training"})
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPUs, bfloat16 on CPUs with "
-                                                                   "AVX512-BF16/AMX (train.precision_policy)"})
+                                                                   "AVX512-BF16/AMX (runtime.precision_policy)"})
     threshold: float = field(default=0.5, metadata={"help": "probability threshold of a mask pixel (score "
                                                             "--tune-threshold saves the best)"})
     refine: str = field(default="none", metadata={"help": "how probabilities reach 1918x1280: guided snaps them to "
-                                                          "the photo's edges (refine.py), net corrects them first "
-                                                          "with the refiner net (refinenet.py), none resizes them"})
+                                                          "the photo's edges (inference/upsample.py), net corrects them first "
+                                                          "with the refiner net (models/refiner.py), none resizes them"})
     refiner_from: str = field(default="held-out", metadata={"help": "what the refiner net learns from by default: "
                                                                     "held-out (other folds' predictions) | training "
                                                                     "(the fold's own training photos)"})
@@ -258,7 +258,7 @@ PRESETS: dict[str, dict] = {
     # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "real-cpu at 192x288"): the demo's
     # net and schedule at 192x288 (1.44x the pixels of 160x240 for 1.2x the epoch), 5 folds by car, no rotation
     # (the studio's cameras are level). Batch 4: twice the updates of batch 8 for about 1.25x the time an epoch.
-    # Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (train.precision_policy) and buys
+    # Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch (runtime.precision_policy) and buys
     # 20 epochs; float32 elsewhere, where they take about twice as long. Then a 2,000-step refiner net from the
     # fold's own training photos (`refiner`, refiner.py; in bfloat16 too: 2,000 steps in the time 1,000 took
     # in float32, and its second thousand is what lifts fold 0 from 0.9899 to 0.9911), then the guided filter.

@@ -32,9 +32,9 @@ POSTPROCESS_MS = {"none": 2.0, "guided": 27.0, "net": 205.0}
 POSTPROCESS_SOURCE = ("`make bench` section 10 (and 2) on this project's 2-core AMD EPYC VM, one thread, "
                       "2026-11-27: 26.5 against 2.0 ms on 48 real photos; the refiner net (refine=net, on the CPU "
                       "threads) 205 ms on 20 real photos, docs/results.md")
-POST_THREADS = 2  # predict.write_stream's post-processing pool
+POST_THREADS = 2  # inference.writer.write_stream's post-processing pool
 # On a GPU session the refiner net's pass runs on the GPU (Keras places it there), one image at a time (its
-# lock): its FLOPs at the card's fp32 peak x bench.T4_EFFICIENCY, plus this much per call. ASSUMED, not measured
+# lock): its FLOPs at the card's fp32 peak x costs.T4_EFFICIENCY, plus this much per call. ASSUMED, not measured
 # (no GPU here): the fixed cost of one Keras predict_on_batch and the 2.5 MB input's copy to the card.
 REFINER_CALL_MS = 5.0
 
@@ -297,7 +297,7 @@ def rates_for(cfg: TrainConfig, card: str, precision: str) -> tuple[Rates, tuple
                   f"measured presets ({names}) reached (MEASURED)")
     else:
         eff = (T4_EFFICIENCY[precision],) * 2
-        source = f"{eff[0]:.0%} ASSUMED efficiency (bench.T4_EFFICIENCY; no preset is measured on a GPU yet)"
+        source = f"{eff[0]:.0%} ASSUMED efficiency (costs.T4_EFFICIENCY; no preset is measured on a GPU yet)"
     return flop_rates(train_flops, frame_flops, card, precision, eff, source), (train_flops, frame_flops)
 
 

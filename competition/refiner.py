@@ -20,7 +20,7 @@ probabilities on them (still never a photo of fold k), and `all.keras` is a copy
 dice is still near their validation dice (8 epochs of `real-cpu`: 0.9806 against 0.9801), so their errors on
 training photos look like those on new ones.
 
-`refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of refine.py,
+`refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of inference/upsample.py,
 then the resize to native (inference/). Measured on real photos: docs/results.md, "Refinement net".
 """
 from __future__ import annotations

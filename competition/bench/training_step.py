@@ -8,7 +8,7 @@ import numpy as np
 
 from .common import Budget, figure, interleaved, median, section
 
-DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (train.jit_compile)"
+DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (runtime.jit_compile)"
 BF16 = "mixed bfloat16, no XLA (--mixed-precision)"
 
 
@@ -78,7 +78,7 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
         gc.collect()
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
-                  f"there (`train.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
+                  f"there (`runtime.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
                   f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
                   f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then "
                   f"{plan.rounds} `train_on_batch` steps of each, alternating; median step / batch. The first "

@@ -3,7 +3,8 @@
 tests/fixtures/pre-redesign/ holds two tiny runs trained on the synthetic set below by the code of ea8a0ca
 (run `a`, 32x48, with a refiner net learnt from its training photos; run `b`, 48x64), and what that code
 made from them: four submissions (no refinement, the guided filter, the refiner net, a blend a + 2 x b) and
-the fold-0 scores of `a` and of the blend. The submissions must be byte-identical today, the scores equal.
+the fold-0 scores of `a` and of the blend, and a prediction it began and was interrupted in (partial/). The
+submissions must be byte-identical today, the scores equal, and the partial prediction must resume.
 """
 from __future__ import annotations
 
@@ -83,3 +84,23 @@ def test_old_runs_blend_scores_as_before(old):
          "--data", str(old / "data"), "--tta", "hflip", "--refine", "guided")
     want = json.loads((EXPECTED / "scores.json").read_text())["blend"]
     assert _scored(old / "runs" / "blends" / "a+bx2" / "fold0" / "score.json", want) == want
+
+
+def test_old_partial_prediction_resumes_into_the_same_submission(old, monkeypatch):
+    """A prediction the old code began (2 of 4 rows, refined by the net, in chunks of 2) and was interrupted in:
+    today's predict takes its record as its own, predicts only the 2 rows left, and the file is the same."""
+    from competition import predict as predict_mod
+    from competition import submission
+    out = old / "resumed" / "a-net.csv"
+    out.parent.mkdir()
+    shutil.copyfile(FIXTURE / "partial" / "a-net.csv.part", out.with_name("a-net.csv.part"))
+    record = json.loads((FIXTURE / "partial" / "a-net.csv.part.json").read_text())
+    record["meta"]["run"] = str(old / "runs" / "a")  # resumed where it was begun: the run's folder is its path
+    out.with_name("a-net.csv.part.json").write_text(json.dumps(record))
+    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    real, calls = predict_mod.to_native, []
+    monkeypatch.setattr(predict_mod, "to_native", lambda *a: calls.append(1) or real(*a))
+    _cli(old, "predict", "--run", str(old / "runs" / "a"), "--data", str(old / "data"), "--tta", "hflip",
+         "--refine", "net", "--out", str(out))
+    assert len(calls) == 2  # the 2 rows the old code had not written
+    assert out.read_bytes() == (EXPECTED / "a-net.csv").read_bytes()

@@ -365,7 +365,7 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
         tiny_run, synth_dir, trainings, monkeypatch, mixed, bf16_cpu, policy):
     """As its first stage (train.precision_policy): the policy is recorded, so changing it trains again, and a
     float32 refiner's record has no "policy" (refiners recorded before it existed stay current)."""
-    from competition import train as train_mod
+    from competition import runtime as train_mod  # machine_policy reads the CPU's flags there
     from competition.config import load_config, save_config
     monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
     run = tiny_run

@@ -172,8 +172,8 @@ def test_disk_full_while_writing_the_submission(tiny_run, synth_dir, tmp_path, m
         predict_mod.predict(tiny_run, str(synth_dir), out)
     assert not out.exists()
     monkeypatch.setattr(submission.os, "fsync", real)
-    real_post, redone = predict_mod.postprocess, []
-    monkeypatch.setattr(predict_mod, "postprocess", lambda *a: redone.append(1) or real_post(*a))
+    real_post, redone = predict_mod.to_native, []
+    monkeypatch.setattr(predict_mod, "to_native", lambda *a: redone.append(1) or real_post(*a))
     assert predict_mod.predict(tiny_run, str(synth_dir), out).read_bytes() == whole
     assert len(redone) == len(open_dataset(synth_dir).test_ids) - 2  # the 2 rows kept are not predicted again
 

@@ -8,6 +8,8 @@ import pytest
 
 import keras
 
+from competition import runs as runs_mod
+from competition import runtime
 from competition import train as train_mod
 from competition.config import preset
 from competition.errors import UserError
@@ -51,7 +53,7 @@ def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, tiny_cache, ca
 
 
 def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypatch):
-    real_new = train_mod._new_model
+    real_new = train_mod.new_model
 
     def poisoned(cfg):
         model = real_new(cfg)
@@ -64,7 +66,7 @@ def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypat
         model.compile(optimizer=model.optimizer, loss=nan_after_first_epoch, metrics=make_metrics())
         return model
 
-    monkeypatch.setattr(train_mod, "_new_model", poisoned)
+    monkeypatch.setattr(train_mod, "new_model", poisoned)
     cfg = preset("tiny", epochs=4, patience=10, k=3, monitor="val_loss")
     with pytest.raises(UserError, match="NaN in epoch 2.*epoch 1"):
         train(cfg, str(synth_dir), tmp_path / "r", 0, tmp_path / "cache")
@@ -80,9 +82,9 @@ def test_fold_out_of_range_and_incompatible_run(tmp_path, synth_dir, tiny_run):
 
 def test_seed_subset_takes_whole_cars():
     ids = [f"car{c:02d}_{v:02d}" for c in range(10) for v in range(1, 17)]
-    chosen = train_mod.select_ids(ids, 40, seed=1)
+    chosen = runs_mod.select_ids(ids, 40, seed=1)
     assert len(chosen) == 48 and len({i.split("_")[0] for i in chosen}) == 3
-    assert train_mod.select_ids(ids, 0, 1) == ids
+    assert runs_mod.select_ids(ids, 0, 1) == ids
 
 
 def test_streaming_examples_equal_the_cache(synth_dir, tmp_path):
@@ -126,15 +128,15 @@ def test_training_follows_the_schedule_and_clips(synth_dir, tmp_path, tiny_cache
 
 
 def test_bfloat16_is_read_from_the_cpu_flags():
-    assert train_mod.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
-    assert train_mod.cpu_has_bf16("flags\t: fpu sse2 amx_bf16 amx_tile\n")
-    assert not train_mod.cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_vnni\n")
-    assert not train_mod.cpu_has_bf16("model name\t: avx512_bf16\nflags\t: fpu avx2\n")  # only the flags count
-    assert not train_mod.cpu_has_bf16("")
+    assert runtime.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert runtime.cpu_has_bf16("flags\t: fpu sse2 amx_bf16 amx_tile\n")
+    assert not runtime.cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not runtime.cpu_has_bf16("model name\t: avx512_bf16\nflags\t: fpu avx2\n")  # only the flags count
+    assert not runtime.cpu_has_bf16("")
 
 
 def test_mixed_precision_is_float16_on_gpus_and_bfloat16_on_cpus_that_have_it():
-    policy = train_mod.precision_policy
+    policy = runtime.precision_policy
     assert policy(False, True, True) == policy(False, False, True) == "float32"
     assert policy(True, True, False) == "mixed_float16"
     assert policy(True, False, True) == "mixed_bfloat16"
@@ -143,8 +145,8 @@ def test_mixed_precision_is_float16_on_gpus_and_bfloat16_on_cpus_that_have_it():
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache, monkeypatch, capsys):
-    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
-    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
     train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)
     said = capsys.readouterr().out
@@ -164,14 +166,14 @@ def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache
 
 def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(monkeypatch):
     """Keras's "auto" leaves XLA off on a CPU; train turns it on there (about 2x a step, bench section 9)."""
-    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
-    assert train_mod.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
-    assert train_mod._new_model(preset("tiny")).jit_compile is True
-    monkeypatch.setenv(train_mod.XLA_ENV, "0")
-    assert train_mod.jit_compile() is False and train_mod._new_model(preset("tiny")).jit_compile is False
-    monkeypatch.setenv(train_mod.XLA_ENV, "yes")
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
+    assert runtime.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
+    assert train_mod.new_model(preset("tiny")).jit_compile is True
+    monkeypatch.setenv(runtime.XLA_ENV, "0")
+    assert runtime.jit_compile() is False and train_mod.new_model(preset("tiny")).jit_compile is False
+    monkeypatch.setenv(runtime.XLA_ENV, "yes")
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):
-        train_mod.jit_compile()
+        runtime.jit_compile()
     opened = []
     monkeypatch.setattr(train_mod, "open_dataset", lambda data: opened.append(data))
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):  # before the data is touched

@@ -182,14 +182,19 @@ def check_config(c: TrainConfig) -> None:
         raise UserError(f"depth and filters must be positive (got depth {c.depth}, filters {c.filters})")
     check_encoder(c)
     m = c.multiple
-    if c.height % m or c.width % m or c.height <= 0 or c.width <= 0:
+    if c.height <= 0 or c.width <= 0:
+        raise UserError(f"input size {c.height}x{c.width}: height and width must be positive, e.g. 640x960")
+    if c.crop is not None and (c.crop[0] <= 0 or c.crop[1] <= 0):
+        raise UserError(f"crop {c.crop[0]}x{c.crop[1]}: height and width must be positive, e.g. 640x640 (or 'none' "
+                        f"for whole frames)")
+    if c.height % m or c.width % m:
         model = f"encoder {c.encoder}" if c.encoder else f"model {c.arch} depth {c.depth}"
         raise UserError(f"input size {c.height}x{c.width} is not a multiple of {m} (2^{m.bit_length() - 1}, "
                         f"{model}): try {max(m, round(c.height / m) * m)}x"
                         f"{max(m, round(c.width / m) * m)}")
     if c.crop is not None:
         ch, cw = c.crop
-        if ch % m or cw % m or ch <= 0 or cw <= 0:
+        if ch % m or cw % m:
             raise UserError(f"crop {ch}x{cw} is not a multiple of {m} (model {c.arch} depth {c.depth}): try "
                             f"{max(m, round(ch / m) * m)}x{max(m, round(cw / m) * m)}")
         if ch > c.height or cw > c.width:

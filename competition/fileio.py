@@ -79,9 +79,79 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON file; a corrupt one is a user error naming it."""
+def size_words(path: str | os.PathLike) -> str:
+    """A file's size for an error line: "0 bytes", "1234 bytes" ("missing" when it is gone)."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); delete it or restore it") from e
+        return f"{Path(path).stat().st_size} bytes"
+    except OSError:
+        return "missing"
+
+
+def damaged(path: str | os.PathLike, what: str, rebuild: str) -> UserError:
+    """The one line for a file the toolkit wrote and cannot read back: which, its size, what is wrong, the fix."""
+    return UserError(f"{path} is damaged ({size_words(path)}, {what}): {rebuild}")
+
+
+def read_json(path: str | os.PathLike, rebuild: str | None = None) -> dict:
+    """Read a JSON file; an empty, truncated or corrupt file is one line naming it, its size and `rebuild` (the
+    command that makes it again; default: delete or restore it)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = "empty" if not Path(path).stat().st_size else f"not valid JSON: {e}"
+        raise damaged(path, what, rebuild or "delete it or restore it") from e
+    return obj
+
+
+def check_zip(path: str | os.PathLike, rebuild: str, members: tuple[str, ...] = ()) -> None:
+    """A cheap check that `path` is a complete zip (its directory at the end, the `members` named in it) without
+    reading its contents: a truncated or empty file, or not a zip, is one line with `rebuild`."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        what = "empty" if not os.path.getsize(path) else "truncated or not a zip"
+        raise damaged(path, what, rebuild) from e
+    lacking = [m for m in members if m not in names]
+    if lacking:
+        raise damaged(path, f"a zip without {lacking[0]}", rebuild)
+
+
+KERAS_MEMBERS = ("config.json", "model.weights.h5")  # what every Keras 3 .keras zip holds
+
+
+def check_keras(path: str | os.PathLike, rebuild: str) -> None:
+    """A .keras file checked to be a complete zip holding a model (cheap: its directory, not a Keras load)."""
+    check_zip(path, rebuild, KERAS_MEMBERS)
+
+
+def zip_intact(path: str | os.PathLike, members: tuple[str, ...] = KERAS_MEMBERS) -> bool:
+    """Whether `check_zip` passes (by default: as a .keras model)."""
+    try:
+        check_zip(path, "", members)
+    except UserError:
+        return False
+    return True
+
+
+def check_folder(path: str | os.PathLike, flag: str, shown: str | os.PathLike | None = None) -> Path:
+    """A folder the user named (--mirror, --cache, --run, --out's folder) that the command will write into: one
+    line when it is a file, or cannot be made (a file or an unwritable folder on the way). Creates nothing.
+    shown: what the user typed when it is not the folder itself (--out's file)."""
+    path = Path(path)
+    label = f"{flag} {path if shown is None else shown}"
+    which = "" if shown is None else f"{path} "
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{label}: {which}is a file, not a folder; pass a folder (or remove the file)")
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        if probe.is_symlink():
+            raise UserError(f"{label}: {probe} is a broken link; pass another folder")
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{label}: cannot be made, {probe} is a file; pass another folder")
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{label}: cannot be {'written' if probe == path else 'made'}, {probe} is not writable; "
+                        f"pass another folder")
+    return path

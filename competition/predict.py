@@ -15,6 +15,7 @@ from . import rle
 from .config import check_refine, check_threshold, refine_words
 from .data.layout import open_dataset
 from .errors import UserError
+from .fileio import check_folder
 from .inference.ensemble import (Member, MemberSpec, as_specs, blend_dir, blend_threshold, default_batch, describe, open_members,
                                  probabilities, to_native)
 from .inference.upsample import threshold_native
@@ -37,6 +38,9 @@ def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, fo
     each run's (config.json); "net" refines with R/refiner/all.keras. name: a blend's name (its saved threshold)."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
+    check_folder(out.parent, "--out", out)  # user-given folders before any work: one line each
+    if mirror is not None:
+        check_folder(mirror, "--mirror")
     transforms_for(tta)  # a mistyped TTA answers before the models load
     if threshold is not None:
         check_threshold(threshold)  # before the models load: a mistyped option answers at once

@@ -5,7 +5,7 @@ level applies, so they would break the CLI's one-line errors. Importing it up fr
 every command several seconds, even one that then stops at a misspelt option. Instead, `install()` puts a
 finder first on `sys.meta_path`: the first import of `tensorflow` or `keras`, wherever in the package it
 happens, runs with file descriptor 2 captured (and TensorFlow's GPU probe with it). The capture is shown
-again if that import fails. The finder removes itself at once, so every later import is untouched.
+again if that import fails (not when it is interrupted: Ctrl-C is the user's, not an import failure). The finder removes itself at once, so every later import is untouched.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def stderr_captured() -> Iterator[None]:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+        except KeyboardInterrupt:  # Ctrl-C during start-up: the CLI says "interrupted", TensorFlow's lines say nothing
+            raise
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

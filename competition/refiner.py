@@ -209,7 +209,7 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     "policy"). Photos are decoded only for the refiners that must be trained."""
     from .config import load_config
     from .data.layout import open_dataset
-    from .fileio import read_json, write_json
+    from .fileio import read_json, write_json, zip_intact
     from .models.saving import save_model
     cfg = load_config(run_dir / "config.json")
     learns_from = cfg.refiner_from if learns_from is None else learns_from
@@ -222,7 +222,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     policy = refiner_policy(cfg.mixed_precision)
     folds = _finished_folds(run_dir, own, test_only)
     record_path = run_dir / REFINER_DIR / REFINER_RECORD
-    record = read_json(record_path) if record_path.is_file() else {}
+    record = read_json(record_path, "delete it: the same `refiner` command then trains every refiner again") \
+        if record_path.is_file() else {}
     if own:
         counts = {k: len(training_ids(run_dir, cfg, k)) for k in folds}
     else:
@@ -241,7 +242,7 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
             entry["learns_from"] = learns_from
         if policy != "float32":  # likewise
             entry["policy"] = policy
-        if path.is_file() and record.get(path.name) == entry:
+        if path.is_file() and record.get(path.name) == entry and zip_intact(path):  # a damaged one: trained again
             say(f"refiner: {path} is up to date")
             current[tuple(sources)] = path
         else:

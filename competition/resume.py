@@ -20,10 +20,11 @@ def state_path(out: Path) -> Path:
     return out / BACKUP / STATE
 
 
-def read_state(out: Path) -> dict:
-    """What the last finished epoch left ({} for a fold that never finished one)."""
+def read_state(out: Path, rebuild: str | None = None) -> dict:
+    """What the last finished epoch left ({} for a fold that never finished one); a damaged state.json is one line
+    with `rebuild` (train checks it before it writes anything)."""
     path = state_path(out)
-    return read_json(path) if path.is_file() else {}
+    return read_json(path, rebuild) if path.is_file() else {}
 
 
 def backup_path(out: Path, epoch: int) -> Path:

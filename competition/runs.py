@@ -16,7 +16,7 @@ from .config import TrainConfig, load_config, save_config
 from .data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from .data.layout import Dataset, car_of
 from .errors import UserError
-from .fileio import atomic_open
+from .fileio import atomic_open, check_keras, damaged, read_json, zip_intact
 
 # Settings that may differ between folds of one run (everything else defines the model or the data).
 COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "refine", "reduce_lr_patience", "lr", "batch",
@@ -75,9 +75,16 @@ def training_ids(run_dir: Path, cfg: TrainConfig, fold: int) -> list[str]:
 
 def check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Write runs/<name>/config.json, or check that this config is compatible with the one there."""
+    if not (run_dir / "config.json").is_file():
+        save_config(run_dir / "config.json", cfg)
+        return
+    check_compatible(run_dir, cfg)
+
+
+def check_compatible(run_dir: Path, cfg: TrainConfig) -> None:
+    """A one-line UserError when run_dir/config.json (if any) defines another model or data than `cfg`."""
     path = run_dir / "config.json"
     if not path.is_file():
-        save_config(path, cfg)
         return
     old = load_config(path).to_json()
     new = cfg.to_json()
@@ -88,8 +95,9 @@ def check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
                         f"use another --run or delete {run_dir}")
 
 
-def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
-    """The run's folds.csv, made (grouped by car) if missing."""
+def run_folds_or_new(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> tuple[dict[str, int], bool]:
+    """The run's folds.csv checked against the data and k, or new folds (grouped by car) not yet written: (folds,
+    new)."""
     from .data.pipeline import check_example_ids
     path = run_dir / "folds.csv"
     if path.is_file():
@@ -97,10 +105,47 @@ def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str
         if num_folds(folds) != cfg.k:
             raise UserError(f"{path} has {num_folds(folds)} folds but the config says k={cfg.k}; delete it or pass --k")
         check_example_ids(ds, list(folds))
-        return folds
-    folds = assign_folds(ds.train_ids, cfg.k, cfg.fold_seed)
-    write_folds(path, folds)
+        return folds, False
+    return assign_folds(ds.train_ids, cfg.k, cfg.fold_seed), True
+
+
+def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str, int]:
+    """The run's folds.csv, made (grouped by car) if missing."""
+    folds, new = run_folds_or_new(run_dir, ds, cfg)
+    if new:
+        write_folds(run_dir / "folds.csv", folds)
     return folds
+
+
+# --- a fold's model and backup, checked when read back ---------------------------------------------------------
+def train_command(run_dir: Path, fold: int | str) -> str:
+    return f"python -m competition train --run {run_dir} --fold {fold} --data DIR"
+
+
+def intact_backup(out: Path) -> Path | None:
+    """fold<k>/backup/epoch<NNN>.keras when its state.json and the model it names read back, else None."""
+    state = out / "backup" / "state.json"
+    try:
+        backup = out / "backup" / str(read_json(state).get("backup"))
+    except (UserError, OSError):
+        return None
+    return backup if zip_intact(backup) else None
+
+
+def fold_rebuild(run_dir: Path, fold: int) -> str:
+    """How to make fold `fold`'s model again: resume from an intact backup, else retrain with --force."""
+    backup = intact_backup(fold_dir(run_dir, fold))
+    retrain = f"retrain the fold with `{train_command(run_dir, fold)} --force`"
+    if backup is None:
+        return retrain
+    return f"rerun `{train_command(run_dir, fold)}`: it resumes from {backup} (or {retrain[0].lower() + retrain[1:]})"
+
+
+def check_fold_model(run_dir: Path, fold: int) -> Path:
+    """fold<k>/model.keras, checked to be a complete .keras zip (not loaded); one line saying how to rebuild it."""
+    path = fold_dir(run_dir, fold) / "model.keras"
+    check_keras(path, fold_rebuild(run_dir, fold))
+    return path
 
 
 def file_sha256(path: Path) -> str:
@@ -122,8 +167,15 @@ def save_oof(path: Path, ids: list[str], probs: np.ndarray) -> None:
 
 
 def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
-    with np.load(path) as z:
-        return [str(i) for i in z["ids"]], z["probs"].astype(np.float32) / 255.0
+    """A fold's held-out probabilities (fold<k>/oof.npz); a damaged file is one line saying how to make it again."""
+    import zipfile
+    try:
+        with np.load(path) as z:
+            return [str(i) for i in z["ids"]], z["probs"].astype(np.float32) / 255.0
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        run_dir, fold = path.parent.parent, path.parent.name[4:]
+        raise damaged(path, "not a complete oof.npz", f"retrain the fold with `{train_command(run_dir, fold)} "
+                                                      f"--force`") from e
 
 
 # --- the refiner net's files: R/refiner/ ----------------------------------------------------------------------

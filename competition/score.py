@@ -173,6 +173,8 @@ def cross_validate(runs: Path | str | list[MemberSpec], data: str | None, tta: s
     """Score every fold the runs trained (all of them, for a blend) and write cv.md and scores.csv (every held-out
     image) in the run's folder, or the blend's beside each run; returns the markdown."""
     specs = as_specs(runs)
+    for s in specs:  # a run that does not exist says so, as predict and score do
+        load_config(s.path / "config.json")
     if len(specs) == 1:
         return _cross_validate_run(specs[0].path, data, tta, tune_threshold, refine)
     if tune_threshold:

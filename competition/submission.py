@@ -18,7 +18,7 @@ from typing import Iterator
 
 from . import NATIVE_SHAPE, rle
 from .errors import UserError
-from .fileio import atomic_open, read_json, write_json
+from .fileio import atomic_open, damaged, read_json, write_json
 from .progress import say
 
 HEADER = "img,rle_mask"
@@ -71,7 +71,7 @@ class SubmissionWriter:
         self.done, self.bytes = 0, 0
         out.parent.mkdir(parents=True, exist_ok=True)
         if self.record.is_file() and self.part.is_file():
-            rec = read_json(self.record)
+            rec = self._read_record()
             if rec.get("meta") != self.meta:
                 changed = what_changed(rec.get("meta") or {}, self.meta)
                 raise UserError(f"{self.part} is a partial prediction made {changed}; "
@@ -88,6 +88,18 @@ class SubmissionWriter:
             self.mirror = PartMirror(self.part, self.record, mirror)
             if self.done:
                 self.mirror.sync(self.bytes, self.record.read_text())
+
+    def _read_record(self) -> dict:
+        """The partial prediction's progress record, checked against its part file: a damaged pair is one line."""
+        again = f"delete it and {self.part.name}, and predict again (the rows are predicted from the start)"
+        rec = read_json(self.record, again)
+        try:
+            rows, size = int(rec["rows"]), int(rec["bytes"])
+        except (KeyError, TypeError, ValueError):
+            raise damaged(self.record, "no rows and bytes recorded", again) from None
+        if rows < 0 or not 0 <= size <= self.part.stat().st_size:
+            raise damaged(self.part, f"shorter than the {size} bytes {self.record.name} records", again)
+        return rec
 
     @property
     def remaining(self) -> list[str]:
@@ -218,12 +230,12 @@ def sample_names_for(sample: Path | None, data: str | None) -> list[str]:
 
 
 def check_valid(path: Path, names: list[str]) -> int:
-    """Validate; print each problem to stderr and raise a one-line UserError when invalid."""
-    import sys
+    """Validate; raise a one-line UserError when invalid (several problems: listed on stdout first, one a line, so
+    stderr keeps its one line)."""
     rows, problems = validate(path, names)
     if problems:
-        for p in problems:
-            print(f"{path}: {p}", file=sys.stderr)
+        for p in problems if len(problems) > 1 else ():
+            print(f"{path}: {p}")
         raise UserError(f"{path} is not a valid submission: {len(problems)} problem(s), first: {problems[0]}")
     return rows
 
@@ -277,7 +289,7 @@ def same_making(parts: list[Path]) -> dict | None:
     hand or by an older toolkit): then nothing can be compared."""
     if not parts or not all(made_path(p).is_file() for p in parts):
         return None
-    records = [(p, comparable(read_json(made_path(p)))) for p in parts]
+    records = [(p, comparable(read_made(p))) for p in parts]
     p0, first = records[0]
     for p, rec in records[1:]:
         for key in sorted(set(first) | set(rec)):
@@ -288,7 +300,13 @@ def same_making(parts: list[Path]) -> dict | None:
                     else f"{key}: {rec.get(key)!r} against {first.get(key)!r}")
             raise UserError(f"{p.name} and {p0.name} were not made the same way ({what}); "
                             "predict every shard with the same models and settings")
-    return read_json(made_path(p0))
+    return read_made(p0)
+
+
+def read_made(path: Path) -> dict:
+    """A finished submission's record (<file>.json); a damaged one is one line."""
+    return read_json(made_path(path), f"predict {path.name} again (or delete the record: what made {path.name} is then "
+                                      f"not compared)")
 
 
 def comparable(record: dict) -> dict:
@@ -313,7 +331,7 @@ def made_otherwise(path: Path, tta: str, refine: str | None, folds: list[int] | 
     record_path = made_path(path)
     if not record_path.is_file():
         return None
-    differs = differences(read_json(record_path), tta, refine, folds)
+    differs = differences(read_made(path), tta, refine, folds)
     return f"{path} was made with {', '.join(differs)}" if differs else None
 
 

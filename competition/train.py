@@ -14,15 +14,15 @@ from pathlib import Path
 
 
 from .config import TrainConfig, save_config
-from .data.folds import check_fold
+from .data.folds import check_fold, write_folds
 from .data.layout import open_dataset
 from .data.pipeline import build_cache, make_dataset, streaming
 from .errors import UserError
-from .fileio import read_json, remove_temps, write_json
+from .fileio import check_folder, check_keras, read_json, remove_temps, write_json
 from .geometry import Geometry
 from .progress import say
 from .history import plot_curves
-from .runs import check_run_config, fold_dir, load_or_make_folds, save_oof, split_ids
+from .runs import check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids, train_command
 from .resume import mark_time_limited, read_state
 from .runtime import dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
 
@@ -78,32 +78,58 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     time_limit: a `timelimit.Deadline`: stop after the epoch whose successor would cross it (the fold is then
     marked "time_limited" and the same command resumes it). mirror: a folder that gets the run's files after
     every epoch (a kernel's /kaggle/working). hold: with no cache_dir, keep the files' bytes in memory once read
-    (`--cache memory`)."""
+    (`--cache memory`). Everything that can be checked is checked before anything is written: a command that
+    stops on bad input leaves the run folder as it was."""
     xla_setting()  # a mistyped COMPETITION_XLA stops here, not after the data is read and cached
+    check_fold(fold, cfg.k)
+    for flag, folder in (("--run", run_dir), ("--cache", cache_dir), ("--mirror", mirror)):
+        if folder is not None:
+            check_folder(folder, flag)
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
-    check_fold(fold, cfg.k)
-    if force and out.exists():
-        shutil.rmtree(out)
-    if (out / "train.json").is_file():
-        summary = read_json(out / "train.json")
-        say(f"{out} is already trained (best {cfg.monitor} {summary.get('best')}); --force retrains it")
-        return summary
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(run_dir, cfg)
-    if (out / "config.json").is_file():
-        check_run_config(out, cfg)
-    folds = load_or_make_folds(run_dir, ds, cfg)
+    if not force and (out / "train.json").is_file():
+        return _already_trained(cfg, run_dir, out, fold)
+    check_compatible(run_dir, cfg)
+    if not force:
+        check_compatible(out, cfg)
+        _check_backup(run_dir, out, fold)
+    folds, new_folds = run_folds_or_new(run_dir, ds, cfg)
     train_ids, val_ids = split_ids(folds, cfg, fold)
     if not train_ids or not val_ids:
-        raise UserError(f"fold {fold} leaves {len(train_ids)} training and {len(val_ids)} validation images")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(out / "config.json", cfg)
+        raise UserError(f"fold {fold} leaves {len(train_ids)} training and {len(val_ids)} validation images"
+                        + (f" of the {cfg.max_images} --max-images picks: pass more, or a smaller --k"
+                           if cfg.max_images else ": pass a smaller --k"))
     geom = Geometry(cfg.height, cfg.width, cfg.fit)
     ids = sorted(train_ids + val_ids)
-    cache = (streaming(ds, ids, geom, cfg.image_interp, hold) if cache_dir is None
-             else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))
+    cache = (streaming(ds, ids, geom, cfg.image_interp, hold) if cache_dir is None  # a corrupt JPEG or a damaged
+             else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
+    # checked: now the run folder is written
+    if force and out.exists():
+        shutil.rmtree(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(run_dir, cfg)
+    if new_folds:
+        write_folds(run_dir / "folds.csv", folds)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out / "config.json", cfg)
     return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror)
+
+
+def _already_trained(cfg: TrainConfig, run_dir: Path, out: Path, fold: int) -> dict:
+    """A finished fold's summary, once its train.json and model.keras read back (a damaged one is one line)."""
+    retrain = f"retrain the fold with `{train_command(run_dir, fold)} --force`"
+    summary = read_json(out / "train.json", retrain)
+    check_keras(out / "model.keras", retrain)
+    say(f"{out} is already trained (best {cfg.monitor} {summary.get('best')}); --force retrains it")
+    return summary
+
+
+def _check_backup(run_dir: Path, out: Path, fold: int) -> None:
+    """A fold's resumable state (backup/state.json and the model it names), checked before a resume reads it."""
+    retrain = f"retrain the fold with `{train_command(run_dir, fold)} --force`"
+    state = read_state(out, retrain)
+    if state:
+        check_keras(out / "backup" / str(state.get("backup")), retrain)
 
 
 def _say_policy(cfg: TrainConfig, policy: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..fileio import check_folder
 from .options import add_data, add_out, path_or_none
 from .parser import AddCommand, duration
 
@@ -13,7 +14,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import SynthSpec, generate
     from ..progress import say
     spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip)
-    made = generate(Path(a.out), spec)
+    made = generate(check_folder(a.out, "--out"), spec)
     say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
         f"{a.test} test images{', zipped' if a.zip else ''})")
 
@@ -48,6 +49,7 @@ def cmd_folds(a: argparse.Namespace) -> None:
     from ..data.folds import assign_folds, write_folds
     from ..data.layout import open_dataset
     from ..progress import say
+    check_folder(Path(a.out).parent, "--out", a.out)
     folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.seed)
     write_folds(a.out, folds)
     sizes = [list(folds.values()).count(f) for f in range(a.k)]
@@ -67,7 +69,7 @@ def add_folds_command(add: AddCommand) -> None:
 # --- download -------------------------------------------------------------------------------------
 def cmd_download(a: argparse.Namespace) -> None:
     from ..data.download import download
-    download(Path(a.dest), files=a.files, force=a.force)
+    download(check_folder(a.dest, "--dest"), files=a.files, force=a.force)
 
 
 def add_download(add: AddCommand) -> None:
@@ -83,7 +85,8 @@ def add_download(add: AddCommand) -> None:
 # --- extract --------------------------------------------------------------------------------------
 def cmd_extract(a: argparse.Namespace) -> None:
     from ..data.extract import extract
-    extract(path_or_none(a.data), budget=a.budget, to=path_or_none(a.to), dry_run=a.dry_run)
+    to = path_or_none(a.to)
+    extract(path_or_none(a.data), budget=a.budget, to=to and check_folder(to, "--to"), dry_run=a.dry_run)
 
 
 def add_extract(add: AddCommand) -> None:

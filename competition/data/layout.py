@@ -276,11 +276,18 @@ def sample_submission_names(text: str, where: Path | str) -> list[str]:
 def open_dataset(path: str | os.PathLike | None) -> Dataset:
     """Open a data root; None (or "auto") means the Kaggle competition input when inside a kernel."""
     if path in (None, "", "auto"):
+        named = os.environ.get("KAGGLE_ROOT")
+        if named and not Path(named).is_dir():
+            raise UserError(f"no data root given, and KAGGLE_ROOT={named} is no folder: pass --data DIR, or unset "
+                            f"KAGGLE_ROOT (it stands in for /kaggle)")
         found = find_input(COMPETITION)
         if found is not None:
             return Dataset(found)
         raise UserError("no data root given: pass --data DIR (e.g. data/synthetic after `make synth`)")
     root = Path(path)
+    if root.is_file():
+        raise UserError(f"--data {root}: is a file, not a folder; pass the data root (the folder holding train_hq/ "
+                        f"or Kaggle's zips)")
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; run `make synth` for the synthetic dataset or `make data` "
                         f"for Kaggle's; {LAYOUTS_HELP}")
@@ -290,7 +297,10 @@ def open_dataset(path: str | os.PathLike | None) -> Dataset:
 # --- inside a Kaggle kernel -------------------------------------------------------------------------
 def kaggle_root() -> Path:
     """/kaggle, or the folder KAGGLE_ROOT names (tests, a local copy of a kernel's inputs)."""
-    return Path(os.environ.get("KAGGLE_ROOT") or "/kaggle")
+    named = os.environ.get("KAGGLE_ROOT")
+    if named and not Path(named).is_dir():
+        raise UserError(f"KAGGLE_ROOT={named}: no such folder; unset it (it stands in for /kaggle) or create it")
+    return Path(named or "/kaggle")
 
 
 def input_candidates(slug: str, user: str | None = None, root: Path | None = None) -> list[Path]:

@@ -6,6 +6,7 @@ read those arrays. Augmentation moves image and mask with the same random transf
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UserError
-from ..fileio import TEMP_MARK, write_json
+from ..fileio import TEMP_MARK, damaged, write_json
 from ..geometry import Geometry
 from ..images import decode_jpeg, reduction_for
 from ..progress import bar
@@ -177,6 +178,7 @@ def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_
     folder = cache_root / cache_key(ds, ids, geom, interp)
     done = folder / "done.json"
     if not done.is_file():
+        made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again if the build fails
         folder.mkdir(parents=True, exist_ok=True)
         need = len(ids) * geom.height * geom.width * 4
         free = shutil.disk_usage(folder).free
@@ -190,14 +192,34 @@ def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_
             masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, shape + (1,))
         except OSError as e:
             raise UserError(f"cannot create the image cache in {folder} ({e}); free disk or pass --cache elsewhere") from e
-        _fill(ds, ids, geom, interp, images, masks, workers)
-        images.flush(), masks.flush()
-        del images, masks
-        os.replace(tmp_images, folder / "images.npy")
-        os.replace(tmp_masks, folder / "masks.npy")
+        try:
+            _fill(ds, ids, geom, interp, images, masks, workers)
+            images.flush(), masks.flush()
+            del images, masks
+            os.replace(tmp_images, folder / "images.npy")
+            os.replace(tmp_masks, folder / "masks.npy")
+        except BaseException:  # a corrupt JPEG, Ctrl-C: no half-built arrays left in the cache
+            tmp_images.unlink(missing_ok=True)
+            tmp_masks.unlink(missing_ok=True)
+            for p in made:  # the folders this build made, deepest first, if nothing else is in them
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            raise
         write_json(done, {"ids": ids, "size": [geom.height, geom.width], "fit": geom.fit, "interp": interp,
                           "root": str(ds.root)})
-    return Cache(ids, np.load(folder / "images.npy", mmap_mode="r"), np.load(folder / "masks.npy", mmap_mode="r"))
+    return Cache(ids, _cached(folder / "images.npy", shape + (3,)), _cached(folder / "masks.npy", shape + (1,)))
+
+
+def _cached(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """One array of a built cache, memory-mapped; a damaged one (truncated, empty, another shape) is one line."""
+    rebuild = f"delete {path.parent}: the next train builds it again"
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise damaged(path, "not a complete .npy array", rebuild) from e
+    if array.shape != shape or array.dtype != np.uint8:
+        raise damaged(path, f"{array.dtype} {array.shape} where uint8 {shape} was expected", rebuild)
+    return array
 
 
 def _fill(ds: Dataset, ids: list[str], geom: Geometry, interp: str, images: np.ndarray, masks: np.ndarray,

@@ -17,7 +17,7 @@ from ..fileio import read_json
 from ..geometry import Geometry
 from ..images import decode_jpeg, reduction_for
 from ..models.refiner import refiner_inputs
-from ..runs import REFINER_RECORD, file_sha256, refiner_path, refiner_sources, trained_folds
+from ..runs import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
 from ..tta import predict_tta, transforms_for
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
@@ -35,7 +35,7 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
         path = run_dir / f"fold{k}" / "model.keras"
         if not path.is_file():
             raise UserError(f"{path}: fold {k} is not trained (trained: {available or 'none'})")
-        model = load_model(path, compile=False)  # inference needs no loss or metrics; any Keras 3 (Kaggle's)
+        model = load_model(path, compile=False, rebuild=fold_rebuild(run_dir, k))  # no loss or metrics; any Keras 3
         shape = tuple(model.input_shape[1:3])
         if shape not in (cfg.size, (None, None)):  # (None, None): trained on crops, takes whole frames
             raise UserError(f"{path} takes {shape[0]}x{shape[1]} inputs but {run_dir}/config.json says "
@@ -61,14 +61,15 @@ class Refiner:
 
 def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
-    import keras
+    from ..models.saving import load_model
     path = refiner_path(run_dir, fold)
     how = f"`python -m competition refiner --run {run_dir} --data DIR`"
     if not path.is_file():
         raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
                         f"with {how} once the folds are trained")
     record_path = path.parent / REFINER_RECORD
-    entry = (read_json(record_path) if record_path.is_file() else {}).get(path.name) or {}
+    retrain = f"train it again with {how}"
+    entry = (read_json(record_path, f"delete it and {retrain}") if record_path.is_file() else {}).get(path.name) or {}
     sources = entry.get("sources") or {}
     learns_from = entry.get("learns_from", "held-out")
     try:
@@ -80,7 +81,7 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
         again = how if learns_from == "held-out" else how[:-1] + " --learn-from training`"
         raise UserError(f"{path} learnt from {what} that have changed since (a fold retrained?) or "
                         f"are not recorded in {record_path.name}: run {again} again")
-    return Refiner(keras.models.load_model(path, compile=False), path, entry)
+    return Refiner(load_model(path, compile=False, rebuild=f"delete it and {retrain}"), path, entry)
 
 
 @dataclass

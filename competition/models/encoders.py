@@ -14,6 +14,7 @@ kernels treat it like any other model.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,9 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = 
             load_weights(backbone, Path(weights), name)
         return backbone
     try:
-        return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
+        with warnings.catch_warnings():  # "weights for input shape (224, 224) will be loaded": right for a U-Net's
+            warnings.filterwarnings("ignore", message=".*input_shape.*")  # convolutions, and not the user's to act on
+            return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
     except Exception as e:  # keras' get_file raises a bare Exception ("URL fetch failure ...") when offline
         if (keras_cache_dir() / spec.weights_file).is_file():
             raise  # the file is there: not a download failure
@@ -150,7 +153,7 @@ def _load_from_model(backbone: Any, path: Path, name: str) -> None:
     """Copy the weights of every backbone layer from the layer of the same name in the saved model at `path`."""
     from .. import losses  # noqa: F401  registers the toolkit's loss for models saved compiled
     from .saving import load_model
-    source = _weight_layers(load_model(path, compile=False))
+    source = _weight_layers(load_model(path, compile=False, rebuild="pass another --encoder-weights file"))
     targets = _weight_layers(backbone)
     missing = [n for n in targets if n not in source]
     if missing:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..fileio import temp_path
+from ..fileio import check_keras, damaged, temp_path
 from ..progress import say
 
 CONFIG = "config.json"
@@ -86,14 +86,20 @@ def _rewritten(path: Path, config: dict, folder: Path) -> Path:
     return copy
 
 
-def load_model(path: Path, compile: bool = True) -> Any:
-    """keras.models.load_model that also reads a model.keras saved by a newer Keras 3 (see module doc)."""
+def load_model(path: Path, compile: bool = True, rebuild: str = "restore it or train it again") -> Any:
+    """keras.models.load_model that also reads a model.keras saved by a newer Keras 3 (see module doc); a damaged
+    file (empty, truncated, not a .keras zip) is one line naming it, its size and `rebuild`, the command that makes
+    it again (Keras itself says "File not found")."""
     import keras
     path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return keras.models.load_model(path, compile=compile)
-    with zipfile.ZipFile(path) as zf:
-        config = json.loads(zf.read(CONFIG))
+    if not path.is_file():
+        raise UserError(f"{path}: no such model; {rebuild}")
+    check_keras(path, rebuild)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read(CONFIG))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:  # a member cut short or not JSON
+        raise damaged(path, f"its {CONFIG} unreadable", rebuild) from e
     in_use: list[str] = []
     dropped = drop_unknown_arguments(config, in_use)
     try:

@@ -244,10 +244,11 @@ def _stop_for_time(out: Path, epoch: int, cfg: TrainConfig, deadline, mirror: Pa
 def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: list[str], batch: int,
             run_dir: Path, fold: int) -> dict:
     """Best model -> OOF probabilities, curves, train.json; the backup is no longer needed."""
-    import keras
     if not (out / "model.keras").is_file():
         raise UserError(f"{out}: no epoch improved {cfg.monitor}, so there is no model.keras; train longer")
-    model = keras.models.load_model(out / "model.keras", compile=False)
+    from .models.saving import load_model
+    model = load_model(out / "model.keras", compile=False,
+                       rebuild=f"train it again: train --run {run_dir} --fold {fold} --data DIR --force")
     probs = model.predict(make_dataset(cache, val_ids, batch, False).map(lambda x, y: x), verbose=0)
     save_oof(out / "oof.npz", val_ids, probs)
     plot_curves(history, out / "curves.png", f"{run_dir.name} fold {fold}")

@@ -40,34 +40,71 @@ def radius_for(geometry: Geometry, guide_hw: tuple[int, int]) -> int:
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+    """The mean over each (2r+1)^2 window (reflected borders), as float32; integer input is summed exactly."""
+    return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def _sub_product(x: np.ndarray, a: np.ndarray, b: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """x -= a * b in place (tmp holds the product): one pass, no new array."""
+    np.multiply(a, b, out=tmp)
+    return np.subtract(x, tmp, out=x)
 
 
 def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) -> np.ndarray:
-    """He et al.'s colour guided filter: `p` (H, W) filtered with the edges of `guide` (H, W, 3, values 0..1).
+    """He et al.'s colour guided filter: `p` (H, W) filtered with the edges of `guide` (H, W, 3: floats 0..1, or
+    uint8 0..255, read as /255); float32 (H, W).
 
-    Window means are float32 box filters; the 3x3 colour covariance of each window is inverted in closed form
-    in float64: in flat or clipped regions (a white wall) it is nearly singular, and float32 cancellation there
-    turns into NaN."""
-    guide = guide.astype(np.float32, copy=False)
+    One colour plane at a time, in float32: 13 box filters (cv2.boxFilter) take the window means of the colours,
+    the probability and their products (those of a uint8 guide as exact integer sums), every formula runs in place,
+    and the 3x3 system of each window (colour covariance + eps) is solved by an LDL^T factorisation, whose
+    pivots stay >= eps where the closed-form inverse cancels; 4 more box filters average the fitted lines.
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
+    if guide.dtype == np.uint8:  # 0..255 units: the covariance is 255^2 times larger, so is eps; q is the same
+        planes = cv2.split(guide)
+        colours = [c.astype(np.float32) for c in planes]
+        product = lambda x, y: np.multiply(x, y, dtype=np.uint16)  # exact: at most 255^2
+        eps = eps * 255.0 ** 2
+    else:
+        planes = colours = cv2.split(guide.astype(np.float32, copy=False))
+        product = np.multiply
     p = p.astype(np.float32, copy=False)
-    mean = [_box(guide[..., c], r) for c in range(3)]
+    tmp = np.empty_like(p)
+    mean = [_box(c, r) for c in planes]
     mean_p = _box(p, r)
-    cov_p = [(_box(guide[..., c] * p, r) - mean[c] * mean_p).astype(np.float64) for c in range(3)]
-    var = {(i, j): (_box(guide[..., i] * guide[..., j], r) - mean[i] * mean[j]).astype(np.float64)
-           for i in range(3) for j in range(i, 3)}
-    a, b, c = var[0, 0] + eps, var[0, 1], var[0, 2]
-    d, e, f = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
-    i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d  # the adjugate of [[a b c] [b d e] [c e f]]
-    i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
-    det = a * i00 + b * i01 + c * i02
-    det = np.where(np.abs(det) > 1e-30, det, np.inf)  # a singular window: no slope, the window's mean
-    slope = [((i00 * cov_p[0] + i01 * cov_p[1] + i02 * cov_p[2]) / det).astype(np.float32),
-             ((i01 * cov_p[0] + i11 * cov_p[1] + i12 * cov_p[2]) / det).astype(np.float32),
-             ((i02 * cov_p[0] + i12 * cov_p[1] + i22 * cov_p[2]) / det).astype(np.float32)]
-    offset = mean_p - sum(s * m for s, m in zip(slope, mean))
-    q = _box(offset, r) + sum(_box(s, r) * guide[..., k] for k, s in enumerate(slope))
-    return np.nan_to_num(q, nan=0.0, posinf=1.0, neginf=0.0)
+    cov_p = []  # the colours' covariance with p in each window
+    for k in range(3):
+        cov_p.append(_sub_product(_box(np.multiply(colours[k], p, out=tmp), r), mean[k], mean_p, tmp))
+    var = {}  # the colours' covariance matrix in each window, eps on its diagonal
+    for i in range(3):
+        for j in range(i, 3):
+            var[i, j] = _sub_product(_box(product(planes[i], planes[j]), r), mean[i], mean[j], tmp)
+        var[i, i] += np.float32(eps)
+    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T: pivots a, d1, f2, each >= eps.
+    a, b, c, d, e, f = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
+    inv_a = np.divide(1.0, a, out=a)
+    l10 = b * inv_a
+    l20 = c * inv_a
+    d1 = _sub_product(d, l10, b, tmp)
+    e1 = _sub_product(e, l20, b, tmp)
+    f1 = _sub_product(f, l20, c, tmp)
+    inv_d1 = np.divide(1.0, d1, out=d1)
+    l21 = np.multiply(e1, inv_d1, out=b)
+    f2 = _sub_product(f1, l21, e1, tmp)
+    y0, y1, y2 = cov_p  # forward: L y = cov_p; back: D L^T slope = y
+    _sub_product(y1, l10, y0, tmp)
+    _sub_product(_sub_product(y2, l20, y0, tmp), l21, y1, tmp)
+    s2 = np.divide(y2, f2, out=y2)
+    s1 = _sub_product(np.multiply(y1, inv_d1, out=y1), l21, s2, tmp)
+    s0 = _sub_product(_sub_product(np.multiply(y0, inv_a, out=y0), l10, s1, tmp), l20, s2, tmp)
+    offset = mean_p
+    for s, m in zip((s0, s1, s2), mean):
+        _sub_product(offset, s, m, tmp)
+    q = _box(offset, r)
+    for s, colour in zip((s0, s1, s2), colours):
+        q += np.multiply(_box(s, r), colour, out=tmp)
+    return q
 
 
 def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray,
@@ -81,8 +118,8 @@ def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray,
     p = geometry.from_model(prob.astype(np.float32, copy=False), size=(gh, gw))
     if refiner is not None:
         p = refiner(guide, p)
-    q = guided_filter(guide.astype(np.float32) / 255.0, p, radius_for(geometry, (gh, gw)))
-    q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0), alpha=255.0)
+    q = guided_filter(guide, p, radius_for(geometry, (gh, gw)))
+    q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0, out=q), alpha=255.0)
     if (gh, gw) == geometry.native:
         return q8
     return cv2.resize(q8, (geometry.native[1], geometry.native[0]), interpolation=cv2.INTER_LINEAR)

@@ -11,11 +11,51 @@ import numpy as np
 
 from .. import rle
 from ..geometry import Geometry
+from ..refine import EPS, radius_for
 
 from .common import (TEST_IMAGES, Plan, interleaved, median, opencv_threads, figure, section, Inputs)
 from .postprocess import dice, probability_map
 
 TARGET_MS = 30.0  # per test image on one core: 100,064 images then cost under an hour of one core
+
+
+# --- the baseline: the guided filter as it was before issue 36 (main at ea8a0ca), timed beside today's -------------
+def _baseline_box(x: np.ndarray, r: int) -> np.ndarray:
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+
+
+def baseline_guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) -> np.ndarray:
+    """refine.guided_filter before issue 36: float32 box filters, the 3x3 inverse in closed form in float64."""
+    guide = guide.astype(np.float32, copy=False)
+    p = p.astype(np.float32, copy=False)
+    mean = [_baseline_box(guide[..., c], r) for c in range(3)]
+    mean_p = _baseline_box(p, r)
+    cov_p = [(_baseline_box(guide[..., c] * p, r) - mean[c] * mean_p).astype(np.float64) for c in range(3)]
+    var = {(i, j): (_baseline_box(guide[..., i] * guide[..., j], r) - mean[i] * mean[j]).astype(np.float64)
+           for i in range(3) for j in range(i, 3)}
+    a, b, c = var[0, 0] + eps, var[0, 1], var[0, 2]
+    d, e, f = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
+    i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d  # the adjugate of [[a b c] [b d e] [c e f]]
+    i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * i00 + b * i01 + c * i02
+    det = np.where(np.abs(det) > 1e-30, det, np.inf)  # a singular window: no slope, the window's mean
+    slope = [((i00 * cov_p[0] + i01 * cov_p[1] + i02 * cov_p[2]) / det).astype(np.float32),
+             ((i01 * cov_p[0] + i11 * cov_p[1] + i12 * cov_p[2]) / det).astype(np.float32),
+             ((i02 * cov_p[0] + i12 * cov_p[1] + i22 * cov_p[2]) / det).astype(np.float32)]
+    offset = mean_p - sum(s * m for s, m in zip(slope, mean))
+    q = _baseline_box(offset, r) + sum(_baseline_box(s, r) * guide[..., k] for k, s in enumerate(slope))
+    return np.nan_to_num(q, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def baseline_refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray) -> np.ndarray:
+    """refine.refined_native_u8 before issue 36 (without the refiner net), on `baseline_guided_filter`."""
+    gh, gw = guide.shape[:2]
+    p = geometry.from_model(prob.astype(np.float32, copy=False), size=(gh, gw))
+    q = baseline_guided_filter(guide.astype(np.float32) / 255.0, p, radius_for(geometry, (gh, gw)))
+    q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0), alpha=255.0)
+    if (gh, gw) == geometry.native:
+        return q8
+    return cv2.resize(q8, (geometry.native[1], geometry.native[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def coarse_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -24,6 +64,60 @@ def coarse_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     h, w = geometry.height, geometry.width
     small = cv2.resize(mask.astype(np.float32), (w // 8, h // 8), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
+def noisy_map(mask: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
+    """A model-like probability: the true mask area-shrunk to the model size, blurred (sigma 1 px) and with mild
+    noise (sigma 0.05, clipped to 0..1), float32."""
+    p = probability_map(mask, geometry) + rng.normal(0.0, 0.05, (geometry.height, geometry.width))
+    return np.clip(p, 0.0, 1.0).astype(np.float32)
+
+
+def _masks_both_ways(prob: np.ndarray, geometry: Geometry, guide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The native 0/1 masks (threshold 0.5) of today's refinement and of the baseline's, from the same guide."""
+    from ..predict import threshold_native
+    from ..refine import refined_native_u8
+    return (threshold_native(refined_native_u8(prob, geometry, guide), 0.5),
+            threshold_native(baseline_refined_native_u8(prob, geometry, guide), 0.5))
+
+
+def compare_with_baseline(data_dirs: list[str | Path], fold: int = 0, k: int = 5, seed: int = 42,
+                          presets: tuple[str, ...] = ("real-cpu", "real-cpu-30")) -> dict:
+    """Today's guided filter against the baseline's on every real photo of `data_dirs`, per preset's geometry and
+    guide: the share of equal native pixels and the mean dice of both against the true mask, over all photos and
+    over car-grouped fold `fold` (of `k`, as `assign_folds` draws them with `seed`)."""
+    from ..config import preset
+    from ..data.folds import assign_folds
+    from ..data.layout import open_dataset
+    from ..images import decode_jpeg
+    from ..progress import bar
+    from ..refine import guide_reduction
+    where = {i: ds for ds in map(open_dataset, data_dirs) for i in ds.train_ids}
+    folds = assign_folds(list(where), k, seed)
+    ids = sorted(where)
+    out: dict = {"photos": len(ids), "fold": fold, "k": k, "fold_seed": seed, "presets": {}}
+    for name in presets:
+        cfg = preset(name)
+        geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+        reduction = guide_reduction(geometry)
+        rng = np.random.default_rng(0)
+        per_photo = {}  # id -> (equal pixels, pixels, dice today, dice baseline)
+        for image_id in bar(ids, desc=f"{name}: today's filter vs the baseline"):
+            ds = where[image_id]
+            true = ds.read_mask(image_id)
+            guide = decode_jpeg(ds.read_train_image(image_id), image_id, reduction)
+            new, old = _masks_both_ways(noisy_map(true, geometry, rng), geometry, guide)
+            per_photo[image_id] = (int((new == old).sum()), new.size, dice(new, true), dice(old, true))
+        summary = {"model": [cfg.height, cfg.width], "guide": list(guide.shape[:2])}
+        for label, chosen in (("all", ids), (f"fold {fold}", [i for i in ids if folds[i] == fold])):
+            rows = [per_photo[i] for i in chosen]
+            today, base = statistics.mean(r[2] for r in rows), statistics.mean(r[3] for r in rows)
+            summary[label] = {"photos": len(rows), "equal_pixels": sum(r[0] for r in rows) / sum(r[1] for r in rows),
+                              "photos_not_identical": sum(r[0] != r[1] for r in rows),
+                              "dice": {"today": today, "baseline": base}, "dice_difference": today - base,
+                              "max_abs_dice_difference_per_photo": max(abs(r[2] - r[3]) for r in rows)}
+        out["presets"][name] = summary
+    return out
 
 
 def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:

@@ -44,10 +44,9 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
 
 
-def _sub_product(x: np.ndarray, a: np.ndarray, b: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-    """x -= a * b in place (tmp holds the product): one pass, no new array."""
-    np.multiply(a, b, out=tmp)
-    return np.subtract(x, tmp, out=x)
+def _plus_product(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x += a * b in place, in one pass (float32)."""
+    return cv2.accumulateProduct(a, b, x)
 
 
 def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) -> np.ndarray:
@@ -55,9 +54,10 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
     uint8 0..255, read as /255); float32 (H, W).
 
     One colour plane at a time, in float32: 13 box filters (cv2.boxFilter) take the window means of the colours,
-    the probability and their products (those of a uint8 guide as exact integer sums), every formula runs in place,
-    and the 3x3 system of each window (colour covariance + eps) is solved by an LDL^T factorisation, whose
-    pivots stay >= eps where the closed-form inverse cancels; 4 more box filters average the fitted lines.
+    the probability and their products (those of a uint8 guide as exact integer sums); every formula runs in place,
+    each `x - a * b` as one fused pass (with -a kept where it is needed); the 3x3 system of each window (colour
+    covariance + eps) is solved by an LDL^T factorisation, whose pivots stay >= eps where a closed-form inverse
+    cancels in float32; 4 more box filters average the fitted lines.
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
@@ -70,40 +70,37 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
         planes = colours = cv2.split(guide.astype(np.float32, copy=False))
         product = np.multiply
     p = p.astype(np.float32, copy=False)
-    tmp = np.empty_like(p)
     mean = [_box(c, r) for c in planes]
+    minus_mean = [np.negative(m) for m in mean]
     mean_p = _box(p, r)
-    cov_p = []  # the colours' covariance with p in each window
-    for k in range(3):
-        cov_p.append(_sub_product(_box(np.multiply(colours[k], p, out=tmp), r), mean[k], mean_p, tmp))
-    var = {}  # the colours' covariance matrix in each window, eps on its diagonal
+    # the colours' covariance with p, and with each other (eps on the diagonal), in each window
+    cov_p = [_plus_product(_box(colours[k] * p, r), minus_mean[k], mean_p) for k in range(3)]
+    var = {(i, j): _plus_product(_box(product(planes[i], planes[j]), r), minus_mean[i], mean[j])
+           for i in range(3) for j in range(i, 3)}
     for i in range(3):
-        for j in range(i, 3):
-            var[i, j] = _sub_product(_box(product(planes[i], planes[j]), r), mean[i], mean[j], tmp)
         var[i, i] += np.float32(eps)
-    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T: pivots a, d1, f2, each >= eps.
+    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T (pivots a, d1, f2, each >= eps), with l = -L's entries.
     a, b, c, d, e, f = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
-    inv_a = np.divide(1.0, a, out=a)
-    l10 = b * inv_a
-    l20 = c * inv_a
-    d1 = _sub_product(d, l10, b, tmp)
-    e1 = _sub_product(e, l20, b, tmp)
-    f1 = _sub_product(f, l20, c, tmp)
-    inv_d1 = np.divide(1.0, d1, out=d1)
-    l21 = np.multiply(e1, inv_d1, out=b)
-    f2 = _sub_product(f1, l21, e1, tmp)
-    y0, y1, y2 = cov_p  # forward: L y = cov_p; back: D L^T slope = y
-    _sub_product(y1, l10, y0, tmp)
-    _sub_product(_sub_product(y2, l20, y0, tmp), l21, y1, tmp)
+    minus_inv_a = np.divide(-1.0, a)
+    l10, l20 = b * minus_inv_a, c * minus_inv_a
+    d1 = _plus_product(d, l10, b)  # d - b^2 / a
+    e1 = _plus_product(e, l20, b)
+    f1 = _plus_product(f, l20, c)
+    l21 = np.divide(e1, d1)
+    np.negative(l21, out=l21)
+    f2 = _plus_product(f1, l21, e1)
+    y0, y1, y2 = cov_p  # forward: L y = cov_p; back: D L^T slope = y (in place)
+    _plus_product(y1, l10, y0)
+    _plus_product(_plus_product(y2, l20, y0), l21, y1)
     s2 = np.divide(y2, f2, out=y2)
-    s1 = _sub_product(np.multiply(y1, inv_d1, out=y1), l21, s2, tmp)
-    s0 = _sub_product(_sub_product(np.multiply(y0, inv_a, out=y0), l10, s1, tmp), l20, s2, tmp)
-    offset = mean_p
-    for s, m in zip((s0, s1, s2), mean):
-        _sub_product(offset, s, m, tmp)
+    s1 = _plus_product(np.divide(y1, d1, out=y1), l21, s2)
+    s0 = _plus_product(_plus_product(np.divide(y0, a, out=y0), l10, s1), l20, s2)
+    offset = mean_p  # mean_p - slope . mean
+    for s, m in zip((s0, s1, s2), minus_mean):
+        _plus_product(offset, s, m)
     q = _box(offset, r)
     for s, colour in zip((s0, s1, s2), colours):
-        q += np.multiply(_box(s, r), colour, out=tmp)
+        _plus_product(q, _box(s, r), colour)
     return q
 
 

@@ -163,8 +163,12 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
         if kind == "coarse outline":
             figures.append(figure(f"Guided refinement of one {geometry.height}x{geometry.width} map (real-cpu)",
                                   f"{ms['refined']:.1f} ms/image", f"{ms['plain']:.1f} ms/image (unrefined)",
-                                  cost, "x the unrefined cost", f"<= {TARGET_MS:g} ms/image, 1 thread",
-                                  ms["refined"] <= TARGET_MS))
+                                  cost, "x the unrefined cost", "(none: the filter's own is the next figure)",
+                                  None))
+    filter_rows, data["filter vs before issue 36"], filter_figures = _bench_filter_against_baseline(
+        masks, photos, geometry, reduction, plan)
+    rows += filter_rows
+    figures += filter_figures
     net_rows, net_data, net_figures = _bench_refiner_net(masks, geometry, refined, plan)
     rows += net_rows
     data["refiner net"] = net_data
@@ -177,7 +181,11 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
         f"{len(masks)} {'real' if real else 'synthetic'} photos and masks (JPEG bytes in memory). Two kinds of "
         f"probability: the true mask area-shrunk to the model size and blurred (sigma 1 px, as section 2), and a "
         f"coarse outline (the mask seen at 1/8 of the model size). OpenCV on 1 thread; median of {plan.rounds} "
-        f"rounds. 'extra core-hours' is the difference times Kaggle's {TEST_IMAGES:,} test images. Last, "
+        f"rounds. 'extra core-hours' is the difference times Kaggle's {TEST_IMAGES:,} test images. Then the "
+        f"guided filter alone (`refine.guided_filter`, the guide decoded beforehand) against a copy of the filter "
+        f"as it was before issue 36 (float64 closed-form inverse, `baseline_guided_filter` here), interleaved in "
+        f"this run on a noisy soft mask (sigma 0.05 added), with the share of native pixels on which their "
+        f"thresholded masks agree; its target is {TARGET_MS:g} ms an image on one core. Last, "
         f"`refine=\"net\"` (`real-cpu`'s default): the refiner net (refinenet.py) corrects the coarse outline at "
         f"the guide's size before the filter, in float32 and, on a CPU with bfloat16 instructions, in bfloat16 "
         f"(what a mixed-precision run's refiner predicts in there); the net runs on TensorFlow's threads (all "
@@ -191,6 +199,56 @@ def bench_refinement(inputs: Inputs, plan: Plan) -> tuple[dict, list[dict]]:
                "nets gain +0.002 native dice (docs/results.md, Refinement)."],
         data=data)
     return sec, figures
+
+
+def _bench_filter_against_baseline(masks: dict[str, np.ndarray], photos: dict[str, bytes], geometry: Geometry,
+                                   reduction: int, plan: Plan) -> tuple[list[list], dict, list[dict]]:
+    """The guided filter alone, today's against the baseline's (before issue 36), interleaved on one thread, and
+    whether their native masks agree."""
+    from ..images import decode_jpeg
+    from ..refine import guided_filter
+    guides = {i: decode_jpeg(photos[i], i, reduction) for i in masks}  # decoded beforehand: only the filter is timed
+    gh, gw = next(iter(guides.values())).shape[:2]
+    r = radius_for(geometry, (gh, gw))
+    rng = np.random.default_rng(0)
+    probs = {i: noisy_map(m, geometry, rng) for i, m in masks.items()}
+    ps = {i: geometry.from_model(prob, size=(gh, gw)) for i, prob in probs.items()}  # as refined_native_u8 resizes
+    unit = {i: g.astype(np.float32) / 255.0 for i, g in guides.items()}  # the baseline's guide, made as it made it
+    sink: list[float] = []
+
+    def today() -> None:
+        for i, p in ps.items():
+            sink.append(float(guided_filter(guides[i], p, r)[0, 0]))
+
+    def baseline() -> None:
+        for i, p in ps.items():
+            sink.append(float(baseline_guided_filter(unit[i], p, r)[0, 0]))
+    today()  # the first call of each pays for page faults of fresh memory: not timed
+    baseline()
+    with opencv_threads(1):
+        times = interleaved({"today": today, "baseline": baseline}, plan.rounds)
+    ms = {k: 1e3 * median(v) / len(ps) for k, v in times.items()}
+    equal = pixels = 0
+    d_today, d_base = [], []
+    for i, prob in probs.items():
+        new, old = _masks_both_ways(prob, geometry, guides[i])
+        equal, pixels = equal + int((new == old).sum()), pixels + new.size
+        d_today.append(dice(new, masks[i]))
+        d_base.append(dice(old, masks[i]))
+    saved_h = (ms["today"] - ms["baseline"]) * TEST_IMAGES / 3.6e6
+    data = {"images": len(ps), "guide": [gh, gw], "radius": r, "ms_per_image": ms, "raw_s": times,
+            "target_ms": TARGET_MS, "met": ms["today"] <= TARGET_MS, "equal_pixels": equal / pixels,
+            "dice_vs_true_mask": {"today": statistics.mean(d_today), "baseline": statistics.mean(d_base)},
+            "extra_core_hours_test": saved_h}
+    rows = [[f"noisy soft mask, the guided filter alone on the {gh}x{gw} guide: today's vs before issue 36",
+             f"{ms['today']:.1f}", f"{ms['baseline']:.1f} (the filter before issue 36)",
+             f"{ms['today'] / ms['baseline']:.2f}x", f"{saved_h:.2f}", f"{data['dice_vs_true_mask']['today']:.5f}",
+             f"{data['dice_vs_true_mask']['baseline']:.5f} (before; native pixels equal: {equal / pixels:.6%})"]]
+    figures = [figure(f"Guided filter on real-cpu's {gh}x{gw} guide: today's vs before issue 36",
+                      f"{ms['today']:.1f} ms/image", f"{ms['baseline']:.1f} ms/image (the filter before issue 36)",
+                      ms["baseline"] / ms["today"], "x faster", f"<= {TARGET_MS:g} ms/image, 1 thread",
+                      bool(ms["today"] <= TARGET_MS))]
+    return rows, data, figures
 
 
 def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,

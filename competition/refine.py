@@ -16,6 +16,7 @@ probability with a second-stage net trained on the run's out-of-fold predictions
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import cv2
@@ -39,9 +40,10 @@ def radius_for(geometry: Geometry, guide_hw: tuple[int, int]) -> int:
     return max(1, round(MODEL_RADIUS * guide_hw[0] / geometry.inner[0]))
 
 
-def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """The mean over each (2r+1)^2 window (reflected borders), as float32; integer input is summed exactly."""
-    return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+def _box(x: np.ndarray, r: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The mean over each (2r+1)^2 window (reflected borders), as float32 (into `out` when given); integer input
+    is summed exactly."""
+    return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), dst=out, borderType=cv2.BORDER_REFLECT)
 
 
 def _plus_product(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,45 +51,63 @@ def _plus_product(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.accumulateProduct(a, b, x)
 
 
+_SCRATCH = threading.local()  # each thread's working planes, kept from one guided_filter call to the next
+
+
+def _scratch(shape: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """This thread's 20 float32 planes, 3 uint8 planes and a uint16 plane of `shape`, the same memory call after
+    call: fresh arrays would cost more in page faults (the first touch of each new page) than the filter's
+    arithmetic. About 52 MB a thread at 640x960, 13 MB at 320x480."""
+    kept = getattr(_SCRATCH, "planes", None)
+    if kept is None or kept[2].shape != shape:
+        kept = _SCRATCH.planes = (list(np.empty((20, *shape), np.float32)), list(np.empty((3, *shape), np.uint8)),
+                                  np.empty(shape, np.uint16))
+    return kept
+
+
 def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) -> np.ndarray:
     """He et al.'s colour guided filter: `p` (H, W) filtered with the edges of `guide` (H, W, 3: floats 0..1, or
-    uint8 0..255, read as /255); float32 (H, W).
+    uint8 0..255, read as /255); a new float32 (H, W) array.
 
-    One colour plane at a time, in float32: 13 box filters (cv2.boxFilter) take the window means of the colours,
-    the probability and their products (those of a uint8 guide as exact integer sums); every formula runs in place,
-    each `x - a * b` as one fused pass (with -a kept where it is needed); the 3x3 system of each window (colour
-    covariance + eps) is solved by an LDL^T factorisation, whose pivots stay >= eps where a closed-form inverse
-    cancels in float32; 4 more box filters average the fitted lines.
+    One colour plane at a time, in float32, in this thread's scratch planes (`_scratch`): 13 box filters
+    (cv2.boxFilter) take the window means of the colours, the probability and their products (those of a uint8
+    guide as exact integer sums); each `x - a * b` is one fused pass (with -a kept where it is needed); the 3x3
+    system of each window (colour covariance + eps) is solved by an LDL^T factorisation, whose pivots stay >= eps
+    where a closed-form inverse cancels in float32; 4 more box filters average the fitted lines.
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
+    floats, bytes_, product = _scratch(p.shape)
+    colours, tmp, mean, minus_mean, mean_p = floats[0:3], floats[3], floats[4:7], floats[7:10], floats[10]
+    cov_p, (a, b, c, d, e, f) = floats[11:14], floats[14:20]
     if guide.dtype == np.uint8:  # 0..255 units: the covariance is 255^2 times larger, so is eps; q is the same
-        planes = cv2.split(guide)
-        colours = [c.astype(np.float32) for c in planes]
-        product = lambda x, y: np.multiply(x, y, dtype=np.uint16)  # exact: at most 255^2
+        planes = cv2.split(guide, bytes_)
+        for colour, plane in zip(colours, planes):
+            np.copyto(colour, plane)
+        products = lambda x, y: np.multiply(x, y, out=product, dtype=np.uint16)  # exact: at most 255^2
         eps = eps * 255.0 ** 2
     else:
-        planes = colours = cv2.split(guide.astype(np.float32, copy=False))
-        product = np.multiply
+        planes = cv2.split(guide.astype(np.float32, copy=False), colours)
+        products = lambda x, y: np.multiply(x, y, out=tmp)
     p = p.astype(np.float32, copy=False)
-    mean = [_box(c, r) for c in planes]
-    minus_mean = [np.negative(m) for m in mean]
-    mean_p = _box(p, r)
+    for k in range(3):
+        np.negative(_box(planes[k], r, mean[k]), out=minus_mean[k])
+    _box(p, r, mean_p)
     # the colours' covariance with p, and with each other (eps on the diagonal), in each window
-    cov_p = [_plus_product(_box(colours[k] * p, r), minus_mean[k], mean_p) for k in range(3)]
-    var = {(i, j): _plus_product(_box(product(planes[i], planes[j]), r), minus_mean[i], mean[j])
-           for i in range(3) for j in range(i, 3)}
-    for i in range(3):
-        var[i, i] += np.float32(eps)
-    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T (pivots a, d1, f2, each >= eps), with l = -L's entries.
-    a, b, c, d, e, f = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
-    minus_inv_a = np.divide(-1.0, a)
-    l10, l20 = b * minus_inv_a, c * minus_inv_a
+    for k in range(3):
+        _plus_product(_box(np.multiply(colours[k], p, out=tmp), r, cov_p[k]), minus_mean[k], mean_p)
+    for (i, j), v in zip(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)), (a, b, c, d, e, f)):
+        _plus_product(_box(products(planes[i], planes[j]), r, v), minus_mean[i], mean[j])
+    for v in (a, d, f):
+        v += np.float32(eps)
+    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T (pivots a, d1, f2, each >= eps), with l = -L's entries
+    # (in the planes of the means, which are spent).
+    minus_inv_a = np.divide(-1.0, a, out=tmp)
+    l10, l20 = np.multiply(b, minus_inv_a, out=mean[0]), np.multiply(c, minus_inv_a, out=mean[1])
     d1 = _plus_product(d, l10, b)  # d - b^2 / a
     e1 = _plus_product(e, l20, b)
     f1 = _plus_product(f, l20, c)
-    l21 = np.divide(e1, d1)
-    np.negative(l21, out=l21)
+    l21 = np.negative(np.divide(e1, d1, out=b), out=b)
     f2 = _plus_product(f1, l21, e1)
     y0, y1, y2 = cov_p  # forward: L y = cov_p; back: D L^T slope = y (in place)
     _plus_product(y1, l10, y0)
@@ -100,7 +120,7 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
         _plus_product(offset, s, m)
     q = _box(offset, r)
     for s, colour in zip((s0, s1, s2), colours):
-        _plus_product(q, _box(s, r), colour)
+        _plus_product(q, _box(s, r, tmp), colour)
     return q
 
 

@@ -118,6 +118,28 @@ def test_the_filter_gives_real_photos_the_masks_it_gave_before_issue_36(fixtures
         assert abs(dice(true, new) - dice(true, old)) < 1e-5, image_id
 
 
+def test_the_filters_scratch_planes_carry_nothing_between_calls_or_threads():
+    """guided_filter keeps its working planes per thread between calls: a result must not depend on the call
+    before it (another size, another guide) nor on calls running in other threads, and it must not be scratch
+    memory the next call overwrites."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(5)
+    photo, mask = _photo_and_mask((180, 240))
+    p = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2)
+    other = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    first = guided_filter(photo, p, 3)
+    kept = first.copy()
+    guided_filter(other, rng.random((60, 80), dtype=np.float32), 2)  # another size
+    guided_filter(photo[::-1].copy(), p[::-1].copy(), 3)  # the same size, other values
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(guided_filter(photo, p, 3), first)
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(guided_filter, photo if n % 2 == 0 else photo[::-1].copy(), p, 3) for n in range(64)]
+        for n, job in enumerate(jobs):
+            if n % 2 == 0:
+                np.testing.assert_array_equal(job.result(), first)
+
+
 def test_a_filter_without_regularisation_is_refused():
     with pytest.raises(ValueError, match="eps must be > 0"):
         guided_filter(np.ones((8, 8, 3), np.float32), np.zeros((8, 8), np.float32), 1, eps=0.0)

@@ -79,6 +79,8 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
+    if guide.shape != (*p.shape, 3):
+        raise ValueError(f"guide is {guide.shape}, expected {(*p.shape, 3)}: the probability's size, 3 colours")
     floats, bytes_, product = _scratch(p.shape)
     colours, tmp, mean, minus_mean, mean_p = floats[0:3], floats[3], floats[4:7], floats[7:10], floats[10]
     cov_p, (a, b, c, d, e, f) = floats[11:14], floats[14:20]
@@ -91,7 +93,7 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
     else:
         planes = cv2.split(guide.astype(np.float32, copy=False), colours)
         products = lambda x, y: np.multiply(x, y, out=tmp)
-    p = p.astype(np.float32, copy=False)
+    p = np.ascontiguousarray(p, dtype=np.float32)
     for k in range(3):
         np.negative(_box(planes[k], r, mean[k]), out=minus_mean[k])
     _box(p, r, mean_p)

@@ -140,9 +140,11 @@ def test_the_filters_scratch_planes_carry_nothing_between_calls_or_threads():
                 np.testing.assert_array_equal(job.result(), first)
 
 
-def test_a_filter_without_regularisation_is_refused():
+def test_a_filter_without_regularisation_or_of_another_size_is_refused():
     with pytest.raises(ValueError, match="eps must be > 0"):
         guided_filter(np.ones((8, 8, 3), np.float32), np.zeros((8, 8), np.float32), 1, eps=0.0)
+    with pytest.raises(ValueError, match="expected"):
+        guided_filter(np.ones((8, 9, 3), np.uint8), np.zeros((8, 8), np.float32), 1)
 
 
 def test_a_flat_photo_leaves_the_probability_smoothed_and_finite():

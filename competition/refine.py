@@ -81,6 +81,7 @@ def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) ->
         raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
     if guide.shape != (*p.shape, 3):
         raise ValueError(f"guide is {guide.shape}, expected {(*p.shape, 3)}: the probability's size, 3 colours")
+    guide = np.ascontiguousarray(guide)  # a flipped or cropped view: once copied, as OpenCV wants it
     floats, bytes_, product = _scratch(p.shape)
     colours, tmp, mean, minus_mean, mean_p = floats[0:3], floats[3], floats[4:7], floats[7:10], floats[10]
     cov_p, (a, b, c, d, e, f) = floats[11:14], floats[14:20]

@@ -83,6 +83,73 @@ def test_the_closed_form_filter_matches_one_solved_window_at_a_time():
                                atol=2e-4)
 
 
+def test_the_float32_filter_matches_the_one_before_issue_36_on_drawn_and_noisy_guides():
+    """Today's filter (float32, LDL^T) against the bench's copy of the former one (float64 closed-form inverse):
+    a uint8 guide is read as /255, and a grey, nearly flat guide (a close-to-singular covariance) is no worse."""
+    from competition.bench.refinement import baseline_guided_filter
+    rng = np.random.default_rng(7)
+    photo, mask = _photo_and_mask((120, 180))
+    grey = np.clip(np.linspace(120, 135, 180)[None, :, None] + rng.normal(0, 0.7, (120, 180, 1)), 0, 255)
+    p = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 3) + rng.normal(0, 0.05, mask.shape).astype(np.float32)
+    for guide in (photo, grey.repeat(3, 2).astype(np.uint8)):
+        for r in (1, 4, 7):
+            expected = baseline_guided_filter(guide.astype(np.float32) / 255.0, p, r)
+            np.testing.assert_allclose(guided_filter(guide, p, r), expected, atol=1e-4)
+            np.testing.assert_allclose(guided_filter(guide.astype(np.float32) / 255.0, p, r), expected, atol=1e-4)
+
+
+def test_the_filter_gives_real_photos_the_masks_it_gave_before_issue_36(fixtures_dir):
+    """real-cpu's 192x288 geometry and 1/2 guide on 3 real photos: the native masks agree with the former
+    filter's on all but a handful of pixels (rounding to 8 bits right at 0.5)."""
+    from competition.bench.refinement import baseline_guided_filter, baseline_refined_native_u8, noisy_map
+    ds = open_dataset(fixtures_dir)
+    cfg = preset("real-cpu")
+    g = Geometry(cfg.height, cfg.width, cfg.fit)
+    rng = np.random.default_rng(0)
+    for image_id in ds.train_ids[::16]:
+        true = ds.read_mask(image_id)
+        guide = decode_jpeg(ds.read_train_image(image_id), image_id, guide_reduction(g))
+        assert guide.shape[:2] == (640, 959)
+        prob = noisy_map(true, g, rng)
+        p = g.from_model(prob, size=guide.shape[:2])
+        r = radius_for(g, guide.shape[:2])
+        np.testing.assert_allclose(guided_filter(guide, p, r),
+                                   baseline_guided_filter(guide.astype(np.float32) / 255.0, p, r), atol=1e-4)
+        new = threshold_native(refined_native_u8(prob, g, guide), 0.5)
+        old = threshold_native(baseline_refined_native_u8(prob, g, guide), 0.5)
+        assert (new != old).sum() <= 1e-5 * new.size, image_id
+        assert abs(dice(true, new) - dice(true, old)) < 1e-5, image_id
+
+
+def test_the_filters_scratch_planes_carry_nothing_between_calls_or_threads():
+    """guided_filter keeps its working planes per thread between calls: a result must not depend on the call
+    before it (another size, another guide) nor on calls running in other threads, and it must not be scratch
+    memory the next call overwrites."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(5)
+    photo, mask = _photo_and_mask((180, 240))
+    p = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2)
+    other = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    first = guided_filter(photo, p, 3)
+    kept = first.copy()
+    guided_filter(other, rng.random((60, 80), dtype=np.float32), 2)  # another size
+    guided_filter(photo[::-1].copy(), p[::-1].copy(), 3)  # the same size, other values
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(guided_filter(photo, p, 3), first)
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(guided_filter, photo if n % 2 == 0 else photo[::-1].copy(), p, 3) for n in range(64)]
+        for n, job in enumerate(jobs):
+            if n % 2 == 0:
+                np.testing.assert_array_equal(job.result(), first)
+
+
+def test_a_filter_without_regularisation_or_of_another_size_is_refused():
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        guided_filter(np.ones((8, 8, 3), np.float32), np.zeros((8, 8), np.float32), 1, eps=0.0)
+    with pytest.raises(ValueError, match="expected"):
+        guided_filter(np.ones((8, 9, 3), np.uint8), np.zeros((8, 8), np.float32), 1)
+
+
 def test_a_flat_photo_leaves_the_probability_smoothed_and_finite():
     """A clipped white wall makes every window's colour covariance singular: no NaN, just the window mean."""
     p = np.zeros((60, 90), np.float32)

@@ -11,7 +11,9 @@ windows, that carries the photo's edges into the probability. It runs on a 1/4-s
 probability map. Measured on real photos (docs/results.md, "Refinement"): +0.002 native dice for `real-cpu`,
 whose outline is a model pixel or two off; but a perfect 160x240 mask loses 0.003 through it (where the
 outline has no colour edge it smooths, inside the car it picks up reflections), so score a much better net
-both ways (`--refine none|guided`) before keeping it.
+both ways (`--refine none|guided`) before keeping it. The filter runs in float32 in scratch planes kept per
+thread (about 52 MB a thread at a 640x960 guide); its masks are those of the former float64 one to a few pixels
+a photo (docs/results.md, "The guided filter in float32").
 
 `refine="guided"` in a run's config turns it on for `predict`, `score`, `cv` and blends; "none" (the
 default, and every run made before it existed) resizes the probability alone; "net" first corrects the
@@ -19,6 +21,7 @@ probability with a second-stage net (models/refiner.py, trained by refiner.py).
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import cv2
@@ -72,35 +75,91 @@ def radius_for(geometry: Geometry, guide_hw: tuple[int, int]) -> int:
     return max(1, round(MODEL_RADIUS * guide_hw[0] / geometry.inner[0]))
 
 
-def _box(x: np.ndarray, r: int) -> np.ndarray:
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
+def _box(x: np.ndarray, r: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The mean over each (2r+1)^2 window (reflected borders), as float32 (into `out` when given); integer input
+    is summed exactly."""
+    return cv2.boxFilter(x, cv2.CV_32F, (2 * r + 1, 2 * r + 1), dst=out, borderType=cv2.BORDER_REFLECT)
+
+
+def _plus_product(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x += a * b in place, in one pass (float32)."""
+    return cv2.accumulateProduct(a, b, x)
+
+
+_SCRATCH = threading.local()  # each thread's working planes, kept from one guided_filter call to the next
+
+
+def _scratch(shape: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """This thread's 20 float32 planes, 3 uint8 planes and a uint16 plane of `shape`, the same memory call after
+    call: fresh arrays would cost more in page faults (the first touch of each new page) than the filter's
+    arithmetic. About 52 MB a thread at 640x960, 13 MB at 320x480."""
+    kept = getattr(_SCRATCH, "planes", None)
+    if kept is None or kept[2].shape != shape:
+        kept = _SCRATCH.planes = (list(np.empty((20, *shape), np.float32)), list(np.empty((3, *shape), np.uint8)),
+                                  np.empty(shape, np.uint16))
+    return kept
 
 
 def guided_filter(guide: np.ndarray, p: np.ndarray, r: int, eps: float = EPS) -> np.ndarray:
-    """He et al.'s colour guided filter: `p` (H, W) filtered with the edges of `guide` (H, W, 3, values 0..1).
+    """He et al.'s colour guided filter: `p` (H, W) filtered with the edges of `guide` (H, W, 3: floats 0..1, or
+    uint8 0..255, read as /255); a new float32 (H, W) array.
 
-    Window means are float32 box filters; the 3x3 colour covariance of each window is inverted in closed form
-    in float64: in flat or clipped regions (a white wall) it is nearly singular, and float32 cancellation there
-    turns into NaN."""
-    guide = guide.astype(np.float32, copy=False)
-    p = p.astype(np.float32, copy=False)
-    mean = [_box(guide[..., c], r) for c in range(3)]
-    mean_p = _box(p, r)
-    cov_p = [(_box(guide[..., c] * p, r) - mean[c] * mean_p).astype(np.float64) for c in range(3)]
-    var = {(i, j): (_box(guide[..., i] * guide[..., j], r) - mean[i] * mean[j]).astype(np.float64)
-           for i in range(3) for j in range(i, 3)}
-    a, b, c = var[0, 0] + eps, var[0, 1], var[0, 2]
-    d, e, f = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
-    i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d  # the adjugate of [[a b c] [b d e] [c e f]]
-    i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
-    det = a * i00 + b * i01 + c * i02
-    det = np.where(np.abs(det) > 1e-30, det, np.inf)  # a singular window: no slope, the window's mean
-    slope = [((i00 * cov_p[0] + i01 * cov_p[1] + i02 * cov_p[2]) / det).astype(np.float32),
-             ((i01 * cov_p[0] + i11 * cov_p[1] + i12 * cov_p[2]) / det).astype(np.float32),
-             ((i02 * cov_p[0] + i12 * cov_p[1] + i22 * cov_p[2]) / det).astype(np.float32)]
-    offset = mean_p - sum(s * m for s, m in zip(slope, mean))
-    q = _box(offset, r) + sum(_box(s, r) * guide[..., k] for k, s in enumerate(slope))
-    return np.nan_to_num(q, nan=0.0, posinf=1.0, neginf=0.0)
+    One colour plane at a time, in float32, in this thread's scratch planes (`_scratch`): 13 box filters
+    (cv2.boxFilter) take the window means of the colours, the probability and their products (those of a uint8
+    guide as exact integer sums); each `x - a * b` is one fused pass (with -a kept where it is needed); the 3x3
+    system of each window (colour covariance + eps) is solved by an LDL^T factorisation, whose pivots stay >= eps
+    where a closed-form inverse cancels in float32; 4 more box filters average the fitted lines.
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0 (got {eps}): it keeps every window's 3x3 system solvable")
+    if guide.shape != (*p.shape, 3):
+        raise ValueError(f"guide is {guide.shape}, expected {(*p.shape, 3)}: the probability's size, 3 colours")
+    guide = np.ascontiguousarray(guide)  # a flipped or cropped view: once copied, as OpenCV wants it
+    floats, bytes_, product = _scratch(p.shape)
+    colours, tmp, mean, minus_mean, mean_p = floats[0:3], floats[3], floats[4:7], floats[7:10], floats[10]
+    cov_p, (a, b, c, d, e, f) = floats[11:14], floats[14:20]
+    if guide.dtype == np.uint8:  # 0..255 units: the covariance is 255^2 times larger, so is eps; q is the same
+        planes = cv2.split(guide, bytes_)
+        for colour, plane in zip(colours, planes):
+            np.copyto(colour, plane)
+        products = lambda x, y: np.multiply(x, y, out=product, dtype=np.uint16)  # exact: at most 255^2
+        eps = eps * 255.0 ** 2
+    else:
+        planes = cv2.split(guide.astype(np.float32, copy=False), colours)
+        products = lambda x, y: np.multiply(x, y, out=tmp)
+    p = np.ascontiguousarray(p, dtype=np.float32)
+    for k in range(3):
+        np.negative(_box(planes[k], r, mean[k]), out=minus_mean[k])
+    _box(p, r, mean_p)
+    # the colours' covariance with p, and with each other (eps on the diagonal), in each window
+    for k in range(3):
+        _plus_product(_box(np.multiply(colours[k], p, out=tmp), r, cov_p[k]), minus_mean[k], mean_p)
+    for (i, j), v in zip(((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)), (a, b, c, d, e, f)):
+        _plus_product(_box(products(planes[i], planes[j]), r, v), minus_mean[i], mean[j])
+    for v in (a, d, f):
+        v += np.float32(eps)
+    # Solve [[a b c] [b d e] [c e f]] slope = cov_p by LDL^T (pivots a, d1, f2, each >= eps), with l = -L's entries
+    # (in the planes of the means, which are spent).
+    minus_inv_a = np.divide(-1.0, a, out=tmp)
+    l10, l20 = np.multiply(b, minus_inv_a, out=mean[0]), np.multiply(c, minus_inv_a, out=mean[1])
+    d1 = _plus_product(d, l10, b)  # d - b^2 / a
+    e1 = _plus_product(e, l20, b)
+    f1 = _plus_product(f, l20, c)
+    l21 = np.negative(np.divide(e1, d1, out=b), out=b)
+    f2 = _plus_product(f1, l21, e1)
+    y0, y1, y2 = cov_p  # forward: L y = cov_p; back: D L^T slope = y (in place)
+    _plus_product(y1, l10, y0)
+    _plus_product(_plus_product(y2, l20, y0), l21, y1)
+    s2 = np.divide(y2, f2, out=y2)
+    s1 = _plus_product(np.divide(y1, d1, out=y1), l21, s2)
+    s0 = _plus_product(_plus_product(np.divide(y0, a, out=y0), l10, s1), l20, s2)
+    offset = mean_p  # mean_p - slope . mean
+    for s, m in zip((s0, s1, s2), minus_mean):
+        _plus_product(offset, s, m)
+    q = _box(offset, r)
+    for s, colour in zip((s0, s1, s2), colours):
+        _plus_product(q, _box(s, r, tmp), colour)
+    return q
 
 
 def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray,
@@ -114,8 +173,8 @@ def refined_native_u8(prob: np.ndarray, geometry: Geometry, guide: np.ndarray,
     p = geometry.from_model(prob.astype(np.float32, copy=False), size=(gh, gw))
     if refiner is not None:
         p = refiner(guide, p)
-    q = guided_filter(guide.astype(np.float32) / 255.0, p, radius_for(geometry, (gh, gw)))
-    q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0), alpha=255.0)
+    q = guided_filter(guide, p, radius_for(geometry, (gh, gw)))
+    q8 = cv2.convertScaleAbs(np.clip(q, 0.0, 1.0, out=q), alpha=255.0)
     if (gh, gw) == geometry.native:
         return q8
     return cv2.resize(q8, (geometry.native[1], geometry.native[0]), interpolation=cv2.INTER_LINEAR)

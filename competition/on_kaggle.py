@@ -172,7 +172,7 @@ def _take_folds_csv(theirs: Path, mine: Path) -> None:
 
 
 def refine_for_score(run_dir: Path, train_refiner: Callable[[], int]) -> list[str]:
-    """The --refine a train kernel scores its one fold with. A run refined by the net (real-cpu) that learns from
+    """The --refine a train kernel scores its one fold with. A run refined by the net (cpu) that learns from
     the fold's own training photos gets the fold's refiner first (train_refiner: `refiner`, minutes on a GPU; it
     lands in the output with the fold); one learning from held-out predictions cannot have one yet (the other
     folds are other kernels'), nor can a fold whose refiner failed: those score with the guided filter."""

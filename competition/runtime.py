@@ -37,10 +37,10 @@ def jit_compile(policy: str | None = None) -> bool | str:
     """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
     unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
 
-    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' float32 step
+    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and cpu nets' float32 step
     time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
     other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
-    real-cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
+    cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
     it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
     compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
     COMPETITION_XLA=0 turns it off, =1 forces it."""
@@ -74,7 +74,7 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
     """The Keras dtype policy a run trains in: `mixed_precision` means float16 compute on GPUs and bfloat16 on
-    CPUs that have bfloat16 instructions (about 2x a real-cpu epoch there: docs/results.md); float32 otherwise.
+    CPUs that have bfloat16 instructions (about 2x a cpu epoch there: docs/results.md); float32 otherwise.
     Variables, the loss and the output's sigmoid stay float32 either way."""
     if not mixed:
         return "float32"

@@ -17,7 +17,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     from ..train import train
     limit = deadline(a.time_limit)
     cfg = train_config(a)
-    run_dir = run_path(a.run or a.preset or cfg.preset, a.runs)  # the preset as typed: old names keep old runs
+    run_dir = run_path(a.run or cfg.preset, a.runs)
     folds = range(cfg.k) if a.fold == "all" else [fold_number(a.fold, cfg.k)]
     for fold in folds:
         summary = train(cfg, data=a.data, run_dir=run_dir, fold=fold,
@@ -54,7 +54,7 @@ def cmd_refiner(a: argparse.Namespace) -> None:
 def add_refiner(add: AddCommand) -> None:
     from ..config import REFINER_SOURCES
     s = add("refiner", cmd_refiner, "train the second-stage refiner net on a run's out-of-fold predictions "
-                                    "(then score, cv, predict with --refine net)", "--run real-cpu --data data/carvana")
+                                    "(then score, cv, predict with --refine net)", "--run cpu --data data/carvana")
     add_run(s, required=True)
     add_data(s)
     s.add_argument("--steps", type=int, default=None,

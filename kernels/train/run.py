@@ -22,7 +22,7 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      stops before an epoch as long as the slowest measured would cross it: the fold stops cleanly and
      resumably before Kaggle kills it;
   5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
-     photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning
+     photos, cpu's, trains that refiner first; one learning from other folds scores guided), tuning
      its threshold (the run's config then holds the tuned threshold that predict uses), and copies the
      finished run folder (config.json, folds.csv, fold<K>/ with model.keras, history.csv, curves.png,
      oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there says "complete", or
@@ -123,7 +123,7 @@ def main() -> int:
         if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("score"):
             on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
-            refine = on_kaggle.refine_for_score(  # real-cpu: the fold's refiner net from its own training photos
+            refine = on_kaggle.refine_for_score(  # cpu: the fold's refiner net from its own training photos
                 runs / name, lambda: cli(["refiner", "--run", str(runs / name), "--data", str(data)]))
             if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold",
                     *refine]) != 0:

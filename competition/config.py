@@ -78,8 +78,11 @@ class TrainConfig:
     max_images: int = field(default=0, metadata={"help": "train on at most this many images (0: all; the article "
                                                          "trained on 1,000)"})
     seed: int = field(default=42, metadata={"help": "random seed of training"})
-    mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPUs, bfloat16 on CPUs with "
-                                                                   "AVX512-BF16/AMX (runtime.precision_policy)"})
+    mixed_precision: bool = field(default=False, metadata={"help": "half-precision compute where the device does it "
+                                                                   "well: float16 on T4/P100/V100, bfloat16 on Ampere+ "
+                                                                   "and on CPUs with AVX512-BF16/AMX, else float32 "
+                                                                   "(runtime.precision_policy); --no-mixed-precision: "
+                                                                   "float32"})
     threshold: float = field(default=0.5, metadata={"help": "probability threshold of a mask pixel (score "
                                                             "--tune-threshold saves the best)"})
     refine: str = field(default="none", metadata={"help": "how probabilities reach 1918x1280: guided snaps them to "

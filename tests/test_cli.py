@@ -129,7 +129,7 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
             '--filters': ('filters', None),
             '--weights-dataset': ('weights_dataset', None),
             '--refine': ('refine', None),
-            '--out': ('out', 'kernels/build'),
+            '--out': ('out', None),  # build/push/queue: kernels/build; output: the run folder (issue 35)
             '--dest': ('dest', None)},
  'bench': {'--quick': ('quick', False), '--out': ('out', 'bench')},
  'plan': {'--preset': ('preset', 'unet'),
@@ -146,7 +146,9 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
           '--predict-img-s': ('predict_img_s', None),
           '--pipeline-img-s': ('pipeline_img_s', None),
           '--allow-split': ('allow_split', False)}}
-RENAMED_DESTS = {("train", "--model"): "arch"}  # the generated flag's dest is the field it sets
+RENAMED_DESTS = {("train", "--model"): "arch",  # the generated flag's dest is the field it sets
+                 # one spelling for "where this command writes" since issue 35: --out, the old ones its aliases
+                 ("download", "--dest"): "out", ("extract", "--to"): "out", ("kernel", "--dest"): "out"}
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +173,7 @@ def one_line_error(capsys, rc: int) -> str:
     (["train", "--encoder", "resnet18"], "error: train: --encoder: invalid choice: 'resnet18'"),
     (["kernel", "build", "--task", "eval"], "error: kernel: --task: invalid choice: 'eval'"),
     (["kernel", "fly"], "error: kernel: action: invalid choice: 'fly'"),
-    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --steps: invalid int value: 'abc'; see --help"),
+    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --refiner-steps/--steps: invalid int value: 'abc'; see --help"),
     (["predict", "--run", "r", "--out", "x", "--threshold", "high"], "error: predict: --threshold: invalid float"),
     (["score", "--run", "runs/A", "--bogus"], "error: score: unrecognized arguments: --bogus; see --help"),
     (["cv", "--run", "A", "extra"], "error: cv: unrecognized arguments: extra; see --help"),
@@ -305,6 +307,8 @@ def test_the_old_command_lines_of_tests_make_and_kernels_still_parse():
                  "predict --run a --run b:3 --data d --out s.csv --tta none --refine net --folds 0,1 --shard 0/4",
                  "score --run a --fold 0 --data d --worst 0 --tune-threshold --threshold 0.4",
                  "refiner --run r --data d --test-only --learn-from training --steps 2",
+                 "refiner --run r --data d --refiner-steps 2", "download --dest d", "extract --to d --data d",
+                 "kernel output --task train --preset tiny --dest d",
                  "submit f.csv -m hello --sample s.csv", "folds --data d --k 3 --seed 1 --out f.csv",
                  "calibrate --out c.json --presets demo,tiny:16x32:2 --steps 2 --predict-batch 3"]:
         assert parse(line.split()).func

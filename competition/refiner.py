@@ -21,7 +21,7 @@ dice is still near their validation dice (8 epochs of `cpu`: 0.9806 against 0.98
 training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of inference/upsample.py,
-then the resize to native (inference/). Measured on real photos: docs/results.md, "Refinement net".
+then the resize to native (inference/). Measured on real photos: docs/results.md, "Refiner net".
 """
 from __future__ import annotations
 

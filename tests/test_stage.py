@@ -78,3 +78,16 @@ def test_the_cpu_estimate_scales_the_measured_recipe():
     assert cpu_fold_hours(m["pixels"], m["filters"], m["depth"], m["image_epochs"], False) * 60 == 2 * m["minutes"]
     assert cpu_fold_hours(4 * m["pixels"], 2 * m["filters"], m["depth"], m["image_epochs"], True) * 60 == \
         16 * m["minutes"]
+
+
+def test_submit_and_validate_find_data_carvana_or_say_which_flag_in_one_line(tmp_path, monkeypatch, capsys):
+    from competition.cli import inference
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr("competition.submission.validate_cli", lambda file, sample, data: seen.append(data))
+    assert cli.main(["validate", "s.csv.gz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data DIR" in err and "--sample" in err
+    (tmp_path / inference.DEFAULT_DATA).mkdir(parents=True)
+    assert cli.main(["validate", "s.csv.gz"]) == 0 and seen == [inference.DEFAULT_DATA]
+    assert cli.main(["validate", "s.csv.gz", "--data", "elsewhere"]) == 0 and seen[-1] == "elsewhere"

@@ -22,11 +22,14 @@ OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
 # MIXED_PRECISION: 1 float16 on GPUs / bfloat16 on CPUs that have it, 0 float32, empty: the preset's (real-cpu: 1)
 MIXED_PRECISION ?=
 MIXED_FLAG = $(if $(filter 1,$(MIXED_PRECISION)),--mixed-precision)$(if $(filter 0,$(MIXED_PRECISION)),--no-mixed-precision)
+# ANYWAY=1: train a full-size preset on the synthetic set, or on a CPU where it would take days
+ANYWAY   ?=
+ANYWAY_FLAG = $(if $(filter 1,$(ANYWAY)), --anyway)
 TUNE     ?= 0
-# REFINE: none | guided | net (empty: the run's config); net needs `make refiner` after the folds are trained
-# (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
+# REFINE: none | guided | net (empty: the run's config); `make train` trains the refiner net of a run whose config
+# says net (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
 REFINE   ?=
-# LEARN_FROM: what `make refiner` learns from: held-out (the other folds' predictions, 2+ folds) or training
+# LEARN_FROM: what `make refiner` (retraining the refiners) learns from: held-out (the other folds' predictions, 2+ folds) or training
 # (each fold's model on its own training photos: one fold is enough; for short runs); empty: the run's config's
 # (training for real-cpu, held-out otherwise).
 LEARN_FROM ?=
@@ -47,8 +50,30 @@ CLI      := $(PY) -m competition
 # A file's tests stay in one process (--dist loadfile), so a module's shared trained run is made once.
 TEST_JOBS ?= 2
 
-.PHONY: demo test synth folds info train train-all predict validate submit score cv refiner data extract \
+.PHONY: help demo test synth folds info train train-all predict validate submit score cv refiner data extract \
         kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output bench venv clean
+
+.DEFAULT_GOAL := help
+help:
+	@echo "make demo             the whole path on a generated synthetic dataset (no Kaggle account)"
+	@echo "make test             the test suite (CPU only)"
+	@echo "make data             download the competition's files to data/carvana (Kaggle credentials)"
+	@echo "make train FOLD=k     train fold k as PRESET describes (the U-Net, then its refiner net); rerun to resume"
+	@echo "make train-all        train every fold, then cv: out-of-fold dice, the threshold tuned into the run"
+	@echo "make submit           predict the test set with the run's own settings, validate (SUBMIT=1 uploads)"
+	@echo "make score FOLD=k     Kaggle's dice on fold k's held-out cars, with report.html (TUNE=1 tunes)"
+	@echo "make cv               every trained fold scored out of fold, cv.md (TUNE=1 tunes the threshold)"
+	@echo "make predict          the submission CSV alone (ENSEMBLE=0,1 for some folds)"
+	@echo "make validate         check OUT against the sample submission"
+	@echo "make refiner          retrain the run's refiner nets (train already trains them)"
+	@echo "make info | folds     what the data holds | the folds by car"
+	@echo "make synth | extract  the synthetic dataset | unzip the data within a disk BUDGET"
+	@echo "make kernel-push-all  train every fold as Kaggle kernels, two at a time (docs/kaggle.md)"
+	@echo "make kernel-queue     push the next waiting fold kernel; kernel-push/-status/-output/-build: one kernel"
+	@echo "make bench            measure the toolkit's speed on this machine (bench/)"
+	@echo "make kaggle-compat    the kernel scripts on Kaggle's TensorFlow/Keras (a second venv)"
+	@echo "make clean            remove runs, caches, the synthetic set and built kernels"
+	@echo "variables: PRESET=$(PRESET) RUN=$(RUN) FOLD=$(FOLD) DATA=$(DATA) (docs/guide.md, The Makefile)"
 
 venv: $(VENV)/.installed
 
@@ -81,11 +106,13 @@ folds: venv
 
 train: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(MIXED_FLAG)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)
 
+# Every fold (each with its refiner where the preset has one), then cv, which records the tuned threshold in the run.
 train-all: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(MIXED_FLAG)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)
+	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) --tune-threshold
 
 predict: venv
 	@echo "data: $(DATA)"
@@ -121,13 +148,13 @@ cv: venv
 	@echo "data: $(DATA)"
 	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) $(if $(filter 1,$(TUNE)),--tune-threshold) $(if $(REFINE),--refine $(REFINE))
 
-# The second-stage refiner net, from the trained folds' predictions (then REFINE=net, real-cpu's default).
+# Retrain the second-stage refiner nets (`make train` already trains them where the run's config says net).
 refiner: venv
 	@echo "data: $(DATA)"
 	$(CLI) refiner --run $(RUN) --data $(DATA)$(if $(LEARN_FROM), --learn-from $(LEARN_FROM))
 
 data: venv
-	$(CLI) download --dest data/carvana
+	$(CLI) download --out data/carvana
 
 extract: venv
 	@echo "data: $(DATA)"
@@ -154,7 +181,7 @@ kernel-output: venv
 bench: venv
 	$(CLI) bench --out bench
 
-## Kaggle's image (README, "Kaggle's versions"): .venv-kaggle/ with the TensorFlow/Keras/numpy pinned in
+## Kaggle's image (docs/kaggle.md, "Kaggle's versions"): .venv-kaggle/ with the TensorFlow/Keras/numpy pinned in
 ## kernels/kaggle-image.txt (rebuilt when that file changes), then the kernel scripts and model files on them.
 ## Not part of `test`: a ~2.5 GB environment and several minutes on 2 cores.
 KAGGLE_VENV  := .venv-kaggle

@@ -36,5 +36,21 @@ CARDS: dict[str, Gpu] = {
     "H100": Gpu("H100", 989.0, 67.0, 80, "NVIDIA H100 SXM datasheet (dense)"),
     "H100-PCIe": Gpu("H100-PCIe", 756.0, 51.0, 80, "NVIDIA H100 PCIe datasheet (dense)"),
     "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
-    "H200": Gpu("H200", 989.0, 67.0, 141, "NVIDIA H200 datasheet (dense)"),
 }
+
+
+# The cpu preset's first stage as measured on a 2-core CPU (docs/results.md, "real-cpu at 192x288"): 20 epochs of
+# 397 photos at 192x288 (depth 4, 16 filters) in about 15 minutes in bfloat16, about twice that in float32.
+CPU_MEASURED = {"pixels": 192 * 288, "filters": 16, "depth": 4, "image_epochs": 20 * 397, "minutes": 15.0}
+FULL_SIZE_PIXELS = 320 * 480  # an input above this is a full-size preset's: not for the synthetic set
+DAYS_ON_A_CPU = 24.0          # hours of a fold on a CPU past which train asks for --preset cpu (or --anyway)
+
+
+def cpu_fold_hours(pixels: int, filters: int, depth: int, image_epochs: int, bf16: bool) -> float:
+    """An estimate of a fold's first-stage training on a 2-core CPU: the cpu preset's measured time scaled by input
+    pixels, a U-Net's cost per pixel (filters squared times levels: each level halves the side and doubles the
+    filters, so costs about the same) and images x epochs; float32 (no bfloat16) twice the time."""
+    m = CPU_MEASURED
+    per_pixel = (filters ** 2 * (depth + 1)) / (m["filters"] ** 2 * (m["depth"] + 1))
+    scale = pixels / m["pixels"] * per_pixel * image_epochs / m["image_epochs"]
+    return m["minutes"] * scale * (1 if bf16 else 2) / 60

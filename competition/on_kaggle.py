@@ -171,16 +171,15 @@ def _take_folds_csv(theirs: Path, mine: Path) -> None:
                         f"split the photos differently (another k, seed or data); gather kernels of one run")
 
 
-def refine_for_score(run_dir: Path, train_refiner: Callable[[], int]) -> list[str]:
-    """The --refine a train kernel scores its one fold with. A run refined by the net (real-cpu) that learns from
-    the fold's own training photos gets the fold's refiner first (train_refiner: `refiner`, minutes on a GPU; it
-    lands in the output with the fold); one learning from held-out predictions cannot have one yet (the other
-    folds are other kernels'), nor can a fold whose refiner failed: those score with the guided filter."""
+def refine_for_score(run_dir: Path, fold: int) -> list[str]:
+    """The --refine a train kernel scores its one fold with. A run refined by the net (cpu) that learns from the
+    fold's own training photos has the fold's refiner: `train` trained it right after the fold (stage.py; minutes
+    on a GPU). One learning from held-out predictions cannot have one yet (the other folds are other kernels'), nor
+    can a fold whose refiner failed: those score with the guided filter."""
     from .config import load_config
+    from .runs import refiner_path
     cfg = load_config(run_dir / "config.json")
-    if cfg.refine != "net":
-        return []
-    if cfg.refiner_from == "training" and train_refiner() == 0:
+    if cfg.refine != "net" or refiner_path(run_dir, fold).is_file():
         return []
     why = "its refiner failed (above)" if cfg.refiner_from == "training" else "its refiner needs the other folds"
     print(f"scoring this fold with the guided filter, not the refiner net: {why}", flush=True)

@@ -45,8 +45,8 @@ SESSIONS: dict[str, tuple[str, int]] = {"t4x2": ("T4", 2), "t4": ("T4", 1), "p10
 # Measured throughput per preset, at the preset's training input (its crop, else its frame) and batch, in
 # the preset's precision: filled from runs on a real GPU, each naming its card (a key of CARDS). Empty: no
 # measurement yet, and `plan` says its figures are FLOP estimates. Example of an entry:
-# "unet-t4": {"device": "H100", "train_img_s": 0.0, "predict_img_s": 0.0, "precision": "fp16",
-#             "batch": 8, "how": "Keras 3 on JAX, mixed_float16, median of N steps after warm-up"},
+# "full": {"device": "H100", "train_img_s": 0.0, "predict_img_s": 0.0, "precision": "fp16",
+#          "batch": 8, "how": "Keras 3 on JAX, mixed_float16, median of N steps after warm-up"},
 # "calibrates": False keeps an entry out of the efficiency that estimates other presets (a 96x128 net leaves
 # most of an H100 idle, so its fraction of peak says nothing about a full-resolution one).
 _ARTICLE_H100 = ("python -m competition.calibrate --mixed-precision on a lent H100 80GB HBM3, Keras 3.15.1 on "
@@ -113,7 +113,7 @@ def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[flo
     return rate, f"{cores} cores x {PIPELINE_PER_CORE['img_s']:g} img/s per core ({PIPELINE_PER_CORE['source']})"
 
 
-MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: real-cpu's 1/4 decode
+MEASURED_GUIDE = (320, 480)  # the guide POSTPROCESS_MS was measured on: cpu's 1/4 decode
 
 
 def guide_of(cfg: TrainConfig) -> tuple[int, tuple[int, int]]:
@@ -128,7 +128,7 @@ def guide_of(cfg: TrainConfig) -> tuple[int, tuple[int, int]]:
 def post_rate(cfg: TrainConfig, card: str | None = None) -> tuple[float, str]:
     """Test images a second predict's post-processing turns into rows for `cfg`, and where it comes from.
     A refinement's share scales with its guide's pixels (a 640x960 model is guided by the native photo, 16x
-    real-cpu's). On the CPU (card None) the refiner net runs one image at a time (its lock), the rest on
+    cpu's). On the CPU (card None) the refiner net runs one image at a time (its lock), the rest on
     POST_THREADS threads. On a `card` session the net's pass is the GPU's (an ESTIMATE, `gpu_refiner_ms`) and
     the CPU threads do what `guided` does; the slower of the two sets the rate."""
     refine = "guided" if cfg.refine == "net" and card else cfg.refine

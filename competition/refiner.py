@@ -17,11 +17,11 @@ training photos are near perfect. So by default it trains on out-of-fold probabi
 `--learn-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
 probabilities on them (still never a photo of fold k), and `all.keras` is a copy of the first trained fold's
 (one fold's photos in memory at a time): one finished fold is enough. It is for short runs, whose training
-dice is still near their validation dice (8 epochs of `real-cpu`: 0.9806 against 0.9801), so their errors on
+dice is still near their validation dice (8 epochs of `cpu`: 0.9806 against 0.9801), so their errors on
 training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of inference/upsample.py,
-then the resize to native (inference/). Measured on real photos: docs/results.md, "Refinement net".
+then the resize to native (inference/). Measured on real photos: docs/results.md, "Refiner net".
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ ALONG_OUTLINE = 0.8          # share of crops centred within 5 px of where the f
 
 def refiner_policy(mixed_precision: bool) -> str:
     """The dtype policy a run's refiner trains in: bfloat16 where its first stage trains in bfloat16 (a
-    mixed-precision run on a CPU with bfloat16 instructions: 2,000 steps of real-cpu's refiner in about 2.5
+    mixed-precision run on a CPU with bfloat16 instructions: 2,000 steps of cpu's refiner in about 2.5
     minutes instead of 6), else float32 (on a GPU the refiner is cheap beside the first stage)."""
     from .runtime import machine_policy
     policy = machine_policy(mixed_precision)

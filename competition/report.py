@@ -2,7 +2,8 @@
 
 A report only draws what scoring computed and saved in the fold folder (score.json, scores.csv,
 worst.npz): it predicts nothing, and scoring never imports it. Overlays are drawn with OpenCV (already
-a dependency; exact pixel control); the histogram and bar charts use matplotlib (see README, "Dependencies").
+a dependency; exact pixel control); the histogram and bar charts use matplotlib
+(see docs/contributing.md, "Dependencies").
 """
 from __future__ import annotations
 

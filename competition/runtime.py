@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -37,10 +38,10 @@ def jit_compile(policy: str | None = None) -> bool | str:
     """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
     unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
 
-    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and real-cpu nets' float32 step
+    Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and cpu nets' float32 step
     time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
     other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
-    real-cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
+    cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
     it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
     compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
     COMPETITION_XLA=0 turns it off, =1 forces it."""
@@ -72,22 +73,47 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def precision_policy(mixed: bool, gpu: bool, bf16_cpu: bool) -> str:
-    """The Keras dtype policy a run trains in: `mixed_precision` means float16 compute on GPUs and bfloat16 on
-    CPUs that have bfloat16 instructions (about 2x a real-cpu epoch there: docs/results.md); float32 otherwise.
-    Variables, the loss and the output's sigmoid stay float32 either way."""
+@dataclass(frozen=True)
+class Device:
+    """What the precision decision needs to know of a machine: its GPU's CUDA compute capability (None: no GPU) and,
+    without one, whether the CPU has bfloat16 instructions."""
+
+    gpu_capability: tuple[int, int] | None = None
+    bf16_cpu: bool = False
+
+
+FAST_FLOAT16 = ((6, 0), (7, 0), (7, 2), (7, 5))  # P100, V100, Xavier, T4 (and Turing cards): float16 tensor math
+BFLOAT16_FROM = (8, 0)  # Ampere and newer (A100, L4, RTX 30xx/40xx, H100): bfloat16 as fast as float16, no scaling
+
+
+def precision_policy(mixed: bool, device: Device) -> str:
+    """The Keras dtype policy a run trains in, from the device alone: with `mixed_precision`, bfloat16 on Ampere and
+    newer GPUs, float16 on those that lack bfloat16 but do float16 well (T4, P100, V100), bfloat16 on CPUs with
+    AVX512-BF16 or AMX (about 2x a cpu-preset epoch there: docs/results.md); float32 everywhere else (older GPUs,
+    other CPUs: emulated half precision would be slower) and without `mixed_precision`. Variables, the loss and the
+    output's sigmoid stay float32 either way."""
     if not mixed:
         return "float32"
-    if gpu:
-        return "mixed_float16"
-    return "mixed_bfloat16" if bf16_cpu else "float32"
+    if device.gpu_capability is not None:
+        if tuple(device.gpu_capability) >= BFLOAT16_FROM:
+            return "mixed_bfloat16"
+        return "mixed_float16" if tuple(device.gpu_capability) in FAST_FLOAT16 else "float32"
+    return "mixed_bfloat16" if device.bf16_cpu else "float32"
+
+
+def this_device() -> Device:
+    """This machine's Device: the first GPU TensorFlow sees (its compute capability), else the CPU's flags."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return Device(gpu_capability=tuple(details.get("compute_capability") or (7, 5)))  # unknown: as a T4
+    return Device(bf16_cpu=cpu_has_bf16())
 
 
 def machine_policy(mixed: bool) -> str:
-    """`precision_policy` on this machine: whether TensorFlow sees a GPU, else whether the CPU has bfloat16."""
-    import tensorflow as tf
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    return precision_policy(mixed, gpu, not gpu and cpu_has_bf16())
+    """`precision_policy` on this machine."""
+    return precision_policy(mixed, this_device())
 
 
 @contextlib.contextmanager

@@ -260,8 +260,4 @@ def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: li
     shutil.rmtree(out / "backup", ignore_errors=True)
     say(f"fold {fold} done: best val_dice {summary['val_dice']:.4f} at epoch {summary['best_epoch']} "
         f"(model resolution); {out}/model.keras")
-    if cfg.refine == "net":  # score and predict will ask for the refiner: say so now
-        when = "now" if cfg.refiner_from == "training" else "once two or more folds are trained"
-        say(f"this run refines with the refiner net: train it {when} with `python -m competition refiner --run "
-            f"{run_dir} --data DIR` (learns from {cfg.refiner_from} photos, {cfg.refiner_steps} steps)")
     return summary

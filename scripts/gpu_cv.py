@@ -8,7 +8,7 @@ loop. tf.data needs TensorFlow, so a numpy loader makes the same batches: pass n
 flip / rotation / contrast with `pipeline.crop_augmentation`'s distributions (rotation by OpenCV: bilinear photo,
 nearest mask, reflected border). Results are written as the CLI writes them (runs/<name>/cv.md, scores.csv).
 
-    KERAS_BACKEND=jax python scripts/gpu_cv.py --data DIR --runs runs --preset real-cpu --folds 0,1,2,3,4
+    KERAS_BACKEND=jax python scripts/gpu_cv.py --data DIR --runs runs --preset cpu --folds 0,1,2,3,4
 """
 from __future__ import annotations
 

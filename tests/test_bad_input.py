@@ -184,9 +184,9 @@ BAD_INPUTS = [
     Bad("merge --out in a folder that cannot be made", "merge {tmp}/s.csv --out {tmp}/f/m.csv",
         "--out {tmp}/f/m.csv: {tmp}/f is a file",
         lambda tmp, run, data: (submission(tmp, []), (tmp / "f").write_text("x"))),
-    Bad("download --dest is a file", "download --dest {tmp}/f", "--dest {tmp}/f: is a file",
+    Bad("download --out (--dest) is a file", "download --dest {tmp}/f", "--out {tmp}/f: is a file",
         lambda tmp, run, data: (tmp / "f").write_text("x")),
-    Bad("extract --to is a file", "extract --data {data} --to {tmp}/f", "--to {tmp}/f: is a file",
+    Bad("extract --out (--to) is a file", "extract --data {data} --to {tmp}/f", "--out {tmp}/f: is a file",
         lambda tmp, run, data: (tmp / "f").write_text("x")),
     # smaller ones
     Bad("cv of a run that does not exist (as predict says)", "cv --run {tmp}/nope --data {data}",

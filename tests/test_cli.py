@@ -129,7 +129,7 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
             '--filters': ('filters', None),
             '--weights-dataset': ('weights_dataset', None),
             '--refine': ('refine', None),
-            '--out': ('out', 'kernels/build'),
+            '--out': ('out', None),  # build/push/queue: kernels/build; output: the run folder (issue 35)
             '--dest': ('dest', None)},
  'bench': {'--quick': ('quick', False), '--out': ('out', 'bench')},
  'plan': {'--preset': ('preset', 'unet'),
@@ -146,7 +146,9 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
           '--predict-img-s': ('predict_img_s', None),
           '--pipeline-img-s': ('pipeline_img_s', None),
           '--allow-split': ('allow_split', False)}}
-RENAMED_DESTS = {("train", "--model"): "arch"}  # the generated flag's dest is the field it sets
+RENAMED_DESTS = {("train", "--model"): "arch",  # the generated flag's dest is the field it sets
+                 # one spelling for "where this command writes" since issue 35: --out, the old ones its aliases
+                 ("download", "--dest"): "out", ("extract", "--to"): "out", ("kernel", "--dest"): "out"}
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +173,7 @@ def one_line_error(capsys, rc: int) -> str:
     (["train", "--encoder", "resnet18"], "error: train: --encoder: invalid choice: 'resnet18'"),
     (["kernel", "build", "--task", "eval"], "error: kernel: --task: invalid choice: 'eval'"),
     (["kernel", "fly"], "error: kernel: action: invalid choice: 'fly'"),
-    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --steps: invalid int value: 'abc'; see --help"),
+    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --refiner-steps/--steps: invalid int value: 'abc'; see --help"),
     (["predict", "--run", "r", "--out", "x", "--threshold", "high"], "error: predict: --threshold: invalid float"),
     (["score", "--run", "runs/A", "--bogus"], "error: score: unrecognized arguments: --bogus; see --help"),
     (["cv", "--run", "A", "extra"], "error: cv: unrecognized arguments: extra; see --help"),
@@ -243,8 +245,8 @@ def test_debug_and_quiet_default_off():
 def test_debug_after_the_subcommand_shows_the_traceback(capsys):
     assert main(["train", "--preset", "nope", "--debug"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.strip().endswith("error: unknown preset 'nope': choose one of "
-                                                       + ", ".join(__import__("competition.config").config.PRESETS))
+    offered = ", ".join(__import__("competition.config").config.OFFERED)
+    assert "Traceback" in err and f"error: unknown preset 'nope': choose one of {offered}" in err.strip().splitlines()[-1]
 
 
 # --- train's flags, generated from TrainConfig ---------------------------------------------------
@@ -278,7 +280,7 @@ def test_train_flags_map_back_to_the_config():
         refiner_from="training", refiner_steps=5)
     # nothing given: the preset itself; 'none' clears a list or a crop
     assert train_config(parse(["train", "--preset", "tiny"])) == preset("tiny")
-    cfg = train_config(parse(["train", "--preset", "unet-t4", "--crop", "none", "--augment", "none"]))
+    cfg = train_config(parse(["train", "--preset", "full", "--crop", "none", "--augment", "none"]))
     assert cfg.crop is None and cfg.augment == ()
 
 
@@ -305,6 +307,8 @@ def test_the_old_command_lines_of_tests_make_and_kernels_still_parse():
                  "predict --run a --run b:3 --data d --out s.csv --tta none --refine net --folds 0,1 --shard 0/4",
                  "score --run a --fold 0 --data d --worst 0 --tune-threshold --threshold 0.4",
                  "refiner --run r --data d --test-only --learn-from training --steps 2",
+                 "refiner --run r --data d --refiner-steps 2", "download --dest d", "extract --to d --data d",
+                 "kernel output --task train --preset tiny --dest d",
                  "submit f.csv -m hello --sample s.csv", "folds --data d --k 3 --seed 1 --out f.csv",
                  "calibrate --out c.json --presets demo,tiny:16x32:2 --steps 2 --predict-batch 3"]:
         assert parse(line.split()).func

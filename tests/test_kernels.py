@@ -472,7 +472,7 @@ def test_cli_build_passes_epochs_and_shard_into_the_script(tmp_path):
 # KILL_AT=chunkN dies while mirroring chunk N (its bytes appended to the mirrored part, its record not yet).
 # KILL_AT=refinerN dies as the refiner draws its Nth training batch. CHUNK_ROWS sets the submission writer's chunk
 # size, so 4 test images make 4 chunks; REFINER_STEPS the refiner's training batches; REFINE_NET=1 makes the tiny
-# preset a net-refined one that learns from the fold's own training photos, as real-cpu is.
+# preset a net-refined one that learns from the fold's own training photos, as cpu is.
 _KILLER = '''
 import os, runpy, signal, sys
 from pathlib import Path
@@ -645,9 +645,9 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
 
 def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_version_trains_only_the_refiner(
         tmp_path, synth_zip_dir):
-    """real-cpu's train kernel trains the fold's refiner after the fold: killed then, the session's output still
-    holds the finished fold (mirrored as it finished, copied again before the refiner started), and the next
-    version trains the refiner and scores with it, without training the fold again."""
+    """cpu's train kernel's `train` trains the fold's refiner after the fold: killed then, the session's output
+    still holds the finished fold (mirrored as it finished), and the next version's `train` finds the fold trained,
+    trains the refiner and the kernel scores with it, without training the fold again."""
     spec = KernelSpec(task="train", fold=0, preset="tiny", name="kn", user="alice", epochs=1)
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
@@ -678,25 +678,26 @@ def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_ve
 
 
 def test_a_train_kernel_scores_a_net_refined_fold_with_its_own_refiner_or_else_guided(tmp_path, capsys):
+    """train trains a net-refined fold's refiner after it (stage.py); the kernel scores with it where it is there."""
     from competition.config import save_config
-    calls = []
-
-    def refiner(rc: int):
-        return lambda: calls.append(rc) or rc
-    for cfg, rc, expected, trained in ((preset("unet"), 0, [], 0), (preset("real-cpu-30"), 0, [], 0),
-                                       (preset("real-cpu"), 0, [], 1),
-                                       (preset("real-cpu"), 1, ["--refine", "guided"], 1),
-                                       (preset("real-cpu", refiner_from="held-out"), 0, ["--refine", "guided"], 0)):
-        calls.clear()
+    from competition.runs import refiner_path
+    for cfg, has_refiner, expected in ((preset("unet"), False, []), (preset("demo"), False, []),
+                                       (preset("cpu"), True, []),
+                                       (preset("cpu"), False, ["--refine", "guided"]),
+                                       (preset("cpu", refiner_from="held-out"), False, ["--refine", "guided"])):
         save_config(tmp_path / "config.json", cfg)
-        assert on_kaggle.refine_for_score(tmp_path, refiner(rc)) == expected, cfg.preset
-        assert len(calls) == trained
-    assert "its refiner needs the other folds" in capsys.readouterr().out
+        refiner_path(tmp_path, 0).unlink(missing_ok=True)
+        if has_refiner:
+            refiner_path(tmp_path, 0).parent.mkdir(exist_ok=True)
+            refiner_path(tmp_path, 0).write_bytes(b"net")
+        assert on_kaggle.refine_for_score(tmp_path, 0) == expected, cfg.preset
+    out = capsys.readouterr().out
+    assert "its refiner failed (above)" in out and "its refiner needs the other folds" in out
 
 
 def test_a_gathered_run_keeps_the_train_kernels_folds_and_refuses_kernels_that_split_otherwise(
         killed_and_resumed_fold, tmp_path):
-    """A refiner that learns from a fold's training photos (real-cpu's) reads the run's folds.csv: the predict
+    """A refiner that learns from a fold's training photos (cpu's) reads the run's folds.csv: the predict
     kernel's gathered run must carry the train kernel's, and two kernels with different splits cannot mix."""
     from competition.config import load_config
     from competition.runs import training_ids

@@ -14,7 +14,7 @@ from competition import cli
 from competition import predict as predict_mod
 from competition import runs as runs_mod
 from competition import submission
-from competition.config import PRESET_ALIASES, PRESETS, TrainConfig, preset, run_path
+from competition.config import OFFERED, PRESETS, RENAMED, RETIRED, TrainConfig, load_config, preset, run_path
 from competition.errors import UserError
 from competition.fileio import write_json
 from competition.predict import predict
@@ -227,25 +227,52 @@ def test_what_changed_names_the_difference():
 
 
 # --- preset names -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("old,new", sorted(PRESET_ALIASES.items()))
-def test_former_preset_names_are_the_same_config(old, new):
+@pytest.mark.parametrize("old,new", sorted(RETIRED.items()))
+def test_a_retired_preset_given_to_train_names_its_successor_in_one_line_and_writes_nothing(old, new, tmp_path,
+                                                                                             monkeypatch, capsys):
     assert new in PRESETS and old not in PRESETS
-    assert preset(old) == preset(new) and preset(old).preset == new
-    assert preset(old, epochs=3) == preset(new, epochs=3)
+    with pytest.raises(UserError, match=f"preset '{old}' is retired: use --preset {new}"):
+        preset(old)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--preset", old, "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--preset {new}" in err
+    assert not list(tmp_path.iterdir())
 
 
-def test_a_run_made_under_a_former_preset_name_still_loads_and_resumes(tmp_path):
-    d = preset("article-unet").to_json()
-    d["preset"] = "seed-unet"  # as config.json of a run made before the rename
+def test_an_unknown_preset_names_the_offered_ones_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--preset", "unet-9000", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(name in err for name in OFFERED)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("old,new", sorted(RENAMED.items()))
+def test_a_run_made_under_a_renamed_preset_still_loads_and_resumes_as_its_successor(old, new, tmp_path):
+    d = preset(new).to_json()
+    d["preset"] = old  # as config.json of a run made before the rename
     write_json(tmp_path / "config.json", d)
-    assert TrainConfig.from_json(d) == preset("seed-unet") == preset("article-unet")
-    check_run_config(tmp_path, preset("seed-unet"))  # no "different config" error
-    check_run_config(tmp_path, preset("article-unet"))
+    assert TrainConfig.from_json(d) == preset(new)
+    check_run_config(tmp_path, preset(new))  # no "different config" error
 
 
-def test_the_article_presets_are_named_for_it():
-    assert {"article-simple", "article-unet", "article-unet-strided"} <= set(PRESETS)
+def test_a_run_made_under_a_superseded_preset_still_loads_with_its_own_values(tmp_path):
+    d = preset("demo", k=5, augment=("flip", "contrast")).to_json()
+    d["preset"] = "real-cpu-30"  # a run of the former 30-epoch CPU recipe
+    write_json(tmp_path / "config.json", d)
+    cfg = load_config(tmp_path / "config.json")
+    assert cfg.preset == "real-cpu-30" and cfg.k == 5 and cfg.epochs == PRESETS["demo"]["epochs"]
+
+
+def test_help_offers_at_most_six_presets_and_hides_the_test_one():
+    assert len(OFFERED) <= 6 and set(OFFERED) <= set(PRESETS) and "tiny" not in OFFERED
+    assert {"demo", "cpu", "unet", "full"} <= set(OFFERED)
+    assert {"article-simple", "article-unet", "article-unet-strided"} <= set(PRESETS) - set(OFFERED)
     assert not [name for name in PRESETS if name.startswith("seed")]
+    train_help = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "tiny" not in train_help.split("--preset", 1)[1].split("--data")[0]
+    assert all(name in train_help for name in OFFERED)
 
 
 # --- one way to name a run --------------------------------------------------------------------------
@@ -299,15 +326,13 @@ def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synt
         assert outputs[0]["args"][0].name == "mine" and outputs[0]["dest"] == Path("runs/mine")
 
 
-def test_name_is_still_accepted_and_a_former_preset_keeps_its_run_folder(tmp_path, monkeypatch, synth_dir):
+def test_name_is_still_accepted(tmp_path, monkeypatch, synth_dir):
     from competition import kernels
     from competition import train as train_module
     monkeypatch.chdir(tmp_path)
     trains = capture(monkeypatch, train_module, "train")
     assert cli.main(["--debug", "train", "--preset", "tiny", "--name", "mine", "--data", str(synth_dir)]) == 0
-    assert cli.main(["--debug", "train", "--preset", "seed-unet", "--data", str(synth_dir)]) == 0
-    assert [c["run_dir"] for c in trains] == [Path("runs/mine"), Path("runs/seed-unet")]
-    assert trains[1]["args"][0] == preset("article-unet")
+    assert [c["run_dir"] for c in trains] == [Path("runs/mine")]
     builds = capture(monkeypatch, kernels, "build")
     assert cli.main(["kernel", "build", "--preset", "tiny", "--name", "mine"]) == 0
     assert builds[0]["args"][0].run_name == "mine"

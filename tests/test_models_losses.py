@@ -24,7 +24,7 @@ def test_simple_builds(size):
 
 
 def test_seed_presets_are_the_article_models():
-    simple, unet = preset("seed-simple"), preset("seed-unet")
+    simple, unet = preset("article-simple"), preset("article-unet")
     assert (simple.height, simple.width, simple.batch, simple.lr, simple.epsilon) == (96, 128, 32, 1e-4, 1e-6)
     assert simple.loss == unet.loss == "dice_global" and unet.patience == 2 and unet.monitor == "val_loss"
     m = build_model(unet)
@@ -35,7 +35,7 @@ def test_seed_presets_are_the_article_models():
     s = build_model(simple)
     assert [l.strides for l in s.layers if isinstance(l, keras.layers.Conv2D) and l.name.endswith("down")] == [(2, 2)] * 3
     assert not any(isinstance(l, keras.layers.Concatenate) for l in s.layers)
-    strided = build_model(preset("unet-strided"))
+    strided = build_model(preset("article-unet-strided"))
     assert not any(isinstance(l, keras.layers.MaxPooling2D) for l in strided.layers)
 
 
@@ -43,7 +43,7 @@ def test_seed_presets_are_the_article_models():
 def test_bad_size_is_one_line(size):
     h, w = (int(v) for v in size.split("x"))
     with pytest.raises(UserError, match=r"not a multiple of 16 .*try 96x128"):
-        preset("seed-unet", height=h, width=w)
+        preset("article-unet", height=h, width=w)
 
 
 def test_unknown_names_are_user_errors():

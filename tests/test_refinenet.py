@@ -336,7 +336,7 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
 
 
 def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_run, synth_dir, trainings):
-    """real-cpu's config says refiner_from "training" and 2000 steps: a bare `refiner` does that (one fold is
+    """cpu's config says refiner_from "training" and 2000 steps: a bare `refiner` does that (one fold is
     enough); the command line still overrides either."""
     from competition import cli
     from competition.config import REFINER_SOURCES, load_config, save_config
@@ -365,9 +365,9 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
         tiny_run, synth_dir, trainings, monkeypatch, mixed, bf16_cpu, policy):
     """As its first stage (train.precision_policy): the policy is recorded, so changing it trains again, and a
     float32 refiner's record has no "policy" (refiners recorded before it existed stay current)."""
-    from competition import runtime as train_mod  # machine_policy reads the CPU's flags there
+    from competition import runtime as runtime_mod
     from competition.config import load_config, save_config
-    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
     run = tiny_run
     save_config(run / "config.json", load_config(run / "config.json").replace(
         refiner_from="training", refiner_steps=2, mixed_precision=mixed))
@@ -380,7 +380,7 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
     assert saved.get_layer("refined").compute_dtype == "float32"
     train_refiners(run, str(synth_dir))
     assert len(trainings) == 1  # the same policy: up to date
-    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: not bf16_cpu)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: not bf16_cpu)
     train_refiners(run, str(synth_dir))
     assert len(trainings) == (2 if mixed else 1)  # a mixed run's policy follows the CPU: trained again
 

@@ -9,7 +9,7 @@ import pytest
 import keras
 
 from competition import runs as runs_mod
-from competition import runtime
+from competition import runtime as runtime_mod
 from competition import train as train_mod
 from competition.config import preset
 from competition.errors import UserError
@@ -128,25 +128,28 @@ def test_training_follows_the_schedule_and_clips(synth_dir, tmp_path, tiny_cache
 
 
 def test_bfloat16_is_read_from_the_cpu_flags():
-    assert runtime.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
-    assert runtime.cpu_has_bf16("flags\t: fpu sse2 amx_bf16 amx_tile\n")
-    assert not runtime.cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_vnni\n")
-    assert not runtime.cpu_has_bf16("model name\t: avx512_bf16\nflags\t: fpu avx2\n")  # only the flags count
-    assert not runtime.cpu_has_bf16("")
+    assert runtime_mod.cpu_has_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert runtime_mod.cpu_has_bf16("flags\t: fpu sse2 amx_bf16 amx_tile\n")
+    assert not runtime_mod.cpu_has_bf16("flags\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not runtime_mod.cpu_has_bf16("model name\t: avx512_bf16\nflags\t: fpu avx2\n")  # only the flags count
+    assert not runtime_mod.cpu_has_bf16("")
 
 
-def test_mixed_precision_is_float16_on_gpus_and_bfloat16_on_cpus_that_have_it():
-    policy = runtime.precision_policy
-    assert policy(False, True, True) == policy(False, False, True) == "float32"
-    assert policy(True, True, False) == "mixed_float16"
-    assert policy(True, False, True) == "mixed_bfloat16"
-    assert policy(True, False, False) == "float32"  # emulated bfloat16 would be slower than float32
+def test_mixed_precision_is_decided_by_the_device_alone():
+    from competition.runtime import Device, precision_policy as policy
+    t4, p100, v100, a100, l4, h100, k80, gtx1080 = ((7, 5), (6, 0), (7, 0), (8, 0), (8, 9), (9, 0), (3, 7), (6, 1))
+    assert policy(False, Device(t4)) == policy(False, Device(h100)) == policy(False, Device(None, True)) == "float32"
+    assert policy(True, Device(t4)) == policy(True, Device(p100)) == policy(True, Device(v100)) == "mixed_float16"
+    assert policy(True, Device(a100)) == policy(True, Device(l4)) == policy(True, Device(h100)) == "mixed_bfloat16"
+    assert policy(True, Device(k80)) == policy(True, Device(gtx1080)) == "float32"  # slow float16, no bfloat16
+    assert policy(True, Device(None, bf16_cpu=True)) == "mixed_bfloat16"  # AVX512-BF16 or AMX
+    assert policy(True, Device(None, bf16_cpu=False)) == "float32"  # emulated bfloat16 would be slower
 
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache, monkeypatch, capsys):
-    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda cpuinfo=None: bf16)
+    monkeypatch.delenv(runtime_mod.XLA_ENV, raising=False)
+    monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
     train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)
     said = capsys.readouterr().out
@@ -166,14 +169,14 @@ def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache
 
 def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(monkeypatch):
     """Keras's "auto" leaves XLA off on a CPU; train turns it on there (about 2x a step, bench section 9)."""
-    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
-    assert runtime.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
+    monkeypatch.delenv(runtime_mod.XLA_ENV, raising=False)
+    assert runtime_mod.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
     assert train_mod.new_model(preset("tiny")).jit_compile is True
-    monkeypatch.setenv(runtime.XLA_ENV, "0")
-    assert runtime.jit_compile() is False and train_mod.new_model(preset("tiny")).jit_compile is False
-    monkeypatch.setenv(runtime.XLA_ENV, "yes")
+    monkeypatch.setenv(runtime_mod.XLA_ENV, "0")
+    assert runtime_mod.jit_compile() is False and train_mod.new_model(preset("tiny")).jit_compile is False
+    monkeypatch.setenv(runtime_mod.XLA_ENV, "yes")
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):
-        runtime.jit_compile()
+        runtime_mod.jit_compile()
     opened = []
     monkeypatch.setattr(train_mod, "open_dataset", lambda data: opened.append(data))
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):  # before the data is touched

@@ -32,16 +32,16 @@ class Budget:
     writer_rows: tuple[int, int]
     presets: tuple[str, ...]  # presets whose throughput is measured (others: "skipped")
     model_steps: int       # timed steps per preset after a warm-up step
-    crop_preset: str = "unet-t4"  # section 8: the crop pipeline at this preset's frame and crop
+    crop_preset: str = "full"  # section 8: the crop pipeline at this preset's frame and crop
     crop_small: bool = False      # section 8 at a small frame and crop instead (quick)
-    xla_presets: tuple[str, ...] = ("demo",)  # section 9: training steps with and without XLA (demo = real-cpu net)
+    xla_presets: tuple[str, ...] = ("demo",)  # section 9: training steps with and without XLA (demo = cpu net)
     xla_batch: int = 0            # section 9's batch (0: the preset's)
 
 
 FULL = Budget(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_images=48, pipeline_images=48,
             pipeline_epochs=3, writer_rows=(10_006, TEST_IMAGES),
-            presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "unet-t4",
-                     "demo", "real-cpu", "tiny"), model_steps=2)
+            presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "full",
+                     "demo", "cpu", "tiny"), model_steps=2)
 QUICK = Budget(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
              pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True,
              xla_presets=("demo",), xla_batch=2)

@@ -129,7 +129,7 @@ def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     masks = inputs.real_masks or inputs.synth_masks
     photos_of = inputs.train if real else inputs.synth
     photos = {i: photos_of.read_train_image(i) for i in masks}  # in memory: the disk is not what is timed
-    cfg = preset("real-cpu")
+    cfg = preset("cpu")
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
     reduction = guide_reduction(geometry)
 
@@ -161,7 +161,7 @@ def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
         rows.append([kind, f"{ms['refined']:.1f}", f"{ms['plain']:.1f}", f"{cost:.1f}x", f"{extra_core_h:.2f}",
                      f"{d_refined:.5f}", f"{d_plain:.5f}"])
         if kind == "coarse outline":
-            figures.append(figure(f"Guided refinement of one {geometry.height}x{geometry.width} map (real-cpu)",
+            figures.append(figure(f"Guided refinement of one {geometry.height}x{geometry.width} map (cpu)",
                                   f"{ms['refined']:.1f} ms/image", f"{ms['plain']:.1f} ms/image (unrefined)",
                                   cost, "x the unrefined cost", "(none: the filter's own is the next figure)",
                                   None))
@@ -175,7 +175,7 @@ def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     figures += net_figures
     sec = section(
         "10. Guided refinement: its cost per test image (1 thread)",
-        f"`real-cpu`'s post-processing of a {geometry.height}x{geometry.width} probability with `refine=\"guided\"` "
+        f"`cpu`'s post-processing of a {geometry.height}x{geometry.width} probability with `refine=\"guided\"` "
         f"(the photo's JPEG decoded at 1/{reduction}, `refine.refined_native_u8`, threshold 0.5, `rle.encode`) "
         f"against the same without it (`inference.upsample.postprocess`: bilinear resize, threshold, `rle.encode`), on "
         f"{len(masks)} {'real' if real else 'synthetic'} photos and masks (JPEG bytes in memory). Two kinds of "
@@ -186,7 +186,7 @@ def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
         f"as it was before issue 36 (float64 closed-form inverse, `baseline_guided_filter` here), interleaved in "
         f"this run on a noisy soft mask (sigma 0.05 added), with the share of native pixels on which their "
         f"thresholded masks agree; its target is {TARGET_MS:g} ms an image on one core. Last, "
-        f"`refine=\"net\"` (`real-cpu`'s default): the refiner net (models/refiner.py) corrects the coarse outline at "
+        f"`refine=\"net\"` (`cpu`'s default): the refiner net (models/refiner.py) corrects the coarse outline at "
         f"the guide's size before the filter, in float32 and, on a CPU with bfloat16 instructions, in bfloat16 "
         f"(what a mixed-precision run's refiner predicts in there); the net runs on TensorFlow's threads (all "
         f"cores), OpenCV on one. Its time does not depend on its weights: an untrained net (which returns its "
@@ -195,7 +195,7 @@ def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
          "dice refined", "dice unrefined"], rows,
         notes=["The dice columns say what the filter does, not how a trained net gains: it pulls an outline that "
                "is a model pixel or two off onto the photo's edges (coarse outline), and blurs a nearly perfect one "
-               "where the car's edge has no colour contrast (soft true mask). On real held-out photos `real-cpu`'s "
+               "where the car's edge has no colour contrast (soft true mask). On real held-out photos `cpu`'s "
                "nets gain +0.002 native dice (docs/results.md, Refinement)."],
         data=data)
     return sec, figures
@@ -286,7 +286,7 @@ def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
                      f"{ms['guided']:.1f} (the filter alone)", f"{ms['net'] / ms['guided']:.1f}x", f"{extra_h:.2f}",
                      "-", "-"])
         figures.append(figure(f"Refiner net + guided refinement of one {geometry.height}x{geometry.width} map "
-                              f"(real-cpu, {words})", f"{ms['net']:.1f} ms/image",
+                              f"(cpu, {words})", f"{ms['net']:.1f} ms/image",
                               f"{ms['guided']:.1f} ms/image (guided filter alone)", ms["net"] / ms["guided"],
                               "x the filter's cost", "(none)", None))
     return rows, data, figures

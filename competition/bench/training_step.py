@@ -85,7 +85,7 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
                   f"step's losses must agree: XLA changes "
                   f"the speed, not the arithmetic beyond float rounding. On a CPU with bfloat16 instructions "
                   f"(AVX512-BF16 or AMX) a third variant is timed: the model built under Keras's "
-                  f"mixed_bfloat16 policy without XLA, as `train` runs a --mixed-precision preset (real-cpu) there.",
+                  f"mixed_bfloat16 policy without XLA, as `train` runs a --mixed-precision preset (cpu) there.",
                   ["preset", "input", "batch", "s/image, default", "s/image, XLA", "speed-up", "s/image, bfloat16",
                    "first step s (default / XLA)", "|first loss gap|"], rows, data=data)
     return sec, figs

@@ -69,13 +69,14 @@ def add_folds_command(add: AddCommand) -> None:
 # --- download -------------------------------------------------------------------------------------
 def cmd_download(a: argparse.Namespace) -> None:
     from ..data.download import download
-    download(check_folder(a.dest, "--dest"), files=a.files, force=a.force)
+    download(check_folder(a.out, "--out"), files=a.files, force=a.force)
 
 
 def add_download(add: AddCommand) -> None:
     s = add("download", cmd_download, "download the competition files with the official kaggle package",
-            "--dest data/carvana")
-    s.add_argument("--dest", default="data/carvana", metavar="DIR", help="where the files go")
+            "--out data/carvana")
+    s.add_argument("--out", "--dest", dest="out", default="data/carvana", metavar="DIR",
+                   help="where the files go (--dest: its former spelling)")
     s.add_argument("--files", nargs="*", default=None,
                    help="files to fetch (default: train_hq.zip train_masks.zip train_masks.csv metadata.csv "
                         "sample_submission.csv test_hq.zip)")
@@ -85,8 +86,8 @@ def add_download(add: AddCommand) -> None:
 # --- extract --------------------------------------------------------------------------------------
 def cmd_extract(a: argparse.Namespace) -> None:
     from ..data.extract import extract
-    to = path_or_none(a.to)
-    extract(path_or_none(a.data), budget=a.budget, to=to and check_folder(to, "--to"), dry_run=a.dry_run)
+    to = path_or_none(a.out)
+    extract(path_or_none(a.data), budget=a.budget, to=to and check_folder(to, "--out"), dry_run=a.dry_run)
 
 
 def add_extract(add: AddCommand) -> None:
@@ -95,6 +96,6 @@ def add_extract(add: AddCommand) -> None:
     add_data(s)
     s.add_argument("--budget", type=duration, default=None, metavar="SIZE",
                    help="e.g. 20GB (default: 20GB in a Kaggle kernel, else free disk)")
-    s.add_argument("--to", default=None, metavar="DIR",
-                   help="where to extract (default: the data root, or /kaggle/working)")
+    s.add_argument("--out", "--to", dest="out", default=None, metavar="DIR",
+                   help="where to extract (--to: its former spelling) (default: the data root, or /kaggle/working)")
     s.add_argument("--dry-run", action="store_true", help="print the plan only")

@@ -74,9 +74,25 @@ def add_made_as(add: AddCommand) -> None:
     add_folds(s, "the folds to compare with, e.g. 0,1,2 (default: not compared)")
 
 
+DEFAULT_DATA = "data/carvana"  # where `make data` (download) puts the competition's files
+
+
+def data_for_sample(a: argparse.Namespace) -> str | None:
+    """validate's and submit's data root: --data; else (no --sample) the Kaggle input inside a kernel, else
+    data/carvana where `make data` put it; else a one-line error naming the flags."""
+    from ..data.layout import COMPETITION, find_input
+    from ..errors import UserError
+    if a.data or a.sample or find_input(COMPETITION) is not None:
+        return a.data
+    if Path(DEFAULT_DATA).is_dir():
+        return DEFAULT_DATA
+    raise UserError(f"no sample submission to check {a.file} against: pass --data DIR (the competition's files; "
+                    f"`make data` puts them in {DEFAULT_DATA}) or --sample sample_submission.csv")
+
+
 def cmd_validate(a: argparse.Namespace) -> None:
     from ..submission import validate_cli
-    validate_cli(Path(a.file), path_or_none(a.sample), data=a.data)
+    validate_cli(Path(a.file), path_or_none(a.sample), data=data_for_sample(a))
 
 
 def add_validate(add: AddCommand) -> None:
@@ -89,12 +105,12 @@ def add_validate(add: AddCommand) -> None:
 
 def cmd_submit(a: argparse.Namespace) -> None:
     from ..submission import submit
-    submit(Path(a.file), message=a.message, sample=path_or_none(a.sample), data=a.data)
+    submit(Path(a.file), message=a.message, sample=path_or_none(a.sample), data=data_for_sample(a))
 
 
 def add_submit(add: AddCommand) -> None:
     s = add("submit", cmd_submit, "validate a submission and upload it with the kaggle package",
-            "submissions/unet.csv.gz --data data/carvana -m \"unet 5 folds\"")
+            "submissions/unet.csv.gz -m \"unet 5 folds\"")
     s.add_argument("file", help="the submission")
     s.add_argument("--message", "-m", default="competition toolkit submission", help="the submission's description")
     add_sample(s)

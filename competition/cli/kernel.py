@@ -8,6 +8,8 @@ from ..config import REFINES
 from .options import RUN_HELP, add_encoder, folds_arg, shard_arg
 from .parser import AddCommand
 
+BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
+
 
 def cmd_kernel(a: argparse.Namespace) -> None:
     from .. import kernel_queue, kernels
@@ -23,7 +25,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     if a.action == "queue" or (a.action == "status" and a.fold is None and a.task == "train" and name):
         if not name:
             raise UserError("kernel queue: name the run, --run NAME")
-        return kernel_queue.run_queue(name, Path(a.out)) if a.action == "queue" else kernel_queue.status_table(name)
+        return kernel_queue.run_queue(name, Path(a.out or BUILD)) if a.action == "queue" else kernel_queue.status_table(name)
     spec = kernels.KernelSpec(task=a.task, fold=a.fold or 0, folds=None if every_fold else folds_arg(a.folds),
                               preset=a.preset, name=name, user=a.user, accelerator=a.accelerator,
                               shard=shard_arg(a.shard), blend=runs if len(runs) > 1 else None,
@@ -33,19 +35,19 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               fresh=a.fresh, session_hours=a.session_hours)
     if a.task == "notebook":
         from ..notebook import kernel_command
-        return kernel_command(a.action, spec, Path(a.out))
+        return kernel_command(a.action, spec, Path(a.out or BUILD))
     if every_fold and a.action != "push":
         raise UserError(f"--folds all: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")
     if a.action == "build":
-        kernels.build(spec, out_root=Path(a.out))
+        kernels.build(spec, out_root=Path(a.out or BUILD))
     elif a.action == "push" and every_fold:
-        kernel_queue.push_all(spec, max_running=a.max_running, out_root=Path(a.out))
+        kernel_queue.push_all(spec, max_running=a.max_running, out_root=Path(a.out or BUILD))
     elif a.action == "push":
-        kernels.push(spec, out_root=Path(a.out))
+        kernels.push(spec, out_root=Path(a.out or BUILD))
     elif a.action == "status":
         kernels.status(spec)
     else:
-        kernels.output(spec, dest=Path(a.dest) if a.dest else run_dir if a.task == "train" else None)
+        kernels.output(spec, dest=Path(a.out) if a.out else run_dir if a.task == "train" else None)
 
 
 def add_kernel(add: AddCommand) -> None:
@@ -89,6 +91,7 @@ def add_kernel(add: AddCommand) -> None:
     s.add_argument("--refine", default=None, choices=REFINES,
                    help="predict: how probabilities reach 1918x1280; 'net' makes the kernel train the refiner on "
                         "the folds' held-out predictions first (`refiner --test-only`) (default: the run's config)")
-    s.add_argument("--out", default="kernels/build", help="where push folders are written")
-    s.add_argument("--dest", default=None, metavar="DIR",
-                   help="output: where to put the kernel's outputs (default: a train kernel's run folder)")
+    s.add_argument("--out", "--dest", dest="out", default=None, metavar="DIR",
+                   help=f"build, push, queue: where push folders are written ({BUILD}); output: where the kernel's "
+                        f"outputs go (a train kernel's run folder) (--dest: output's former spelling) (default: as "
+                        f"said)")

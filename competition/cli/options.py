@@ -49,7 +49,7 @@ def add_refine(s: argparse.ArgumentParser, help: str = "") -> None:
     s.add_argument("--refine", default=None, choices=REFINES,
                    help=help or "how probabilities reach 1918x1280: 'guided' snaps them to the photo's edges, 'net' "
                                 "corrects them first with the run's refiner net (`refiner`), 'none' resizes them "
-                                "alone (default: the run's config; demo and real-cpu-30 use guided, real-cpu net)")
+                                "alone (default: the run's config; demo uses guided, cpu net)")
 
 
 def add_threshold(s: argparse.ArgumentParser) -> None:
@@ -77,10 +77,9 @@ def add_out(s: argparse.ArgumentParser, help: str, default: str | None = None, r
 
 
 def add_preset(s: argparse.ArgumentParser, default: str | None = "unet", help: str = "") -> None:
-    from ..config import PRESET_ALIASES, PRESETS
-    s.add_argument("--preset", default=default,
-                   help=help or f"{' | '.join(PRESETS)} (former names {', '.join(PRESET_ALIASES)} still work) "
-                                f"(default: an existing run's own config, else unet)")
+    from ..config import offered_help
+    s.add_argument("--preset", default=default, metavar="NAME",
+                   help=help or f"{offered_help()} (default: an existing run's own config, else unet)")
 
 
 def add_batch(s: argparse.ArgumentParser, help: str) -> None:

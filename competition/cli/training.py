@@ -14,13 +14,15 @@ from .train_flags import add_train_flags, train_config
 def cmd_train(a: argparse.Namespace) -> None:
     from ..config import run_path
     from ..timelimit import deadline
-    from ..train import train
+    from ..stage import train_fold
     limit = deadline(a.time_limit)
     cfg = train_config(a)
-    run_dir = run_path(a.run or a.preset or cfg.preset, a.runs)  # the preset as typed: old names keep old runs
+    if not a.anyway:
+        check_fits(cfg, a.data)
+    run_dir = run_path(a.run or cfg.preset, a.runs)
     folds = range(cfg.k) if a.fold == "all" else [fold_number(a.fold, cfg.k)]
     for fold in folds:
-        summary = train(cfg, data=a.data, run_dir=run_dir, fold=fold,
+        summary = train_fold(cfg, data=a.data, run_dir=run_dir, fold=fold,
                         cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
                         hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=path_or_none(a.mirror))
         if summary.get("time_limited"):
@@ -28,8 +30,11 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def add_train(add: AddCommand) -> None:
-    s = add("train", cmd_train, "train one fold (or all) of a U-Net; rerun to resume",
-            "--preset demo --run demo --fold 0 --data data/synthetic")
+    from ..config import OFFERED
+    s = add("train", cmd_train, "train one fold (or all) as the preset describes: the U-Net, then the refiner net "
+                                "where the preset refines with it; rerun to resume",
+            "--preset cpu --fold 0 --data data/carvana")
+    s.description += "\n\npresets (--preset):\n" + "\n".join(f"  {name:<5} {line}" for name, line in OFFERED.items())
     add_fold(s, "fold number, or 'all'", default="0")
     add_preset(s, default=None)
     add_data(s)
@@ -39,9 +44,36 @@ def add_train(add: AddCommand) -> None:
                    help="folder for the resized-image cache, 'none' to decode every epoch (no disk), or 'memory' "
                         "to decode every epoch from the files' bytes held in RAM")
     s.add_argument("--force", action="store_true", help="retrain a fold that is already complete")
+    s.add_argument("--anyway", action="store_true",
+                   help="train a full-size preset on the synthetic set, or on a CPU where it would take days")
     add_time_limit(s, "epoch")
     add_mirror(s, "the best model, history, curves and resumable backup", "after every epoch")
     add_train_flags(s)
+
+
+def check_fits(cfg, data: str | None) -> None:
+    """One line (a UserError) for a full-size preset asked to train on the synthetic set, or on a CPU where a fold
+    would take days (an estimate: costs.cpu_fold_hours); `--anyway` skips it."""
+    from ..config import OFFERED
+    from ..costs import DAYS_ON_A_CPU, FULL_SIZE_PIXELS, TRAIN_IMAGES, cpu_fold_hours
+    from ..errors import UserError
+    pixels = cfg.train_size[0] * cfg.train_size[1]
+    what = f"preset {cfg.preset} ({cfg.height}x{cfg.width})"
+    if pixels > FULL_SIZE_PIXELS and data and (Path(data) / "synth.json").is_file():
+        raise UserError(f"{what} is for the real photos, not the synthetic set {data}: use --preset demo there "
+                        f"(or `make data` first; --anyway trains it all the same)")
+    from ..runtime import this_device
+    device = this_device()
+    if device.gpu_capability is not None:
+        return
+    images = TRAIN_IMAGES * (cfg.k - 1) // cfg.k
+    if cfg.max_images:
+        images = min(images, cfg.max_images)
+    hours = cpu_fold_hours(pixels, cfg.filters, cfg.depth, images * cfg.epochs,
+                           cfg.mixed_precision and device.bf16_cpu)
+    if hours > DAYS_ON_A_CPU:
+        raise UserError(f"{what} on this CPU: about {hours / 24:.0f} days a fold (an estimate; a GPU takes hours): "
+                        f"use --preset cpu ({OFFERED['cpu'].split(':')[0]}), or --anyway to train it here")
 
 
 # --- refiner --------------------------------------------------------------------------------------
@@ -53,13 +85,13 @@ def cmd_refiner(a: argparse.Namespace) -> None:
 
 def add_refiner(add: AddCommand) -> None:
     from ..config import REFINER_SOURCES
-    s = add("refiner", cmd_refiner, "train the second-stage refiner net on a run's out-of-fold predictions "
-                                    "(then score, cv, predict with --refine net)", "--run real-cpu --data data/carvana")
+    s = add("refiner", cmd_refiner, "retrain a run's second-stage refiner nets (train already trains them where the "
+                                    "run's config says refine=net)", "--run cpu --data data/carvana --refiner-steps 3000")
     add_run(s, required=True)
     add_data(s)
-    s.add_argument("--steps", type=int, default=None,
-                   help="training batches per refiner (default: the run's config's refiner_steps, 1000 unless "
-                        "its preset says otherwise; train's --refiner-steps)")
+    s.add_argument("--refiner-steps", "--steps", dest="steps", type=int, default=None,
+                   help="training batches per refiner, as train's --refiner-steps (--steps: its former spelling) "
+                        "(default: the run's config's refiner_steps, 1000 unless its preset says otherwise)")
     s.add_argument("--test-only", action="store_true",
                    help="train all.keras alone (what predict uses), from every trained fold's held-out photos "
                         "(or, learning from training photos, the first fold's); one trained fold is enough (a "

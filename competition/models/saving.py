@@ -1,7 +1,7 @@
 """Loading model.keras files saved by another Keras 3 release than the running one.
 
 Users train on one side and predict on the other: locally on our pinned Keras, on Kaggle on the image's
-(README, "Kaggle's versions"). Keras 3.15 writes arguments that Keras 3.13 (Kaggle's) refuses: `input_axes`
+(docs/kaggle.md, "Kaggle's versions"). Keras 3.15 writes arguments that Keras 3.13 (Kaggle's) refuses: `input_axes`
 and `output_axes` in every variance-scaling initializer (HeNormal, GlorotUniform), `renorm`,
 `renorm_clipping`, `renorm_momentum` in BatchNormalization ("unexpected keyword argument"), and Keras finds
 built-in classes by name, past any custom_objects. When such an argument is off (None/False, or only read

@@ -21,8 +21,10 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      SETTINGS["session_hours"]) less a margin for scoring and copying, less the time used so far, and training
      stops before an epoch as long as the slowest measured would cross it: the fold stops cleanly and
      resumably before Kaggle kills it;
-  5. scores the finished fold (a run refined by the refiner net that learns from the fold's own training
-     photos, real-cpu's, trains that refiner first; one learning from other folds scores guided), tuning
+     `train` also trains the fold's refiner net right after the fold where the run refines with one learnt from
+     the fold's own training photos (cpu's; competition/stage.py): killed then, the next version finds the fold
+     trained and trains the refiner alone;
+  5. scores the finished fold (with its refiner where it has one; one learning from other folds scores guided), tuning
      its threshold (the run's config then holds the tuned threshold that predict uses), and copies the
      finished run folder (config.json, folds.csv, fold<K>/ with model.keras, history.csv, curves.png,
      oof.npz, train.json, score files) to /kaggle/working; kernel-state.json there says "complete", or
@@ -112,19 +114,22 @@ def main() -> int:
     if SETTINGS.get("filters"):
         args += ["--filters", str(SETTINGS["filters"])]
     try:
-        rc = cli(args)
-        if rc == 0 and not (fold_dir / "train.json").is_file():
+        rc = cli(args)  # the fold, then (a run refined by the net, learning from its training photos) its refiner
+        finished = (fold_dir / "train.json").is_file()
+        if rc == 0 and not finished:
             epoch = read_json(fold_dir / "backup" / "state.json").get("epoch")
             on_kaggle.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}", SETTINGS,
                                          on_kaggle.train_progress(fold_dir))
             print(f"fold {fold} stopped at the time limit after epoch {epoch}, NOT finished: push this kernel again "
                   f"(same command) and the new version resumes from this output", flush=True)
             return 0
+        if rc != 0 and finished:  # only the refiner, trained after the fold, failed: the fold scores guided
+            print("warning: the fold is trained but its refiner failed (above)", file=sys.stderr, flush=True)
+            rc = 0
         if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("score"):
             on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
-            refine = on_kaggle.refine_for_score(  # real-cpu: the fold's refiner net from its own training photos
-                runs / name, lambda: cli(["refiner", "--run", str(runs / name), "--data", str(data)]))
+            refine = on_kaggle.refine_for_score(runs / name, int(fold))  # guided where the fold has no refiner
             if cli(["score", "--run", str(runs / name), "--fold", fold, "--data", str(data), "--tune-threshold",
                     *refine]) != 0:
                 print("warning: scoring failed (see above); the trained fold is in the output all the same",

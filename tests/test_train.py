@@ -1,5 +1,6 @@
 """Training a tiny U-Net on the synthetic set: run files, resume, NaN, config checks."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 import keras
 
-from competition import train as train_mod
+from competition import runtime, train as train_mod
 from competition.config import preset
 from competition.errors import UserError
 from competition.losses import make_metrics
@@ -51,10 +52,10 @@ def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, tiny_cache, ca
 
 
 def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypatch):
-    real_new = train_mod._new_model
+    real_new = train_mod.new_model
 
-    def poisoned(cfg):
-        model = real_new(cfg)
+    def poisoned(cfg, jit=None):
+        model = real_new(cfg, jit)
         steps = model.optimizer.iterations
 
         def nan_after_first_epoch(y_true, y_pred):
@@ -64,7 +65,7 @@ def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypat
         model.compile(optimizer=model.optimizer, loss=nan_after_first_epoch, metrics=make_metrics())
         return model
 
-    monkeypatch.setattr(train_mod, "_new_model", poisoned)
+    monkeypatch.setattr(train_mod, "new_model", poisoned)
     cfg = preset("tiny", epochs=4, patience=10, k=3, monitor="val_loss")
     with pytest.raises(UserError, match="NaN in epoch 2.*epoch 1"):
         train(cfg, str(synth_dir), tmp_path / "r", 0, tmp_path / "cache")
@@ -143,7 +144,7 @@ def test_mixed_precision_is_float16_on_gpus_and_bfloat16_on_cpus_that_have_it():
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache, monkeypatch, capsys):
-    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
     monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
     train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)
@@ -164,12 +165,12 @@ def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache
 
 def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(monkeypatch):
     """Keras's "auto" leaves XLA off on a CPU; train turns it on there (about 2x a step, bench section 9)."""
-    monkeypatch.delenv(train_mod.XLA_ENV, raising=False)
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
     assert train_mod.jit_compile() is True  # the tests see no GPU (CUDA_VISIBLE_DEVICES="")
-    assert train_mod._new_model(preset("tiny")).jit_compile is True
-    monkeypatch.setenv(train_mod.XLA_ENV, "0")
-    assert train_mod.jit_compile() is False and train_mod._new_model(preset("tiny")).jit_compile is False
-    monkeypatch.setenv(train_mod.XLA_ENV, "yes")
+    assert train_mod.new_model(preset("tiny")).jit_compile is True
+    monkeypatch.setenv(runtime.XLA_ENV, "0")
+    assert train_mod.jit_compile() is False and train_mod.new_model(preset("tiny")).jit_compile is False
+    monkeypatch.setenv(runtime.XLA_ENV, "yes")
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):
         train_mod.jit_compile()
     opened = []
@@ -177,3 +178,35 @@ def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):  # before the data is touched
         train_mod.train(preset("tiny"), "somewhere", Path("unused"), 0, None)
     assert opened == []
+
+
+def test_xla_is_measured_once_per_configuration_and_host_and_kept(tmp_path, monkeypatch, capsys):
+    """Issue 36: XLA where a few timed steps show it faster (never slower), the answer cached per CPU, TF,
+    policy and model configuration; COMPETITION_XLA=0/1 still forces it without measuring."""
+
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
+    monkeypatch.setenv(runtime.XLA_CACHE_ENV, str(tmp_path / "xla.json"))
+    probes = []
+
+    def probe(without, with_xla):
+        return lambda: probes.append(1) or (without, with_xla)
+    assert runtime.jit_compile("float32", probe(1.0, 0.5), "a") is True
+    assert runtime.jit_compile("float32", probe(9.0, 9.0), "a") is True  # kept: not measured again
+    assert runtime.jit_compile("float32", probe(1.0, 0.97), "b") is False  # within 5%: off, never slower
+    assert runtime.jit_compile("float32", probe(0.5, 1.0), "c") is False
+    assert len(probes) == 3 and "XLA off" in capsys.readouterr().out
+    cache = json.loads((tmp_path / "xla.json").read_text())
+    assert sorted(k.rsplit(" | ", 1)[-1] for k in cache) == ["a", "b", "c"]
+    assert all(runtime.cpu_model() in k for k in cache)
+    assert runtime.jit_compile("mixed_bfloat16", probe(1.0, 0.1), "d") is False and len(probes) == 3
+    monkeypatch.setenv(runtime.XLA_ENV, "1")
+    assert runtime.jit_compile("float32", probe(0.5, 1.0), "e") is True and len(probes) == 3
+    monkeypatch.delenv(runtime.XLA_ENV)
+    # train measures the real thing on its first run of a configuration, and says so
+    (tmp_path / "xla.json").unlink()
+    without, with_xla = train_mod._time_xla(preset("tiny"), "float32", rounds=1)
+    assert without > 0 and with_xla > 0
+    assert isinstance(train_mod.choose_xla(preset("tiny"), "float32"), bool)
+    assert "tiny" not in str(json.loads((tmp_path / "xla.json").read_text()))  # keyed by shape, not by name
+    assert train_mod.choose_xla(preset("tiny"), "float32") is json.loads(
+        (tmp_path / "xla.json").read_text()).popitem()[1]["xla"]

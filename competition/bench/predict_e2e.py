@@ -11,7 +11,7 @@ from ..geometry import Geometry
 from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 
 
-PREDICT_SIZE = (160, 240)
+PREDICT_SIZE = (160, 240)  # the figure must not move with the demo preset's size
 TARGETS = {"none": 0.8, "hflip": 0.9}  # issue 36: end to end / model-only, without TTA and with hflip
 
 
@@ -24,8 +24,7 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
     from ..inference.predictor import Predictor, ordered_map
     from ..inference.upsample import postprocess
     from ..submission import SubmissionWriter
-    # The pipeline itself (the guided refinement's cost: section 10), around a fixed net: the real-cpu U-Net at
-    # 160x240 (demo's size until issue 36 shrank it), so the figure does not move with the demo preset.
+    # The pipeline itself (guided refinement: section 10) around a fixed net, demo's at its former 160x240.
     cfg = preset("demo", refine="none", height=PREDICT_SIZE[0], width=PREDICT_SIZE[1])
     keras.utils.set_random_seed(0)
     model = build_model(cfg)

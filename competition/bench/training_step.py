@@ -44,6 +44,18 @@ def _train_choice(cfg) -> bool:
                 os.environ[k] = v
 
 
+def _choice_figure(cfg, s_per_image: dict[str, float], data: dict) -> dict:
+    """Train's XLA choice for `cfg` here against the speed without XLA timed in this section (issue 36)."""
+    chosen = _train_choice(cfg)
+    kept = s_per_image[DEFAULT] / s_per_image[XLA if chosen else DEFAULT]
+    data.update(train_chooses_xla=chosen, chosen_speed_vs_without=kept)
+    return figure(f"XLA as train chooses it on this CPU, preset {cfg.preset} batch {cfg.batch}: "
+                  f"{'on' if chosen else 'off'} (a few steps timed, runtime.xla_choice)",
+                  f"{s_per_image[XLA if chosen else DEFAULT]:.3f} s/image as chosen",
+                  f"{s_per_image[DEFAULT]:.3f} s/image without XLA", kept, "x the speed without XLA",
+                  ">= 0.95 (never slower than without XLA, within noise)", kept >= 0.95)
+
+
 def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
 
@@ -95,14 +107,7 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
         models.clear()
         keras.backend.clear_session()
         gc.collect()
-        chosen = _train_choice(preset(name, batch=batch))
-        kept = s_per_image[DEFAULT] / s_per_image[XLA if chosen else DEFAULT]
-        data[name].update(train_chooses_xla=chosen, chosen_speed_vs_without=kept)
-        figs.append(figure(f"XLA as train chooses it on this CPU, preset {name} batch {batch}: "
-                           f"{'on' if chosen else 'off'} (a few steps timed, runtime.xla_choice)",
-                           f"{s_per_image[XLA if chosen else DEFAULT]:.3f} s/image as chosen",
-                           f"{s_per_image[DEFAULT]:.3f} s/image without XLA", kept, "x the speed without XLA",
-                           ">= 0.95 (never slower than without XLA, within noise)", kept >= 0.95))
+        figs.append(_choice_figure(preset(name, batch=batch), s_per_image, data[name]))
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there where a few timed steps show it faster (`runtime.xla_choice`, kept per CPU and model "

@@ -98,11 +98,16 @@ def xla_choice(key: str, probe: Callable[[], tuple[float, float]]) -> bool:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (else the platform's processor string)."""
+    """The CPU's model name and a digest of its feature flags from /proc/cpuinfo (VMs sold as one "AMD EPYC"
+    differ in AVX-512 and bfloat16), else the platform's processor string."""
+    import hashlib
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "model name" in fields:
+            flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:8]
+            return f"{fields['model name']} (flags {flags})"
     return platform.processor() or platform.machine()
 
 

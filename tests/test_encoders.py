@@ -199,8 +199,8 @@ def test_freeze_encoder_survives_a_resume_at_the_phase_change(synth_dir, tmp_pat
     from competition.train import train
     compile_ = train_module.compile_model
 
-    def eager(model, cfg, lr):  # new model and phase change; a resumed backup is then recompiled by the change
-        compile_(model, cfg, lr).run_eagerly = True
+    def eager(model, cfg, lr, jit=None):  # new model and phase change; a resumed backup is recompiled by the change
+        compile_(model, cfg, lr, jit).run_eagerly = True
         return model
     monkeypatch.setattr(train_module, "compile_model", eager)
     cfg = preset("tiny", height=32, width=32, encoder="vgg16", encoder_weights="none", freeze_encoder=1, epochs=2,

@@ -31,7 +31,7 @@ def xla_setting() -> bool | None:
     if setting in ("0", "1"):
         return setting == "1"
     if setting:
-        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (measured once per CPU and model shape)")
     return None
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+import platform
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import UserError
+from .fileio import read_json, write_json
 
 
 def pick_strategy():
@@ -30,21 +32,24 @@ def xla_setting() -> bool | None:
     if setting in ("0", "1"):
         return setting == "1"
     if setting:
-        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (on without a GPU)")
+        raise UserError(f"{XLA_ENV}={setting!r}: use 1 (XLA on), 0 (off) or leave it unset (measured once per CPU and model shape)")
     return None
 
 
-def jit_compile(policy: str | None = None) -> bool | str:
+def jit_compile(policy: str | None = None, probe: Callable[[], tuple[float, float]] | None = None,
+                key: str = "") -> bool | str:
     """XLA for the training and validation steps where Keras would leave it off: on a machine without GPUs,
-    unless the model computes in bfloat16 (`policy`, the model's dtype policy; default the global one).
+    when it is faster there, and never for a model that computes in bfloat16 (`policy`, the model's dtype
+    policy; default the global one).
 
     Keras's "auto" turns XLA off on CPU-only machines, yet it halves the demo and cpu nets' float32 step
-    time on some 2-core CPUs (0.51 -> 0.26 s an image; `make bench`, "Training step"). In bfloat16 it is the
-    other way round: XLA's CPU backend computes bfloat16 without the CPU's bfloat16 instructions (a 4-image
-    cpu step 0.56 s with XLA, 0.24 s without, on an AVX512-BF16 CPU), so bfloat16 models compile without
-    it. Compiling costs a few seconds per input shape, which only tiny models notice. On GPUs "auto" already
-    compiles (and keeps XLA off under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays.
-    COMPETITION_XLA=0 turns it off, =1 forces it."""
+    time on some 2-core CPUs (0.51 -> 0.26 s an image) and makes it 0.7x on others (issue 36): so with a
+    `probe` (a few steps timed without and with XLA: seconds a step) the first run of a configuration `key`
+    on this CPU measures it and `xla_choice` caches the answer; without one, XLA is on. In bfloat16 XLA's
+    CPU backend computes without the CPU's bfloat16 instructions (a 4-image cpu step 0.56 s with XLA,
+    0.24 s without), so bfloat16 models compile without it. On GPUs "auto" already compiles (and keeps XLA off
+    under MirroredStrategy, Kaggle's 2x T4), so Keras's choice stays. COMPETITION_XLA=0 turns it off, =1
+    forces it."""
     setting = xla_setting()
     if setting is not None:
         return setting
@@ -54,7 +59,57 @@ def jit_compile(policy: str | None = None) -> bool | str:
     import tensorflow as tf
     if tf.config.list_physical_devices("GPU"):
         return "auto"
-    return (policy or keras.mixed_precision.global_policy().name) != "mixed_bfloat16"
+    policy = policy or keras.mixed_precision.global_policy().name
+    if policy == "mixed_bfloat16":
+        return False
+    return True if probe is None else xla_choice(f"{cpu_model()} | {tf.__version__} | {policy} | {key}", probe)
+
+
+XLA_CACHE_ENV = "COMPETITION_XLA_CACHE"
+XLA_MARGIN = 0.95  # XLA only when a step takes under 95% of the time without it: never slower, within noise
+
+
+def xla_cache_path() -> Path:
+    """Where measured XLA choices are kept: $COMPETITION_XLA_CACHE, else ~/.cache/competition/xla.json."""
+    if os.environ.get(XLA_CACHE_ENV):
+        return Path(os.environ[XLA_CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "competition" / "xla.json"
+
+
+def xla_choice(key: str, probe: Callable[[], tuple[float, float]]) -> bool:
+    """Whether XLA is faster for configuration `key` on this host: read from the cache, else `probe()` (seconds
+    a step without and with XLA) measured once, said in one line and kept (delete the file to measure again)."""
+    from .progress import say
+    path = xla_cache_path()
+    cache = {}
+    with contextlib.suppress(OSError, ValueError):
+        cache = read_json(path)
+    if isinstance(cache.get(key), dict) and isinstance(cache[key].get("xla"), bool):
+        return cache[key]["xla"]
+    without, with_xla = probe()
+    on = with_xla < XLA_MARGIN * without
+    say(f"XLA {'on' if on else 'off'}: a training step takes {with_xla:.3f} s with it, {without:.3f} s without, "
+        f"on this CPU (measured once, kept in {path}; COMPETITION_XLA=0/1 forces it)")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**cache, key: {"xla": on, "step_s_without": round(without, 4),
+                                         "step_s_with": round(with_xla, 4)}})
+    return on
+
+
+def cpu_model() -> str:
+    """The CPU's model name and a digest of its feature flags from /proc/cpuinfo (VMs sold as one "AMD EPYC"
+    differ in AVX-512 and bfloat16), else the platform's processor string."""
+    import hashlib
+    with contextlib.suppress(OSError):
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "model name" in fields:
+            flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:8]
+            return f"{fields['model name']} (flags {flags})"
+    return platform.processor() or platform.machine()
 
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bfloat16 arithmetic

@@ -26,10 +26,43 @@ from .runs import check_compatible, check_run_config, fold_dir, run_folds_or_new
 from .resume import mark_time_limited, read_state
 from .runtime import dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
 
-def new_model(cfg: TrainConfig):
+def new_model(cfg: TrainConfig, jit: bool | str | None = None):
     from .models import build_model
     model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
-    return compile_model(model, cfg, lr_at(cfg, 0))
+    return compile_model(model, cfg, lr_at(cfg, 0), jit)
+
+
+def choose_xla(cfg: TrainConfig, policy: str) -> bool | str:
+    """`jit_compile` for this run on this machine: on a CPU in float32, measured the first time this model,
+    input size and batch train here (`runtime.xla_choice`), then read from its cache."""
+    key = (f"{cfg.arch}{'/' + cfg.encoder if cfg.encoder else ''} depth {cfg.depth} filters {cfg.filters} "
+           f"bn {cfg.batchnorm} {cfg.pooling} | {cfg.train_size[0]}x{cfg.train_size[1]} | batch {cfg.batch}")
+    return jit_compile(policy, lambda: _time_xla(cfg, policy), key)
+
+
+def _time_xla(cfg: TrainConfig, policy: str, rounds: int = 3) -> tuple[float, float]:
+    """Median seconds of a training step without and with XLA, alternating, after one untimed step each."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from .models import build_model
+    rng = np.random.default_rng(0)
+    x = rng.random((cfg.batch, *cfg.train_size, 3), dtype=np.float32)
+    y = (rng.random((cfg.batch, *cfg.train_size, 1)) > 0.5).astype(np.float32)
+    with dtype_policy(policy):
+        models = [compile_model(build_model(cfg), cfg, cfg.lr, jit) for jit in (False, True)]
+    times: list[list[float]] = [[], []]
+    for r in range(rounds + 1):
+        for m, t in zip(models, times):
+            t0 = time.perf_counter()
+            m.train_on_batch(x, y)
+            if r:  # the first step traces (and compiles)
+                t.append(time.perf_counter() - t0)
+    del models
+    keras.backend.clear_session()
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = None):
@@ -57,14 +90,14 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
         return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
     return cfg.lr
 
-def _unfreeze(model, cfg: TrainConfig, state: dict) -> dict:
+def _unfreeze(model, cfg: TrainConfig, state: dict, jit: bool | str | None = None) -> dict:
     """End of --freeze-encoder: the backbone trainable, a fresh Adam at lr * FINETUNE_LR_FACTOR, and the state
     the fine-tuning starts from (patience and the LR schedule start again; the best so far is kept). Nothing is
     written here: the first fine-tuning epoch saves the unfrozen model with this state, so a run killed before
     then unfreezes again when resumed."""
     from .models.encoders import FINETUNE_LR_FACTOR, set_encoder_trainable
     set_encoder_trainable(model, True)
-    compile_model(model, cfg, cfg.lr * FINETUNE_LR_FACTOR)
+    compile_model(model, cfg, cfg.lr * FINETUNE_LR_FACTOR, jit)
     state = {k: v for k, v in state.items() if k != "reduce_lr"}
     say(f"epoch {state.get('epoch', 0)}: encoder unfrozen, learning rate {cfg.lr * FINETUNE_LR_FACTOR:g} "
         f"(lr x {FINETUNE_LR_FACTOR:g})")
@@ -139,7 +172,7 @@ def _say_policy(cfg: TrainConfig, policy: str) -> None:
         say("mixed precision: bfloat16 on this CPU (AVX512-BF16/AMX), without XLA")
 
 
-def _model(cfg: TrainConfig, out: Path, state: dict, strategy, policy: str):
+def _model(cfg: TrainConfig, out: Path, state: dict, strategy, policy: str, jit: bool | str | None = None):
     """The fold's model: the backup's (a resume) or a new one, built under the run's precision policy."""
     from . import losses  # noqa: F401  registers our loss and metrics for load_model
     from .models.saving import load_model
@@ -149,7 +182,7 @@ def _model(cfg: TrainConfig, out: Path, state: dict, strategy, policy: str):
             say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
                 + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
         else:
-            model = new_model(cfg)
+            model = new_model(cfg, jit)
             if cfg.encoder and cfg.freeze_encoder:
                 state["phase"] = "frozen"  # built frozen (models.build_model); saved in the backup's config
     return model
@@ -182,11 +215,12 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
     batch = cfg.batch * replicas
     state = read_state(out)
     remove_temps(out)  # left by a run killed mid-write; nothing refers to them
+    jit = choose_xla(cfg, policy) if replicas == 1 else None  # before the seed: its probe draws numbers
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed,
                             first_epoch=int(state.get("epoch", 0)), crop=cfg.crop)
     val_ds = make_dataset(cache, val_ids, cfg.eval_batch * replicas, False)  # whole frames
-    model = _model(cfg, out, state, strategy, policy)
+    model = _model(cfg, out, state, strategy, policy, jit)
     initial_epoch = int(state.get("epoch", 0))
     model_name = f"{cfg.arch} on {cfg.encoder}" if cfg.encoder else cfg.arch
     say(f"training {run_dir.name} fold {out.name[4:]}: {len(train_ids)} images, validating on {len(val_ids)} "
@@ -220,7 +254,7 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
             break
         state = read_state(out) or state  # what the frozen epochs left
         with strategy.scope():
-            state = _unfreeze(model, cfg, state)
+            state = _unfreeze(model, cfg, state, jit)
         initial_epoch = int(state.get("epoch", 0))
         train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast, cfg.seed,
                                 first_epoch=initial_epoch, crop=cfg.crop)

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # XLA compiles each tiny test net for a few seconds, which is most of its training: off in tests, except in the
 # DETERMINISTIC training processes below, which run the default (XLA on a CPU-only machine).
 os.environ.setdefault("COMPETITION_XLA", "0")
+# Where measured XLA choices are kept (runtime.xla_choice): a folder of this test process, never the user's
+# ~/.cache; the DETERMINISTIC processes below inherit it, so a run and its resumption make the same choice.
+os.environ.setdefault("COMPETITION_XLA_CACHE", os.path.join(tempfile.mkdtemp(prefix="competition-xla-"), "xla.json"))
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real samples are competition data: they live beside the project (../shared on our machines and CI),

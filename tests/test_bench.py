@@ -2,6 +2,7 @@
 import json
 
 from competition.bench import run_bench
+from competition.config import preset
 
 
 def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypatch):
@@ -29,7 +30,8 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert d["t4_train_img_s"] > 0 and "ESTIMATE" in d["t4_source"]
     assert d["ratio_per_core_to_t4"] == d["images_per_s"]["memory, 1 thread"] / d["t4_train_img_s"]
     xla = next(s for s in results["sections"] if s["title"].startswith("9."))["data"]["demo"]
-    assert xla["batch"] == 2 and xla["size"] == [160, 240] and xla["speedup"] > 0
+    assert xla["batch"] == 2 and xla["size"] == list(preset("demo").train_size) and xla["speedup"] > 0
+    assert isinstance(xla["train_chooses_xla"], bool) and xla["chosen_speed_vs_without"] > 0
     assert xla["first_loss_gap"] < 1e-4 * xla["first_loss"]["Keras default (no XLA on CPU)"]  # same arithmetic
     refine = next(s for s in results["sections"] if s["title"].startswith("10."))["data"]
     coarse = refine["coarse outline"]

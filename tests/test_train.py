@@ -1,5 +1,6 @@
 """Training a tiny U-Net on the synthetic set: run files, resume, NaN, config checks."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import keras
 
 from competition import runs as runs_mod
+from competition import runtime
 from competition import runtime as runtime_mod
 from competition import train as train_mod
 from competition.config import preset
@@ -55,8 +57,8 @@ def test_rerun_of_a_complete_fold_is_a_no_op(tiny_run, synth_dir, tiny_cache, ca
 def test_nan_loss_stops_and_keeps_last_good_model(tmp_path, synth_dir, monkeypatch):
     real_new = train_mod.new_model
 
-    def poisoned(cfg):
-        model = real_new(cfg)
+    def poisoned(cfg, jit=None):
+        model = real_new(cfg, jit)
         steps = model.optimizer.iterations
 
         def nan_after_first_epoch(y_true, y_pred):
@@ -182,3 +184,35 @@ def test_training_compiles_with_xla_on_a_machine_without_gpus_unless_turned_off(
     with pytest.raises(UserError, match="COMPETITION_XLA='yes'"):  # before the data is touched
         train_mod.train(preset("tiny"), "somewhere", Path("unused"), 0, None)
     assert opened == []
+
+
+def test_xla_is_measured_once_per_configuration_and_host_and_kept(tmp_path, monkeypatch, capsys):
+    """Issue 36: XLA where a few timed steps show it faster (never slower), the answer cached per CPU, TF,
+    policy and model configuration; COMPETITION_XLA=0/1 still forces it without measuring."""
+
+    monkeypatch.delenv(runtime.XLA_ENV, raising=False)
+    monkeypatch.setenv(runtime.XLA_CACHE_ENV, str(tmp_path / "xla.json"))
+    probes = []
+
+    def probe(without, with_xla):
+        return lambda: probes.append(1) or (without, with_xla)
+    assert runtime.jit_compile("float32", probe(1.0, 0.5), "a") is True
+    assert runtime.jit_compile("float32", probe(9.0, 9.0), "a") is True  # kept: not measured again
+    assert runtime.jit_compile("float32", probe(1.0, 0.97), "b") is False  # within 5%: off, never slower
+    assert runtime.jit_compile("float32", probe(0.5, 1.0), "c") is False
+    assert len(probes) == 3 and "XLA off" in capsys.readouterr().out
+    cache = json.loads((tmp_path / "xla.json").read_text())
+    assert sorted(k.rsplit(" | ", 1)[-1] for k in cache) == ["a", "b", "c"]
+    assert all(runtime.cpu_model() in k for k in cache)
+    assert runtime.jit_compile("mixed_bfloat16", probe(1.0, 0.1), "d") is False and len(probes) == 3
+    monkeypatch.setenv(runtime.XLA_ENV, "1")
+    assert runtime.jit_compile("float32", probe(0.5, 1.0), "e") is True and len(probes) == 3
+    monkeypatch.delenv(runtime.XLA_ENV)
+    # train measures the real thing on its first run of a configuration (one probe: XLA's compile is its cost)
+    (tmp_path / "xla.json").unlink()
+    chosen = train_mod.choose_xla(preset("tiny"), "float32")
+    (key, kept), = json.loads((tmp_path / "xla.json").read_text()).items()
+    assert kept["step_s_without"] > 0 and kept["step_s_with"] > 0 and chosen is kept["xla"]
+    assert "tiny" not in key and "32x48" in key  # keyed by the model's shape, not the preset's name
+    monkeypatch.setattr(train_mod, "_time_xla", lambda *a: pytest.fail("measured again"))
+    assert train_mod.choose_xla(preset("tiny"), "float32") is chosen

@@ -11,6 +11,10 @@ from ..geometry import Geometry
 from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
 
 
+PREDICT_SIZE = (160, 240)  # the figure must not move with the demo preset's size
+TARGETS = {"none": 0.8, "hflip": 0.9}  # issue 36: end to end / model-only, without TTA and with hflip
+
+
 def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
     import keras
 
@@ -20,7 +24,8 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
     from ..inference.predictor import Predictor, ordered_map
     from ..inference.upsample import postprocess
     from ..submission import SubmissionWriter
-    cfg = preset("demo", refine="none")  # the pipeline itself; the guided refinement's cost: docs/results.md
+    # The pipeline itself (guided refinement: section 10) around a fixed net, demo's at its former 160x240.
+    cfg = preset("demo", refine="none", height=PREDICT_SIZE[0], width=PREDICT_SIZE[1])
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
@@ -71,12 +76,13 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
             figures.append(figure(f"Predict end to end, {label} JPEGs, TTA {tta} ({cfg.height}x{cfg.width} demo U-Net)",
                                   f"{ips['end_to_end']:.1f} images/s",
                                   f"{ips['model']:.1f} images/s (model on pre-decoded batches)", ratio,
-                                  "of model-only", ">= 0.8", ratio >= 0.8))
+                                  "of model-only", f">= {TARGETS[tta]}", ratio >= TARGETS[tta]))
     sec = section("5. Predict end to end vs the model alone",
                   f"Native 1918x1280 test JPEGs ({len(synth.test_ids)} synthetic, and real fixture JPEGs when "
                   f"found); fixed `demo` U-Net ({cfg.height}x{cfg.width}, depth {cfg.depth}, {cfg.filters} filters, "
                   f"batch norm; seeded random weights; no guided refinement), batch {batch}. End to end: `probabilities` (read + "
-                  f"reduced decode + fit in a thread pool ahead of the model) -> `Predictor` -> `postprocess` in "
+                  f"reduced decode + fit in a thread pool ahead of the model; the model in its own thread, two "
+                  f"batches ahead of the caller) -> `Predictor` -> `postprocess` in "
                   f"a 2-thread pool -> `SubmissionWriter` (.csv.gz). Model-only: the same `Predictor` on the same "
                   f"images pre-decoded into batches. CPU side: read + decode + fit + post-process of every image "
                   f"on one thread, no model. Median of {plan.predict_rounds} alternating rounds.",

@@ -25,6 +25,37 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
 
 
+def _train_choice(cfg) -> bool:
+    """What `train` chooses for XLA here, measured afresh in this run (a cache of its own, then removed)."""
+    import os
+    import tempfile
+
+    from ..runtime import XLA_CACHE_ENV, XLA_ENV
+    from ..train import choose_xla
+    saved = {k: os.environ.pop(k, None) for k in (XLA_ENV, XLA_CACHE_ENV)}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ[XLA_CACHE_ENV] = os.path.join(tmp, "xla.json")
+            return choose_xla(cfg, "float32") is True
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+def _choice_figure(cfg, s_per_image: dict[str, float], data: dict) -> dict:
+    """Train's XLA choice for `cfg` here against the speed without XLA timed in this section (issue 36)."""
+    chosen = _train_choice(cfg)
+    kept = s_per_image[DEFAULT] / s_per_image[XLA if chosen else DEFAULT]
+    data.update(train_chooses_xla=chosen, chosen_speed_vs_without=kept)
+    return figure(f"XLA as train chooses it on this CPU, preset {cfg.preset} batch {cfg.batch}: "
+                  f"{'on' if chosen else 'off'} (a few steps timed, runtime.xla_choice)",
+                  f"{s_per_image[XLA if chosen else DEFAULT]:.3f} s/image as chosen",
+                  f"{s_per_image[DEFAULT]:.3f} s/image without XLA", kept, "x the speed without XLA",
+                  ">= 0.95 (never slower than without XLA, within noise)", kept >= 0.95)
+
+
 def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
 
@@ -76,9 +107,12 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
         models.clear()
         keras.backend.clear_session()
         gc.collect()
+        figs.append(_choice_figure(preset(name, batch=batch), s_per_image, data[name]))
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
-                  f"there (`runtime.jit_compile`; COMPETITION_XLA=0 turns it off). Per preset: the same seeded "
+                  f"there where a few timed steps show it faster (`runtime.xla_choice`, kept per CPU and model "
+                  f"shape; COMPETITION_XLA=0/1 forces it): its choice, made afresh in this run, is compared with "
+                  f"the steps below. Per preset: the same seeded "
                   f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
                   f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then "
                   f"{plan.rounds} `train_on_batch` steps of each, alternating; median step / batch. The first "

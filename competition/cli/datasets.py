@@ -13,7 +13,7 @@ from .parser import AddCommand, duration
 def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import SynthSpec, generate
     from ..progress import say
-    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip)
+    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip, varied=True)  # paints vary by view
     made = generate(check_folder(a.out, "--out"), spec)
     say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
         f"{a.test} test images{', zipped' if a.zip else ''})")

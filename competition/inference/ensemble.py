@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fileio import read_json
 from ..geometry import Geometry
 from ..images import decode_jpeg
-from .predictor import Predictor, batched, load_models, load_refiner, ordered_map
+from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch
 
 BLEND_FILE = "blend.json"
 _FOLDS = re.compile(r"\d+(,\d+)*")
@@ -160,7 +160,7 @@ def probabilities(members: list[Member], ids: list[str], read: Callable[[str], b
                   where: Callable[[str], str], batch: int,
                   workers: int | None = None) -> Iterator[tuple[str, list[np.ndarray]]]:
     """(id, [each member's model-resolution probability]) in order; each JPEG is read once and decoded once per
-    distinct JPEG reduction, in threads ahead of the models."""
+    distinct JPEG reduction, in threads ahead of the models, which run in their own thread ahead of the caller."""
     workers = workers or min(8, os.cpu_count() or 2)
     reductions = [m.predictor.reduction for m in members]
 
@@ -174,18 +174,23 @@ def probabilities(members: list[Member], ids: list[str], read: Callable[[str], b
             inputs.append(m.predictor.fit(decoded[r]))
         return image_id, inputs
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        for chunk in batched(ordered_map(pool, load, ids, ahead=2 * batch + workers), batch):
-            names = [c[0] for c in chunk]
-            outputs = []
-            for i, m in enumerate(members):
-                probs = m.predictor(np.stack([c[1][i] for c in chunk]))
-                bad = ~np.isfinite(probs).reshape(len(chunk), -1).all(axis=1)
-                if bad.any():
-                    raise UserError(_broken(members, m, where(names[int(np.flatnonzero(bad)[0])])))
-                outputs.append(probs)
-            for j, name in enumerate(names):
-                yield name, [p[j] for p in outputs]
+    def batches() -> Iterator[list[tuple[str, list[np.ndarray]]]]:
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            for chunk in batched(ordered_map(pool, load, ids, ahead=2 * batch + workers), batch):
+                names = [c[0] for c in chunk]
+                outputs = []
+                for i, m in enumerate(members):
+                    probs = m.predictor(np.stack([c[1][i] for c in chunk]))
+                    bad = ~np.isfinite(probs).reshape(len(chunk), -1).all(axis=1)
+                    if bad.any():
+                        raise UserError(_broken(members, m, where(names[int(np.flatnonzero(bad)[0])])))
+                    outputs.append(probs)
+                yield [(name, [p[j] for p in outputs]) for j, name in enumerate(names)]
+
+    # The models run in a thread of their own, two batches ahead: the caller's waits on post-processing and
+    # on the writer no longer pause them (issue 36: end to end at >= 0.8 of the model alone).
+    for items in prefetch(batches(), 2, "models"):
+        yield from items
 
 
 def _broken(members: list[Member], m: Member, where: str) -> str:

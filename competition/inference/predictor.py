@@ -3,6 +3,7 @@ net as post-processing threads call it."""
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,6 +139,49 @@ def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: 
             yield queue.popleft().result()
     while queue:
         yield queue.popleft().result()
+
+
+def prefetch(items: Iterable, depth: int, name: str = "prefetch") -> Iterator:
+    """`items`, produced in a thread of their own up to `depth` ahead of the consumer: a stage (the models)
+    keeps running while the consumer waits on another (post-processing, the writer). Its exceptions are raised
+    here, in order; closing this generator early stops the producer at its next item."""
+    box: queue.Queue = queue.Queue(depth)
+    stop, end = threading.Event(), object()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+        except BaseException as e:  # noqa: BLE001  handed to the consumer, raised there
+            put((end, e))
+            return
+        finally:
+            getattr(items, "close", lambda: None)()  # a generator's own `with` blocks end here, in this thread
+        put((end, None))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, error = box.get()
+            if error is not None:
+                raise error
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join()
 
 
 def batched(items: Iterable, n: int) -> Iterator[list]:

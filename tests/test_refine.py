@@ -99,11 +99,11 @@ def test_the_float32_filter_matches_the_one_before_issue_36_on_drawn_and_noisy_g
 
 
 def test_the_filter_gives_real_photos_the_masks_it_gave_before_issue_36(fixtures_dir):
-    """real-cpu's 192x288 geometry and 1/2 guide on 3 real photos: the native masks agree with the former
+    """cpu's 192x288 geometry and 1/2 guide on 3 real photos: the native masks agree with the former
     filter's on all but a handful of pixels (rounding to 8 bits right at 0.5)."""
     from competition.bench.refinement import baseline_guided_filter, baseline_refined_native_u8, noisy_map
     ds = open_dataset(fixtures_dir)
-    cfg = preset("real-cpu")
+    cfg = preset("cpu")
     g = Geometry(cfg.height, cfg.width, cfg.fit)
     rng = np.random.default_rng(0)
     for image_id in ds.train_ids[::16]:

@@ -136,6 +136,9 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     ids = sorted(train_ids + val_ids)
     cache = (streaming(ds, ids, geom, cfg.image_interp, hold) if cache_dir is None  # a corrupt JPEG or a damaged
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
+    if cfg.encoder and cfg.encoder_weights == "imagenet":
+        from .models.encoders import fetch_imagenet
+        fetch_imagenet(cfg.encoder)  # a failed download stops here too, the run untouched
     # checked: now the run folder is written
     if force and out.exists():
         shutil.rmtree(out)

@@ -149,6 +149,7 @@ def test_imagenet_without_network_is_one_line_exit_2(offline, synth_dir, tmp_pat
     wanted = ENCODERS["vgg16"].weights_file
     assert offline == [wanted]
     assert f"put {wanted} in {tmp_path / 'keras-home' / 'models'}/" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # asked before train writes anything: nothing to clean up
 
 
 def test_mixed_precision_keeps_the_preprocessing_and_the_output_in_float32():

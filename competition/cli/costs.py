@@ -13,7 +13,8 @@ from .parser import AddCommand
 # --- bench ----------------------------------------------------------------------------------------
 def cmd_bench(a: argparse.Namespace) -> None:
     from ..bench import run_bench
-    run_bench(out=Path(a.out), quick=a.quick)
+    from ..fileio import check_folder
+    run_bench(out=check_folder(a.out, "--out"), quick=a.quick)
 
 
 def add_bench(add: AddCommand) -> None:
@@ -63,7 +64,8 @@ def add_plan(add: AddCommand) -> None:
 # --- calibrate ------------------------------------------------------------------------------------
 def cmd_calibrate(a: argparse.Namespace) -> None:
     from ..calibrate import calibrate
-    from ..fileio import write_json
+    from ..fileio import check_folder, write_json
+    check_folder(Path(a.out).parent, "--out", shown=a.out)  # before the GPU time, not after
     result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
     write_json(Path(a.out), result)
 

@@ -15,6 +15,9 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     from .. import kernel_queue, kernels
     from ..config import run_path
     from ..errors import UserError
+    from ..fileio import check_folder
+    if a.out:
+        check_folder(a.out, "--out")
     runs = a.run or []
     run_dir = run_path(runs[0]) if len(runs) == 1 else None  # the kernel is named after the folder's name
     name = run_dir.name if run_dir else None

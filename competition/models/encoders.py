@@ -122,6 +122,16 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = 
         raise _no_imagenet(name, spec, e) from e
 
 
+def fetch_imagenet(name: str) -> None:
+    """The ImageNet weights of encoder `name` in Keras' cache, downloaded now when missing (a one-line UserError when
+    they cannot be): `train` asks before it writes anything, so a failed download leaves the run folder as it was."""
+    if (keras_cache_dir() / encoder_spec(name).weights_file).is_file():
+        return
+    import keras
+    build_backbone(name, (BOTTLENECK_STRIDE * 2, BOTTLENECK_STRIDE * 2, 3), "imagenet")  # the weights fit any size
+    keras.backend.clear_session()
+
+
 def _weight_layers(model: Any) -> dict[str, Any]:
     """name -> layer, for every layer with weights, nested models included."""
     found: dict[str, Any] = {}

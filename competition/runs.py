@@ -166,12 +166,14 @@ def save_oof(path: Path, ids: list[str], probs: np.ndarray) -> None:
         np.savez_compressed(f, ids=np.array(ids), probs=q)
 
 
-def load_oof(path: Path) -> tuple[list[str], np.ndarray]:
-    """A fold's held-out probabilities (fold<k>/oof.npz); a damaged file is one line saying how to make it again."""
+def load_oof(path: Path, ids_only: bool = False) -> tuple[list[str], np.ndarray | None]:
+    """A fold's held-out probabilities (fold<k>/oof.npz; `ids_only`: its ids alone, without reading them); a
+    damaged file is one line saying how to make it again."""
     import zipfile
     try:
         with np.load(path) as z:
-            return [str(i) for i in z["ids"]], z["probs"].astype(np.float32) / 255.0
+            ids = [str(i) for i in z["ids"]]
+            return ids, None if ids_only else z["probs"].astype(np.float32) / 255.0
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
         run_dir, fold = path.parent.parent, path.parent.name[4:]
         raise damaged(path, "not a complete oof.npz", f"retrain the fold with `{train_command(run_dir, fold)} "

@@ -151,6 +151,10 @@ def test_mixed_precision_is_decided_by_the_device_alone():
 @pytest.mark.parametrize("bf16", [True, False])
 def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache, monkeypatch, capsys):
     monkeypatch.delenv(runtime_mod.XLA_ENV, raising=False)
+    # XLA's probe made deterministic (a host where XLA is faster in float32), with a cache of this test's own: the
+    # probe's timing on a busy CI machine is not what this test is about (test_xla_is_measured_once_... is)
+    monkeypatch.setenv(runtime_mod.XLA_CACHE_ENV, str(tmp_path / "xla.json"))
+    monkeypatch.setattr(train_mod, "_time_xla", lambda cfg, policy: (1.0, 0.5))
     monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
     train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)

@@ -99,7 +99,8 @@ def checkpoint(spec: KernelSpec, runs: Path = Path("runs")) -> str:
     records = kernel_records.load(spec.run_name, runs)
     if not kernel_records.entry(records, slug).get("pushes"):
         raise UserError(f"{runs / spec.run_name / kernel_records.RECORD_FILE} records no push of {ref}: checkpoint "
-                        f"the kernels this machine pushed (`python -m competition kernel push {_options(spec)}`)")
+                        f"a kernel pushed from here (check --run, --fold, --preset and --epochs; `python -m "
+                        f"competition kernel status --run {spec.run_name}` lists its folds' kernels)")
     api = get_api()
     owner = api.get_config_value("username")
     if owner and owner != user:

@@ -44,6 +44,8 @@ SHARD    ?=
 MAX_RUNNING   ?= 2
 SESSION_HOURS ?=
 FRESH         ?=
+# RESUME_FROM=dataset: kernel-push resumes from the private dataset kernel-checkpoint made of the kernel's output
+RESUME_FROM   ?=
 KERNEL_OPTS = $(if $(SESSION_HOURS),--session-hours $(SESSION_HOURS) )$(if $(FRESH),--fresh )
 CLI      := $(PY) -m competition
 # pytest processes (pytest-xdist): CI has 2 cores and the suite is single-threaded TensorFlow; 1 = serial.
@@ -51,7 +53,8 @@ CLI      := $(PY) -m competition
 TEST_JOBS ?= 2
 
 .PHONY: help demo test synth folds info train train-all predict validate submit score cv refiner data extract \
-        kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output bench venv clean
+        kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output kernel-checkpoint bench venv \
+        clean
 
 .DEFAULT_GOAL := help
 help:
@@ -70,6 +73,7 @@ help:
 	@echo "make synth | extract  the synthetic dataset | unzip the data within a disk BUDGET"
 	@echo "make kernel-push-all  train every fold as Kaggle kernels, two at a time (docs/kaggle.md)"
 	@echo "make kernel-queue     push the next waiting fold kernel; kernel-push/-status/-output/-build: one kernel"
+	@echo "make kernel-checkpoint FOLD=k  an ended kernel's output as a private dataset (then RESUME_FROM=dataset)"
 	@echo "make bench            measure the toolkit's speed on this machine (bench/)"
 	@echo "make kaggle-compat    the kernel scripts on Kaggle's TensorFlow/Keras (a second venv)"
 	@echo "make clean            remove runs, caches, the synthetic set and built kernels"
@@ -164,7 +168,7 @@ kernel-build: venv
 	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
 
 kernel-push-all: venv
 	$(CLI) kernel push --task train --folds all --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(KERNEL_OPTS)$(USER_ARG)
@@ -177,6 +181,9 @@ kernel-status: venv
 
 kernel-output: venv
 	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+
+kernel-checkpoint: venv
+	$(CLI) kernel checkpoint --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 bench: venv
 	$(CLI) bench --out bench

@@ -38,7 +38,8 @@ def spec_json(spec: KernelSpec) -> dict:
 def fold_spec(data: dict, fold: int) -> KernelSpec:
     """The spec of one fold of a queue (the first push of a fold is never --fresh; the queue resumes)."""
     shard = data.get("shard")
-    return KernelSpec(**{**data, "shard": tuple(shard) if shard else None, "fresh": False}, fold=fold)
+    return KernelSpec(**{**data, "shard": tuple(shard) if shard else None, "fresh": False, "resume_from": "self"},
+                      fold=fold)
 
 
 def push_all(spec: KernelSpec, max_running: int = MAX_RUNNING, out_root: Path = Path("kernels/build"),
@@ -46,6 +47,9 @@ def push_all(spec: KernelSpec, max_running: int = MAX_RUNNING, out_root: Path = 
     """Queue every fold of the run's preset and push the first max_running; returns each fold's state."""
     if spec.task != "train":
         raise UserError("--folds all: for train kernels (a predict kernel gathers the folds itself: --folds 0,1,...)")
+    if spec.resume_from != "self":
+        raise UserError("--folds all --resume-from dataset: the queue resumes each fold from its own output; push a "
+                        "fold from its checkpoint alone (--fold K --resume-from dataset)")
     if max_running < 1:
         raise UserError(f"--max-running {max_running}: at least 1 (Kaggle runs about 2 GPU sessions at a time)")
     check_spec(spec)

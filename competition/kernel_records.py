@@ -1,8 +1,10 @@
 """runs/<run>/kernels.json: the host's record of a run's kernels, so that no GPU hour is lost to a forgotten push.
 
 For each kernel (by slug): its task and fold, every push (the toolkit's push number, Kaggle's version number,
-when, whether --fresh), and the latest kernel-state.json seen in its output (which push made it, how far it got).
-A re-push embeds that latest state as what the new version must find mounted (`on_kaggle.check_resume`). The
+when, whether --fresh), the latest kernel-state.json seen in its output (which push made it, how far it got), and
+its checkpoint: the private dataset `kernel checkpoint` versioned that output as, how many versions it made and the
+state in the latest. A re-push embeds that latest state (or, with --resume-from dataset, the checkpoint's) as what
+the new version must find mounted (`on_kaggle.check_resume`). The
 queue of `kernel push --folds all` lives here too, so a stopped `kernel queue` loses nothing. Written atomically.
 """
 from __future__ import annotations
@@ -57,9 +59,24 @@ def note_state(data: dict, slug: str, state: dict | None) -> None:
         data["kernels"][slug]["state"] = state
 
 
-def expected_state(data: dict, slug: str) -> dict | None:
-    """The latest state known to be in the kernel's output (None: no earlier push is known to have left one)."""
-    state = entry(data, slug).get("state")
+def note_checkpoint(data: dict, slug: str, dataset: str, state: dict) -> int:
+    """Record one more version of the kernel's checkpoint dataset, holding `state`; returns its version count."""
+    kernel = data["kernels"][slug]
+    versions = (kernel.get("checkpoint") or {}).get("versions", 0) + 1
+    kernel["checkpoint"] = {"dataset": dataset, "versions": versions, "state": state,
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return versions
+
+
+def checkpoint(data: dict, slug: str) -> dict | None:
+    """The kernel's checkpoint record (dataset, versions, state), or None when none was made here."""
+    return entry(data, slug).get("checkpoint")
+
+
+def expected_state(data: dict, slug: str, source: str = "self") -> dict | None:
+    """The latest state known to be in the kernel's output, or in its checkpoint dataset (source "dataset");
+    None: no earlier push is known to have left one."""
+    state = (checkpoint(data, slug) or {}).get("state") if source == "dataset" else entry(data, slug).get("state")
     if not state:
         return None
     return {"push": state.get("push") or 0, "state": state.get("state"), "progress": state.get("progress") or {}}

@@ -19,7 +19,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES = PACKAGE_DIR.parent / "kernels"
 TASKS = ("train", "predict")
 CODE_FILE = "run.py"
-TITLE_MAX = 50  # Kaggle refuses longer kernel titles
+TITLE_MAX = 50  # Kaggle refuses longer kernel titles (and dataset titles and slugs)
+# push --resume-from: the kernel's own earlier output mounted as its source, or the private dataset that
+# `kernel checkpoint` made of it (for when Kaggle does not mount the latest self-source version)
+RESUME_FROM = ("self", "dataset")
 # --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
 ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "l4": "NvidiaL4",
                                        "none": None}
@@ -57,6 +60,7 @@ class KernelSpec:
                                           # the refiner on the gathered folds' held-out predictions first
     fresh: bool = False                   # push: start over, ignoring any earlier output of this kernel
     session_hours: float | None = None    # the session's length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)
+    resume_from: str = "self"             # push: RESUME_FROM, where the new version finds the earlier progress
 
     @property
     def run_name(self) -> str:
@@ -92,16 +96,30 @@ def train_title(name: str, fold: int, epochs: int | None = None) -> str:
     return fit_title(name, f"fold {fold}" + (f" trial {epochs} epochs" if epochs is not None else ""))
 
 
+def _title_rest(spec: KernelSpec) -> str:
+    """What follows "carvana <run>" in the kernel's title: the fold (and trial) or the prediction (and shard)."""
+    if spec.task == "train":
+        return f"fold {spec.fold}" + (f" trial {spec.epochs} epochs" if spec.trial else "")
+    return "predict" + (f" shard {spec.shard[0]} of {spec.shard[1]}" if spec.shard else "")
+
+
 def title(spec: KernelSpec) -> str:
     """The kernel's title (at most 50 characters); its slug is the kernel's id."""
-    if spec.task == "train":
-        return train_title(spec.run_name, spec.fold, spec.epochs if spec.trial else None)
-    shard = f" shard {spec.shard[0]} of {spec.shard[1]}" if spec.shard else ""
-    return fit_title(spec.run_name, f"predict{shard}")
+    return fit_title(spec.run_name, _title_rest(spec))
 
 
 def kernel_slug(spec: KernelSpec) -> str:
     return slugify(title(spec))
+
+
+def checkpoint_title(spec: KernelSpec) -> str:
+    """The title of the private dataset `kernel checkpoint` makes of the kernel's output (at most 50 characters)."""
+    return fit_title(spec.run_name, f"{_title_rest(spec)} checkpoint")
+
+
+def checkpoint_ref(spec: KernelSpec, user: str) -> str:
+    """user/slug of the kernel's checkpoint dataset."""
+    return f"{user}/{slugify(checkpoint_title(spec))}"
 
 
 def kernel_ref(spec: KernelSpec, user: str) -> str:
@@ -191,6 +209,9 @@ def check_spec(spec: KernelSpec) -> None:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     if spec.session_hours is not None and not 0.5 <= spec.session_hours <= 24:
         raise UserError(f"--session-hours {spec.session_hours}: between 0.5 and 24 (Kaggle's GPU sessions: 12)")
+    if spec.resume_from not in RESUME_FROM:
+        raise UserError(f"--resume-from {spec.resume_from!r}: choose one of {', '.join(RESUME_FROM)} (dataset: the "
+                        f"checkpoint `python -m competition kernel checkpoint` made of the kernel's output)")
     if spec.epochs is not None and spec.epochs < 1:
         raise UserError(f"--epochs {spec.epochs}: must be at least 1")
     if spec.filters is not None and (spec.filters < 1 or spec.task != "train"):

@@ -40,8 +40,9 @@ def template_metadata(task: str) -> dict:
     return read_json(TEMPLATES / task / METADATA_FILE)
 
 
-def metadata(spec: KernelSpec, user: str) -> dict:
-    """The filled-in kernel-metadata.json: the template with the id, title, accelerator and sources."""
+def metadata(spec: KernelSpec, user: str, checkpoint: str | None = None) -> dict:
+    """The filled-in kernel-metadata.json: the template with the id, title, accelerator and sources (with
+    `checkpoint`, the dataset `kernel checkpoint` made, instead of the kernel's own slug)."""
     meta = template_metadata(spec.task)
     shape = machine_shape(spec.accelerator)
     meta.update(id=kernel_ref(spec, user), title=title(spec), code_file=CODE_FILE, enable_gpu=shape is not None)
@@ -50,10 +51,10 @@ def metadata(spec: KernelSpec, user: str) -> dict:
     else:
         meta["machine_shape"] = shape  # read by a hand-run `kaggle kernels push` too (without it: Kaggle's P100)
     # its own slug last: a re-pushed version mounts the earlier version's output and resumes from it
-    meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + [kernel_ref(spec, user)]
+    own = [] if checkpoint else [kernel_ref(spec, user)]
+    meta["kernel_sources"] = (train_refs(spec, user) if spec.task == "predict" else []) + own
     meta["enable_internet"] = needs_internet(spec)  # on only to fetch ImageNet weights
-    if spec.weights_dataset:
-        meta["dataset_sources"] = [*meta.get("dataset_sources", []), spec.weights_dataset]
+    meta["dataset_sources"] = [*meta.get("dataset_sources", []), *(d for d in (spec.weights_dataset, checkpoint) if d)]
     return meta
 
 
@@ -110,7 +111,8 @@ def entry_script(spec: KernelSpec, user: str, package: bytes | None = None, resu
 
 def _write_folder(spec: KernelSpec, user: str, out_root: Path, resume: dict | None = None) -> Path:
     folder = out_root / kernel_slug(spec)
-    meta, script = metadata(spec, user), entry_script(spec, user, resume=resume)  # both made before either is written
+    meta = metadata(spec, user, (resume or {}).get("dataset"))
+    script = entry_script(spec, user, resume=resume)  # both made before either is written
     write_json(folder / METADATA_FILE, meta)
     write_text(folder / CODE_FILE, script)
     return folder
@@ -171,8 +173,10 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
         _refuse_while_running(api, ref, spec)
     if not spec.fresh:
         kernel_records.note_state(records, slug, _kernel_state(api, ref, missing_ok=True))
-    expect = None if spec.fresh else kernel_records.expected_state(records, slug)
-    resume = {"push": number, "expect": expect, "fresh": spec.fresh, "fix": fix_line(spec)}
+    expect = None if spec.fresh else kernel_records.expected_state(records, slug, spec.resume_from)
+    dataset = None if spec.fresh or spec.resume_from == "self" else _checkpoint_dataset(api, records, slug, spec)
+    resume = {"push": number, "expect": expect, "fresh": spec.fresh, "fix": fix_line(spec),
+              **({"dataset": dataset} if dataset else {})}
     folder = _write_folder(spec, user, out_root, resume)
     # not retried: a push that failed after reaching Kaggle may already have started a run
     response = _kaggle(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
@@ -186,7 +190,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
     url = response.url or f"https://www.kaggle.com/code/{ref}"
     version = f" version {response.version_number}" if response.version_number else ""
     resumes = ("starting over (--fresh)" if spec.fresh else f"must resume from {describe_state(expect)}" if expect
-               else "no earlier output known: starts from the beginning")
+               else "no earlier output known: starts from the beginning") + (f" in {dataset}" if dataset else "")
     say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}): {url}; follow it with "
         f"`python -m competition kernel status {_options(spec)}`")
     return url
@@ -213,11 +217,34 @@ def _refuse_while_running(api: Any, ref: str, spec: KernelSpec) -> None:
                         f"ends (`python -m competition kernel status {_options(spec)}`), then push again")
 
 
+def _checkpoint_dataset(api: Any, records: dict, slug: str, spec: KernelSpec) -> str:
+    """--resume-from dataset: the kernel's checkpoint dataset, once Kaggle has it ready (else a one-line error)."""
+    made = kernel_records.checkpoint(records, slug)
+    if not made:
+        raise UserError(f"--resume-from dataset: runs/{spec.run_name}/kernels.json records no checkpoint of {slug}; "
+                        f"make one with `{checkpoint_command(spec)}` once the kernel has ended, then push again")
+    ready = _kaggle(api.dataset_status, made["dataset"], what=f"asking Kaggle for the status of {made['dataset']}")
+    if str(ready).lower() != "ready":
+        raise UserError(f"the checkpoint {made['dataset']} is {ready} on Kaggle, not ready: a kernel pushed now could "
+                        f"mount an older version; push again in a few minutes")
+    return made["dataset"]
+
+
+def checkpoint_command(spec: KernelSpec) -> str:
+    """The command that versions the kernel's output as its private checkpoint dataset."""
+    return f"python -m competition kernel checkpoint {_options(spec)}" + (
+        f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+
+
 def fix_line(spec: KernelSpec) -> str:
     """What a kernel that found the wrong output mounted tells its user to do."""
     again = resume_command(spec)
-    return (f"Kaggle may still be saving that output: push again in a few minutes with `{again}`, "
-            f"or start over (the earlier progress lost) with `{again} --fresh`")
+    if spec.resume_from == "dataset":
+        return (f"Kaggle may still be processing the checkpoint: push again in a few minutes with `{again}`, or "
+                f"checkpoint again with `{checkpoint_command(spec)}`, or start over with `{again} --fresh`")
+    return (f"Kaggle may still be saving that output: push again in a few minutes with `{again}`, or checkpoint "
+            f"that output as a dataset with `{checkpoint_command(spec)}`, then push with `{again} --resume-from "
+            f"dataset`, or start over (the earlier progress lost) with `{again} --fresh`")
 
 
 def _options(spec: KernelSpec) -> str:
@@ -261,6 +288,7 @@ def resume_command(spec: KernelSpec) -> str:
     """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
     opts = _options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
     opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
+    opts += " --resume-from dataset" if spec.resume_from == "dataset" else ""
     return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
                                                           if spec.accelerator != "t4x2" else "")
 

@@ -203,9 +203,29 @@ def copy_outputs(src: Path, working: Path) -> list[Path]:
     return copied
 
 
+def resume_source(settings: dict) -> str:
+    """What a resuming kernel restores from: its checkpoint dataset (push --resume-from dataset), else its own slug."""
+    return settings.get("dataset") or settings["kernel"]
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    """A folder of a checkpoint dataset that Kaggle left archived (`kaggle datasets create --dir-mode zip`)."""
+    import zipfile
+    with zipfile.ZipFile(archive) as zf:
+        for name in (n for n in zf.namelist() if not n.endswith("/")):
+            target = dest / name
+            if dest.resolve() not in target.resolve().parents:
+                raise UserError(f"{archive}: member {name!r} points outside its folder; make the checkpoint again")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.unzip")
+            tmp.write_bytes(zf.read(name))
+            tmp.replace(target)
+
+
 def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
-    """Copy the output of this kernel's earlier version (mounted as its own source) into each of `dests`
-    (the working run folder, /kaggle/working), so training or prediction continues where it stopped."""
+    """Copy the output of this kernel's earlier version (mounted as its own source, or as the checkpoint dataset
+    `ref`) into each of `dests` (the working run folder, /kaggle/working), so training or prediction continues
+    where it stopped. A dataset's folder that Kaggle left as <folder>.zip is unpacked."""
     from .data.layout import find_input
     user, _, slug = ref.rpartition("/")
     src = find_input(slug, user or None, input_root)
@@ -214,9 +234,13 @@ def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
         return None
     files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.endswith(".log") and p.name != STATE_FILE
              and not any(part.startswith(".") for part in p.relative_to(src).parts)]
+    archived = [p for p in files if p.parent == src and p.suffix == ".zip" and not (src / p.stem).is_dir()]
     for dest in dests:
         for path in files:
-            copy_file(path, dest / path.relative_to(src))
+            if path in archived:
+                _unzip(path, dest / path.stem)
+            else:
+                copy_file(path, dest / path.relative_to(src))
     print(f"resuming from the earlier version's output {src} ({len(files)} file(s))", flush=True)
     return src
 
@@ -284,31 +308,42 @@ def describe_state(state: dict | None) -> str:
     return f"push {state.get('push', '?')} ({how})"
 
 
+def _mounted_state(input_root: Path, ref: str) -> tuple[Path | None, dict | None]:
+    """Where source user/slug is mounted under /kaggle/input, and the STATE_FILE it holds (None, None: nothing)."""
+    from .data.layout import find_input
+    user, _, slug = ref.rpartition("/")
+    src = find_input(slug, user or None, input_root)
+    return src, read_json(src / STATE_FILE) if src is not None and (src / STATE_FILE).is_file() else None
+
+
 def check_resume(input_root: Path, settings: dict) -> bool:
-    """Whether this version resumes from its own earlier output; a UserError, before any GPU time is spent, when
-    the host knows an earlier push left output (settings["expect"]) and Kaggle mounted nothing or an older one.
+    """Whether this version resumes from its own earlier output (or its checkpoint dataset); a UserError, before any
+    GPU time is spent, when the host knows an earlier push left output (settings["expect"]) and Kaggle mounted
+    nothing or an older one. From a checkpoint dataset (settings["dataset"]) only the very state expected will do.
 
     Which version's output a kernel mounts as its own source is not documented by Kaggle: this checks it."""
-    from .data.layout import find_input
     ref = settings.get("kernel")
     if not ref:
         return False
     if settings.get("fresh"):
         print(f"resume check: --fresh: not resuming from any earlier output of {ref}; starting over", flush=True)
         return False
-    user, _, slug = ref.rpartition("/")
-    src = find_input(slug, user or None, input_root)
-    state = read_json(src / STATE_FILE) if src is not None and (src / STATE_FILE).is_file() else None
+    dataset = settings.get("dataset")
+    src, state = _mounted_state(input_root, dataset or ref)
     expect, push = settings.get("expect"), settings.get("push")
     found = describe_state(state) + (f" at {src}" if src is not None else f" under {input_root}")
     other = state is not None and any(state.get(k) not in (None, settings.get(k2)) for k, k2 in
                                       (("run", "name"), ("fold", "fold"), ("kernel", "kernel")))
-    stale = expect is not None and (state is None or (state.get("push") or 0) < expect["push"])
-    if stale or other:
-        what = "another run's output" if other else "nothing" if state is None else "an older version"
-        raise UserError(f"resume check of {ref} push {push}: expected the output of {describe_state(expect)}, found "
+    older = expect is not None and (state is None or (state.get("push") or 0) < expect["push"])
+    unlike = dataset is not None and (state is None or state.get("push") != (expect or {}).get("push")
+                                      or (state.get("progress") or {}) != (expect or {}).get("progress", {}))
+    if older or other or unlike:
+        what = ("another run's output" if other else "nothing" if state is None else "an older version" if older
+                else "another version")
+        where = f"the checkpoint {dataset} holding " if dataset else "the output of "
+        raise UserError(f"resume check of {ref} push {push}: expected {where}{describe_state(expect)}, found "
                         f"{found}: Kaggle mounted {what}; stopped before any training; "
                         f"{settings.get('fix') or 'push again with --fresh to start over'}")
-    print(f"resume check of {ref} push {push}: found {found}" +
+    print(f"resume check of {ref} push {push}: found {found}" + (f" (checkpoint {dataset})" if dataset else "") +
           (f", as expected ({describe_state(expect)})" if expect else " (no earlier output known)"), flush=True)
     return True

@@ -13,87 +13,21 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-import requests
-from requests.structures import CaseInsensitiveDict
 
-from competition import COMPETITION, kaggle_api, kernels, on_kaggle
+from competition import COMPETITION, kernels, on_kaggle
 from competition.config import preset
 from competition.errors import UserError
 from competition.kernels import KernelSpec
 from competition.submission import validate
 
+import fake_kaggle
+from fake_kaggle import USER
+
 ROOT = Path(__file__).resolve().parents[1]
-API = "https://api.kaggle.com/v1/kernels.KernelsApiService/"
-STORAGE = "https://storage.googleapis.com/kaggle-kernel-output/"
-USER = "dummy-user"
-
-
-# --- a fake Kaggle behind requests' transport -----------------------------------------------------
-def _response(request, status: int, body: bytes, headers: dict) -> requests.Response:
-    r = requests.Response()
-    r.status_code, r._content, r._content_consumed = status, body, True
-    r.headers = CaseInsensitiveDict(headers)
-    r.request, r.url, r.encoding, r.reason = request, request.url, "utf-8", "fake"
-    return r
-
-
-def _json(request, status: int, body: dict) -> requests.Response:
-    return _response(request, status, json.dumps(body).encode(), {"Content-Type": "application/json"})
-
-
-class FakeKernels:
-    """Kaggle's kernels API as requests' transport sees it: records requests, answers from its fields."""
-
-    def __init__(self):
-        self.sent: list[tuple[str, dict]] = []  # (endpoint, JSON body)
-        self.save_answer: dict = {"ref": "", "url": "", "versionNumber": 1}
-        self.status_answer: dict = {"status": "COMPLETE"}
-        self.statuses: dict[str, dict] = {}  # per kernel slug, else status_answer
-        self.fail: dict[str, int] = {}
-        self.outputs: dict[str, bytes] = {}
-
-    def send(self, adapter, request, **kwargs) -> requests.Response:
-        url = request.url.split("?")[0]
-        endpoint = url.rsplit("/", 1)[-1]
-        self.sent.append((endpoint, json.loads(request.body) if request.body else {}))
-        if endpoint in self.fail:
-            code = self.fail[endpoint]
-            return _json(request, code, {"code": code, "message": f"fake error {code}"})
-        if url == API + "SaveKernel":
-            body = self.sent[-1][1]
-            answer = {"ref": f"/code/{body['slug']}", "url": f"https://www.kaggle.com/code/{body['slug']}"}
-            return _json(request, 200, {**answer, **self.save_answer})
-        if url == API + "GetKernelSessionStatus":
-            return _json(request, 200, self.statuses.get(self.sent[-1][1].get("kernelSlug"), self.status_answer))
-        if url == API + "ListKernelSessionOutput":
-            files = [{"fileName": n, "url": STORAGE + n} for n in sorted(self.outputs)]
-            return _json(request, 200, {"files": files, "log": "[{\"data\": \"log line\"}]"})
-        if url.startswith(STORAGE):
-            data = self.outputs[url[len(STORAGE):]]
-            return _response(request, 200, data, {"Content-Type": "application/octet-stream",
-                                                  "Content-Length": str(len(data)),
-                                                  "Last-Modified": formatdate(1_500_000_000, usegmt=True)})
-        raise AssertionError(f"unexpected request {request.method} {request.url}")
-
-    def body(self, endpoint: str) -> dict:
-        [body] = [b for e, b in self.sent if e == endpoint]
-        return body
-
-
-@pytest.fixture
-def server(no_credentials, monkeypatch) -> FakeKernels:
-    monkeypatch.chdir(no_credentials.parent)  # runs/<run>/kernels.json lands in the test's folder
-    monkeypatch.delenv("KAGGLE_SESSION_HOURS", raising=False)
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
-    monkeypatch.setattr(kaggle_api, "_sleep", lambda s: None)
-    fake = FakeKernels()
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", lambda self, req, **kw: fake.send(self, req, **kw))
-    return fake
+server = fake_kaggle.server  # the fake Kaggle (tests/fake_kaggle.py), also for test_kernel_queue
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:

@@ -12,7 +12,7 @@ BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
 
 
 def cmd_kernel(a: argparse.Namespace) -> None:
-    from .. import kernel_queue, kernels
+    from .. import kernel_checkpoint, kernel_queue, kernels
     from ..config import run_path
     from ..errors import UserError
     from ..fileio import check_folder
@@ -35,7 +35,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
                               weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine,
-                              fresh=a.fresh, session_hours=a.session_hours)
+                              fresh=a.fresh, session_hours=a.session_hours, resume_from=a.resume_from)
     if a.task == "notebook":
         from ..notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out or BUILD))
@@ -49,6 +49,8 @@ def cmd_kernel(a: argparse.Namespace) -> None:
         kernels.push(spec, out_root=Path(a.out or BUILD))
     elif a.action == "status":
         kernels.status(spec)
+    elif a.action == "checkpoint":
+        kernel_checkpoint.checkpoint(spec)
     else:
         kernels.output(spec, dest=Path(a.out) if a.out else run_dir if a.task == "train" else None)
 
@@ -57,9 +59,10 @@ def add_kernel(add: AddCommand) -> None:
     """Every flag of `kernel`, in one place."""
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs",
             "push --task train --preset unet --fold 0")
-    s.add_argument("action", choices=["build", "push", "status", "output", "queue"],
+    s.add_argument("action", choices=["build", "push", "status", "output", "queue", "checkpoint"],
                    help="what to do with the kernel; queue: push the queued folds (push --folds all) as earlier ones "
-                        "end; status --run R without --fold: every fold's kernel in one table")
+                        "end; status --run R without --fold: every fold's kernel in one table; checkpoint: version "
+                        "an ended kernel's output as a private dataset (then push --resume-from dataset)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
     s.add_argument("--fold", type=int, default=None, help="train: the fold to train (default: 0)")
     s.add_argument("--folds", default=None, metavar="0,1,...|all",
@@ -70,6 +73,10 @@ def add_kernel(add: AddCommand) -> None:
                         "(default: 2)")
     s.add_argument("--fresh", action="store_true",
                    help="push: start over, ignoring this kernel's earlier output (its progress is lost)")
+    s.add_argument("--resume-from", default="self", choices=["self", "dataset"],
+                   help="push: where the new version finds the earlier progress: self (the kernel's own output, "
+                        "mounted as its source) | dataset (the private dataset `kernel checkpoint` made of it) "
+                        "(default: self)")
     s.add_argument("--session-hours", type=float, default=None,
                    help="the kernel's session length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)")
     s.add_argument("--preset", default="unet", help="the preset the kernel trains")

@@ -86,7 +86,7 @@ def main() -> int:
             sources = [on_kaggle.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
             on_kaggle.assemble_run(sources, temp / "runs" / member["name"])
         if resume:  # the earlier version's partial (or finished) submission
-            on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [out.parent])
+            on_kaggle.restore_run(root / "input", on_kaggle.resume_source(SETTINGS), [out.parent])
             on_kaggle.discard_made_otherwise(written, SETTINGS["tta"], SETTINGS.get("refine"), SETTINGS.get("folds"))
         refine = SETTINGS.get("refine")
         if refine is None and not SETTINGS.get("blend"):

@@ -11,6 +11,9 @@ writes the result, with its kernel-metadata.json, to kernels/build/<slug>/. On K
      when this kernel's earlier version left an output (the kernel lists its own slug as a source, mounted
      at /kaggle/input/notebooks/<user>/<slug>/), copies it into the run folder and into /kaggle/working, so
      the fold resumes after its last finished epoch (optimizer, learning rate, early-stopping count intact);
+     pushed with --resume-from dataset, it reads the same from the private dataset `kernel checkpoint` made of
+     that output (SETTINGS["dataset"], at /kaggle/input/datasets/<user>/<slug>/) and must find exactly the
+     expected state there;
   4. runs the toolkit's own CLI, `train --preset P --name N --fold K --time-limit T --mirror /kaggle/working`,
      on the competition's zips read in place from /kaggle/input (competitions/carvana-image-masking-challenge/
      or any other layout Kaggle mounts it in); with an encoder, its weights come from the internet (imagenet:
@@ -94,7 +97,7 @@ def main() -> int:
         if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
             weights = str(on_kaggle.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
         if resume:
-            on_kaggle.restore_run(root / "input", SETTINGS["kernel"], [runs / name, working])
+            on_kaggle.restore_run(root / "input", on_kaggle.resume_source(SETTINGS), [runs / name, working])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

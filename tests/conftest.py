@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+import forkserver
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -106,8 +107,8 @@ def tiny_train_args(synth_dir: Path, runs: Path, cache: Path) -> list[str]:
 def trained_run(tmp_path_factory, synth_dir) -> Path:
     """A tiny U-Net trained on fold 0 of the synthetic set until early stopping fired. Read-only: use tiny_run."""
     root = tmp_path_factory.mktemp("runs")
-    r = subprocess.run([sys.executable, "-m", "competition", *tiny_train_args(synth_dir, root, root / "cache")],
-                       env={**os.environ, **DETERMINISTIC}, capture_output=True, text=True, timeout=600)
+    r = forkserver.run([sys.executable, "-m", "competition", *tiny_train_args(synth_dir, root, root / "cache")],
+                       env={**os.environ, **DETERMINISTIC}, timeout=600)
     assert r.returncode == 0, r.stderr
     return root / "tiny"
 

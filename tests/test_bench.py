@@ -2,6 +2,7 @@
 import json
 
 from competition.bench import run_bench
+from competition.bench.common import QUICK
 from competition.config import preset
 
 
@@ -29,16 +30,17 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert d["crop"] == [256, 256] and d["frame"] == [320, 480]  # --quick: a small frame
     assert d["t4_train_img_s"] > 0 and "ESTIMATE" in d["t4_source"]
     assert d["ratio_per_core_to_t4"] == d["images_per_s"]["memory, 1 thread"] / d["t4_train_img_s"]
-    xla = next(s for s in results["sections"] if s["title"].startswith("9."))["data"]["demo"]
-    assert xla["batch"] == 2 and xla["size"] == list(preset("demo").train_size) and xla["speedup"] > 0
+    [xla_preset] = QUICK.xla_presets
+    xla = next(s for s in results["sections"] if s["title"].startswith("9."))["data"][xla_preset]
+    assert xla["batch"] == 2 and xla["size"] == list(preset(xla_preset).train_size) and xla["speedup"] > 0
     assert isinstance(xla["train_chooses_xla"], bool) and xla["chosen_speed_vs_without"] > 0
     assert xla["first_loss_gap"] < 1e-4 * xla["first_loss"]["Keras default (no XLA on CPU)"]  # same arithmetic
     refine = next(s for s in results["sections"] if s["title"].startswith("10."))["data"]
     coarse = refine["coarse outline"]
-    assert coarse["images"] == 8 and coarse["dice_vs_true_mask"]["refined"] > coarse["dice_vs_true_mask"]["plain"]
+    assert coarse["images"] == QUICK.real_masks and coarse["dice_vs_true_mask"]["refined"] > coarse["dice_vs_true_mask"]["plain"]
     nets = refine.pop("refiner net")
     filt = refine.pop("filter vs before issue 36")  # today's filter and the former one, timed side by side
-    assert filt["images"] == 8 and filt["guide"] == [640, 959] and filt["equal_pixels"] > 0.9999
+    assert filt["images"] == QUICK.real_masks and filt["guide"] == [640, 959] and filt["equal_pixels"] > 0.9999
     assert filt["ms_per_image"]["today"] > 0 and filt["ms_per_image"]["baseline"] > 0
     assert filt["met"] == (filt["ms_per_image"]["today"] <= filt["target_ms"] == 30)
     assert sum(f["figure"].startswith("Guided filter on cpu's") and f["target"].startswith("<= 30 ms")

@@ -24,6 +24,7 @@ from competition.kernels import KernelSpec
 from competition.submission import validate
 
 import fake_kaggle
+import forkserver
 from fake_kaggle import USER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,8 +334,7 @@ def _run_kernel(script: Path, root: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
     # run from the kernel's root, not the repository: the toolkit can only come from the script itself
-    return subprocess.run([sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return forkserver.run([sys.executable, str(script)], cwd=root, env=env, timeout=300)
 
 
 def _kaggle_root(root: Path, synth_zip_dir: Path) -> Path:
@@ -469,8 +469,7 @@ def _run_killable(script: Path, root: Path, **env: str) -> subprocess.CompletedP
     full = {k: v for k, v in os.environ.items()
             if k not in ("PYTHONPATH", "KILL_AT", "CHUNK_ROWS", "REFINER_STEPS", "REFINE_NET")}
     full.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", **env)
-    return subprocess.run([sys.executable, str(killer), str(script)], cwd=root, env=full, capture_output=True,
-                          text=True, timeout=400)
+    return forkserver.run([sys.executable, str(killer), str(script)], cwd=root, env=full, timeout=400)
 
 
 def _next_session(root: Path, user: str, slug: str) -> None:

@@ -64,7 +64,8 @@ def test_an_untrained_refiner_returns_its_input_and_a_trained_one_corrects_a_coa
     assert same.dtype == np.float32
     np.testing.assert_allclose(same, np.clip(coarse, 1e-3, 1 - 1e-3), atol=1e-5)  # the logit kept to float32
 
-    model = train_refiner(_samples(range(12)), steps=150, crop=48, batch=8, policy=policy)
+    # 60 steps of 4 crops: the held-out loss falls to about 0.26 of the coarse outline's in either policy
+    model = train_refiner(_samples(range(12)), steps=60, crop=48, batch=4, policy=policy)
     assert model.get_layer("conv1").compute_dtype == untrained.get_layer("conv1").compute_dtype
     before = after = 0.0
     for photo, mask, coarse in held_out:

@@ -18,6 +18,8 @@ from competition.errors import DataError, UserError
 from competition.geometry import Geometry
 from competition.images import encode_jpeg
 
+import forkserver
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -284,8 +286,7 @@ def test_killed_training_resumes_exactly_like_the_uninterrupted_run(trained_run,
 
     def run(kill: str | None) -> subprocess.CompletedProcess:
         env = {**os.environ, **DETERMINISTIC, "KILL": kill or "none:"}
-        return subprocess.run([sys.executable, "-c", KILLABLE, *args], capture_output=True, text=True, env=env,
-                              timeout=300)
+        return forkserver.run([sys.executable, "-c", KILLABLE, *args], env=env, timeout=300)
 
     def state() -> dict:
         return fileio.read_json(out / "backup" / "state.json")

@@ -15,6 +15,8 @@ from competition.config import preset
 from competition.errors import UserError
 from competition.timelimit import Deadline, describe, parse_duration, stop_before_next
 
+import forkserver
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,8 +56,7 @@ def test_deadline_counts_from_its_start():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "competition", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return forkserver.run([sys.executable, "-m", "competition", *args], cwd=ROOT, timeout=120)
 
 
 def test_cli_bad_time_limit_exits_2_with_one_line(tmp_path):

@@ -3,7 +3,7 @@
 `run_bench` times the toolkit's real code against the naive way of doing the same job, alternating
 the two within every round (so a noisy neighbour slows both alike) and keeping the median of several
 rounds. It writes `results.json` (every raw timing) and `RESULTS.md` (the tables, the method and the
-machine). `--quick` runs the same sections on fewer items in well under a minute.
+machine). `--quick` runs the same sections on fewer items in about a minute on 2 cores.
 """
 from __future__ import annotations
 
@@ -166,6 +166,6 @@ def render_markdown(results: dict) -> str:
         lines += _table(sec["columns"], sec["rows"])
         lines += [""] + [f"- {n}" for n in sec["notes"]] + ([""] if sec["notes"] else [])
     lines += ["Rerun: `make bench` (full, about 20 minutes on 2 cores) or `python -m competition bench --quick` "
-              "(under a minute). Raw timings of every round are in `results.json`.", ""]
+              "(about a minute on 2 cores). Raw timings of every round are in `results.json`.", ""]
     return "\n".join(lines)
 

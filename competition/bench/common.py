@@ -42,9 +42,9 @@ FULL = Budget(rounds=7, predict_rounds=5, real_masks=48, synth_cars=1, test_imag
             pipeline_epochs=3, writer_rows=(10_006, TEST_IMAGES),
             presets=("article-simple", "article-unet", "article-unet-strided", "unet", "unet-1280", "full",
                      "demo", "cpu", "tiny"), model_steps=2)
-QUICK = Budget(rounds=3, predict_rounds=1, real_masks=8, synth_cars=1, test_images=4, pipeline_images=8,
+QUICK = Budget(rounds=2, predict_rounds=1, real_masks=4, synth_cars=1, test_images=4, pipeline_images=8,
              pipeline_epochs=2, writer_rows=(1_000, 4_000), presets=("demo",), model_steps=1, crop_small=True,
-             xla_presets=("demo",), xla_batch=2)
+             xla_presets=("tiny",), xla_batch=2)
 
 
 # --- timing ---------------------------------------------------------------------------------------

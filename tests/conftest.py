@@ -1,11 +1,13 @@
 """Shared test fixtures: the real Carvana samples in ../shared and small synthetic datasets."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -14,11 +16,12 @@ import forkserver
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # XLA compiles each tiny test net for a few seconds, which is most of its training: off in tests, except in the
-# DETERMINISTIC training processes below, which run the default (XLA on a CPU-only machine).
+# DETERMINISTIC training processes below, which train under XLA as train chooses it on most CPUs.
 os.environ.setdefault("COMPETITION_XLA", "0")
 # Where measured XLA choices are kept (runtime.xla_choice): a folder of this test process, never the user's
-# ~/.cache; the DETERMINISTIC processes below inherit it, so a run and its resumption make the same choice.
+# ~/.cache (tests/test_train.py measures the choice itself).
 os.environ.setdefault("COMPETITION_XLA_CACHE", os.path.join(tempfile.mkdtemp(prefix="competition-xla-"), "xla.json"))
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one per run, shared by its pytest-xdist processes
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real samples are competition data: they live beside the project (../shared on our machines and CI),
@@ -56,22 +59,37 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(f"{len(skipped)} skipped: {missing}")
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, built by `build(folder)` once for all the test processes of this run: under
+    pytest-xdist the first process to ask builds it (the others wait on a lock) in the folder their temporary
+    folders share; a failed build leaves nothing behind for the others to take. Read-only to the tests."""
+    base = tmp_path_factory.getbasetemp()
+    if _RUN_ID:
+        base = base.parent
+    out, done = base / f"shared-{name}", base / f"shared-{name}.done"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """3 cars x 16 views + 8 test images at native size, as folders."""
     from competition.data.synth import SynthSpec, generate
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, SynthSpec(cars=3, test=8, seed=1))
-    return out
+    return built_once(tmp_path_factory, "synth", lambda out: generate(out, SynthSpec(cars=3, test=8, seed=1)))
 
 
 @pytest.fixture(scope="session")
 def synth_zip_dir(tmp_path_factory) -> Path:
     """The same kind of dataset as Kaggle's zips."""
     from competition.data.synth import SynthSpec, generate
-    out = tmp_path_factory.mktemp("synthzip")
-    generate(out, SynthSpec(cars=2, test=4, seed=2, zip=True))
-    return out
+    return built_once(tmp_path_factory, "synthzip",
+                      lambda out: generate(out, SynthSpec(cars=2, test=4, seed=2, zip=True)))
 
 
 @pytest.fixture
@@ -91,10 +109,11 @@ def no_credentials(tmp_path, monkeypatch) -> Path:
 TINY = dict(epochs=8, patience=1, k=3)  # patience 1: early stopping fires well before epoch 8
 # TF's CPU kernels are not bit-identical from one process to the next without this; with it, a resumed
 # training can be compared exactly with an uninterrupted one (tests/test_reliability.py). Only for the
-# training processes: with it, TF refuses any random op without a seed. COMPETITION_XLA empty: the default, so
-# the trained run and the exact-resume test train as a user's CPU does, under XLA.
+# training processes: with it, TF refuses any random op without a seed. COMPETITION_XLA=1: under XLA, as train
+# chooses on most CPUs (a measured choice could differ between the process that trained the shared run and a
+# test that resumes it, and XLA's arithmetic differs from Keras's default in the last bits).
 DETERMINISTIC = {"TF_DETERMINISTIC_OPS": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
-                 "COMPETITION_XLA": ""}
+                 "COMPETITION_XLA": "1"}
 
 
 def tiny_train_args(synth_dir: Path, runs: Path, cache: Path) -> list[str]:
@@ -106,11 +125,11 @@ def tiny_train_args(synth_dir: Path, runs: Path, cache: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synth_dir) -> Path:
     """A tiny U-Net trained on fold 0 of the synthetic set until early stopping fired. Read-only: use tiny_run."""
-    root = tmp_path_factory.mktemp("runs")
-    r = forkserver.run([sys.executable, "-m", "competition", *tiny_train_args(synth_dir, root, root / "cache")],
-                       env={**os.environ, **DETERMINISTIC}, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return root / "tiny"
+    def train(root: Path) -> None:
+        r = forkserver.run([sys.executable, "-m", "competition", *tiny_train_args(synth_dir, root, root / "cache")],
+                           env={**os.environ, **DETERMINISTIC}, timeout=600)
+        assert r.returncode == 0, r.stderr
+    return built_once(tmp_path_factory, "runs", train) / "tiny"
 
 
 @pytest.fixture(scope="session")

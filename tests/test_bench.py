@@ -48,7 +48,7 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert all(d["ms_per_image"]["refined"] > 0 and d["ms_per_image"]["plain"] > 0 for d in refine.values())
     from competition.runtime import cpu_has_bf16
     assert sorted(nets) == (["bfloat16", "float32"] if cpu_has_bf16() else ["float32"])  # the policies a run uses
-    assert all(d["images"] == 8 and d["ms_per_image"]["net"] > 0 and d["ms_per_image"]["guided"] > 0
+    assert all(d["images"] == QUICK.real_masks and d["ms_per_image"]["net"] > 0 and d["ms_per_image"]["guided"] > 0
                for d in nets.values())
     assert sum("Refiner net + guided refinement" in f["figure"] for f in results["headline"]) == len(nets)
 

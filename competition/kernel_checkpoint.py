@@ -20,7 +20,7 @@ from . import kernel_records
 from .errors import UserError
 from .fileio import read_json, write_json
 from .kernel_spec import KernelSpec, checkpoint_ref, checkpoint_title, check_spec, kernel_ref, kernel_slug, resolve_user
-from .kernels import _error_line, _kaggle, _options, _status, resume_command
+from .kernels import error_line, kaggle_call, spec_options, session_status, resume_command
 from .on_kaggle import STATE_FILE, describe_state
 from .progress import say
 
@@ -79,12 +79,12 @@ def _upload_folder(output: Path, dest: Path, meta: dict) -> Path:
 def _upload(api: Any, folder: Path, dataset: str, first: bool, note: str) -> None:
     """`datasets create` (private) the first time, else `datasets version`; folders go up as zips Kaggle unpacks."""
     if first:
-        response = _kaggle(api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip",
+        response = kaggle_call(api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip",
                            what=f"creating the private dataset {dataset}", retry=False)
         if response.error and "already in use" in response.error:  # made before, its record lost: a new version
             first = False
     if not first:
-        response = _kaggle(api.dataset_create_version, str(folder), note, quiet=True, dir_mode="zip",
+        response = kaggle_call(api.dataset_create_version, str(folder), note, quiet=True, dir_mode="zip",
                            what=f"versioning the dataset {dataset}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the dataset {dataset}: {' '.join(str(response.error).split())}")
@@ -106,16 +106,16 @@ def checkpoint(spec: KernelSpec, runs: Path = Path("runs")) -> str:
     if owner and owner != user:
         raise UserError(f"{ref} is not yours: your Kaggle credentials are {owner}'s, and its checkpoint would be a "
                         f"dataset of {user}'s; checkpoint your own kernels (--user {owner}, or no --user)")
-    state, message = _status(api, ref)
+    state, message = session_status(api, ref)
     if state in ACTIVE:
         raise UserError(f"{ref} is {state}: its output is not saved yet; checkpoint it after it ends "
-                        f"(`python -m competition kernel status {_options(spec)}`)")
+                        f"(`python -m competition kernel status {spec_options(spec)}`)")
     with tempfile.TemporaryDirectory(prefix=".checkpoint-", dir=runs / spec.run_name) as tmp:  # beside the run
         output = Path(tmp) / "output"
-        _kaggle(api.kernels_output, ref, str(output), what=f"downloading the output of {ref}")
+        kaggle_call(api.kernels_output, ref, str(output), what=f"downloading the output of {ref}")
         record = check_output(spec, ref, output, state)
         if state == "ERROR":
-            say(f"note: {_error_line(ref, message)}; its output holds {describe_state(record)}, which resumes: "
+            say(f"note: {error_line(ref, message)}; its output holds {describe_state(record)}, which resumes: "
                 f"checkpointing it")
         first = kernel_records.checkpoint(records, slug) is None
         folder = _upload_folder(output, Path(tmp) / "upload", dataset_metadata(spec, user))

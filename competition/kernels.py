@@ -145,7 +145,7 @@ def build(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> Path:
 
 
 # --- talking to Kaggle ----------------------------------------------------------------------------
-def _kaggle(fn: Callable[..., Any], *args: Any, what: str, retry: bool = True, **kwargs: Any) -> Any:
+def kaggle_call(fn: Callable[..., Any], *args: Any, what: str, retry: bool = True, **kwargs: Any) -> Any:
     """kaggle_api.call, plus the package's own ValueErrors (metadata checks, denied kernels) as one line."""
     from .kaggle_api import call
     try:
@@ -179,7 +179,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
               **({"dataset": dataset} if dataset else {})}
     folder = _write_folder(spec, user, out_root, resume)
     # not retried: a push that failed after reaching Kaggle may already have started a run
-    response = _kaggle(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
+    response = kaggle_call(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
                        what=f"pushing {folder} as {ref}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the push of {ref}: {' '.join(response.error.split())}")
@@ -192,7 +192,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
     resumes = ("starting over (--fresh)" if spec.fresh else f"must resume from {describe_state(expect)}" if expect
                else "no earlier output known: starts from the beginning") + (f" in {dataset}" if dataset else "")
     say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}): {url}; follow it with "
-        f"`python -m competition kernel status {_options(spec)}`")
+        f"`python -m competition kernel status {spec_options(spec)}`")
     return url
 
 
@@ -211,10 +211,10 @@ def _warn_sources(response: Any, ref: str) -> None:
 
 def _refuse_while_running(api: Any, ref: str, spec: KernelSpec) -> None:
     """A version still QUEUED or RUNNING has not left its output: a new one now could not resume from it."""
-    state, _ = _status(api, ref)
+    state, _ = session_status(api, ref)
     if state in ("QUEUED", "RUNNING"):
         raise UserError(f"{ref} is {state}: a new version now could not resume from its output; wait until it "
-                        f"ends (`python -m competition kernel status {_options(spec)}`), then push again")
+                        f"ends (`python -m competition kernel status {spec_options(spec)}`), then push again")
 
 
 def _checkpoint_dataset(api: Any, records: dict, slug: str, spec: KernelSpec) -> str:
@@ -223,7 +223,7 @@ def _checkpoint_dataset(api: Any, records: dict, slug: str, spec: KernelSpec) ->
     if not made:
         raise UserError(f"--resume-from dataset: runs/{spec.run_name}/kernels.json records no checkpoint of {slug}; "
                         f"make one with `{checkpoint_command(spec)}` once the kernel has ended, then push again")
-    ready = _kaggle(api.dataset_status, made["dataset"], what=f"asking Kaggle for the status of {made['dataset']}")
+    ready = kaggle_call(api.dataset_status, made["dataset"], what=f"asking Kaggle for the status of {made['dataset']}")
     if str(ready).lower() != "ready":
         raise UserError(f"the checkpoint {made['dataset']} is {ready} on Kaggle, not ready: a kernel pushed now could "
                         f"mount an older version; push again in a few minutes")
@@ -232,7 +232,7 @@ def _checkpoint_dataset(api: Any, records: dict, slug: str, spec: KernelSpec) ->
 
 def checkpoint_command(spec: KernelSpec) -> str:
     """The command that versions the kernel's output as its private checkpoint dataset."""
-    return f"python -m competition kernel checkpoint {_options(spec)}" + (
+    return f"python -m competition kernel checkpoint {spec_options(spec)}" + (
         f" --epochs {spec.epochs}" if spec.epochs is not None else "")
 
 
@@ -247,7 +247,7 @@ def fix_line(spec: KernelSpec) -> str:
             f"dataset`, or start over (the earlier progress lost) with `{again} --fresh`")
 
 
-def _options(spec: KernelSpec) -> str:
+def spec_options(spec: KernelSpec) -> str:
     """The CLI options that name this kernel again (for the next command's hint)."""
     runs = spec.blend or [spec.run_name]
     opts = [f"--task {spec.task}", *(f"--run {r}" for r in runs), f"--preset {spec.preset}"]
@@ -274,19 +274,19 @@ def status_name(status: Any) -> str:
     return getattr(status, "name", None) or str(status).rsplit(".", 1)[-1].upper()
 
 
-def _status(api: Any, ref: str) -> tuple[str, str]:
-    response = _kaggle(api.kernels_status, ref, what=f"asking Kaggle for the status of {ref}")
+def session_status(api: Any, ref: str) -> tuple[str, str]:
+    response = kaggle_call(api.kernels_status, ref, what=f"asking Kaggle for the status of {ref}")
     return status_name(response.status), " ".join((response.failure_message or "").split())
 
 
-def _error_line(ref: str, message: str) -> str:
+def error_line(ref: str, message: str) -> str:
     return (f"{ref} ended in ERROR: {message or '(Kaggle gave no failure message)'}; "
             f"its log: `kaggle kernels logs {ref}` or https://www.kaggle.com/code/{ref} (Logs)")
 
 
 def resume_command(spec: KernelSpec) -> str:
     """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
-    opts = _options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+    opts = spec_options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
     opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
     opts += " --resume-from dataset" if spec.resume_from == "dataset" else ""
     return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
@@ -299,7 +299,7 @@ def _kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            _kaggle(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
+            kaggle_call(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
                     what=f"reading {STATE_FILE} of {ref}")
         except UserError as e:
             if missing_ok and str(e).startswith("not found on Kaggle"):
@@ -312,7 +312,7 @@ def _kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
 def poll(api: Any, ref: str) -> tuple[str, str, dict | None]:
     """(state, message, kernel-state.json or None): Kaggle's state, TIME_LIMITED for a COMPLETE kernel that stopped
     at its time limit (its STATE_FILE says so), and ERROR's failure message."""
-    state, message = _status(api, ref)
+    state, message = session_status(api, ref)
     record = _kernel_state(api, ref) if state == "COMPLETE" else None
     if record and record.get("state") == "time-limited":
         return "TIME_LIMITED", record.get("detail", ""), record
@@ -335,13 +335,13 @@ def status(spec: KernelSpec, runs: Path = Path("runs")) -> str:
         kernel_records.save(spec.run_name, records, runs)
     resume = f"resume it with `{resume_command(spec)}` (the new version continues from this one's output)"
     if state == "ERROR":
-        raise UserError(f"{_error_line(ref, message)}; {resume}")
+        raise UserError(f"{error_line(ref, message)}; {resume}")
     if state.startswith("CANCEL"):
         raise UserError(f"{ref} was stopped ({state}) before it finished; {resume}")
     if state == "TIME_LIMITED":
         say(f"{ref}: COMPLETE but NOT FINISHED - it stopped at its time limit ({message}); {resume}")
         return state
-    hint = {"COMPLETE": f"fetch its outputs with `python -m competition kernel output {_options(spec)}`",
+    hint = {"COMPLETE": f"fetch its outputs with `python -m competition kernel output {spec_options(spec)}`",
             "QUEUED": "waiting for a machine; ask again later",
             "RUNNING": "ask again later"}.get(state, message)
     say(f"{ref}: {state}" + (f" - {hint}" if hint else ""))
@@ -360,14 +360,14 @@ def output(spec: KernelSpec, dest: Path | None = None) -> list[Path]:
     ref = kernel_ref(spec, resolve_user(spec.user))
     dest = dest or default_dest(spec)
     api = get_api()
-    state, message = _status(api, ref)
+    state, message = session_status(api, ref)
     if state == "ERROR":
-        raise UserError(_error_line(ref, message))
+        raise UserError(error_line(ref, message))
     if state != "COMPLETE":
         raise UserError(f"{ref} is {state}, not COMPLETE: nothing to download yet; "
-                        f"`python -m competition kernel status {_options(spec)}` tells when it is done")
+                        f"`python -m competition kernel status {spec_options(spec)}` tells when it is done")
     staging = dest / f".kernel-output-{kernel_slug(spec)}"  # resumable; files move into dest when all arrived
-    _kaggle(api.kernels_output, ref, str(staging), what=f"downloading the output of {ref}")
+    kaggle_call(api.kernels_output, ref, str(staging), what=f"downloading the output of {ref}")
     if spec.task == "train" and (staging / "config.json").is_file():
         from .config import load_config
         from .runs import check_run_config

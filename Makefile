@@ -95,7 +95,7 @@ demo: venv
 	$(CLI) predict --run demo --folds 0 --data data/synthetic --tta hflip --out submissions/demo.csv.gz
 
 test: venv
-	$(PY) -m pytest -q -W ignore::DeprecationWarning -n $(TEST_JOBS) --dist loadfile tests
+	$(PY) -m pytest -q -W ignore::DeprecationWarning -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder tests
 
 synth: venv
 	$(CLI) synth --out $(SYNTH)

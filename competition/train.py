@@ -32,15 +32,20 @@ def new_model(cfg: TrainConfig, jit: bool | str | None = None):
     return compile_model(model, cfg, lr_at(cfg, 0), jit)
 
 
-def choose_xla(cfg: TrainConfig, policy: str) -> bool | str:
+def xla_key(cfg: TrainConfig) -> str:
+    """What XLA's speed depends on: the model, its training input size and batch (`runtime.xla_choice`'s key)."""
+    return (f"{cfg.arch}{'/' + cfg.encoder if cfg.encoder else ''} depth {cfg.depth} filters {cfg.filters} "
+            f"bn {cfg.batchnorm} {cfg.pooling} | {cfg.train_size[0]}x{cfg.train_size[1]} | batch {cfg.batch}")
+
+
+def choose_xla(cfg: TrainConfig, policy: str, models: tuple | None = None) -> bool | str:
     """`jit_compile` for this run on this machine: on a CPU in float32, measured the first time this model,
-    input size and batch train here (`runtime.xla_choice`), then read from its cache."""
-    key = (f"{cfg.arch}{'/' + cfg.encoder if cfg.encoder else ''} depth {cfg.depth} filters {cfg.filters} "
-           f"bn {cfg.batchnorm} {cfg.pooling} | {cfg.train_size[0]}x{cfg.train_size[1]} | batch {cfg.batch}")
-    return jit_compile(policy, lambda: _time_xla(cfg, policy), key)
+    input size and batch train here (`runtime.xla_choice`), then read from its cache. `models`: the pair
+    compiled without and with XLA to time (bench has them built already), else built here."""
+    return jit_compile(policy, lambda: _time_xla(cfg, policy, models), xla_key(cfg))
 
 
-def _time_xla(cfg: TrainConfig, policy: str, rounds: int = 3) -> tuple[float, float]:
+def _time_xla(cfg: TrainConfig, policy: str, models: tuple | None = None, rounds: int = 3) -> tuple[float, float]:
     """Median seconds of a training step without and with XLA, alternating, after one untimed step each."""
     import time
 
@@ -51,8 +56,10 @@ def _time_xla(cfg: TrainConfig, policy: str, rounds: int = 3) -> tuple[float, fl
     rng = np.random.default_rng(0)
     x = rng.random((cfg.batch, *cfg.train_size, 3), dtype=np.float32)
     y = (rng.random((cfg.batch, *cfg.train_size, 1)) > 0.5).astype(np.float32)
-    with dtype_policy(policy):
-        models = [compile_model(build_model(cfg), cfg, cfg.lr, jit) for jit in (False, True)]
+    built = models is None
+    if built:
+        with dtype_policy(policy):
+            models = tuple(compile_model(build_model(cfg), cfg, cfg.lr, jit) for jit in (False, True))
     times: list[list[float]] = [[], []]
     for r in range(rounds + 1):
         for m, t in zip(models, times):
@@ -60,8 +67,9 @@ def _time_xla(cfg: TrainConfig, policy: str, rounds: int = 3) -> tuple[float, fl
             m.train_on_batch(x, y)
             if r:  # the first step traces (and compiles)
                 t.append(time.perf_counter() - t0)
-    del models
-    keras.backend.clear_session()
+    if built:
+        del models
+        keras.backend.clear_session()
     return float(np.median(times[0])), float(np.median(times[1]))
 
 

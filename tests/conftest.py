@@ -51,6 +51,26 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+# The test files that take longest (seconds on 2 idle cores, 2026-12-05), first. `make test` runs pytest-xdist with
+# --dist loadfile --no-loadscope-reorder: whole files go to the two test processes in collection order, each to the
+# one that is free, so the long ones start early and the short ones fill the ends. In xdist's default order (most
+# tests first) the 80-second bench came last and one process ran 70 s after the other had finished.
+LONGEST_FIRST = ("test_bench.py", "test_kernels.py", "test_train.py", "test_refinenet.py", "test_reliability.py",
+                 "test_encoders.py", "test_stage.py", "test_blend.py", "test_bad_input.py", "test_timelimit.py",
+                 "test_plan.py", "test_score.py", "test_notebook.py", "test_pre_redesign.py", "test_crops.py",
+                 "test_calibrate.py", "test_predict_submission.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests in LONGEST_FIRST's file order, then the rest as collected (a name there that no longer exists fails
+    here, so the list cannot quietly go stale)."""
+    gone = [name for name in LONGEST_FIRST if not (Path(__file__).parent / name).is_file()]
+    if gone:
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that do not exist: {', '.join(gone)}")
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.path)).name, len(rank)))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Without the real samples: one line at the end saying how many tests skipped, what they need and where."""
     missing = fixtures_missing()

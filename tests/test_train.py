@@ -154,7 +154,7 @@ def test_mixed_precision_training_on_a_cpu(bf16, synth_dir, tmp_path, tiny_cache
     # XLA's probe made deterministic (a host where XLA is faster in float32), with a cache of this test's own: the
     # probe's timing on a busy CI machine is not what this test is about (test_xla_is_measured_once_... is)
     monkeypatch.setenv(runtime_mod.XLA_CACHE_ENV, str(tmp_path / "xla.json"))
-    monkeypatch.setattr(train_mod, "_time_xla", lambda cfg, policy: (1.0, 0.5))
+    monkeypatch.setattr(train_mod, "_time_xla", lambda cfg, policy, models=None: (1.0, 0.5))
     monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16)
     cfg = preset("tiny", epochs=3, k=3, patience=3, mixed_precision=True)
     train(cfg, str(synth_dir), tmp_path / "r", 0, tiny_cache)

@@ -25,8 +25,9 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
 
 
-def _train_choice(cfg) -> bool:
-    """What `train` chooses for XLA here, measured afresh in this run (a cache of its own, then removed)."""
+def _train_choice(cfg, models: tuple) -> bool:
+    """What `train` chooses for XLA here, measured afresh in this run (a cache of its own, then removed) by
+    train's own probe, on `models` (this section's pair without and with XLA, so they are not built twice)."""
     import os
     import tempfile
 
@@ -36,7 +37,7 @@ def _train_choice(cfg) -> bool:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ[XLA_CACHE_ENV] = os.path.join(tmp, "xla.json")
-            return choose_xla(cfg, "float32") is True
+            return choose_xla(cfg, "float32", models) is True
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)
@@ -44,9 +45,9 @@ def _train_choice(cfg) -> bool:
                 os.environ[k] = v
 
 
-def _choice_figure(cfg, s_per_image: dict[str, float], data: dict) -> dict:
+def _choice_figure(cfg, models: tuple, s_per_image: dict[str, float], data: dict) -> dict:
     """Train's XLA choice for `cfg` here against the speed without XLA timed in this section (issue 36)."""
-    chosen = _train_choice(cfg)
+    chosen = _train_choice(cfg, models)
     kept = s_per_image[DEFAULT] / s_per_image[XLA if chosen else DEFAULT]
     data.update(train_chooses_xla=chosen, chosen_speed_vs_without=kept)
     return figure(f"XLA as train chooses it on this CPU, preset {cfg.preset} batch {cfg.batch}: "
@@ -104,14 +105,14 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
                                f"float32 with XLA", bf16_speedup, "x faster",
                                "> 1 (else --mixed-precision should stay off on this CPU)",
                                None if plan.xla_batch else bf16_speedup > 1))
+        figs.append(_choice_figure(preset(name, batch=batch), (models[DEFAULT], models[XLA]), s_per_image, data[name]))
         models.clear()
         keras.backend.clear_session()
         gc.collect()
-        figs.append(_choice_figure(preset(name, batch=batch), s_per_image, data[name]))
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there where a few timed steps show it faster (`runtime.xla_choice`, kept per CPU and model "
-                  f"shape; COMPETITION_XLA=0/1 forces it): its choice, made afresh in this run, is compared with "
+                  f"shape; COMPETITION_XLA=0/1 forces it): its choice, made afresh in this run by train's own probe on the two models below, is compared with "
                   f"the steps below. Per preset: the same seeded "
                   f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
                   f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then "

@@ -337,7 +337,7 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
 
 
 def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_run, synth_dir, trainings):
-    """cpu's config says refiner_from "training" and 2000 steps: a bare `refiner` does that (one fold is
+    """cpu's config says refiner_from "training" and 3000 steps: a bare `refiner` does that (one fold is
     enough); the command line still overrides either."""
     from competition import cli
     from competition.config import REFINER_SOURCES, load_config, save_config

@@ -154,13 +154,14 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     convolutions computed as `policy` says (build_refiner)."""
     import keras
 
-    from .runtime import jit_compile
+    from .runtime import build_optimizer, jit_compile
     keras.utils.set_random_seed(seed)
     model = build_refiner(policy=policy)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
                                                       warmup_steps=min(WARMUP, steps // 2))
     model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="binary_crossentropy",
                   jit_compile=jit_compile(policy))
+    build_optimizer(model)
     draw = crop_sampler(samples, crop or CROP, seed)
     started, losses = time.monotonic(), []
     for step in range(1, steps + 1):

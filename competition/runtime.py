@@ -23,6 +23,23 @@ def pick_strategy():
     return tf.distribute.get_strategy()
 
 
+def build_optimizer(model) -> None:
+    """Make a compiled model's optimizer variables now, before its first training step. Without a
+    distribution strategy Keras makes them inside the first trace of the train step, and TensorFlow then
+    traces the step a second time (a function that created variables is traced again without): about 1.8 s
+    of a tiny U-Net's 3.1 s first step, and the same seconds on every fold, refiner and resume. Under a
+    strategy (MirroredStrategy on Kaggle's 2x T4) Keras builds them itself, in the strategy's scope."""
+    import keras
+    optimizer = model.optimizer
+    if optimizer is None or optimizer.built:
+        return
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        if tf.distribute.has_strategy():
+            return
+    optimizer.build(model.trainable_variables)
+
+
 XLA_ENV = "COMPETITION_XLA"
 
 

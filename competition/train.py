@@ -24,7 +24,7 @@ from .progress import say
 from .history import plot_curves
 from .runs import check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids, train_command
 from .resume import mark_time_limited, read_state
-from .runtime import dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
+from .runtime import build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
 
 def new_model(cfg: TrainConfig, jit: bool | str | None = None):
     from .models import build_model
@@ -81,6 +81,7 @@ def compile_model(model, cfg: TrainConfig, lr: float, jit: bool | str | None = N
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=cfg.epsilon, clipnorm=cfg.clipnorm or None),
                   loss=make_loss(cfg.loss, cfg.bce_weight), metrics=make_metrics(cfg.threshold),
                   jit_compile=jit_compile(model.dtype_policy.name) if jit is None else jit)
+    build_optimizer(model)  # one trace of the train step, not two
     return model
 
 

@@ -30,6 +30,7 @@ def bench_models(plan: Budget) -> tuple[dict, list[dict]]:
     from ..losses import make_loss
     from ..models import build_model
     from ..models.cost import forward_flops
+    from ..runtime import build_optimizer
     rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)
@@ -44,6 +45,7 @@ def bench_models(plan: Budget) -> tuple[dict, list[dict]]:
         model = build_model(cfg, (None, None) if cfg.crop else None)  # as train builds it: crops and frames
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
                       loss=make_loss(cfg.loss, cfg.bce_weight))
+        build_optimizer(model)
         rng = np.random.default_rng(0)
         x = rng.random((batch, *train_hw, 3), dtype=np.float32)
         y = (rng.random((batch, *train_hw, 1)) > 0.5).astype(np.float32)

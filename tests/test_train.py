@@ -220,3 +220,29 @@ def test_xla_is_measured_once_per_configuration_and_host_and_kept(tmp_path, monk
     assert "tiny" not in key and "32x48" in key  # keyed by the model's shape, not the preset's name
     monkeypatch.setattr(train_mod, "_time_xla", lambda *a: pytest.fail("measured again"))
     assert train_mod.choose_xla(preset("tiny"), "float32") is chosen
+
+
+def test_a_compiled_model_traces_its_train_step_once():
+    """The optimizer's variables exist before the first step (runtime.build_optimizer), so TensorFlow traces the
+    train step once per fit; Keras alone makes them inside the first trace, and the step is traced again."""
+    import tensorflow as tf
+    cfg = preset("tiny")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, *cfg.train_size, 3), dtype=np.float32)
+    y = (rng.random((8, *cfg.train_size, 1)) > 0.5).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+    def traces(model) -> int:
+        count, step = [0], model.train_step
+
+        def counted(batch):
+            count[0] += 1  # Python runs here only while TensorFlow traces
+            return step(batch)
+        model.train_step = counted
+        model.fit(data, epochs=2, verbose=0)
+        return count[0]
+    model = train_mod.new_model(cfg, jit=False)
+    assert model.optimizer.built and traces(model) == 1
+    bare = keras.models.clone_model(model)  # what Keras does without it: the step traced twice
+    bare.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy")
+    assert not bare.optimizer.built and traces(bare) == 2

@@ -239,7 +239,7 @@ def test_a_compiled_model_traces_its_train_step_once():
             count[0] += 1  # Python runs here only while TensorFlow traces
             return step(batch)
         model.train_step = counted
-        model.fit(data, epochs=2, verbose=0)
+        model.fit(data, epochs=2, verbose=0, shuffle=False)  # a tf.data set: Keras would warn that it ignores shuffle
         return count[0]
     model = train_mod.new_model(cfg, jit=False)
     assert model.optimizer.built and traces(model) == 1

@@ -80,12 +80,12 @@ def _upload(api: Any, folder: Path, dataset: str, first: bool, note: str) -> Non
     """`datasets create` (private) the first time, else `datasets version`; folders go up as zips Kaggle unpacks."""
     if first:
         response = kaggle_call(api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip",
-                           what=f"creating the private dataset {dataset}", retry=False)
+                               what=f"creating the private dataset {dataset}", retry=False)
         if response.error and "already in use" in response.error:  # made before, its record lost: a new version
             first = False
     if not first:
         response = kaggle_call(api.dataset_create_version, str(folder), note, quiet=True, dir_mode="zip",
-                           what=f"versioning the dataset {dataset}", retry=False)
+                               what=f"versioning the dataset {dataset}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the dataset {dataset}: {' '.join(str(response.error).split())}")
 

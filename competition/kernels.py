@@ -180,7 +180,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
     folder = _write_folder(spec, user, out_root, resume)
     # not retried: a push that failed after reaching Kaggle may already have started a run
     response = kaggle_call(api.kernels_push, str(folder), None, machine_shape(spec.accelerator),
-                       what=f"pushing {folder} as {ref}", retry=False)
+                           what=f"pushing {folder} as {ref}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the push of {ref}: {' '.join(response.error.split())}")
     _warn_sources(response, ref)
@@ -223,7 +223,8 @@ def _checkpoint_dataset(api: Any, records: dict, slug: str, spec: KernelSpec) ->
     if not made:
         raise UserError(f"--resume-from dataset: runs/{spec.run_name}/kernels.json records no checkpoint of {slug}; "
                         f"make one with `{checkpoint_command(spec)}` once the kernel has ended, then push again")
-    ready = kaggle_call(api.dataset_status, made["dataset"], what=f"asking Kaggle for the status of {made['dataset']}")
+    ready = kaggle_call(api.dataset_status, made["dataset"],
+                        what=f"asking Kaggle for the status of {made['dataset']}")
     if str(ready).lower() != "ready":
         raise UserError(f"the checkpoint {made['dataset']} is {ready} on Kaggle, not ready: a kernel pushed now could "
                         f"mount an older version; push again in a few minutes")
@@ -300,7 +301,7 @@ def _kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             kaggle_call(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
-                    what=f"reading {STATE_FILE} of {ref}")
+                        what=f"reading {STATE_FILE} of {ref}")
         except UserError as e:
             if missing_ok and str(e).startswith("not found on Kaggle"):
                 return None

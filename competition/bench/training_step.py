@@ -112,8 +112,8 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     sec = section("9. Training step: XLA vs Keras's default on this CPU",
                   f"Keras's `jit_compile=\"auto\"` leaves XLA off on a machine without GPUs; `train` turns it on "
                   f"there where a few timed steps show it faster (`runtime.xla_choice`, kept per CPU and model "
-                  f"shape; COMPETITION_XLA=0/1 forces it): its choice, made afresh in this run by train's own probe on the two models below, is compared with "
-                  f"the steps below. Per preset: the same seeded "
+                  f"shape; COMPETITION_XLA=0/1 forces it): its choice, made afresh in this run by train's own "
+                  f"probe on the two models below, is compared with the steps below. Per preset: the same seeded "
                   f"weights compiled both ways as `train` compiles them (Adam, the preset's loss, clipnorm and "
                   f"metrics), one untimed first step (tracing, and XLA's compile: its seconds are shown), then "
                   f"{plan.rounds} `train_on_batch` steps of each, alternating; median step / batch. The first "

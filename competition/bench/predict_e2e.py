@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -13,6 +14,39 @@ from .common import (Budget, interleaved, median, opencv_threads, figure, sectio
 
 PREDICT_SIZE = (160, 240)  # the figure must not move with the demo preset's size
 TARGETS = {"none": 0.8, "hflip": 0.9}  # issue 36: end to end / model-only, without TTA and with hflip
+
+
+def _train_briefly(model, cfg, geometry: Geometry, inputs: Inputs, epochs: int) -> str:
+    """Fit the net a few epochs on the training photos (the real fixtures when found) so that its masks, and so the
+    RLE strings the writer compresses, are the size of a real submission's: a net with random weights speckles its
+    masks into RLE strings ten times longer than any trained net's, and the post-processing and the writer's gzip
+    then cost more than the model. Its time per image does not depend on its weights. Returns the weights in
+    words; `epochs` 0 (--quick, whose figures are not meant to be read) leaves them as they are."""
+    from ..inference.predictor import Predictor
+    if epochs == 0:
+        return "seeded random weights, untrained (--quick): speckled masks, figures not meant to be read"
+    real = bool(inputs.real_masks)
+    source = inputs.train if real else inputs.synth
+    masks = inputs.real_masks or inputs.synth_masks
+    load = Predictor([model], geometry, "none", cfg.image_interp).load
+    x = np.stack([load(source.read_train_image(i), i) for i in masks]).astype(np.float32) / 255.0
+    y = np.stack([geometry.to_model(m[..., None].astype(np.float32), "area") for m in masks.values()])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, batch_size=cfg.batch, epochs=epochs, shuffle=False, verbose=0)
+    return (f"seeded, then trained {epochs} epochs on {len(masks)} {'real' if real else 'synthetic'} training "
+            f"photos so that its masks, and their RLE strings, are the size of a real submission's (the true "
+            f"masks': about 9,000 characters; random weights speckle them into ~120,000, and the post-processing "
+            f"and the writer's gzip then outweigh the model)")
+
+
+def _test_sets(inputs: Inputs, plan: Budget) -> dict[str, tuple[list[str], Callable[[str], bytes]]]:
+    """The test JPEGs predicted: the synthetic ones, and the real fixtures' when found: label -> (ids, read)."""
+    synth = inputs.synth
+    sets = {"synthetic": (synth.test_ids, synth.read_test_image)}
+    if inputs.fixtures is not None:
+        paths = {p.stem: p for p in sorted(inputs.fixtures.glob("*.jpg"))[:plan.test_images]}
+        sets["real"] = (list(paths), lambda i: paths[i].read_bytes())
+    return sets
 
 
 def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
@@ -29,19 +63,17 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    weights = _train_briefly(model, cfg, geometry, inputs, plan.predict_fit_epochs)
     batch = cfg.batch
     synth = inputs.synth
-    sets = {"synthetic": (synth.test_ids, synth.read_test_image)}
-    if inputs.fixtures is not None:
-        paths = {p.stem: p for p in sorted(inputs.fixtures.glob("*.jpg"))[:plan.test_images]}
-        sets["real"] = (list(paths), lambda i: paths[i].read_bytes())
     rows, data, figures = [], {}, []
-    for label, (ids, read) in sets.items():
+    for label, (ids, read) in _test_sets(inputs, plan).items():
         for tta in ("hflip", "none"):
             predictor = Predictor([model], geometry, tta, cfg.image_interp)
             loaded = [predictor.load(read(i), i) for i in ids]
             batches = [np.stack(loaded[k:k + batch]) for k in range(0, len(loaded), batch)]
             probs = np.concatenate([predictor(b) for b in batches])  # also the warm-up
+            rle_chars = float(np.mean([len(postprocess(p, geometry, cfg.threshold)) for p in probs]))
 
             def model_only() -> None:
                 for b in batches:
@@ -70,9 +102,9 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
             side_ms = 1e3 / ips["cpu_side"]
             ratio = ips["end_to_end"] / ips["model"]
             data[f"{label} {tta}"] = {"images": len(ids), "batch": batch, "images_per_s": ips, "raw_s": times,
-                                      "cpu_side_ms_per_image_1_thread": side_ms}
+                                      "cpu_side_ms_per_image_1_thread": side_ms, "mean_rle_chars": rle_chars}
             rows.append([f"{label} ({len(ids)})", tta, f"{ips['end_to_end']:.1f}", f"{ips['model']:.1f}",
-                         f"**{ratio:.2f}**", f"{1e3 / ips['model']:.1f}", f"{side_ms:.1f}"])
+                         f"**{ratio:.2f}**", f"{1e3 / ips['model']:.1f}", f"{side_ms:.1f}", f"{rle_chars:,.0f}"])
             figures.append(figure(f"Predict end to end, {label} JPEGs, TTA {tta} ({cfg.height}x{cfg.width} demo U-Net)",
                                   f"{ips['end_to_end']:.1f} images/s",
                                   f"{ips['model']:.1f} images/s (model on pre-decoded batches)", ratio,
@@ -80,14 +112,14 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
     sec = section("5. Predict end to end vs the model alone",
                   f"Native 1918x1280 test JPEGs ({len(synth.test_ids)} synthetic, and real fixture JPEGs when "
                   f"found); fixed `demo` U-Net ({cfg.height}x{cfg.width}, depth {cfg.depth}, {cfg.filters} filters, "
-                  f"batch norm; seeded random weights; no guided refinement), batch {batch}. End to end: `probabilities` (read + "
+                  f"batch norm; {weights}; no guided refinement), batch {batch}. End to end: `probabilities` (read + "
                   f"reduced decode + fit in a thread pool ahead of the model; the model in its own thread, two "
                   f"batches ahead of the caller) -> `Predictor` -> `postprocess` in "
                   f"a 2-thread pool -> `SubmissionWriter` (.csv.gz). Model-only: the same `Predictor` on the same "
                   f"images pre-decoded into batches. CPU side: read + decode + fit + post-process of every image "
                   f"on one thread, no model. Median of {plan.predict_rounds} alternating rounds.",
                   ["images", "TTA", "end-to-end img/s", "model-only img/s", "ratio", "model ms/img",
-                   "CPU side ms/img (1 thread)"], rows,
+                   "CPU side ms/img (1 thread)", "mean RLE chars/img"], rows,
                   notes=["On a CPU-only machine the decode and post-processing threads compete with the model for "
                          "the same cores (TensorFlow already uses all of them), so they cannot hide behind it; "
                          "each image costs about model time + CPU-side time / cores. On an accelerator the model "

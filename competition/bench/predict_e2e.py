@@ -23,6 +23,7 @@ def _train_briefly(model, cfg, geometry: Geometry, inputs: Inputs, epochs: int) 
     then cost more than the model. Its time per image does not depend on its weights. Returns the weights in
     words; `epochs` 0 (--quick, whose figures are not meant to be read) leaves them as they are."""
     from ..inference.predictor import Predictor
+    from ..runtime import build_optimizer
     if epochs == 0:
         return "seeded random weights, untrained (--quick): speckled masks, figures not meant to be read"
     real = bool(inputs.real_masks)
@@ -32,6 +33,7 @@ def _train_briefly(model, cfg, geometry: Geometry, inputs: Inputs, epochs: int) 
     x = np.stack([load(source.read_train_image(i), i) for i in masks]).astype(np.float32) / 255.0
     y = np.stack([geometry.to_model(m[..., None].astype(np.float32), "area") for m in masks.values()])
     model.compile(optimizer="adam", loss="binary_crossentropy")
+    build_optimizer(model)  # one trace of the train step, as train.compile_model does
     model.fit(x, y, batch_size=cfg.batch, epochs=epochs, shuffle=False, verbose=0)
     return (f"seeded, then trained {epochs} epochs on {len(masks)} {'real' if real else 'synthetic'} training "
             f"photos so that its masks, and their RLE strings, are the size of a real submission's (the true "

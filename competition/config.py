@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .fileio import write_json
+from .base.errors import UserError
+from .base.fileio import write_json
 
 ARCHS = ("unet", "simple")
 LOSSES = ("dice", "dice_global", "bce", "dice_bce")
@@ -339,20 +337,10 @@ def save_config(path: Path, cfg: TrainConfig) -> None:
 
 
 def load_config(path: Path) -> TrainConfig:
-    from .fileio import read_json
+    from .base.fileio import read_json
     if not path.is_file():
         raise UserError(f"{path}: no config.json; is this a run folder made by `competition train`?")
     return TrainConfig.from_json(read_json(path), str(path))
-
-
-def run_path(run: str, runs: str | Path = "runs") -> Path:
-    """A run's folder from `--run`: a bare NAME is runs/NAME; a path (with a '/') is itself.
-
-    A bare name that is not under `runs` but is an existing folder here is that folder, as before."""
-    if "/" in run or os.sep in run or run in (".", ".."):
-        return Path(run)
-    under = Path(runs) / run
-    return Path(run) if not under.exists() and Path(run).is_dir() else under
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -375,5 +363,3 @@ def parse_crop(text: str) -> tuple[int, int] | tuple[()]:
         raise UserError(f"crop {text!r}: expected HEIGHTxWIDTH, e.g. 640x640, or none") from e
 
 
-def describe(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_json(), sort_keys=True)

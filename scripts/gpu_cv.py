@@ -56,10 +56,10 @@ def train_fold(cfg, data: str, run_dir: Path, fold: int, cache_root: Path) -> di
     from competition.config import save_config
     from competition.data.layout import open_dataset
     from competition.data.pipeline import build_cache
-    from competition.fileio import write_json
-    from competition.geometry import Geometry
-    from competition.runs import fold_dir, load_or_make_folds, select_ids
-    from competition.train import lr_at, new_model
+    from competition.base.fileio import write_json
+    from competition.base.geometry import Geometry
+    from competition.runs.folder import fold_dir, load_or_make_folds, select_ids
+    from competition.training.train import lr_at, new_model
 
     ds = open_dataset(data)
     folds = load_or_make_folds(run_dir, ds, cfg)
@@ -134,8 +134,8 @@ def main() -> int:
     from competition.config import preset, save_config
     from competition.data.layout import open_dataset
     from competition.data.pipeline import build_cache
-    from competition.geometry import Geometry
-    from competition.runs import load_or_make_folds, select_ids
+    from competition.base.geometry import Geometry
+    from competition.runs.folder import load_or_make_folds, select_ids
     cfg = preset(a.preset, **json.loads(a.set))
     run_dir = Path(a.runs) / (a.name or a.preset)
     if a.fold_worker is not None:
@@ -154,7 +154,7 @@ def main() -> int:
     codes = [w.wait() for w in workers]
     if any(codes):
         print(f"fold workers exited {codes}; see {run_dir}/fold*.log", file=sys.stderr)
-    from competition.score import cross_validate
+    from competition.scoring.score import cross_validate
     cross_validate(run_dir, a.data, "hflip")
     return 0
 

@@ -169,7 +169,7 @@ def tiny_run(trained_run, tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _progress_chatter_restored():
     """A test that runs the CLI's main() with --quiet must not silence the tests after it."""
-    from competition import progress
+    from competition.base import console as progress
     quiet = progress.QUIET
     yield
     progress.set_quiet(quiet)

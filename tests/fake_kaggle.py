@@ -10,7 +10,7 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from competition import kaggle_api
+from competition.kaggle import api as kaggle_api
 
 API = "https://api.kaggle.com/v1/kernels.KernelsApiService/"
 DATASETS = "https://api.kaggle.com/v1/datasets.DatasetApiService/"

@@ -48,7 +48,7 @@ def refiner_files(run: Path, keras_how: str | None = None, record_how: str | Non
     """A test-set refiner recorded as learnt from fold 0 (as `refiner --test-only` leaves it), one of them damaged."""
     import json
 
-    from competition.runs import refiner_path, refiner_sources
+    from competition.runs.folder import refiner_path, refiner_sources
     path = refiner_path(run, None)
     path.parent.mkdir(parents=True)
     shutil.copy(run / "fold0" / "model.keras", path)  # a .keras zip: only its place and record matter here
@@ -263,7 +263,7 @@ def test_ctrl_c_during_start_up_replays_nothing(capfd):
     import that fails still shows them)."""
     import os
 
-    from competition.quiet import stderr_captured
+    from competition.base.console import stderr_captured
     with pytest.raises(KeyboardInterrupt), stderr_captured():
         os.write(2, b"I0000 cpu_feature_guard.cc: chatter\n")
         raise KeyboardInterrupt
@@ -277,7 +277,7 @@ def test_ctrl_c_during_start_up_replays_nothing(capfd):
 def test_offline_imagenet_error_comes_without_a_keras_warning(monkeypatch, tmp_path):
     import keras
 
-    from competition.errors import UserError
+    from competition.base.errors import UserError
     from competition.models import encoders
 
     def offline(**kwargs):

@@ -46,7 +46,7 @@ def test_quick_bench_writes_results_and_report(tmp_path, fixtures_dir, monkeypat
     assert sum(f["figure"].startswith("Guided filter on cpu's") and f["target"].startswith("<= 30 ms")
                for f in results["headline"]) == 1
     assert all(d["ms_per_image"]["refined"] > 0 and d["ms_per_image"]["plain"] > 0 for d in refine.values())
-    from competition.runtime import cpu_has_bf16
+    from competition.models.runtime import cpu_has_bf16
     assert sorted(nets) == (["bfloat16", "float32"] if cpu_has_bf16() else ["float32"])  # the policies a run uses
     assert all(d["images"] == QUICK.real_masks and d["ms_per_image"]["net"] > 0 and d["ms_per_image"]["guided"] > 0
                for d in nets.values())

@@ -13,18 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import predict as predict_mod
-from competition import rle, submission
+from competition.inference import predict as predict_mod
+from competition.base import rle
+from competition.inference import writer
 from competition.cli import main
 from competition.inference.ensemble import MemberSpec, parse_member
 from competition.data.layout import open_dataset
-from competition.errors import UserError
-from competition.geometry import Geometry
+from competition.base.errors import UserError
+from competition.base.geometry import Geometry
 from competition.inference.predictor import Predictor, load_models
 from competition.inference.upsample import threshold_native, to_native_u8
-from competition.predict import predict
+from competition.inference.predict import predict
 from conftest import single_probabilities as probabilities
-from competition.submission import merge, validate
+from competition.inference.submission import merge
+from competition.base.submission_csv import validate
 from conftest import interrupt_call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def _native_probabilities(run: Path, data: Path, tta: str = "hflip", refine: str
     if refine == "none":
         return {i: to_native_u8(p, predictor.geometry)
                 for i, p in probabilities(predictor, ds.test_ids, ds.read_test_image, ds.where_test, 4)}
-    from competition.images import decode_jpeg
+    from competition.base.images import decode_jpeg
     from competition.inference.upsample import guide_reduction, refined_native_u8
     return {i: refined_native_u8(p, predictor.geometry,
                                  decode_jpeg(ds.read_test_image(i), i, guide_reduction(predictor.geometry)))
@@ -153,7 +155,7 @@ def test_cli_blend_is_valid_and_records_both_runs(runs, synth_dir, tmp_path, mon
     assert "blend of tiny (folds 0, 32x48 resize, weight 1), wide (folds 0, 64x128 pad, weight 3)" in printed
     assert "threshold 0.425 (the weighted mean of the runs' own thresholds)" in printed  # (0.5 + 3 * 0.4) / 4
 
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     _interrupt_blend(monkeypatch, 3)
     partial = tmp_path / "partial.csv"
     assert main(["predict", "--run", str(a), "--run", f"{b}:3", "--data", str(synth_dir), "--out", str(partial)]) == 130
@@ -163,7 +165,7 @@ def test_cli_blend_is_valid_and_records_both_runs(runs, synth_dir, tmp_path, mon
     assert meta["models"][str(b / "fold0")] != meta["models"][str(a / "fold0")]
 
     monkeypatch.undo()
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     err = _refused(capsys, "--run", str(a), "--run", str(b), "--data", str(synth_dir), "--out", str(partial))
     assert "weights: [1.0, 3.0] there, [1.0, 1.0] now" in err
     import keras
@@ -190,7 +192,7 @@ def _interrupt_blend(monkeypatch, on_call: int) -> list[int]:
 def test_blended_predict_resumes_to_the_same_bytes(runs, synth_dir, tmp_path, monkeypatch):
     a, b = runs
     specs = [MemberSpec(str(a), weight=2.0), MemberSpec(str(b))]
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     whole = predict(specs, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
     _interrupt_blend(monkeypatch, 6)
     out = tmp_path / "resumed.csv.gz"
@@ -294,8 +296,8 @@ def test_cv_of_a_blend_scores_the_folds_every_run_trained(runs, synth_dir, tmp_p
 
 # --- the predict kernel blends runs -----------------------------------------------------------------
 def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
-    from competition import kernels
-    from competition.kernels import KernelSpec
+    from competition.kaggle import kernels
+    from competition.kaggle.kernels import KernelSpec
     from test_kernels import _kaggle_root, _run_kernel  # the same stand-in /kaggle as the CPU kernel tests
     a, b = runs
     spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny", "wide@0:3"])
@@ -323,8 +325,8 @@ def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
 
 
 def test_blend_kernel_carries_the_tuned_threshold_and_refuses_train_options(tmp_path, monkeypatch):
-    from competition import kernels
-    from competition.kernels import KernelSpec
+    from competition.kaggle import kernels
+    from competition.kaggle.kernels import KernelSpec
     monkeypatch.chdir(tmp_path)  # runs/ here: where `kernel build --run tiny --run wide` looks for runs/blends/
     spec = KernelSpec(task="predict", preset="tiny", name="tiny+wide", user="alice", blend=["tiny", "wide"])
     assert "'threshold': None" in (kernels.build(spec, tmp_path / "b") / "run.py").read_text()

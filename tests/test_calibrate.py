@@ -1,7 +1,7 @@
 """calibrate: the speed measurements `plan` can use, taken with whatever Keras backend is installed."""
 import json
 
-from competition import calibrate
+from competition.costs import calibrate
 from competition.cli import main
 
 

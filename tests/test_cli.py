@@ -17,7 +17,7 @@ from competition.cli.parser import HelpFormatter, takes_dash_value
 from competition.cli.table import current_section, option_table, subcommands
 from competition.cli.train_flags import NOT_FLAGS, flag_of, train_config
 from competition.config import TrainConfig, preset
-from competition.progress import set_quiet
+from competition.base.console import set_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -337,7 +337,7 @@ def test_every_option_help_shows_its_default():
 
 def test_tta_and_refine_choices_come_from_their_modules():
     from competition.config import REFINES
-    from competition.tta import TTAS
+    from competition.base.tta import TTAS
     for sp in subcommands(build_parser()).values():
         for a in sp._actions:
             if a.dest == "tta":

@@ -8,12 +8,11 @@ import keras
 
 from competition.config import TrainConfig, load_config, parse_crop, preset
 from competition.data.layout import open_dataset
-from competition.data.pipeline import (Cache, augment_crops, build_cache, crop_augmentation, crop_offsets, make_dataset,
-                                       streaming)
-from competition.errors import UserError
-from competition.geometry import Geometry
-from competition.runs import load_oof
-from competition.train import train
+from competition.data.pipeline import Cache, augment_crops, build_cache, crop_augmentation, crop_offsets, make_dataset, streaming
+from competition.base.errors import UserError
+from competition.base.geometry import Geometry
+from competition.runs.folder import load_oof
+from competition.training.train import train
 
 
 def pattern_cache(n: int = 6, size: tuple[int, int] = (40, 56), seed: int = 0) -> Cache:
@@ -182,7 +181,7 @@ def test_crop_config_is_checked_recorded_and_old_configs_still_load(tmp_path):
 
 
 def test_a_crop_trained_fold_validates_and_scores_on_whole_frames(synth_dir, tmp_path):
-    from competition.score import score_fold
+    from competition.scoring.score import score_fold
     cfg = preset("tiny", crop=(16, 24), epochs=2, patience=5, k=3)
     run = tmp_path / "r"
     summary = train(cfg, str(synth_dir), run, 0, None, hold=True)  # `--cache memory`: no cache on disk

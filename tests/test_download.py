@@ -12,10 +12,11 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from competition import COMPETITION, kaggle_api
-from competition.data.download import DEFAULT_FILES, download
+from competition import COMPETITION
+from competition.kaggle import api as kaggle_api
+from competition.kaggle.download import DEFAULT_FILES, download
 from competition.data.layout import open_dataset
-from competition.errors import UserError
+from competition.base.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "https://api.kaggle.com/v1/competitions.CompetitionApiService/"
@@ -189,7 +190,7 @@ def test_unknown_file_lists_the_real_ones(server, tmp_path):
 
 
 def test_not_enough_disk_is_refused_before_downloading(server, tmp_path, monkeypatch):
-    import competition.data.download as dl
+    import competition.kaggle.download as dl
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(UserError) as e:
         download(tmp_path / "d", files=["train_hq.zip"])

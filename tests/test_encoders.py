@@ -13,12 +13,12 @@ import keras
 import numpy as np
 import pytest
 
-from competition import kernels
-from competition import on_kaggle
+from competition.kaggle import kernels
+from competition.kaggle import on_kaggle
 from competition.config import preset
-from competition.errors import UserError
-from competition.kernels import KernelSpec
-from competition.losses import make_loss
+from competition.base.errors import UserError
+from competition.kaggle.kernels import KernelSpec
+from competition.models.losses import make_loss
 from competition.models import encoders
 from competition.models.encoders import ENCODERS, ENCODER_LAYER, FINETUNE_LR_FACTOR, PREPROCESS_LAYER
 from competition.models.saving import load_model
@@ -168,7 +168,7 @@ def _trainable(model) -> set[str]:
 
 
 def test_freeze_then_unfreeze_changes_what_trains(tmp_path):
-    from competition.train import _unfreeze
+    from competition.training.train import _unfreeze
     cfg = preset("tiny", height=32, width=64, encoder="vgg16", encoder_weights="none", freeze_encoder=2, filters=2)
     model = encoders.build_encoder_unet((32, 64, 3), "vgg16", weights="none", filters=2, freeze=True)
     encoder_vars = {v.path for v in model.get_layer(ENCODER_LAYER).weights}
@@ -195,9 +195,9 @@ def _encoder_trainable(path: Path) -> bool:
 
 def test_freeze_encoder_survives_a_resume_at_the_phase_change(synth_dir, tmp_path, monkeypatch):
     """Stopped (time limit) at the end of the frozen epochs, resumed: unfrozen, lower lr, history continued."""
-    from competition import train as train_module
-    from competition.timelimit import Deadline
-    from competition.train import train
+    from competition.training import train as train_module
+    from competition.base.timelimit import Deadline
+    from competition.training.train import train
     compile_ = train_module.compile_model
 
     def eager(model, cfg, lr, jit=None):  # new model and phase change; a resumed backup is recompiled by the change

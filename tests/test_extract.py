@@ -12,7 +12,7 @@ import pytest
 from competition.cli import main
 from competition.data import extract as ex
 from competition.data.layout import open_dataset
-from competition.errors import UserError
+from competition.base.errors import UserError
 
 ZIPS = ["train_masks.csv.zip", "metadata.csv.zip", "sample_submission.csv.zip", "train_masks.zip",
         "train_hq.zip", "test_hq.zip"]  # the plan's priority order

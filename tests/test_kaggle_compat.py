@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import kernels
-from competition.kernels import KernelSpec
-from competition.rle import decode
-from competition.submission import validate
+from competition.kaggle import kernels
+from competition.kaggle.kernels import KernelSpec
+from competition.base.rle import decode
+from competition.base.submission_csv import validate
 from test_kernels import _kaggle_root  # the same stand-in /kaggle as the CPU kernel tests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def test_arguments_a_newer_keras_added_are_dropped_when_off_and_the_model_predic
 
 
 def test_an_added_argument_the_model_uses_is_a_one_line_error(tmp_path, tiny_model_file):
-    from competition.errors import UserError
+    from competition.base.errors import UserError
     from competition.models.saving import load_model
     path, _, _ = tiny_model_file
     edited = _with_config(path, tmp_path / "newer.keras",

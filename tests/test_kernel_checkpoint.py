@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import fake_kaggle
-from competition import kernel_checkpoint, kernel_spec, kernels, on_kaggle
+from competition.kaggle import checkpoint as kernel_checkpoint, spec as kernel_spec, kernels, on_kaggle
 from competition.cli import main
 from competition.config import preset
-from competition.errors import UserError
-from competition.kernels import KernelSpec
+from competition.base.errors import UserError
+from competition.kaggle.kernels import KernelSpec
 from fake_kaggle import USER
 from test_kernels import _api_mounted_root, _run_kernel
 
@@ -212,7 +212,7 @@ def test_push_from_a_checkpoint_that_is_missing_or_not_ready_is_refused(server, 
 
 
 def test_the_queue_resumes_from_self_sources_only(server, tmp_path):
-    from competition import kernel_queue
+    from competition.kaggle import queue as kernel_queue
     with pytest.raises(UserError, match="push a fold from its checkpoint alone"):
         kernel_queue.push_all(KernelSpec(preset="tiny", name="t1", resume_from="dataset"), out_root=tmp_path)
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from competition import kernel_queue
-from competition.errors import UserError
-from competition.kernels import KernelSpec
+from competition.kaggle import queue as kernel_queue
+from competition.base.errors import UserError
+from competition.kaggle.kernels import KernelSpec
 from test_kernels import USER, server  # noqa: F401 - the fake Kaggle fixture
 
 SPEC = KernelSpec(preset="unet", name="q1")  # unet: 5 folds
@@ -67,7 +67,7 @@ def test_a_refused_push_is_retried_on_a_later_pass_not_fatal(server, tmp_path, c
 
 
 def test_a_fold_stopped_at_its_time_limit_is_pushed_again_and_resumes(server, tmp_path):
-    from competition import on_kaggle
+    from competition.kaggle import on_kaggle
     kernel_queue.push_all(KernelSpec(preset="tiny", name="q1"), out_root=tmp_path / "build")  # tiny: 2 folds
     state = on_kaggle.state_record("time-limited", "fold 0 after epoch 4",
                                    {"name": "q1", "task": "train", "fold": 0, "kernel": f"{USER}/carvana-q1-fold-0",

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from competition import COMPETITION, kernels, on_kaggle
+from competition import COMPETITION
+from competition.kaggle import kernels, on_kaggle
 from competition.config import preset
-from competition.errors import UserError
-from competition.kernels import KernelSpec
-from competition.submission import validate
+from competition.base.errors import UserError
+from competition.kaggle.kernels import KernelSpec
+from competition.base.submission_csv import validate
 
 import fake_kaggle
 import forkserver
@@ -59,7 +60,7 @@ def test_push_train_kernel_sends_a_valid_private_gpu_kernel_without_internet(ser
     compile(body["text"], "run.py", "exec")
     assert "SETTINGS = {'task': 'train', 'name': 't1', 'preset': 'tiny'" in body["text"]
     names = _embedded_package(body["text"]).namelist()
-    assert "competition/__main__.py" in names and "competition/kernels.py" in names
+    assert "competition/__main__.py" in names and "competition/kaggle/kernels.py" in names
     out = capsys.readouterr()
     assert "does not resolve to the specified id" not in out.out  # the package's own title/slug check
     assert f"pushed {USER}/carvana-t1-fold-1 version 1" in out.out
@@ -234,7 +235,7 @@ def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, cap
 
 
 def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
-    from competition.timelimit import parse_duration
+    from competition.base.timelimit import parse_duration
     hour = 3600.0
     train = parse_duration(on_kaggle.time_limit("train", started=50.0, now=50.0 + hour))
     predict = parse_duration(on_kaggle.time_limit("predict", started=50.0, now=50.0 + hour))
@@ -245,7 +246,7 @@ def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
 
 
 def test_session_hours_come_from_the_option_or_the_environment_and_reach_the_kernel(server, tmp_path, monkeypatch):
-    from competition.timelimit import parse_duration
+    from competition.base.timelimit import parse_duration
     kernels.push(KernelSpec(preset="tiny", name="t1", session_hours=9), out_root=tmp_path / "build")
     assert _settings(server.sent[-1][1]["text"])["session_hours"] == 9.0
     monkeypatch.setenv("KAGGLE_SESSION_HOURS", "10.5")
@@ -415,18 +416,18 @@ mod["unpack_toolkit"](Path(os.environ["KAGGLE_ROOT"]))
 kill, chunk = os.environ.get("KILL_AT", ""), os.environ.get("CHUNK_ROWS")
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if chunk:
-    import competition.submission as sub
+    import competition.inference.writer as sub
     sub.CHUNK_ROWS = int(chunk)
 if os.environ.get("REFINE_NET"):
     import competition.config as cf
     cf.PRESETS["tiny"] = {**cf.PRESETS["tiny"], "refine": "net", "refiner_from": "training"}
 if os.environ.get("REFINER_STEPS"):
-    import competition.refiner as rn
+    import competition.training.refiner as rn
     steps, train_refiners = int(os.environ["REFINER_STEPS"]), rn.train_refiners
     rn.train_refiners = lambda *a, **k: train_refiners(*a, **{**k, "steps": steps})
 if kill.startswith("epoch"):
     import keras
-    import competition.callbacks as cb
+    import competition.training.callbacks as cb
     make, n = cb.make_callbacks, int(kill[5:])
     class Killer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -439,7 +440,7 @@ if kill.startswith("epoch"):
         return [*callbacks, Killer()], recorder
     cb.make_callbacks = patched
 elif kill.startswith("refiner"):
-    import competition.refiner as rn
+    import competition.training.refiner as rn
     sampler, n = rn.crop_sampler, int(kill[7:])
     def counted(*args, **kwargs):
         draw, calls = sampler(*args, **kwargs), []
@@ -451,7 +452,7 @@ elif kill.startswith("refiner"):
         return drawn
     rn.crop_sampler = counted
 elif kill.startswith("chunk"):
-    import competition.mirror as mi
+    import competition.inference.writer as mi
     write, n, calls = mi.write_text, int(kill[5:]), []
     def record(path, text):
         calls.append(path)
@@ -548,9 +549,9 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
                                                                   monkeypatch):
     trained = killed_and_resumed_fold["working"]
     # the reference: an uninterrupted prediction with the same chunks, in this process
-    from competition import submission
-    from competition.predict import predict
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 1)
+    from competition.inference import writer
+    from competition.inference.predict import predict
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 1)
     on_kaggle.assemble_run([trained], tmp_path / "run")
     reference = predict(tmp_path / "run", str(synth_zip_dir), tmp_path / "ref" / "kr.csv.gz", folds=[0])
 
@@ -613,7 +614,7 @@ def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_ve
 def test_a_train_kernel_scores_a_net_refined_fold_with_its_own_refiner_or_else_guided(tmp_path, capsys):
     """train trains a net-refined fold's refiner after it (stage.py); the kernel scores with it where it is there."""
     from competition.config import save_config
-    from competition.runs import refiner_path
+    from competition.runs.folder import refiner_path
     for cfg, has_refiner, expected in ((preset("unet"), False, []), (preset("demo"), False, []),
                                        (preset("cpu"), True, []),
                                        (preset("cpu"), False, ["--refine", "guided"]),
@@ -633,7 +634,7 @@ def test_a_gathered_run_keeps_the_train_kernels_folds_and_refuses_kernels_that_s
     """A refiner that learns from a fold's training photos (cpu's) reads the run's folds.csv: the predict
     kernel's gathered run must carry the train kernel's, and two kernels with different splits cannot mix."""
     from competition.config import load_config
-    from competition.runs import training_ids
+    from competition.runs.folder import training_ids
     trained = killed_and_resumed_fold["working"]
     run = tmp_path / "run"
     assert on_kaggle.assemble_run([trained], run) == [0]
@@ -655,7 +656,7 @@ def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_kee
                                                                                         tmp_path, synth_zip_dir):
     """--refine net: the kernel trains all.keras on the gathered fold's held-out predictions, puts it in its
     output before predicting, and the version after a kill uses that refiner instead of training another."""
-    from competition.runs import file_sha256
+    from competition.runs.folder import file_sha256
     spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", refine="net")
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)

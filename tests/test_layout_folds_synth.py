@@ -6,13 +6,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from competition import rle
+from competition.base import rle
 from competition.data.folds import assign_folds, folds_csv, read_folds, write_folds
 from competition.data.layout import Dataset, car_of, open_dataset
 from competition.data.synth import SynthSpec, generate
-from competition.errors import UserError
-from competition.images import decode_jpeg
-from competition.masks import read_mask
+from competition.base.errors import UserError
+from competition.base.images import decode_jpeg
+from competition.base.masks import read_mask
 
 
 def test_flat_fixture_folder(fixtures_dir):

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from competition import cli
-from competition import predict as predict_mod
-from competition import runs as runs_mod
-from competition import submission
-from competition.config import OFFERED, PRESETS, RENAMED, RETIRED, TrainConfig, load_config, preset, run_path
-from competition.errors import UserError
-from competition.fileio import write_json
-from competition.predict import predict
-from competition.runs import check_run_config
+from competition.inference import predict as predict_mod
+from competition.runs import folder as runs_mod
+from competition.inference import submission, writer
+from competition.config import OFFERED, PRESETS, RENAMED, RETIRED, TrainConfig, load_config, preset
+from competition.runs.folder import run_path
+from competition.base.errors import UserError
+from competition.base.fileio import write_json
+from competition.inference.predict import predict
+from competition.runs.folder import check_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
@@ -186,7 +187,7 @@ def test_resuming_with_a_retrained_model_is_refused_in_one_line(tiny_run, synth_
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     out = tmp_path / "sub.csv.gz"
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     real, calls = predict_mod.to_native, []
 
     def dies(*args):
@@ -221,9 +222,9 @@ def test_a_partial_prediction_records_each_models_bytes(tiny_run):
 
 def test_what_changed_names_the_difference():
     new = {"run": "runs/a", "folds": [0, 1], "threshold": 0.5, "models": {"fold0": "aa", "fold1": "bb"}}
-    assert "fold1/model.keras" in submission.what_changed({**new, "models": {"fold0": "aa", "fold1": "cc"}}, new)
-    assert "did not record" in submission.what_changed({k: v for k, v in new.items() if k != "models"}, new)
-    assert "threshold: 0.4 there, 0.5 now" in submission.what_changed({**new, "threshold": 0.4}, new)
+    assert "fold1/model.keras" in writer.what_changed({**new, "models": {"fold0": "aa", "fold1": "cc"}}, new)
+    assert "did not record" in writer.what_changed({k: v for k, v in new.items() if k != "models"}, new)
+    assert "threshold: 0.4 there, 0.5 now" in writer.what_changed({**new, "threshold": 0.4}, new)
 
 
 # --- preset names -----------------------------------------------------------------------------------
@@ -300,10 +301,11 @@ def capture(monkeypatch, module, name: str) -> list[dict]:
 
 
 def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synth_dir):
-    from competition import kernels, report, score
+    from competition.kaggle import kernels
+    from competition.scoring import report, score
     from competition.inference.ensemble import as_specs
-    from competition import predict as predict_module
-    from competition import train as train_module
+    from competition.inference import predict as predict_module
+    from competition.training import train as train_module
     monkeypatch.chdir(tmp_path)
     data = ["--data", str(synth_dir)]
     for spelling in ("mine", "runs/mine"):
@@ -327,8 +329,8 @@ def test_every_command_takes_run_as_a_name_or_a_path(tmp_path, monkeypatch, synt
 
 
 def test_name_is_still_accepted(tmp_path, monkeypatch, synth_dir):
-    from competition import kernels
-    from competition import train as train_module
+    from competition.kaggle import kernels
+    from competition.training import train as train_module
     monkeypatch.chdir(tmp_path)
     trains = capture(monkeypatch, train_module, "train")
     assert cli.main(["--debug", "train", "--preset", "tiny", "--name", "mine", "--data", str(synth_dir)]) == 0

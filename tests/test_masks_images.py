@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from competition.errors import DataError
-from competition.images import decode_jpeg, encode_jpeg, reduction_for
-from competition.masks import encode_mask_gif, read_mask
+from competition.base.errors import DataError
+from competition.base.images import decode_jpeg, encode_jpeg, reduction_for
+from competition.base.masks import encode_mask_gif, read_mask
 
 
 def test_real_mask_is_palette_indices(fixtures_dir):

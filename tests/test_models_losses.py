@@ -4,9 +4,9 @@ import pytest
 
 import keras
 
-from competition import losses
+from competition.models import losses
 from competition.config import preset
-from competition.errors import UserError
+from competition.base.errors import UserError
 from competition.models import build_model, build_simple, build_unet
 
 

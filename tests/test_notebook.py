@@ -12,9 +12,9 @@ import pytest
 from nbclient import NotebookClient
 
 from competition.cli import main
-from competition.errors import UserError
-from competition.kernels import KernelSpec, package_zip
-from competition.notebook import NOTEBOOK_FILE, TEMPLATE_DIR, filled_notebook, kernel_command
+from competition.base.errors import UserError
+from competition.kaggle.kernels import KernelSpec, package_zip
+from competition.kaggle.notebook import NOTEBOOK_FILE, TEMPLATE_DIR, filled_notebook, kernel_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_committed_notebook_has_no_outputs_and_uses_the_api_not_the_shell():
     code = _code(nb)
     assert "!" not in [line.lstrip()[:1] for line in code.splitlines()] and "subprocess" not in code
     assert "%%bash" not in code and "os.system" not in code
-    for api in ("assign_folds(", "train(", "score_fold(", "worst_overlays(", "predict(", "check_valid("):
+    for api in ("assign_folds(", "train(", "score_fold(", "worst_overlays(", "predict(", "validate_submission("):
         assert api in code
     meta = json.loads((TEMPLATE_DIR / "kernel-metadata.json").read_text())
     assert meta["kernel_type"] == "notebook" and meta["code_file"] == NOTEBOOK_FILE
@@ -55,7 +55,7 @@ def test_build_embeds_the_package_and_settings(tmp_path):
     exec(line[line.index("PACKAGE_ZIP = "):line.index('"""\n\nif')] + '"""', namespace)
     embedded = base64.b64decode("".join(namespace["PACKAGE_ZIP"].split()))
     assert embedded == package_zip()  # the same zip the script kernels carry
-    assert "competition/score.py" in zipfile.ZipFile(io.BytesIO(embedded)).namelist()
+    assert "competition/scoring/score.py" in zipfile.ZipFile(io.BytesIO(embedded)).namelist()
 
 
 def test_build_refuses_a_bad_fold_and_push_says_how(tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from competition import plan as plan_mod
+from competition.costs import plan as plan_mod
 from competition.config import preset
-from competition.errors import UserError
-from competition.plan import Rates, cost, plan, recipe_for, refusal, scaled_measurement
+from competition.base.errors import UserError
+from competition.costs.plan import Rates, cost, plan, recipe_for, refusal, scaled_measurement
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, VAL = 5088 - 1018, 1018  # Kaggle's 5,088 training images in 5 folds: 1,018 (5088 / 5, rounded) held out

@@ -113,15 +113,15 @@ def test_old_runs_blend_scores_as_before(old, monkeypatch):
 def test_old_partial_prediction_resumes_into_the_same_submission(old, monkeypatch):
     """A prediction the old code began (2 of 4 rows, refined by the net, in chunks of 2) and was interrupted in:
     today's predict takes its record as its own, predicts only the 2 rows left, and the file is the same."""
-    from competition import predict as predict_mod
-    from competition import submission
+    from competition.inference import predict as predict_mod
+    from competition.inference import writer
     out = old / "resumed" / "a-net.csv"
     out.parent.mkdir()
     shutil.copyfile(FIXTURE / "partial" / "a-net.csv.part", out.with_name("a-net.csv.part"))
     record = json.loads((FIXTURE / "partial" / "a-net.csv.part.json").read_text())
     record["meta"]["run"] = str(old / "runs" / "a")  # resumed where it was begun: the run's folder is its path
     out.with_name("a-net.csv.part.json").write_text(json.dumps(record))
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     real, calls = predict_mod.to_native, []
     monkeypatch.setattr(predict_mod, "to_native", lambda *a: calls.append(1) or real(*a))
     _cli(old, "predict", "--run", str(old / "runs" / "a"), "--data", str(old / "data"), "--tta", "hflip",

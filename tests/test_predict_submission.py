@@ -8,16 +8,18 @@ import pytest
 
 import keras
 
-from competition import predict as predict_mod
-from competition import rle, submission
+from competition.inference import predict as predict_mod
+from competition.base import rle
+from competition.inference import submission, writer
 from competition.data.layout import open_dataset
-from competition.errors import UserError
-from competition.geometry import Geometry
+from competition.base.errors import UserError
+from competition.base.geometry import Geometry
 from competition.inference.predictor import Predictor
 from competition.inference.upsample import to_native_mask
 from competition.inference.writer import shard_path
-from competition.predict import predict
-from competition.submission import merge, validate
+from competition.inference.predict import predict
+from competition.inference.submission import merge
+from competition.base.submission_csv import validate
 from conftest import interrupt_call
 
 
@@ -105,11 +107,11 @@ def test_resume_after_a_torn_chunk_predicts_only_the_rest_and_is_byte_identical(
                                                                                   monkeypatch, gz):
     """Killed while appending the third chunk (half of it on disk): the rerun drops the torn half, predicts only
     the rows after the two recorded chunks, and writes exactly the bytes of an uninterrupted run."""
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     ext = ".csv.gz" if gz else ".csv"
     whole = predict(tiny_run, str(synth_dir), tmp_path / f"a{ext}").read_bytes()
     total = len(open_dataset(synth_dir).test_ids)
-    real_fsync, fsyncs = submission.os.fsync, []
+    real_fsync, fsyncs = writer.os.fsync, []
 
     def torn_third_chunk(fd):
         if not os.readlink(f"/proc/self/fd/{fd}").endswith(".part"):
@@ -123,20 +125,20 @@ def test_resume_after_a_torn_chunk_predicts_only_the_rest_and_is_byte_identical(
         prefix[0] = os.fstat(fd).st_size
 
     prefix = [0]
-    monkeypatch.setattr(submission.os, "fsync", torn_third_chunk)
+    monkeypatch.setattr(writer.os, "fsync", torn_third_chunk)
     out = tmp_path / f"b{ext}"
     with pytest.raises(KeyboardInterrupt):
         predict(tiny_run, str(synth_dir), out)
     part = out.with_name(out.name + ".part")
     assert not out.exists() and part.stat().st_size > prefix[0]  # a torn chunk after the recorded ones
-    monkeypatch.setattr(submission.os, "fsync", real_fsync)
+    monkeypatch.setattr(writer.os, "fsync", real_fsync)
     computed = count_postprocessed(monkeypatch)
     assert predict(tiny_run, str(synth_dir), out).read_bytes() == whole
     assert len(computed) == total - 4 and 0 < len(computed) < total  # two chunks of 2 rows were kept
 
 
 def test_partial_file_from_other_settings_is_refused(tiny_run, synth_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     real = predict_mod.to_native
     interrupt_postprocess(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):

@@ -6,18 +6,17 @@ import cv2
 import numpy as np
 import pytest
 
-from competition import rle
+from competition.base import rle
 from competition.config import TrainConfig, preset
 from competition.data.layout import open_dataset
-from competition.errors import UserError
-from competition.geometry import Geometry
-from competition.images import decode_jpeg
+from competition.base.errors import UserError
+from competition.base.geometry import Geometry
+from competition.base.images import decode_jpeg
 from competition.inference.predictor import Predictor, load_models
-from competition.inference.upsample import (guide_reduction, guided_filter, radius_for, refined_native_u8,
-                                            threshold_native, to_native_u8)
-from competition.predict import predict
-from competition.metrics import dice
-from competition.score import score_fold
+from competition.inference.upsample import guide_reduction, guided_filter, radius_for, refined_native_u8, threshold_native, to_native_u8
+from competition.inference.predict import predict
+from competition.scoring.metrics import dice
+from competition.scoring.score import score_fold
 
 
 def _photo_and_mask(native: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +244,10 @@ def test_a_threshold_tuned_with_refine_is_saved_with_it(tiny_run, synth_dir):
 
 
 def test_a_partial_submission_is_not_resumed_with_another_refinement(tiny_run, synth_dir, tmp_path, monkeypatch):
-    import competition.predict as predict_mod
-    from competition import submission
+    import competition.inference.predict as predict_mod
+    from competition.inference import writer
     from conftest import interrupt_call
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     real = predict_mod.to_native
     interrupt_call(monkeypatch, predict_mod, "to_native", 3)
     with pytest.raises(KeyboardInterrupt):

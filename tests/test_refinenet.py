@@ -8,17 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from competition import refiner as refinenet
+from competition.training import refiner as refinenet
 from competition.inference import ensemble
 from competition.data.folds import read_folds
-from competition.errors import UserError
-from competition.predict import predict
+from competition.base.errors import UserError
+from competition.inference.predict import predict
 from competition.inference.predictor import load_refiner
 from competition.models.refiner import build_refiner, refiner_inputs
-from competition.refiner import Samples, crop_sampler, train_refiner, train_refiners
-from competition.runs import refiner_path
-from competition.score import score_fold
-from competition.runs import save_oof
+from competition.training.refiner import Samples, crop_sampler, train_refiner, train_refiners
+from competition.runs.folder import refiner_path
+from competition.scoring.score import score_fold
+from competition.runs.folder import save_oof
 
 
 def _drawn(seed: int, size: tuple[int, int] = (96, 144)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,7 +209,7 @@ def test_score_refines_a_fold_with_its_own_refiner_and_predict_with_all(two_fold
     monkeypatch.setattr(ensemble, "load_refiner", spy)
     summary = score_fold(run, 1, str(synth_dir), tta="none", refine="net")
     assert loaded == [1] and summary["refine"] == "net"
-    from competition.geometry import Geometry
+    from competition.base.geometry import Geometry
     from competition.inference.upsample import guide_reduction
     r = guide_reduction(Geometry(32, 48))
     assert len(calls) == summary["images"] and set(calls) == {(1, -(-1280 // r), -(-1918 // r), 4)}
@@ -267,7 +267,7 @@ def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_ot
     bit-reproducible, so merge compares what each learnt from and how, not its bytes."""
     import keras
 
-    from competition.submission import made_path, merge
+    from competition.inference.submission import made_path, merge
     from competition.models.saving import save_model
     run, sample = two_fold_run, synth_dir / "sample_submission.csv"
     train_refiners(run, str(synth_dir), steps=2, test_only=True)
@@ -296,8 +296,8 @@ def test_learning_from_training_photos_uses_the_folds_own_model_on_its_own_photo
     train itself wrote to fold0/oof.npz through its own input pipeline."""
     from competition.config import load_config
     from competition.data.layout import open_dataset
-    from competition.geometry import Geometry
-    from competition.runs import load_oof
+    from competition.base.geometry import Geometry
+    from competition.runs.folder import load_oof
     run = tiny_run
     shutil.copytree(run / "fold0", run / "fold1")
     cfg, ds = load_config(run / "config.json"), open_dataset(synth_dir)
@@ -366,7 +366,7 @@ def test_a_mixed_precision_run_trains_its_refiner_in_bfloat16_only_where_the_cpu
         tiny_run, synth_dir, trainings, monkeypatch, mixed, bf16_cpu, policy):
     """As its first stage (train.precision_policy): the policy is recorded, so changing it trains again, and a
     float32 refiner's record has no "policy" (refiners recorded before it existed stay current)."""
-    from competition import runtime as runtime_mod
+    from competition.models import runtime as runtime_mod
     from competition.config import load_config, save_config
     monkeypatch.setattr(runtime_mod, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
     run = tiny_run

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from competition import fileio, rle
+from competition.base import fileio, rle
 from competition.data.layout import open_dataset
 from competition.data.pipeline import build_cache
-from competition.errors import DataError, UserError
-from competition.geometry import Geometry
-from competition.images import encode_jpeg
+from competition.base.errors import DataError, UserError
+from competition.base.geometry import Geometry
+from competition.base.images import encode_jpeg
 
 import forkserver
 
@@ -64,8 +64,8 @@ def test_a_configuration_error_never_imports_tensorflow(tmp_path):
     assert r.stderr.startswith("error: unknown preset 'nope'") and r.stderr.count("\n") == 1, r.stderr
     # the first import of Keras (wherever a command makes it) is the quiet one: C++ start-up lines captured,
     # TensorFlow's Python warnings (retracing, deprecations) off; without the hook (--debug) they stay on
-    code = ("import logging, sys; from competition import quiet; quiet.install(); import keras; import tensorflow as tf;"
-            "print(tf.get_logger().level == logging.ERROR, quiet._FINDER in sys.meta_path)")
+    code = ("import logging, sys; from competition.base import console; console.install(); import keras;"
+            "import tensorflow as tf; print(tf.get_logger().level == logging.ERROR, console._FINDER in sys.meta_path)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert r.stdout.split() == ["True", "False"] and r.stderr == "", r.stdout + r.stderr
@@ -157,8 +157,8 @@ def test_nan_probabilities_name_the_image(synth_dir):
 
 
 def test_disk_full_while_writing_the_submission(tiny_run, synth_dir, tmp_path, monkeypatch):
-    from competition import predict as predict_mod, submission
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 2)
+    from competition.inference import predict as predict_mod, writer
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 2)
     real, calls = os.fsync, []
 
     def full_on_third(fd):
@@ -168,12 +168,12 @@ def test_disk_full_while_writing_the_submission(tiny_run, synth_dir, tmp_path, m
         return real(fd)
 
     whole = predict_mod.predict(tiny_run, str(synth_dir), tmp_path / "whole.csv.gz").read_bytes()
-    monkeypatch.setattr(submission.os, "fsync", full_on_third)
+    monkeypatch.setattr(writer.os, "fsync", full_on_third)
     out = tmp_path / "s.csv.gz"
     with pytest.raises(UserError, match="free disk space and rerun: 2 rows are kept"):
         predict_mod.predict(tiny_run, str(synth_dir), out)
     assert not out.exists()
-    monkeypatch.setattr(submission.os, "fsync", real)
+    monkeypatch.setattr(writer.os, "fsync", real)
     real_post, redone = predict_mod.to_native, []
     monkeypatch.setattr(predict_mod, "to_native", lambda *a: redone.append(1) or real_post(*a))
     assert predict_mod.predict(tiny_run, str(synth_dir), out).read_bytes() == whole
@@ -197,7 +197,7 @@ def test_gpu_out_of_memory_suggests_a_smaller_batch(synth_dir, tmp_path, monkeyp
     import keras
     import tensorflow as tf
     from competition.config import preset
-    from competition.train import train
+    from competition.training.train import train
 
     def oom(self, *a, **k):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")

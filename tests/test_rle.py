@@ -4,8 +4,8 @@ import csv
 import numpy as np
 import pytest
 
-from competition import rle
-from competition.masks import read_mask
+from competition.base import rle
+from competition.base.masks import read_mask
 
 
 def _reference_rows(fixtures_dir):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition import rle
+from competition.base import rle
 from competition.data.layout import open_dataset
-from competition.errors import UserError
-from competition.metrics import THRESHOLDS, dice, threshold_curve
-from competition.score import cross_validate, score_fold, score_submission
+from competition.base.errors import UserError
+from competition.scoring.metrics import THRESHOLDS, dice, threshold_curve
+from competition.scoring.score import cross_validate, score_fold, score_submission
 
 
 def test_dice_by_hand():
@@ -61,7 +61,7 @@ def test_score_fold_writes_scores_pictures_and_report(tiny_run, synth_dir, capsy
 def _mean_dice_per_threshold(run, synth_dir, thresholds) -> np.ndarray:
     """Mean over fold 0's held-out images of the native dice at each threshold, by sorting, not histograms."""
     import csv
-    from competition.geometry import Geometry
+    from competition.base.geometry import Geometry
     from competition.inference.predictor import Predictor, load_models
     from competition.inference.upsample import to_native_u8
     from conftest import single_probabilities as probabilities
@@ -82,7 +82,7 @@ def _mean_dice_per_threshold(run, synth_dir, thresholds) -> np.ndarray:
 
 def test_tuned_threshold_is_the_argmax_and_predict_uses_it(tiny_run, synth_dir, tmp_path, capsys):
     from competition.config import load_config
-    from competition.predict import predict
+    from competition.inference.predict import predict
     s = score_fold(tiny_run, 0, str(synth_dir), tta="none", worst=1, tune_threshold=True)
     curve = _mean_dice_per_threshold(tiny_run, synth_dir, THRESHOLDS)
     assert curve.max() - curve.min() > 1e-3  # the threshold matters on this model

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from competition import cli
-from competition import refiner as refiner_module
+from competition.training import refiner as refiner_module
 
 
 def _train(tmp_path, synth_dir, *flags: str) -> int:
@@ -48,9 +48,9 @@ def test_held_out_refiners_are_trained_by_the_train_that_finishes_the_last_fold(
 
 def test_a_full_size_preset_on_the_synthetic_set_or_for_days_on_a_cpu_gets_one_line_unless_anyway(
         tmp_path, synth_dir, monkeypatch, capsys):
-    from competition import train as train_module
-    from competition.runtime import Device
-    import competition.runtime as runtime_module
+    from competition.training import train as train_module
+    from competition.models.runtime import Device
+    import competition.models.runtime as runtime_module
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runtime_module, "this_device", lambda: Device(None, bf16_cpu=False))
     real = tmp_path / "carvana"
@@ -72,7 +72,7 @@ def test_a_full_size_preset_on_the_synthetic_set_or_for_days_on_a_cpu_gets_one_l
 
 
 def test_the_cpu_estimate_scales_the_measured_recipe():
-    from competition.costs import CPU_MEASURED, cpu_fold_hours
+    from competition.costs.facts import CPU_MEASURED, cpu_fold_hours
     m = CPU_MEASURED
     assert cpu_fold_hours(m["pixels"], m["filters"], m["depth"], m["image_epochs"], True) * 60 == m["minutes"]
     assert cpu_fold_hours(m["pixels"], m["filters"], m["depth"], m["image_epochs"], False) * 60 == 2 * m["minutes"]
@@ -84,7 +84,7 @@ def test_submit_and_validate_find_data_carvana_or_say_which_flag_in_one_line(tmp
     from competition.cli import inference
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr("competition.submission.validate_cli", lambda file, sample, data: seen.append(data))
+    monkeypatch.setattr(inference, "validate_submission", lambda file, sample, data: seen.append(data))
     assert cli.main(["validate", "s.csv.gz"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data DIR" in err and "--sample" in err

@@ -11,9 +11,10 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from competition import COMPETITION, kaggle_api
-from competition.errors import UserError
-from competition.submission import submit
+from competition import COMPETITION
+from competition.kaggle import api as kaggle_api
+from competition.base.errors import UserError
+from competition.kaggle.submit import submit
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOAD = "https://storage.example/upload/submission?token=abc"

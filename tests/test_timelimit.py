@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from competition import submission
+from competition.inference import writer
 from competition.config import preset
-from competition.errors import UserError
-from competition.timelimit import Deadline, describe, parse_duration, stop_before_next
+from competition.base.errors import UserError
+from competition.base.timelimit import Deadline, format_duration, parse_duration, stop_before_next
 
 import forkserver
 
@@ -35,7 +35,7 @@ def test_bad_durations_are_one_line_errors(text):
 
 def test_describe_round_trips_through_parse():
     for seconds in (90, 41400, 3600, 61, 7):
-        assert parse_duration(describe(seconds)) == seconds
+        assert parse_duration(format_duration(seconds)) == seconds
 
 
 def test_stop_decision_uses_the_slowest_measured_step():
@@ -66,7 +66,7 @@ def test_cli_bad_time_limit_exits_2_with_one_line(tmp_path):
 
 
 def test_train_time_limit_stops_after_an_epoch_and_the_same_command_resumes(tmp_path, synth_dir, capsys):
-    from competition.train import train
+    from competition.training.train import train
     cfg = preset("tiny", epochs=2, patience=5, k=3)
     run, mirror = tmp_path / "runs" / "tl", tmp_path / "working"
     epochs_seen = []
@@ -96,8 +96,8 @@ def test_train_time_limit_stops_after_an_epoch_and_the_same_command_resumes(tmp_
 
 def test_predict_time_limit_stops_between_chunks_and_resumes_to_the_same_bytes(tmp_path, tiny_run, synth_dir,
                                                                                monkeypatch, capsys):
-    from competition.predict import predict
-    monkeypatch.setattr(submission, "CHUNK_ROWS", 3)  # 8 test images: chunks of 3, 3, 2
+    from competition.inference.predict import predict
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 3)  # 8 test images: chunks of 3, 3, 2
     reference = predict(tiny_run, str(synth_dir), tmp_path / "ref" / "s.csv.gz", tta="none")
     out, mirror = tmp_path / "sub" / "s.csv.gz", tmp_path / "working"
     runs = 0
@@ -115,7 +115,7 @@ def test_predict_time_limit_stops_between_chunks_and_resumes_to_the_same_bytes(t
 
 
 def test_a_resumed_fold_continues_the_lr_schedule(tmp_path, synth_dir):
-    from competition.train import train
+    from competition.training.train import train
     cfg = preset("tiny", epochs=3, patience=5, k=3, reduce_lr_patience=1)
     run = tmp_path / "runs" / "lr"
     kwargs = dict(data=str(synth_dir), run_dir=run, fold=0, cache_dir=tmp_path / "cache", time_limit=Deadline(0.001))

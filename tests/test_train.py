@@ -9,15 +9,15 @@ import pytest
 
 import keras
 
-from competition import runs as runs_mod
-from competition import runtime
-from competition import runtime as runtime_mod
-from competition import train as train_mod
+from competition.runs import folder as runs_mod
+from competition.models import runtime
+from competition.models import runtime as runtime_mod
+from competition.training import train as train_mod
 from competition.config import preset
-from competition.errors import UserError
-from competition.losses import make_metrics
-from competition.runs import load_oof
-from competition.train import train
+from competition.base.errors import UserError
+from competition.models.losses import make_metrics
+from competition.runs.folder import load_oof
+from competition.training.train import train
 from conftest import TINY
 
 
@@ -92,7 +92,7 @@ def test_seed_subset_takes_whole_cars():
 def test_streaming_examples_equal_the_cache(synth_dir, tmp_path):
     from competition.data.layout import open_dataset
     from competition.data.pipeline import build_cache, streaming
-    from competition.geometry import Geometry
+    from competition.base.geometry import Geometry
     ds = open_dataset(synth_dir)
     ids, geom = ds.train_ids[:6], Geometry(32, 48)
     cached = build_cache(ds, ids, geom, "area", tmp_path / "cache")
@@ -138,7 +138,7 @@ def test_bfloat16_is_read_from_the_cpu_flags():
 
 
 def test_mixed_precision_is_decided_by_the_device_alone():
-    from competition.runtime import Device, precision_policy as policy
+    from competition.models.runtime import Device, precision_policy as policy
     t4, p100, v100, a100, l4, h100, k80, gtx1080 = ((7, 5), (6, 0), (7, 0), (8, 0), (8, 9), (9, 0), (3, 7), (6, 1))
     assert policy(False, Device(t4)) == policy(False, Device(h100)) == policy(False, Device(None, True)) == "float32"
     assert policy(True, Device(t4)) == policy(True, Device(p100)) == policy(True, Device(v100)) == "mixed_float16"

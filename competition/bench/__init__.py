@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from .. import __version__
-from ..fileio import write_json, write_text
-from ..progress import say
-from ..quiet import stderr_captured
+from ..base.fileio import write_json, write_text
+from ..base.console import say
+from ..base.console import stderr_captured
 # One module per section.
 from .common import FULL, QUICK, Budget, prepare
 from .crops import bench_crops

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from ..costs import TEST_IMAGES
+from ..costs.facts import TEST_IMAGES
 
 FIXTURES_ENV = "CARVANA_FIXTURES"
 
@@ -111,7 +111,7 @@ class Inputs:
 def prepare(plan: Budget, work: Path) -> Inputs:
     from ..data.layout import open_dataset
     from ..data.synth import SynthSpec, generate
-    from ..masks import read_mask
+    from ..base.masks import read_mask
     fixtures = fixtures_dir()
     real: dict[str, np.ndarray] = {}
     if fixtures is not None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from ..geometry import Geometry
+from ..base.geometry import Geometry
 
-from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
 from .input_pipeline import _epoch
 
 
@@ -14,7 +14,7 @@ def bench_crops(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
 
     from ..config import preset
     from ..data.pipeline import make_dataset, streaming
-    from ..plan import MULTI_GPU_SCALING, SESSIONS, rates_for
+    from ..costs.plan import MULTI_GPU_SCALING, SESSIONS, rates_for
     cfg = preset(plan.crop_preset)
     rates, _ = rates_for(cfg, "T4", "fp16")  # what one T4 consumes at the preset (measured or estimated)
     frame, crop = ((320, 480), (256, 256)) if plan.crop_small else (cfg.size, cfg.crop)

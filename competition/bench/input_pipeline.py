@@ -5,9 +5,9 @@ import os
 import time
 from pathlib import Path
 
-from ..geometry import Geometry
+from ..base.geometry import Geometry
 
-from .common import (Budget, interleaved, median, figure, section, Inputs)
+from .common import Budget, interleaved, median, figure, section, Inputs
 
 
 def _epoch(dataset) -> None:

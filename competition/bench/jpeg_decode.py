@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..geometry import Geometry
+from ..base.geometry import Geometry
 
-from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
 
 
 def bench_decode(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
-    from ..images import decode_jpeg, reduction_for
+    from ..base.images import decode_jpeg, reduction_for
     sets = {"synthetic test": [inputs.synth.read_test_image(i) for i in inputs.synth.test_ids]}
     if inputs.fixtures is not None:
         sets["real"] = [p.read_bytes() for p in sorted(inputs.fixtures.glob("*.jpg"))[:plan.test_images]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 
 import numpy as np
-from ..costs import MIN_ESTIMATE_FLOPS, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
+from ..costs.facts import MIN_ESTIMATE_FLOPS, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
 from .common import Budget, QUICK, interleaved, median, figure, section
 
 
@@ -27,10 +27,10 @@ def bench_models(plan: Budget) -> tuple[dict, list[dict]]:
     tf.get_logger().setLevel("ERROR")  # a new model per preset: TensorFlow's retracing warnings are expected
 
     from ..config import PRESETS, preset
-    from ..losses import make_loss
+    from ..models.losses import make_loss
     from ..models import build_model
     from ..models.cost import forward_flops
-    from ..runtime import build_optimizer
+    from ..models.runtime import build_optimizer
     rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)

@@ -7,10 +7,11 @@ import statistics
 import cv2
 import numpy as np
 
-from .. import NATIVE_SHAPE, rle
-from ..geometry import Geometry
+from .. import NATIVE_SHAPE
+from ..base import rle
+from ..base.geometry import Geometry
 
-from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
 
 
 def probability_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:

@@ -7,9 +7,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..geometry import Geometry
+from ..base.geometry import Geometry
 
-from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
+from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
 
 
 PREDICT_SIZE = (160, 240)  # the figure must not move with the demo preset's size
@@ -23,7 +23,7 @@ def _train_briefly(model, cfg, geometry: Geometry, inputs: Inputs, epochs: int) 
     then cost more than the model. Its time per image does not depend on its weights. Returns the weights in
     words; `epochs` 0 (--quick, whose figures are not meant to be read) leaves them as they are."""
     from ..inference.predictor import Predictor
-    from ..runtime import build_optimizer
+    from ..models.runtime import build_optimizer
     if epochs == 0:
         return "seeded random weights, untrained (--quick): speckled masks, figures not meant to be read"
     real = bool(inputs.real_masks)
@@ -59,7 +59,7 @@ def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[
     from ..inference.ensemble import Member, probabilities
     from ..inference.predictor import Predictor, ordered_map
     from ..inference.upsample import postprocess
-    from ..submission import SubmissionWriter
+    from ..inference.writer import SubmissionWriter
     # The pipeline itself (guided refinement: section 10) around a fixed net, demo's at its former 160x240.
     cfg = preset("demo", refine="none", height=PREDICT_SIZE[0], width=PREDICT_SIZE[1])
     keras.utils.set_random_seed(0)

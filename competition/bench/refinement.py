@@ -9,12 +9,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .. import rle
-from ..geometry import Geometry
+from ..base import rle
+from ..base.geometry import Geometry
 from ..inference.upsample import EPS, radius_for
 
-from ..costs import TEST_IMAGES
-from .common import (Budget, interleaved, median, opencv_threads, figure, section, Inputs)
+from ..costs.facts import TEST_IMAGES
+from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
 from .postprocess import dice, probability_map
 
 TARGET_MS = 30.0  # per test image on one core: 100,064 images then cost under an hour of one core
@@ -89,8 +89,8 @@ def compare_with_baseline(data_dirs: list[str | Path], fold: int = 0, k: int = 5
     from ..config import preset
     from ..data.folds import assign_folds
     from ..data.layout import open_dataset
-    from ..images import decode_jpeg
-    from ..progress import bar
+    from ..base.images import decode_jpeg
+    from ..base.console import bar
     from ..inference.upsample import guide_reduction
     where = {i: ds for ds in map(open_dataset, data_dirs) for i in ds.train_ids}
     folds = assign_folds(list(where), k, seed)
@@ -122,9 +122,8 @@ def compare_with_baseline(data_dirs: list[str | Path], fold: int = 0, k: int = 5
 
 def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     from ..config import preset
-    from ..images import decode_jpeg
-    from ..inference.upsample import (guide_reduction, postprocess, refined_native_u8, threshold_native,
-                                      to_native_mask)
+    from ..base.images import decode_jpeg
+    from ..inference.upsample import guide_reduction, postprocess, refined_native_u8, threshold_native, to_native_mask
     real = bool(inputs.real_masks)
     masks = inputs.real_masks or inputs.synth_masks
     photos_of = inputs.train if real else inputs.synth
@@ -205,7 +204,7 @@ def _bench_filter_against_baseline(masks: dict[str, np.ndarray], photos: dict[st
                                    reduction: int, plan: Budget) -> tuple[list[list], dict, list[dict]]:
     """The guided filter alone, today's against the baseline's (before issue 36), interleaved on one thread, and
     whether their native masks agree."""
-    from ..images import decode_jpeg
+    from ..base.images import decode_jpeg
     from ..inference.upsample import guided_filter
     guides = {i: decode_jpeg(photos[i], i, reduction) for i in masks}  # decoded beforehand: only the filter is timed
     gh, gw = next(iter(guides.values())).shape[:2]
@@ -257,7 +256,7 @@ def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
     from ..inference.predictor import Refiner
     from ..models.refiner import build_refiner
     from ..models.saving import save_model
-    from ..runtime import cpu_has_bf16
+    from ..models.runtime import cpu_has_bf16
     probs = {i: coarse_map(m, geometry) for i, m in masks.items()}
     rows, data, figures = [], {}, []
     for policy in ("float32", "mixed_bfloat16") if cpu_has_bf16() else ("float32",):

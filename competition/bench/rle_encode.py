@@ -5,9 +5,9 @@ from typing import Callable
 
 import numpy as np
 
-from .. import rle
+from ..base import rle
 
-from .common import (Budget, interleaved, median, figure, section, Inputs)
+from .common import Budget, interleaved, median, figure, section, Inputs
 
 
 def bench_rle(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:

@@ -18,8 +18,8 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
     import keras
 
     from ..models import build_model
-    from ..runtime import dtype_policy
-    from ..train import compile_model
+    from ..models.runtime import dtype_policy
+    from ..training.train import compile_model
     keras.utils.set_random_seed(0)  # every variant starts from the same weights
     with dtype_policy(policy):
         return compile_model(build_model(cfg), cfg, cfg.lr, jit=jit)
@@ -31,8 +31,8 @@ def _train_choice(cfg, models: tuple) -> bool:
     import os
     import tempfile
 
-    from ..runtime import XLA_CACHE_ENV, XLA_ENV
-    from ..train import choose_xla
+    from ..models.runtime import XLA_CACHE_ENV, XLA_ENV
+    from ..training.train import choose_xla
     saved = {k: os.environ.pop(k, None) for k in (XLA_ENV, XLA_CACHE_ENV)}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +61,7 @@ def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
 
     from ..config import preset
-    from ..runtime import cpu_has_bf16
+    from ..models.runtime import cpu_has_bf16
     bf16 = cpu_has_bf16()
     variants = [(DEFAULT, False, "float32"), (XLA, True, "float32")]
     variants += [(BF16, False, "mixed_bfloat16")] if bf16 else []

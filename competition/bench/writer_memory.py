@@ -7,9 +7,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from .. import rle
+from ..base import rle
 
-from .common import (Budget, figure, section, Inputs)
+from .common import Budget, figure, section, Inputs
 
 
 def _rss_kb(field: str) -> int | None:
@@ -32,7 +32,7 @@ def _reset_peak_rss() -> bool:
 
 def writer_memory(rows: int, strings: list[str], out: Path) -> dict:
     """Peak traced-memory (and RSS) growth while streaming `rows` rows through a SubmissionWriter."""
-    from ..submission import SubmissionWriter
+    from ..inference.writer import SubmissionWriter
     ids = [f"{n:012x}_{n % 16 + 1:02d}" for n in range(rows)]  # the caller's id list, as in predict
     gc.collect()
     rss_ok = _reset_peak_rss()

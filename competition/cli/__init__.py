@@ -12,7 +12,7 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 
-from ..errors import UserError  # noqa: E402
+from ..base.errors import UserError  # noqa: E402
 from .costs import add_bench, add_calibrate, add_plan  # noqa: E402
 from .datasets import add_download, add_extract, add_folds_command, add_info, add_synth  # noqa: E402
 from .inference import add_made_as, add_merge, add_predict, add_submit, add_validate  # noqa: E402
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    from ..progress import set_quiet
+    from ..base.console import set_quiet
     set_quiet(args.quiet)
     if not args.debug:  # TensorFlow's start-up lines off stderr, whenever (if ever) a command imports it
-        from ..quiet import install
+        from ..base.console import install
         install()
     try:
         args.func(args)

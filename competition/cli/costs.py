@@ -4,16 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
-from .options import add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset, add_refine, add_size, \
-    add_tta, folds_arg
+from ..base.errors import UserError
+from .options import add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset, add_refine, add_size, add_tta, folds_arg
 from .parser import AddCommand
 
 
 # --- bench ----------------------------------------------------------------------------------------
 def cmd_bench(a: argparse.Namespace) -> None:
     from ..bench import run_bench
-    from ..fileio import check_folder
+    from ..base.fileio import check_folder
     run_bench(out=check_folder(a.out, "--out"), quick=a.quick)
 
 
@@ -26,7 +25,7 @@ def add_bench(add: AddCommand) -> None:
 # --- plan -----------------------------------------------------------------------------------------
 def cmd_plan(a: argparse.Namespace) -> None:
     from ..config import parse_crop, parse_size, preset
-    from ..plan import plan
+    from ..costs.plan import plan
     size = parse_size(a.size) if a.size else (None, None)
     cfg = preset(a.preset, height=size[0], width=size[1], batch=a.batch, epochs=a.epochs, k=a.k,
                  crop=None if a.crop is None else parse_crop(a.crop), refine=a.refine)
@@ -63,8 +62,8 @@ def add_plan(add: AddCommand) -> None:
 
 # --- calibrate ------------------------------------------------------------------------------------
 def cmd_calibrate(a: argparse.Namespace) -> None:
-    from ..calibrate import calibrate
-    from ..fileio import check_folder, write_json
+    from ..costs.calibrate import calibrate
+    from ..base.fileio import check_folder, write_json
     check_folder(Path(a.out).parent, "--out", shown=a.out)  # before the GPU time, not after
     result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
     write_json(Path(a.out), result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..fileio import check_folder
+from ..base.fileio import check_folder
 from .options import add_data, add_out, path_or_none
 from .parser import AddCommand, duration
 
@@ -12,7 +12,7 @@ from .parser import AddCommand, duration
 # --- synth ----------------------------------------------------------------------------------------
 def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import SynthSpec, generate
-    from ..progress import say
+    from ..base.console import say
     spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip, varied=True)  # paints vary by view
     made = generate(check_folder(a.out, "--out"), spec)
     say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
@@ -48,7 +48,7 @@ def add_info(add: AddCommand) -> None:
 def cmd_folds(a: argparse.Namespace) -> None:
     from ..data.folds import assign_folds, write_folds
     from ..data.layout import open_dataset
-    from ..progress import say
+    from ..base.console import say
     check_folder(Path(a.out).parent, "--out", a.out)
     folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.seed)
     write_folds(a.out, folds)
@@ -68,7 +68,7 @@ def add_folds_command(add: AddCommand) -> None:
 
 # --- download -------------------------------------------------------------------------------------
 def cmd_download(a: argparse.Namespace) -> None:
-    from ..data.download import download
+    from ..kaggle.download import download
     download(check_folder(a.out, "--out"), files=a.files, force=a.force)
 
 

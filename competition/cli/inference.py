@@ -4,18 +4,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..fileio import check_folder
-from .options import (BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine,
-                      add_run, add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg,
-                      path_or_none, shard_arg)
+from ..base.fileio import check_folder
+from ..inference.submission import validate_submission
+from .options import BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine, add_run, add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg, path_or_none, shard_arg
 from .parser import AddCommand
 
 
 # --- predict --------------------------------------------------------------------------------------
 def cmd_predict(a: argparse.Namespace) -> None:
     from ..inference.ensemble import parse_member
-    from ..predict import predict
-    from ..timelimit import deadline
+    from ..inference.predict import predict
+    from ..base.timelimit import deadline
     limit = deadline(a.time_limit)
     specs = [parse_member(r) for r in a.run]  # one run, or a blend of every one of them
     predict(specs, data=a.data, out=Path(a.out), folds=folds_arg(a.folds), tta=a.tta, threshold=a.threshold,
@@ -43,7 +42,7 @@ def add_predict(add: AddCommand) -> None:
 
 # --- merge, made-as, validate, submit -------------------------------------------------------------
 def cmd_merge(a: argparse.Namespace) -> None:
-    from ..submission import merge
+    from ..inference.submission import merge
     check_folder(Path(a.out).parent, "--out", a.out)
     merge([Path(p) for p in a.parts], Path(a.out), path_or_none(a.sample), data=a.data)
 
@@ -58,7 +57,7 @@ def add_merge(add: AddCommand) -> None:
 
 
 def cmd_made_as(a: argparse.Namespace) -> None:
-    from ..submission import made_otherwise
+    from ..inference.submission import made_otherwise
     differs = made_otherwise(Path(a.file), a.tta, a.refine, folds_arg(a.folds))
     if differs:
         print(differs)
@@ -81,7 +80,7 @@ def data_for_sample(a: argparse.Namespace) -> str | None:
     """validate's and submit's data root: --data; else (no --sample) the Kaggle input inside a kernel, else
     data/carvana where `make data` put it; else a one-line error naming the flags."""
     from ..data.layout import COMPETITION, find_input
-    from ..errors import UserError
+    from ..base.errors import UserError
     if a.data or a.sample or find_input(COMPETITION) is not None:
         return a.data
     if Path(DEFAULT_DATA).is_dir():
@@ -91,8 +90,7 @@ def data_for_sample(a: argparse.Namespace) -> str | None:
 
 
 def cmd_validate(a: argparse.Namespace) -> None:
-    from ..submission import validate_cli
-    validate_cli(Path(a.file), path_or_none(a.sample), data=data_for_sample(a))
+    validate_submission(Path(a.file), path_or_none(a.sample), data=data_for_sample(a))
 
 
 def add_validate(add: AddCommand) -> None:
@@ -104,7 +102,7 @@ def add_validate(add: AddCommand) -> None:
 
 
 def cmd_submit(a: argparse.Namespace) -> None:
-    from ..submission import submit
+    from ..kaggle.submit import submit
     submit(Path(a.file), message=a.message, sample=path_or_none(a.sample), data=data_for_sample(a))
 
 

@@ -12,10 +12,10 @@ BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
 
 
 def cmd_kernel(a: argparse.Namespace) -> None:
-    from .. import kernel_checkpoint, kernel_queue, kernels
-    from ..config import run_path
-    from ..errors import UserError
-    from ..fileio import check_folder
+    from ..kaggle import checkpoint as kernel_checkpoint, queue as kernel_queue, kernels
+    from ..runs.folder import run_path
+    from ..base.errors import UserError
+    from ..base.fileio import check_folder
     if a.out:
         check_folder(a.out, "--out")
     runs = a.run or []
@@ -37,7 +37,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine,
                               fresh=a.fresh, session_hours=a.session_hours, resume_from=a.resume_from)
     if a.task == "notebook":
-        from ..notebook import kernel_command
+        from ..kaggle.notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out or BUILD))
     if every_fold and a.action != "push":
         raise UserError(f"--folds all: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")

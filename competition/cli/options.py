@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..config import REFINES
-from ..errors import UserError
-from ..tta import TTAS
+from ..base.errors import UserError
+from ..base.tta import TTAS
 from .parser import Once, duration
 
 RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"

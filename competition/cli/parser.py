@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Callable
 
-from ..errors import UserError
+from ..base.errors import UserError
 
 PROG = "python -m competition"
 

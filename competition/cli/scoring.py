@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import UserError
+from ..base.errors import UserError
 from .options import add_blend, add_data, add_fold, add_refine, add_run, add_threshold, add_tta, add_tune_threshold
 from .parser import AddCommand
 
@@ -12,13 +12,13 @@ from .parser import AddCommand
 # --- score ----------------------------------------------------------------------------------------
 def _runs(texts: list[str]):
     """One run's folder, or a blend's members (each run scored beside it)."""
-    from ..config import run_path
+    from ..runs.folder import run_path
     from ..inference.ensemble import parse_member
     return [parse_member(r) for r in texts] if len(texts) > 1 else run_path(texts[0])
 
 
 def cmd_score(a: argparse.Namespace) -> None:
-    from .. import score
+    from ..scoring import score
     if a.submission:
         score.score_submission(Path(a.submission), data=a.data)
         return
@@ -28,7 +28,7 @@ def cmd_score(a: argparse.Namespace) -> None:
     score.score_fold(runs, fold=a.fold, data=a.data, tta=a.tta, worst=a.worst, tune_threshold=a.tune_threshold,
                      threshold=a.threshold, refine=a.refine, name=a.blend)
     if isinstance(runs, Path):
-        from ..report import report_folds  # draws what scoring saved
+        from ..scoring.report import report_folds  # draws what scoring saved
         report_folds(runs, data=a.data, folds=[a.fold])
 
 
@@ -50,11 +50,11 @@ def add_score(add: AddCommand) -> None:
 
 # --- cv -------------------------------------------------------------------------------------------
 def cmd_cv(a: argparse.Namespace) -> None:
-    from ..score import cross_validate
+    from ..scoring.score import cross_validate
     runs = _runs(a.run)
     cross_validate(runs, data=a.data, tta=a.tta, tune_threshold=a.tune_threshold, refine=a.refine, name=a.blend)
     if isinstance(runs, Path):
-        from ..report import report_folds  # draws what scoring saved
+        from ..scoring.report import report_folds  # draws what scoring saved
         report_folds(runs, data=a.data)
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_SOURCES, REFINES, SCHEDULES, TrainConfig, parse_crop,
-                      parse_size, preset)
+from ..config import ARCHS, AUGMENTS, POOLINGS, REFINER_SOURCES, REFINES, SCHEDULES, TrainConfig, parse_crop, parse_size, preset
 from .options import add_crop, add_encoder, add_size
 
 DEFAULT_PRESET = "unet"
@@ -79,7 +78,8 @@ def overrides(a: argparse.Namespace) -> dict:
 
 def train_config(a: argparse.Namespace) -> TrainConfig:
     """The config train runs: an existing run's own (when no --preset is given) or the preset, flags on top."""
-    from ..config import load_config, run_path
+    from ..config import load_config
+    from ..runs.folder import run_path
     given = overrides(a)
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():

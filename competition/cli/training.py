@@ -4,17 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import (add_data, add_fold, add_mirror, add_preset, add_run, add_time_limit, fold_number,
-                      path_or_none)
+from .options import add_data, add_fold, add_mirror, add_preset, add_run, add_time_limit, fold_number, path_or_none
 from .parser import AddCommand
 from .train_flags import add_train_flags, train_config
 
 
 # --- train ----------------------------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> None:
-    from ..config import run_path
-    from ..timelimit import deadline
-    from ..stage import train_fold
+    from ..runs.folder import run_path
+    from ..base.timelimit import deadline
+    from ..training.stage import train_fold
     limit = deadline(a.time_limit)
     cfg = train_config(a)
     if not a.anyway:
@@ -55,14 +54,14 @@ def check_fits(cfg, data: str | None) -> None:
     """One line (a UserError) for a full-size preset asked to train on the synthetic set, or on a CPU where a fold
     would take days (an estimate: costs.cpu_fold_hours); `--anyway` skips it."""
     from ..config import OFFERED
-    from ..costs import DAYS_ON_A_CPU, FULL_SIZE_PIXELS, TRAIN_IMAGES, cpu_fold_hours
-    from ..errors import UserError
+    from ..costs.facts import DAYS_ON_A_CPU, FULL_SIZE_PIXELS, TRAIN_IMAGES, cpu_fold_hours
+    from ..base.errors import UserError
     pixels = cfg.train_size[0] * cfg.train_size[1]
     what = f"preset {cfg.preset} ({cfg.height}x{cfg.width})"
     if pixels > FULL_SIZE_PIXELS and data and (Path(data) / "synth.json").is_file():
         raise UserError(f"{what} is for the real photos, not the synthetic set {data}: use --preset demo there "
                         f"(or `make data` first; --anyway trains it all the same)")
-    from ..runtime import this_device
+    from ..models.runtime import this_device
     device = this_device()
     if device.gpu_capability is not None:
         return
@@ -78,8 +77,8 @@ def check_fits(cfg, data: str | None) -> None:
 
 # --- refiner --------------------------------------------------------------------------------------
 def cmd_refiner(a: argparse.Namespace) -> None:
-    from ..config import run_path
-    from ..refiner import train_refiners
+    from ..runs.folder import run_path
+    from ..training.refiner import train_refiners
     train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, learns_from=a.learn_from)
 
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import COMPETITION
-from ..errors import UserError
-from ..fileio import TEMP_MARK, atomic_open
-from ..progress import bar, say
+from ..base.errors import UserError
+from ..base.fileio import TEMP_MARK, atomic_open, human
+from ..base.console import bar, say
 from . import layout
-from .download import human
 
 KAGGLE_BUDGET = 20 * 1000**3          # what a Kaggle notebook may write to /kaggle/working
 RESERVE = 256 * 1000**2               # free disk we never plan to use up

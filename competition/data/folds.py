@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..fileio import write_text
+from ..base.errors import UserError
+from ..base.fileio import write_text
 from .layout import car_of
 
 

@@ -10,6 +10,7 @@ Folders win over zips when both are present, so a partial extraction is used whe
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 import re
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import COMPETITION, NATIVE_SHAPE, rle
-from ..errors import DataError, UserError
-from ..masks import read_mask
+from .. import COMPETITION, NATIVE_SHAPE
+from ..base import rle
+from ..base.errors import DataError, UserError
+from ..base.masks import read_mask
+from ..base.submission_csv import open_text
 
 ID_PATTERN = re.compile(r"^(?P<car>[0-9A-Za-z]+)_(?P<view>\d{2})$")
 LAYOUTS_HELP = ("accepted layouts: extracted train_hq/ (or train/) + train_masks/ + test_hq/; "
@@ -271,6 +274,20 @@ def sample_submission_names(text: str, where: Path | str) -> list[str]:
             raise UserError(f"{where} line {lineno}: {name!r} is not an <car>_<NN>.jpg image name")
         names.append(name)
     return names
+
+
+def sample_names(sample: Path | None, data: str | None) -> list[str]:
+    """The `img` column of the sample submission, from --sample or the data root."""
+    if sample is not None:
+        if not sample.is_file():
+            raise UserError(f"{sample}: no such sample submission")
+        try:
+            with open_text(sample) as f:
+                text = f.read()
+        except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+            raise UserError(f"{sample}: unreadable sample submission ({e})") from e
+        return sample_submission_names(text, sample)
+    return [f"{i}.jpg" for i in open_dataset(data).test_ids]
 
 
 def open_dataset(path: str | os.PathLike | None) -> Dataset:

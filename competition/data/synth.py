@@ -17,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import NATIVE_HEIGHT, NATIVE_WIDTH, rle
-from ..fileio import atomic_open, read_json, write_bytes, write_json, write_text
-from ..images import encode_jpeg
-from ..masks import encode_mask_gif
+from .. import NATIVE_HEIGHT, NATIVE_WIDTH
+from ..base import rle
+from ..base.fileio import atomic_open, read_json, write_bytes, write_json, write_text
+from ..base.images import encode_jpeg
+from ..base.masks import encode_mask_gif
 
 VIEWS = 16
 MAKES = [("Acura", "TL"), ("Audi", "A4"), ("BMW", "3 Series"), ("Ford", "Focus"), ("Honda", "Civic"),

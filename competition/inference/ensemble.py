@@ -20,11 +20,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from ..config import TrainConfig, check_threshold, run_path
-from ..errors import UserError
-from ..fileio import read_json
-from ..geometry import Geometry
-from ..images import decode_jpeg
+from ..config import TrainConfig, check_threshold
+from ..runs.folder import run_path
+from ..base.errors import UserError
+from ..base.fileio import read_json
+from ..base.geometry import Geometry
+from ..base.images import decode_jpeg
 from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch
 
 BLEND_FILE = "blend.json"
@@ -247,7 +248,7 @@ def blend_threshold(members: list[Member], folder: Path, threshold: float | None
     return check_threshold(mean), "the weighted mean of the runs' own thresholds"
 
 
-def describe(members: list[Member]) -> str:
+def describe_members(members: list[Member]) -> str:
     return ", ".join(f"{m.label} (folds {','.join(map(str, m.folds))}, {m.cfg.height}x{m.cfg.width} {m.cfg.fit}, "
                      f"weight {m.weight:g})" for m in members)
 

@@ -13,13 +13,13 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..config import TrainConfig, check_refine, load_config
-from ..errors import UserError
-from ..fileio import read_json
-from ..geometry import Geometry
-from ..images import decode_jpeg, reduction_for
+from ..base.errors import UserError
+from ..base.fileio import read_json
+from ..base.geometry import Geometry
+from ..base.images import decode_jpeg, reduction_for
 from ..models.refiner import refiner_inputs
-from ..runs import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
-from ..tta import predict_tta, transforms_for
+from ..runs.folder import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
+from ..base.tta import predict_tta, transforms_for
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
 

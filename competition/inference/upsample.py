@@ -27,9 +27,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .. import rle
-from ..geometry import Geometry
-from ..images import reduction_for
+from ..base import rle
+from ..base.geometry import Geometry
+from ..base.images import reduction_for
 
 EPS = 1e-4          # regularisation of the colour covariance (colours in 0..1): larger smooths flat regions more
 MODEL_RADIUS = 2.0  # the window's radius in model pixels (4 guide pixels when the guide is 2x the model)

@@ -26,7 +26,7 @@ def build_refiner(channels: int | None = None, policy: str = "float32", size: tu
     of a logit: 0.03 at a logit of 4). `size`: a fixed input size (what `refiner_flops` counts over); any by default."""
     import keras
 
-    from ..runtime import dtype_policy
+    from .runtime import dtype_policy
     channels = channels or CHANNELS
     exact = "float32"
     with dtype_policy(policy):

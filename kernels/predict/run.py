@@ -65,14 +65,14 @@ def main() -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
-    from competition import on_kaggle
-    from competition.mirror import copy_file
+    from competition.kaggle import on_kaggle
+    from competition.base.fileio import copy_file
     from competition.__main__ import main as cli
     from competition.config import load_config
-    from competition.errors import UserError
+    from competition.base.errors import UserError
     from competition.inference.writer import shard_path
-    from competition.runs import REFINER_DIR
-    from competition.submission import made_path
+    from competition.runs.folder import REFINER_DIR
+    from competition.inference.submission import made_path
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, shard = SETTINGS["name"], SETTINGS.get("shard")
     run_dir = temp / "runs" / name

@@ -82,10 +82,10 @@ def main() -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
-    from competition import on_kaggle
-    from competition.fileio import read_json
+    from competition.kaggle import on_kaggle
+    from competition.base.fileio import read_json
     from competition.__main__ import main as cli
-    from competition.errors import UserError
+    from competition.base.errors import UserError
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, fold = SETTINGS["name"], str(SETTINGS["fold"])
     runs = temp / "runs"
@@ -129,7 +129,7 @@ def main() -> int:
         if rc != 0 and finished:  # only the refiner, trained after the fold, failed: the fold scores guided
             print("warning: the fold is trained but its refiner failed (above)", file=sys.stderr, flush=True)
             rc = 0
-        if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("score"):
+        if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("scoring.score"):
             on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
             refine = on_kaggle.refine_for_score(runs / name, int(fold))  # guided where the fold has no refiner

@@ -1,0 +1,182 @@
+"""The one place that talks to the official `kaggle` package: credentials, HTTP errors, retries.
+
+`import kaggle` authenticates at import time (printing help, or SystemExit, without credentials),
+so it is imported lazily, inside `get_api()`, and never at module import.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .. import COMPETITION
+from ..base.errors import UserError
+
+T = TypeVar("T")
+
+RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
+TOKEN_URL = "https://www.kaggle.com/settings/api (Generate New Token)"
+RETRIES = 3            # extra attempts after the first one, for 429/5xx/connection errors
+BACKOFF_S = 2.0        # first wait; doubles each time
+MAX_WAIT_S = 60.0
+_sleep: Callable[[float], None] = time.sleep  # tests replace this so nothing really sleeps
+
+
+def config_dir() -> Path:
+    """Where kaggle.json is read from, by the package's own rule, evaluated now (not at import)."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(os.environ["KAGGLE_CONFIG_DIR"])
+    home = Path.home() / ".kaggle"
+    if sys.platform.startswith("linux") and not home.exists():
+        return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+    return home
+
+
+def credentials_help() -> str:
+    """One line: where credentials go (today's API token first; the legacy kaggle.json key still works)."""
+    return (f"run `kaggle auth login`, or set KAGGLE_API_TOKEN to an API token from {TOKEN_URL} (or save it "
+            f"as ~/.kaggle/access_token); the legacy key works too: kaggle.json in {config_dir()} (or the folder "
+            f"named by KAGGLE_CONFIG_DIR), or KAGGLE_USERNAME and KAGGLE_KEY")
+
+
+def _api_class() -> type:
+    """The KaggleApi class; its import-time authentication prints help we don't want, so mute it."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except SystemExit as e:  # older releases exit on import without credentials
+            raise UserError(f"no Kaggle credentials: {credentials_help()}") from e
+    return KaggleApi
+
+
+def get_api() -> Any:
+    """An authenticated `KaggleApi`; missing credentials are a one-line UserError."""
+    api = _api_class()()
+    api.config_dir = str(config_dir())  # honour KAGGLE_CONFIG_DIR as it is now
+    api.config = os.path.join(api.config_dir, api.config_file)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            call(api.authenticate, what="checking your Kaggle credentials")
+    except SystemExit as e:  # the package's "no credentials" path: print_auth_help(); exit(1)
+        raise UserError(f"no Kaggle credentials: {credentials_help()}") from e
+    if "readable by other users" in out.getvalue():
+        print(f"warning: {api.config} is readable by other users; run: chmod 600 {api.config}", file=sys.stderr)
+    return api
+
+
+def username() -> str | None:
+    """The configured Kaggle user name, or None when there are no usable credentials."""
+    try:
+        return get_api().get_config_value("username") or None
+    except UserError:
+        return None
+
+
+def _status(e: BaseException) -> int | None:
+    response = getattr(e, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _server_says(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _is_transient(e: BaseException) -> bool:
+    """429, 5xx, dropped connections and timeouts: worth another try."""
+    import requests
+    import urllib3.exceptions
+    status = _status(e)
+    if isinstance(e, requests.exceptions.HTTPError) and status is not None:
+        return status == 429 or status >= 500
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                      requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                      urllib3.exceptions.ReadTimeoutError)):
+        return True
+    # the package's own size check after a download cut short
+    return isinstance(e, ValueError) and "does not match expected size" in str(e)
+
+
+def _wait_s(e: BaseException, attempt: int) -> float:
+    """Retry-After when a 429 gives one, else exponential backoff."""
+    response = getattr(e, "response", None)
+    retry_after = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    with contextlib.suppress(TypeError, ValueError):
+        if retry_after is not None:
+            return min(float(retry_after), MAX_WAIT_S)
+    return min(BACKOFF_S * 2 ** attempt, MAX_WAIT_S)
+
+
+def explain(e: BaseException, what: str) -> UserError | None:
+    """The one-line UserError for a non-transient Kaggle failure, or None if it is not one."""
+    import requests
+    status = _status(e)
+    if not isinstance(e, requests.exceptions.HTTPError) or status is None:
+        return None
+    says = _server_says(e)
+    if status == 401:
+        return UserError(f"Kaggle rejected your credentials (HTTP 401) while {what}: {credentials_help()}")
+    if status == 403:
+        return UserError(f"Kaggle refused access (HTTP 403: {says}) while {what}: accept the competition rules "
+                         f"at {RULES_URL} first (same account as your credentials)")
+    if status == 404:
+        return UserError(f"not found on Kaggle (HTTP 404: {says}) while {what}: check the competition slug "
+                         f"({COMPETITION}) and the file or kernel name")
+    if 400 <= status < 500 and status != 429:
+        return UserError(f"Kaggle refused the request (HTTP {status}: {says}) while {what}")
+    return None
+
+
+def call(fn: Callable[..., T], *args: Any, what: str, retry: bool = True, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` with Kaggle's HTTP errors turned into one-line UserErrors; retries 429/5xx/network."""
+    attempts = 1 + (RETRIES if retry else 0)
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted into user errors below; others re-raised
+            known = explain(e, what)
+            if known is not None:
+                raise known from e
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise UserError(f"disk full while {what}: free space there and run again "
+                                f"(a partial download resumes)") from e
+            if not _is_transient(e):
+                raise
+            if attempt + 1 < attempts:
+                wait = _wait_s(e, attempt)
+                print(f"Kaggle: {_describe(e)} while {what}; retrying in {wait:.0f} s "
+                      f"({attempt + 1}/{attempts - 1})", file=sys.stderr, flush=True)
+                _sleep(wait)
+                continue
+            tries = f"after {attempts} tries " if attempts > 1 else ""
+            raise UserError(f"Kaggle did not answer {tries}while {what} ({_describe(e)}): check your connection "
+                            f"and https://www.kaggle.com, then run the same command again") from e
+    raise AssertionError("unreachable")
+
+
+def _describe(e: BaseException) -> str:
+    status = _status(e)
+    return f"HTTP {status}" if status is not None else type(e).__name__
+
+
+def submit_file(path: str | os.PathLike, message: str) -> str:
+    """Upload a submission file to the competition; returns Kaggle's answer."""
+    from ..base.console import QUIET
+    api = get_api()
+    path = Path(path)
+    # no automatic retry: a failure after the upload may already have counted against today's limit
+    response = call(api.competition_submit, str(path), message, COMPETITION, quiet=QUIET,
+                    what=f"submitting {path}", retry=False)
+    answer = getattr(response, "message", "") or ""
+    if answer == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", None):
+        raise UserError(f"uploading {path} failed: check https://www.kaggle.com/competitions/{COMPETITION}"
+                        f"/submissions before submitting again, then rerun")
+    return answer

@@ -1,0 +1,82 @@
+"""runs/<run>/kernels.json: the host's record of a run's kernels, so that no GPU hour is lost to a forgotten push.
+
+For each kernel (by slug): its task and fold, every push (the toolkit's push number, Kaggle's version number,
+when, whether --fresh), the latest kernel-state.json seen in its output (which push made it, how far it got), and
+its checkpoint: the private dataset `kernel checkpoint` versioned that output as, how many versions it made and the
+state in the latest. A re-push embeds that latest state (or, with --resume-from dataset, the checkpoint's) as what
+the new version must find mounted (`on_kaggle.check_resume`). The
+queue of `kernel push --folds all` lives here too, so a stopped `kernel queue` loses nothing. Written atomically.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..base.fileio import read_json, write_json
+
+RECORD_FILE = "kernels.json"
+
+
+def record_path(run_name: str, runs: Path = Path("runs")) -> Path:
+    return runs / run_name / RECORD_FILE
+
+
+def load(run_name: str, runs: Path = Path("runs")) -> dict:
+    """The run's record ({"kernels": {}, "queue": None} when it has none yet)."""
+    path = record_path(run_name, runs)
+    data = read_json(path) if path.is_file() else {}
+    return {"kernels": data.get("kernels", {}), "queue": data.get("queue")}
+
+
+def save(run_name: str, data: dict, runs: Path = Path("runs")) -> None:
+    write_json(record_path(run_name, runs), data)
+
+
+def entry(data: dict, slug: str) -> dict:
+    """The record of one kernel (empty until its first push)."""
+    return data["kernels"].get(slug, {})
+
+
+def next_push(data: dict, slug: str) -> int:
+    """The push number the next push of this kernel gets (1 for the first)."""
+    return len(entry(data, slug).get("pushes", [])) + 1
+
+
+def note_push(data: dict, slug: str, *, ref: str, task: str, fold: int | None, push: int, version: int | None,
+              fresh: bool, expect: dict | None) -> None:
+    """Record one accepted push."""
+    kernel = data["kernels"].setdefault(slug, {"ref": ref, "task": task, "fold": fold, "pushes": []})
+    kernel["pushes"].append({"push": push, "version": version, "fresh": fresh, "expect": expect,
+                             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def note_state(data: dict, slug: str, state: dict | None) -> None:
+    """Record the kernel-state.json seen in a kernel's output, when it is newer than the one recorded."""
+    if not state or slug not in data["kernels"]:
+        return
+    seen = data["kernels"][slug].get("state")
+    if seen is None or (state.get("push") or 0) >= (seen.get("push") or 0):
+        data["kernels"][slug]["state"] = state
+
+
+def note_checkpoint(data: dict, slug: str, dataset: str, state: dict) -> int:
+    """Record one more version of the kernel's checkpoint dataset, holding `state`; returns its version count."""
+    kernel = data["kernels"][slug]
+    versions = (kernel.get("checkpoint") or {}).get("versions", 0) + 1
+    kernel["checkpoint"] = {"dataset": dataset, "versions": versions, "state": state,
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return versions
+
+
+def checkpoint(data: dict, slug: str) -> dict | None:
+    """The kernel's checkpoint record (dataset, versions, state), or None when none was made here."""
+    return entry(data, slug).get("checkpoint")
+
+
+def expected_state(data: dict, slug: str, source: str = "self") -> dict | None:
+    """The latest state known to be in the kernel's output, or in its checkpoint dataset (source "dataset");
+    None: no earlier push is known to have left one."""
+    state = (checkpoint(data, slug) or {}).get("state") if source == "dataset" else entry(data, slug).get("state")
+    if not state:
+        return None
+    return {"push": state.get("push") or 0, "state": state.get("state"), "progress": state.get("progress") or {}}

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base.errors import UserError
-from .base.fileio import write_json
+from .base.fileio import read_json, write_json
+from .models.encoders import encoder_spec
 
 ARCHS = ("unet", "simple")
 LOSSES = ("dice", "dice_global", "bce", "dice_bce")
@@ -217,7 +218,6 @@ def check_config(c: TrainConfig) -> None:
 def check_encoder(c: TrainConfig) -> None:
     """One-line UserErrors for encoder settings that cannot work together."""
     if c.encoder:
-        from .models.encoders import encoder_spec
         encoder_spec(c.encoder)
         if c.arch != "unet":
             raise UserError(f"--encoder {c.encoder} builds a U-Net: it does not go with --model {c.arch}")
@@ -337,7 +337,6 @@ def save_config(path: Path, cfg: TrainConfig) -> None:
 
 
 def load_config(path: Path) -> TrainConfig:
-    from .base.fileio import read_json
     if not path.is_file():
         raise UserError(f"{path}: no config.json; is this a run folder made by `competition train`?")
     return TrainConfig.from_json(read_json(path), str(path))

@@ -102,7 +102,7 @@ class Bad:
 BAD_INPUTS = [
     # the parser's own errors: one line, not the usage block
     Bad("a required flag missing", "refiner --data {tmp}", "refiner: the following arguments are required: --run"),
-    Bad("an unknown choice", "plan --gpu a100", "plan: --gpu: invalid choice: 'a100'"),
+    Bad("an unknown choice", "plan --accelerator a100", "unknown --accelerator 'a100'"),
     Bad("an unknown encoder", "train --encoder resnet18", "train: --encoder: invalid choice: 'resnet18'"),
     Bad("an unknown kernel task", "kernel build --task eval", "kernel: --task: invalid choice: 'eval'"),
     Bad("not a number", "refiner --run r --steps abc", "refiner: --refiner-steps/--steps: invalid int value: 'abc'"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from competition.kaggle import build as kbuild
 from competition.inference import predict as predict_mod
 from competition.base import rle
 from competition.inference import writer
@@ -297,13 +298,13 @@ def test_cv_of_a_blend_scores_the_folds_every_run_trained(runs, synth_dir, tmp_p
 # --- the predict kernel blends runs -----------------------------------------------------------------
 def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
     from competition.kaggle import kernels
-    from competition.kaggle.kernels import KernelSpec
+    from competition.kaggle.spec import KernelSpec
     from test_kernels import _kaggle_root, _run_kernel  # the same stand-in /kaggle as the CPU kernel tests
     a, b = runs
     spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny", "wide@0:3"])
     folder = kernels.build(spec, tmp_path / "build")
     assert folder.name == "carvana-tiny-widex3-predict"
-    meta = json.loads((folder / kernels.METADATA_FILE).read_text())
+    meta = json.loads((folder / kbuild.METADATA_FILE).read_text())
     assert meta["kernel_sources"] == ["alice/carvana-tiny-fold-0", "alice/carvana-tiny-fold-1",  # tiny: k=2
                                       "alice/carvana-wide-fold-0", "alice/carvana-tiny-widex3-predict"]
     spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny@0", "wide@0:3"])
@@ -326,7 +327,7 @@ def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
 
 def test_blend_kernel_carries_the_tuned_threshold_and_refuses_train_options(tmp_path, monkeypatch):
     from competition.kaggle import kernels
-    from competition.kaggle.kernels import KernelSpec
+    from competition.kaggle.spec import KernelSpec
     monkeypatch.chdir(tmp_path)  # runs/ here: where `kernel build --run tiny --run wide` looks for runs/blends/
     spec = KernelSpec(task="predict", preset="tiny", name="tiny+wide", user="alice", blend=["tiny", "wide"])
     assert "'threshold': None" in (kernels.build(spec, tmp_path / "b") / "run.py").read_text()

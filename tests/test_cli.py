@@ -148,7 +148,9 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
           '--allow-split': ('allow_split', False)}}
 RENAMED_DESTS = {("train", "--model"): "arch",  # the generated flag's dest is the field it sets
                  # one spelling for "where this command writes" since issue 35: --out, the old ones its aliases
-                 ("download", "--dest"): "out", ("extract", "--to"): "out", ("kernel", "--dest"): "out"}
+                 ("download", "--dest"): "out", ("extract", "--to"): "out", ("kernel", "--dest"): "out",
+                 # one spelling of the accelerator across subcommands since issue 44
+                 ("plan", "--gpu"): "accelerator"}
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +171,7 @@ def one_line_error(capsys, rc: int) -> str:
 # --- the parser's own errors ---------------------------------------------------------------------
 @pytest.mark.parametrize("args, line", [
     (["refiner", "--data", "data"], "error: refiner: the following arguments are required: --run; see --help"),
-    (["plan", "--gpu", "a100"], "error: plan: --gpu: invalid choice: 'a100'"),
+    (["plan", "--tta", "rot90"], "error: plan: --tta: invalid choice: 'rot90'"),
     (["train", "--encoder", "resnet18"], "error: train: --encoder: invalid choice: 'resnet18'"),
     (["kernel", "build", "--task", "eval"], "error: kernel: --task: invalid choice: 'eval'"),
     (["kernel", "fly"], "error: kernel: action: invalid choice: 'fly'"),
@@ -188,7 +190,7 @@ def test_parser_errors_are_one_line(args, line, capsys):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["plan", "--gpu", "a100"], "error: plan: --gpu: invalid choice: 'a100'"),
+    (["plan", "--accelerator", "a100"], "error: unknown --accelerator 'a100'"),
     (["train", "--time-limit", "-5m"], "error: --time-limit '-5m': expected a duration"),
     (["score", "--run", "runs/A", "--debug", "--bogus"], "error: score: unrecognized arguments: --bogus"),
 ])

@@ -13,11 +13,12 @@ import keras
 import numpy as np
 import pytest
 
+from competition.kaggle import build as kbuild
 from competition.kaggle import kernels
 from competition.kaggle import on_kaggle
 from competition.config import preset
 from competition.base.errors import UserError
-from competition.kaggle.kernels import KernelSpec
+from competition.kaggle.spec import KernelSpec
 from competition.models.losses import make_loss
 from competition.models import encoders
 from competition.models.encoders import ENCODERS, ENCODER_LAYER, FINETUNE_LR_FACTOR, PREPROCESS_LAYER
@@ -223,7 +224,7 @@ def test_freeze_encoder_survives_a_resume_at_the_phase_change(synth_dir, tmp_pat
 # --- kernels --------------------------------------------------------------------------------------
 def _metadata(tmp_path: Path, **kw) -> dict:
     folder = kernels.build(KernelSpec(task="train", preset="unet", name="enc", user="alice", **kw), tmp_path)
-    return json.loads((folder / kernels.METADATA_FILE).read_text())
+    return json.loads((folder / kbuild.METADATA_FILE).read_text())
 
 
 def test_kernel_internet_only_for_imagenet_weights(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from competition.kaggle import kernels
-from competition.kaggle.kernels import KernelSpec
+from competition.kaggle.spec import KernelSpec
 from competition.base.rle import decode
 from competition.base.submission_csv import validate
 from test_kernels import _kaggle_root  # the same stand-in /kaggle as the CPU kernel tests

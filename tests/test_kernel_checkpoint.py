@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import fake_kaggle
-from competition.kaggle import checkpoint as kernel_checkpoint, spec as kernel_spec, kernels, on_kaggle
+from competition.kaggle import state as kstate, build as kbuild
+from competition.kaggle import checkpoint as kernel_checkpoint, spec as kernel_spec, kernels
 from competition.cli import main
 from competition.config import preset
 from competition.base.errors import UserError
-from competition.kaggle.kernels import KernelSpec
+from competition.kaggle.spec import KernelSpec
 from fake_kaggle import USER
 from test_kernels import _api_mounted_root, _run_kernel
 
@@ -28,7 +29,7 @@ DATASET = f"{USER}/carvana-t1-fold-0-checkpoint"
 
 def _state(push: int, state: str = "time-limited", **progress) -> bytes:
     settings = {"name": "t1", "task": "train", "fold": 0, "kernel": REF, "push": push}
-    return json.dumps(on_kaggle.state_record(state, "fold 0", settings, progress or {"epochs": 3})).encode()
+    return json.dumps(kstate.state_record(state, "fold 0", settings, progress or {"epochs": 3})).encode()
 
 
 def _keras() -> bytes:
@@ -42,7 +43,7 @@ def _keras() -> bytes:
 
 def _backup_output(push: int = 1, epochs: int = 3) -> dict[str, bytes]:
     """A train kernel's output stopped after `epochs` epochs: the best model and the resumable backup."""
-    return {on_kaggle.STATE_FILE: _state(push, epochs=epochs, finished=False),
+    return {kstate.STATE_FILE: _state(push, epochs=epochs, finished=False),
             "config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": _keras(),
             "fold0/history.csv": b"epoch,loss\n", "fold0/backup/state.json": json.dumps(
                 {"epoch": epochs, "backup": f"epoch{epochs:03d}.keras"}).encode(),
@@ -78,8 +79,8 @@ def test_checkpoint_creates_a_private_dataset_of_the_output_then_versions_it(ser
     assert create["isPrivate"] is True and create["ownerSlug"] == USER and create["licenseName"] == "CC0-1.0"
     assert f"{USER}/{create['slug']}" == DATASET and 6 <= len(create["title"]) <= 50
     [version1] = server.datasets[DATASET]
-    assert sorted(version1) == ["config.json", "fold0.zip", on_kaggle.STATE_FILE]  # no log, no metadata file
-    assert json.loads(version1[on_kaggle.STATE_FILE])["progress"] == {"epochs": 3, "finished": False}
+    assert sorted(version1) == ["config.json", "fold0.zip", kstate.STATE_FILE]  # no log, no metadata file
+    assert json.loads(version1[kstate.STATE_FILE])["progress"] == {"epochs": 3, "finished": False}
     members = set(zipfile.ZipFile(io.BytesIO(version1["fold0.zip"])).namelist())
     assert {"model.keras", "backup/state.json", "backup/epoch003.keras"} <= members  # what resuming needs
     record = json.loads(_record(tmp_path).read_text())["kernels"]["carvana-t1-fold-0"]["checkpoint"]
@@ -115,7 +116,7 @@ def test_an_error_version_with_a_state_is_checkpointed_and_says_so(server, pushe
 
 @pytest.mark.parametrize("outputs, says", [
     ({}, "left no kernel-state.json in its output: nothing to checkpoint, nothing created"),
-    ({on_kaggle.STATE_FILE: _state(1, "running", epochs=0)}, "but no fold0/backup/state.json"),
+    ({kstate.STATE_FILE: _state(1, "running", epochs=0)}, "but no fold0/backup/state.json"),
 ], ids=["no-state", "state-without-backup"])
 def test_an_error_version_with_nothing_to_resume_from_creates_nothing(server, pushed, tmp_path, outputs, says):
     server.status_answer = {"status": "ERROR", "failureMessage": "killed"}
@@ -140,8 +141,8 @@ def test_a_running_kernel_is_checkpointed_after_it_ends(server, pushed, tmp_path
 
 
 def test_an_output_of_another_run_is_not_checkpointed(server, pushed):
-    server.outputs = {**_backup_output(), on_kaggle.STATE_FILE: json.dumps(
-        on_kaggle.state_record("time-limited", "", {"name": "other", "task": "train", "fold": 0, "kernel": REF,
+    server.outputs = {**_backup_output(), kstate.STATE_FILE: json.dumps(
+        kstate.state_record("time-limited", "", {"name": "other", "task": "train", "fold": 0, "kernel": REF,
                                                     "push": 1}, {"epochs": 3})).encode()}
     with pytest.raises(UserError, match="is another kernel's: run 'other'"):
         kernel_checkpoint.checkpoint(SPEC)
@@ -150,7 +151,7 @@ def test_an_output_of_another_run_is_not_checkpointed(server, pushed):
 
 @pytest.mark.parametrize("args, start", [
     (["--user", "alice"], f"error: alice/carvana-t1-fold-0 is not yours: your Kaggle credentials are {USER}'s"),
-    (["--accelerator", "a100"], "error: unknown accelerator 'a100'"),
+    (["--accelerator", "a100"], "error: unknown --accelerator 'a100'"),
     (["--run", "t2"], f"error: runs/t2/kernels.json records no push of {USER}/carvana-t2-fold-0"),
     (["--resume-from", "disk"], "error: kernel: --resume-from: invalid choice: 'disk' (choose from 'self', 'dataset')"),
 ], ids=["not-the-users-kernel", "unknown-accelerator", "no-push-recorded", "unknown-resume-source"])
@@ -191,7 +192,7 @@ def test_push_from_the_checkpoint_lists_the_dataset_and_expects_its_exact_state(
     assert settings["dataset"] == DATASET and settings["push"] == 2
     assert settings["expect"] == {"push": 1, "state": "time-limited", "progress": {"epochs": 3, "finished": False}}
     assert "--resume-from dataset`" in settings["fix"] and "kernel checkpoint" in settings["fix"]
-    meta = json.loads((pushed / "carvana-t1-fold-0" / kernels.METADATA_FILE).read_text())
+    meta = json.loads((pushed / "carvana-t1-fold-0" / kbuild.METADATA_FILE).read_text())
     assert meta["dataset_sources"] == [DATASET] and meta["kernel_sources"] == []
 
 
@@ -244,7 +245,7 @@ def _mount(root: Path, files: dict[str, bytes], unpack: bool) -> Path:
 def test_the_kernel_restores_the_checkpoint_and_resumes_from_it(server, pushed, tmp_path, synth_zip_dir, unpack):
     """A version killed after its fold finished (ERROR): the checkpoint holds the trained fold, and the kernel pushed
     from it restores the fold from the dataset and does not train it again (cheap: no epoch runs)."""
-    outputs = {on_kaggle.STATE_FILE: _state(1, "running", epochs=1, finished=True),
+    outputs = {kstate.STATE_FILE: _state(1, "running", epochs=1, finished=True),
                "config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": _keras(),
                "fold0/train.json": json.dumps({"epochs": 1, "best": 0.5}).encode()}
     server.status_answer = {"status": "ERROR", "failureMessage": "killed"}
@@ -259,7 +260,7 @@ def test_the_kernel_restores_the_checkpoint_and_resumes_from_it(server, pushed, 
     working = root / "working"
     assert (working / "fold0" / "model.keras").read_bytes() == outputs["fold0/model.keras"]
     assert (working / "fold0" / "train.json").is_file() and not list(working.glob("*.zip"))
-    state = json.loads((working / on_kaggle.STATE_FILE).read_text())
+    state = json.loads((working / kstate.STATE_FILE).read_text())
     assert state["state"] == "complete" and state["push"] == 2
 
 
@@ -272,7 +273,7 @@ def test_a_kernel_whose_checkpoint_is_missing_or_older_stops_before_tensorflow(s
     script = _push_from_checkpoint(server, pushed, _backup_output(push=1, epochs=3))
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
     if mounted is not None:  # Kaggle mounted the dataset's earlier version
-        _mount(root, {**server.datasets[DATASET][-1], on_kaggle.STATE_FILE: _state(mounted, epochs=2)}, False)
+        _mount(root, {**server.datasets[DATASET][-1], kstate.STATE_FILE: _state(mounted, epochs=2)}, False)
     proc = _run_kernel(script, root)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = proc.stderr.strip().splitlines()

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from competition.kaggle import state as kstate
 from competition.kaggle import queue as kernel_queue
 from competition.base.errors import UserError
-from competition.kaggle.kernels import KernelSpec
+from competition.kaggle.spec import KernelSpec
 from test_kernels import USER, server  # noqa: F401 - the fake Kaggle fixture
 
 SPEC = KernelSpec(preset="unet", name="q1")  # unet: 5 folds
@@ -67,12 +68,11 @@ def test_a_refused_push_is_retried_on_a_later_pass_not_fatal(server, tmp_path, c
 
 
 def test_a_fold_stopped_at_its_time_limit_is_pushed_again_and_resumes(server, tmp_path):
-    from competition.kaggle import on_kaggle
     kernel_queue.push_all(KernelSpec(preset="tiny", name="q1"), out_root=tmp_path / "build")  # tiny: 2 folds
-    state = on_kaggle.state_record("time-limited", "fold 0 after epoch 4",
+    state = kstate.state_record("time-limited", "fold 0 after epoch 4",
                                    {"name": "q1", "task": "train", "fold": 0, "kernel": f"{USER}/carvana-q1-fold-0",
                                     "push": 1}, {"epochs": 4})
-    server.outputs = {on_kaggle.STATE_FILE: json.dumps(state).encode()}
+    server.outputs = {kstate.STATE_FILE: json.dumps(state).encode()}
     server.statuses = {"carvana-q1-fold-1": {"status": "RUNNING"}}
     states = kernel_queue.step("q1", tmp_path / "build")
     assert states == {0: "PUSHED", 1: "RUNNING"}

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from competition.kaggle import state as kstate, spec as kspec, build as kbuild, machines
 from competition import COMPETITION
 from competition.kaggle import kernels, on_kaggle
 from competition.config import preset
 from competition.base.errors import UserError
-from competition.kaggle.kernels import KernelSpec
+from competition.kaggle.spec import KernelSpec
 from competition.base.submission_csv import validate
 
 import fake_kaggle
@@ -77,13 +78,16 @@ def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
 
-def test_p100_asks_for_the_p100_and_warns_that_it_is_slower_here(server, tmp_path, capsys):
-    kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="p100"), out_root=tmp_path / "build")
-    assert server.body("SaveKernel")["machineShape"] == "NvidiaTeslaP100"
-    err = capsys.readouterr().err
-    assert "warning:" in err and "without tensor cores" in err
-    assert "2x T4" in err and "float16" in err
-    assert on_kaggle.gpu_mismatch("p100", ["Tesla P100-PCIE-16GB"]) is None
+@pytest.mark.parametrize("name", ["p100", "NvidiaTeslaP100", "tpu"])
+def test_a_retired_or_unsupported_accelerator_is_one_line_and_nothing_is_sent(server, tmp_path, name):
+    """kaggle 2.2.5 lists NvidiaTeslaP100 in _RETIRED_ACCELERATORS (its sessions run on T4 x2): refused, with
+    what Kaggle runs instead; Kaggle's own spelling of it too; the TPU, which the toolkit cannot train on."""
+    with pytest.raises(UserError) as e:
+        kernels.push(KernelSpec(preset="tiny", name="t1", accelerator=name), out_root=tmp_path / "build")
+    line = _one_line(e)
+    assert ("retired" in line and "T4 x2" in line) if name != "tpu" else "TPU" in line
+    assert "--accelerator t4x2" in line
+    assert not [r for r in server.sent if "SaveKernel" in r[0]] and not (tmp_path / "build").exists()
 
 
 def test_accelerator_none_is_a_cpu_kernel(server, tmp_path):
@@ -100,21 +104,21 @@ def test_push_refused_by_kaggle_is_one_line(server, tmp_path):
 
 
 def test_built_metadata_is_the_template_filled_in(tmp_path):
-    for task in kernels.TASKS:
+    for task in kspec.TASKS:
         folder = kernels.build(KernelSpec(task=task, preset="tiny", name="t1", user="alice"), tmp_path)
-        meta = json.loads((folder / kernels.METADATA_FILE).read_text())
-        template = kernels.template_metadata(task)
+        meta = json.loads((folder / kbuild.METADATA_FILE).read_text())
+        template = kbuild.template_metadata(task)
         assert set(meta) == set(template)
         assert all(meta[k] == template[k] for k in ("language", "kernel_type", "is_private", "enable_internet",
                                                      "competition_sources"))
         assert meta["enable_internet"] is False and meta["competition_sources"] == [COMPETITION]
-        assert meta["id"] == f"alice/{folder.name}" and kernels.slugify(meta["title"]) == folder.name
+        assert meta["id"] == f"alice/{folder.name}" and kspec.slugify(meta["title"]) == folder.name
 
 
 def test_titles_slug_like_the_kaggle_package():
     from slugify import slugify  # python-slugify, what kaggle's kernels_push compares the id with
     for spec in (KernelSpec(name="my_run.v2", fold=3), KernelSpec(task="predict", name="Unet 1280", shard=(0, 4))):
-        assert kernels.slugify(kernels.title(spec)) == slugify(kernels.title(spec))
+        assert kspec.slugify(kspec.title(spec)) == slugify(kspec.title(spec))
 
 
 def test_titles_fit_in_50_characters_with_a_stable_hash_and_stay_one_per_run_fold_and_task():
@@ -123,33 +127,33 @@ def test_titles_fit_in_50_characters_with_a_stable_hash_and_stay_one_per_run_fol
     specs = [KernelSpec(name=long, fold=k) for k in range(5)] + [
         KernelSpec(name=long, fold=0, epochs=1), KernelSpec(name=long + "-b", fold=0),
         KernelSpec(task="predict", name=long), KernelSpec(task="predict", name=long, shard=(11, 16))]
-    titles = [kernels.title(s) for s in specs]
+    titles = [kspec.title(s) for s in specs]
     assert all(len(t) <= 50 for t in titles), [len(t) for t in titles]
-    assert len(set(titles)) == len(titles) and len({kernels.kernel_slug(s) for s in specs}) == len(specs)
-    assert titles == [kernels.title(s) for s in specs]  # stable: the same run gets the same slug next time
-    assert all(kernels.slugify(t) == slugify(t) for t in titles)
+    assert len(set(titles)) == len(titles) and len({kspec.kernel_slug(s) for s in specs}) == len(specs)
+    assert titles == [kspec.title(s) for s in specs]  # stable: the same run gets the same slug next time
+    assert all(kspec.slugify(t) == slugify(t) for t in titles)
     assert titles[1].startswith("carvana resnet50-imagenet") and titles[1].endswith(" fold 1")
     assert titles[5].endswith(" fold 0 trial 1 epochs")
     # a predict kernel finds the shortened train kernels
-    assert kernels.train_refs(KernelSpec(task="predict", name=long, preset="tiny"), "u") == [
-        f"u/{kernels.kernel_slug(s)}" for s in specs[:2]]
-    assert kernels.title(KernelSpec(name="t1", fold=1)) == "carvana t1 fold 1"  # short names unchanged
+    assert kspec.train_refs(KernelSpec(task="predict", name=long, preset="tiny"), "u") == [
+        f"u/{kspec.kernel_slug(s)}" for s in specs[:2]]
+    assert kspec.title(KernelSpec(name="t1", fold=1)) == "carvana t1 fold 1"  # short names unchanged
 
 
 def test_a_long_run_name_pushes_a_title_kaggle_accepts(server, tmp_path, capsys):
     kernels.push(KernelSpec(preset="tiny", name="a-very-long-run-name-for-the-tiny-preset-with-lovasz"),
                  out_root=tmp_path / "build")
     body = server.body("SaveKernel")
-    assert len(body["newTitle"]) <= 50 and body["slug"] == f"{USER}/{kernels.slugify(body['newTitle'])}"
+    assert len(body["newTitle"]) <= 50 and body["slug"] == f"{USER}/{kspec.slugify(body['newTitle'])}"
     assert "does not resolve to the specified id" not in capsys.readouterr().out
 
 
 def test_embedded_package_is_every_module_and_reproducible():
-    data = kernels.package_zip()
-    assert data == kernels.package_zip()
+    data = kbuild.package_zip()
+    assert data == kbuild.package_zip()
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    expected = {f"competition/{p.relative_to(kernels.PACKAGE_DIR).as_posix()}"
-                for p in kernels.PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    expected = {f"competition/{p.relative_to(kspec.PACKAGE_DIR).as_posix()}"
+                for p in kspec.PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
     assert names == expected
 
 
@@ -158,7 +162,8 @@ def test_unknown_accelerator_is_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         kernels.build(KernelSpec(user="alice", accelerator="a100"), tmp_path)
     line = _one_line(e)
-    assert "a100" in line and all(choice in line for choice in kernels.ACCELERATORS)
+    assert "a100" in line and all(choice in line for choice in machines.OFFERED)
+    assert "p100" not in line  # retired: not offered
     assert not list(tmp_path.iterdir())
 
 
@@ -175,7 +180,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, start", [
-    (["build", "--user", "alice", "--accelerator", "a100"], "error: unknown accelerator 'a100'"),
+    (["build", "--user", "alice", "--accelerator", "a100"], "error: unknown --accelerator 'a100'"),
     (["build"], "error: no Kaggle user name"),
     (["build", "--user", "alice", "--fold", "7"], "error: --fold 7 is out of range"),
 ])
@@ -216,7 +221,7 @@ def test_status_error_prints_the_command_that_resumes_it(server):
 
 def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys):
     server.status_answer = {"status": "COMPLETE"}
-    server.outputs = {on_kaggle.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
+    server.outputs = {kstate.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
                       "fold0/model.keras": b"not fetched by status"}
     spec = KernelSpec(task="predict", preset="tiny", name="t1", shard=(1, 4))
     assert kernels.status(spec) == "TIME_LIMITED"
@@ -229,7 +234,7 @@ def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys)
 
 
 def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, capsys):
-    server.outputs = {on_kaggle.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
+    server.outputs = {kstate.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
     assert kernels.status(KernelSpec(preset="tiny", name="t1")) == "COMPLETE"
     assert "fetch its outputs" in capsys.readouterr().out
 
@@ -239,8 +244,8 @@ def test_kernel_time_limit_is_the_session_less_the_margin_less_the_time_used():
     hour = 3600.0
     train = parse_duration(on_kaggle.time_limit("train", started=50.0, now=50.0 + hour))
     predict = parse_duration(on_kaggle.time_limit("predict", started=50.0, now=50.0 + hour))
-    assert train == 12 * hour - on_kaggle.TIME_MARGIN_SECONDS["train"] - hour
-    assert predict == 12 * hour - on_kaggle.TIME_MARGIN_SECONDS["predict"] - hour
+    assert train == 12 * hour - machines.TIME_MARGIN_SECONDS["train"] - hour
+    assert predict == 12 * hour - machines.TIME_MARGIN_SECONDS["predict"] - hour
     assert 10 * hour < train < predict < 11 * hour  # room to score a fold after training, less after predicting
     assert parse_duration(on_kaggle.time_limit("train", started=0.0, now=13 * hour)) == 1  # never zero or negative
 
@@ -257,7 +262,7 @@ def test_session_hours_come_from_the_option_or_the_environment_and_reach_the_ker
         kernels.build(KernelSpec(preset="tiny", name="t3", user="alice"), tmp_path / "b3")
     assert not (tmp_path / "b3").exists()
     assert parse_duration(on_kaggle.time_limit("train", 0.0, now=0.0, session_hours=9)) == (
-        9 * 3600 - on_kaggle.TIME_MARGIN_SECONDS["train"])
+        9 * 3600 - machines.TIME_MARGIN_SECONDS["train"])
 
 
 def test_gpu_mismatch_is_warned_about():
@@ -273,15 +278,15 @@ def test_l4_warns_that_it_may_not_be_open(server, tmp_path, capsys):
     kernels.push(KernelSpec(preset="tiny", name="t1", accelerator="l4"), out_root=tmp_path / "build")
     assert server.body("SaveKernel")["machineShape"] == "NvidiaL4"
     err = capsys.readouterr().err
-    assert "warning:" in err and "may not be open for this competition" in err
+    assert "warning:" in err and "only to some competitions" in err
 
 
 def test_trial_kernel_never_takes_the_real_folds_slug():
     real, trial = KernelSpec(fold=2, name="r"), KernelSpec(fold=2, name="r", epochs=1)
-    assert kernels.kernel_slug(real) == "carvana-r-fold-2"
-    assert kernels.kernel_slug(trial) == "carvana-r-fold-2-trial-1-epochs"
+    assert kspec.kernel_slug(real) == "carvana-r-fold-2"
+    assert kspec.kernel_slug(trial) == "carvana-r-fold-2-trial-1-epochs"
     # a predict kernel's default train kernels are the real folds, never the trial ones
-    assert kernels.train_refs(KernelSpec(task="predict", name="r", preset="tiny"), "u") == [
+    assert kspec.train_refs(KernelSpec(task="predict", name="r", preset="tiny"), "u") == [
         "u/carvana-r-fold-0", "u/carvana-r-fold-1"]
 
 
@@ -505,7 +510,7 @@ def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
     state = json.loads((root / "working" / "fold0" / "backup" / "state.json").read_text())
     import keras
     best = keras.models.load_model(root / "working" / "fold0" / "model.keras", compile=False)
-    kernel_state = json.loads((root / "working" / on_kaggle.STATE_FILE).read_text())
+    kernel_state = json.loads((root / "working" / kstate.STATE_FILE).read_text())
     _next_session(root, "alice", folder.name)
     second = _run_killable(folder / "run.py", root)
     return dict(spec=spec, root=root, slug=folder.name, first=first, killed=killed, state=state, best=best,
@@ -518,7 +523,7 @@ def test_kernel_killed_mid_epoch_leaves_the_best_model_and_a_backup(killed_and_r
     assert "GPUs: 0" in r["first"].stdout and "warning: this kernel asked for 2x T4" in r["first"].stdout
     assert r["state"]["epoch"] == 1 and r["state"]["backup"] == "epoch001.keras"
     assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
-            "fold0/backup/state.json", "fold0/backup/epoch001.keras", on_kaggle.STATE_FILE} <= r["killed"]
+            "fold0/backup/state.json", "fold0/backup/epoch001.keras", kstate.STATE_FILE} <= r["killed"]
     assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in r["killed"])  # no half-written copy
     assert r["best"].input_shape[1:3] == (32, 48)  # a loadable model
     assert r["kernel_state"]["state"] == "running"
@@ -539,7 +544,7 @@ def test_next_kernel_version_resumes_the_fold_from_the_mounted_output(killed_and
     with open(mount / "fold0" / "history.csv") as f:
         assert next(csv.DictReader(f)) == rows[0]  # epoch 1 kept from the first session, not retrained
     assert not (working / "fold0" / "backup").exists() and not list(working.rglob(".*"))
-    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "complete"
+    assert json.loads((working / kstate.STATE_FILE).read_text())["state"] == "complete"
     # scored with a tuned threshold, which the run's config (what predict uses) now holds
     score = json.loads((working / "fold0" / "score.json").read_text())
     assert json.loads((working / "config.json").read_text())["threshold"] == score["best_threshold"]
@@ -573,7 +578,7 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     assert second.returncode == 0, second.stdout + second.stderr
     assert "2 of 4 rows already written" in second.stdout
     assert (root / "working" / "kr.csv.gz").read_bytes() == reference.read_bytes()
-    assert sorted(p.name for p in (root / "working").iterdir()) == [on_kaggle.STATE_FILE, "kr.csv.gz",
+    assert sorted(p.name for p in (root / "working").iterdir()) == [kstate.STATE_FILE, "kr.csv.gz",
                                                                      "kr.csv.gz.json"]
 
 
@@ -591,9 +596,9 @@ def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_ve
     assert "refiner: training fold0.keras on the training photos of folds [0]" in first.stdout
     killed = {p.relative_to(working).as_posix() for p in working.rglob("*") if p.is_file()}
     assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/train.json", "fold0/history.csv",
-            on_kaggle.STATE_FILE} <= killed
+            kstate.STATE_FILE} <= killed
     assert not any(name.startswith("refiner/") or name.rsplit("/", 1)[-1].startswith(".") for name in killed)
-    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "running"
+    assert json.loads((working / kstate.STATE_FILE).read_text())["state"] == "running"
     model = (working / "fold0" / "model.keras").read_bytes()
 
     _next_session(root, "alice", folder.name)
@@ -607,7 +612,7 @@ def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_ve
     assert record["fold0.keras"]["steps"] == 3 and record["fold0.keras"]["learns_from"] == "training"
     assert (working / "refiner" / "fold0.keras").is_file() and (working / "refiner" / "all.keras").is_file()
     assert json.loads((working / "fold0" / "score.json").read_text())["refine"] == "net"
-    assert json.loads((working / on_kaggle.STATE_FILE).read_text())["state"] == "complete"
+    assert json.loads((working / kstate.STATE_FILE).read_text())["state"] == "complete"
     assert not list(working.rglob(".*")) and not list(working.rglob("backup"))
 
 
@@ -737,7 +742,7 @@ def test_refine_is_for_predict_kernels_and_net_not_for_blends(tmp_path):
 
 # --- a resume that cannot silently restart ------------------------------------------------------------
 def _state(push: int, state: str = "time-limited", epochs: int = 3, **kw) -> bytes:
-    record = on_kaggle.state_record(state, f"fold 0 after epoch {epochs}", {"name": "t1", "task": "train", "fold": 0,
+    record = kstate.state_record(state, f"fold 0 after epoch {epochs}", {"name": "t1", "task": "train", "fold": 0,
                                                                           "kernel": f"{USER}/carvana-t1-fold-0",
                                                                           "push": push, **kw}, {"epochs": epochs})
     return json.dumps(record).encode()
@@ -755,7 +760,7 @@ def test_every_push_is_recorded_and_a_repush_expects_the_latest_known_output(ser
     first = _settings(server.sent[-1][1]["text"])
     assert first["push"] == 1 and first["expect"] is None and first["fresh"] is False
     server.save_answer = {"versionNumber": 2}
-    server.outputs = {on_kaggle.STATE_FILE: _state(1, epochs=7)}
+    server.outputs = {kstate.STATE_FILE: _state(1, epochs=7)}
     kernels.push(spec, out_root=tmp_path / "build")
     second = _settings(server.sent[-1][1]["text"])
     assert second["push"] == 2 and second["expect"] == {"push": 1, "state": "time-limited", "progress": {"epochs": 7}}
@@ -790,7 +795,7 @@ def test_a_repush_while_the_kernel_runs_or_a_refused_push_leaves_the_record_unto
 def test_resume_check_resumes_from_the_expected_output_and_not_from_another(tmp_path, capsys):
     mount = tmp_path / "input" / "notebooks" / USER / "carvana-t1-fold-0"
     mount.mkdir(parents=True)
-    (mount / on_kaggle.STATE_FILE).write_bytes(_state(2, epochs=9))
+    (mount / kstate.STATE_FILE).write_bytes(_state(2, epochs=9))
     settings = {"name": "t1", "task": "train", "fold": 0, "kernel": f"{USER}/carvana-t1-fold-0", "push": 3,
                 "expect": {"push": 2, "state": "time-limited", "progress": {"epochs": 9}}, "fix": "FIX"}
     assert on_kaggle.check_resume(tmp_path / "input", settings) is True
@@ -810,15 +815,15 @@ def test_a_repushed_kernel_that_finds_nothing_or_an_older_output_stops_before_an
         server, tmp_path, synth_zip_dir, mounted, found):
     spec = KernelSpec(preset="tiny", name="t1", epochs=None)
     for push in (1, 2):
-        server.outputs = {on_kaggle.STATE_FILE: _state(push - 1)} if push > 1 else {}
+        server.outputs = {kstate.STATE_FILE: _state(push - 1)} if push > 1 else {}
         kernels.push(spec, out_root=tmp_path / "build")
-    server.outputs = {on_kaggle.STATE_FILE: _state(2)}
+    server.outputs = {kstate.STATE_FILE: _state(2)}
     kernels.push(spec, out_root=tmp_path / "build")  # push 3 expects push 2's output
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
     if mounted is not None:
         mount = root / "input" / "notebooks" / USER / "carvana-t1-fold-0"
         mount.mkdir(parents=True)
-        (mount / on_kaggle.STATE_FILE).write_bytes(_state(mounted))
+        (mount / kstate.STATE_FILE).write_bytes(_state(mounted))
     proc = _run_kernel(tmp_path / "build" / "carvana-t1-fold-0" / "run.py", root)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     [line] = proc.stderr.strip().splitlines()
@@ -839,7 +844,7 @@ def test_the_kaggle_key_is_in_nothing_written_or_sent(server, tmp_path, monkeypa
     server.outputs = {"config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": b"m"}
     kernels.output(KernelSpec(preset="tiny", name="t1"), dest=tmp_path / "runs" / "t1")
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.name == "run.py" for p in written) and any(p.name == kernels.METADATA_FILE for p in written)
+    assert any(p.name == "run.py" for p in written) and any(p.name == kbuild.METADATA_FILE for p in written)
     for p in written:
         assert key.encode() not in p.read_bytes(), p
     for script in (p for p in written if p.name == "run.py"):

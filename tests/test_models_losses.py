@@ -7,7 +7,9 @@ import keras
 from competition.models import losses
 from competition.config import preset
 from competition.base.errors import UserError
-from competition.models import build_model, build_simple, build_unet
+from competition.models import build_model
+from competition.models.simple import build_simple
+from competition.models.unet import build_unet
 
 
 @pytest.mark.parametrize("depth, size", [(2, (32, 48)), (3, (64, 64)), (4, (96, 128)), (3, (40, 80))])

@@ -13,7 +13,8 @@ from nbclient import NotebookClient
 
 from competition.cli import main
 from competition.base.errors import UserError
-from competition.kaggle.kernels import KernelSpec, package_zip
+from competition.kaggle.build import package_zip
+from competition.kaggle.spec import KernelSpec
 from competition.kaggle.notebook import NOTEBOOK_FILE, TEMPLATE_DIR, filled_notebook, kernel_command
 
 ROOT = Path(__file__).resolve().parents[1]

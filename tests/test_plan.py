@@ -16,7 +16,7 @@ TRAIN, VAL = 5088 - 1018, 1018  # Kaggle's 5,088 training images in 5 folds: 1,0
 
 
 def test_hours_sessions_shards_and_quota_on_a_stated_throughput():
-    recipe = recipe_for(preset("unet"), None, "hflip", "t4")  # 5 folds, up to 40 epochs, one T4
+    recipe = recipe_for(preset("unet"), None, "hflip", "l4")  # 5 folds, up to 40 epochs, one GPU (an L4)
     assert (recipe.train_images, recipe.val_images, recipe.tta_passes, recipe.gpus) == (TRAIN, VAL, 2, 1)
     c = cost(recipe, Rates(10.0, 20.0, "stated"))
     epoch_s = TRAIN / 10 + VAL / 20                                    # 407 s training + 50.9 s validating
@@ -32,7 +32,7 @@ def test_hours_sessions_shards_and_quota_on_a_stated_throughput():
 
 
 def test_two_gpus_speed_training_up_but_not_the_test_pass():
-    one = cost(recipe_for(preset("unet"), [0], "none", "t4"), Rates(10.0, 20.0, "stated"))
+    one = cost(recipe_for(preset("unet"), [0], "none", "l4"), Rates(10.0, 20.0, "stated"))
     two = cost(recipe_for(preset("unet"), [0], "none", "t4x2"), Rates(10.0, 20.0, "stated"))
     assert two["speedup"] == pytest.approx(1.9)
     assert two["fold_train_h"] == pytest.approx(one["fold_train_h"] / 1.9)
@@ -58,7 +58,7 @@ def test_training_goes_at_the_slower_of_the_gpus_and_the_cpu_pipeline():
 
 def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(capsys):
     """Post-processing runs once per image (after TTA and folds) on predict's CPU threads; refining costs more."""
-    recipe = recipe_for(preset("demo", refine="guided"), [0, 1], "hflip", "t4")
+    recipe = recipe_for(preset("demo", refine="guided"), [0, 1], "hflip", "l4")
     fast_gpu = Rates(10.0, 2000.0, "stated")
     gpu_h = 100_064 * 2 * 2 / 2000 / 3600
     plain = cost(recipe, fast_gpu, post_img_s=plan_mod.post_rate(preset("unet"))[0])
@@ -77,7 +77,7 @@ def test_the_test_pass_goes_at_the_slower_of_one_gpu_and_the_post_processing(cap
     assert big == pytest.approx(2e3 / (2 + 25 * 4 * 4), rel=0.01)
     net = plan_mod.post_rate(preset("demo", refine="net"))  # one image at a time: the net's lock
     assert net[0] == pytest.approx(1e3 / plan_mod.POSTPROCESS_MS["net"]) and "1 post-processing thread" in net[1]
-    plan_mod.plan(preset("demo", refine="guided"), [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
+    plan_mod.plan(preset("demo", refine="guided"), [0, 1], "hflip", "l4", stated=(10.0, 2000.0))
     out = capsys.readouterr().out
     assert "(**CPU-bound**)" in out and "refine=guided" in out
 
@@ -97,30 +97,30 @@ def test_on_a_gpu_session_the_refiner_nets_pass_is_the_gpus_and_the_cpu_threads_
     # each thread waits for its own image's pass on the card
     assert rate == pytest.approx(2e3 / (plan_mod.POSTPROCESS_MS["guided"] + gpu_ms)) and "ESTIMATE" in how
     assert 5 * cpu < rate < guided
-    recipe, fast = recipe_for(cfg, [0], "none", "t4"), Rates(10.0, 2000.0, "stated")
+    recipe, fast = recipe_for(cfg, [0], "none", "l4"), Rates(10.0, 2000.0, "stated")
     card_h = cost(recipe, fast, post_gpu_ms=plan_mod.post_gpu_ms(cfg, "T4"))["gpu_predict_h"]
     assert card_h == pytest.approx(100_064 / 2000 / 3600 + 100_064 * gpu_ms / 3.6e6)  # the card runs both
     assert plan_mod.post_gpu_ms(cfg, None) == plan_mod.post_gpu_ms(preset("demo", refine="guided"), "T4") == 0.0
     assert plan_mod.gpu_refiner_ms((320, 480), "T4")[0] > plan_mod.gpu_refiner_ms((320, 480), "H100")[0]
     big_guide = plan_mod.post_rate(preset("unet", refine="net"), "T4")  # native guide: 16x the pixels
     assert big_guide[0] < rate
-    plan_mod.plan(cfg, [0, 1], "hflip", "t4", stated=(10.0, 2000.0))
+    plan_mod.plan(cfg, [0, 1], "hflip", "l4", stated=(10.0, 2000.0))
     assert "refiner net" in capsys.readouterr().out
 
 
 def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
     cfg = preset("unet")
     with pytest.raises(UserError, match=r"test pass needs 13\.9 h .*11\.75 h.*--allow-split to plan 2 shards"):
-        plan(cfg, None, "hflip", "t4", stated=(10.0, 20.0))
+        plan(cfg, None, "hflip", "l4", stated=(10.0, 20.0))
     assert "| predict shards | 2 |" in capsys.readouterr().out  # the table is printed before the refusal
-    result = plan(cfg, None, "hflip", "t4", allow_split=True, stated=(10.0, 20.0))
+    result = plan(cfg, None, "hflip", "l4", allow_split=True, stated=(10.0, 20.0))
     assert result["cost"]["shards"] == 2
     # 100 epochs of 457.9 s = 12.7 h: more than the 11.33 h a train session gives (12 h less 40 min)
     long = preset("unet", epochs=100)
     with pytest.raises(UserError, match=r"one fold of unet needs 12\.7 h .*11\.33 h.*2 resumed sessions per fold"):
-        plan(long, [0], "none", "t4", stated=(10.0, 20.0))
-    assert plan(long, [0], "none", "t4", allow_split=True, stated=(10.0, 20.0))["cost"]["train_kernels"] == 2
-    fits = plan(cfg, [0, 1], "hflip", "t4", stated=(10.0, 20.0))  # 2 folds: 5.6 h of test pass, one session
+        plan(long, [0], "none", "l4", stated=(10.0, 20.0))
+    assert plan(long, [0], "none", "l4", allow_split=True, stated=(10.0, 20.0))["cost"]["train_kernels"] == 2
+    fits = plan(cfg, [0, 1], "hflip", "l4", stated=(10.0, 20.0))  # 2 folds: 5.6 h of test pass, one session
     assert refusal(fits["recipe"], fits["cost"]) is None and fits["cost"]["shards"] == 1
 
 
@@ -165,7 +165,7 @@ def test_crop_presets_cost_crops_to_train_and_frames_to_predict():
 
 def test_cli_prints_the_table_and_refuses_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    base = [sys.executable, "-m", "competition", "plan", "--preset", "unet", "--gpu", "t4",
+    base = [sys.executable, "-m", "competition", "plan", "--preset", "unet", "--accelerator", "l4",
             "--train-img-s", "10", "--predict-img-s", "20"]
     r = subprocess.run(base, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 2 and r.stderr.startswith("error: the test pass needs 13.9 h") and r.stderr.count("\n") == 1

@@ -84,7 +84,8 @@ def test_submit_and_validate_find_data_carvana_or_say_which_flag_in_one_line(tmp
     from competition.cli import inference
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr(inference, "validate_submission", lambda file, sample, data: seen.append(data))
+    monkeypatch.setattr("competition.inference.submission.validate_submission",
+                        lambda file, sample, data: seen.append(data))
     assert cli.main(["validate", "s.csv.gz"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data DIR" in err and "--sample" in err

@@ -65,6 +65,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 # numpy is not among them: `python -m competition --help` imports it anyway (config, the TTA table).
 HEAVY = ("tensorflow", "keras", "jax", "torch", "pandas", "sklearn", "matplotlib", "kaggle", "kagglesdk", "requests",
          "urllib3", "cv2", "tqdm", "nbformat", "nbclient")
+# The CLI parses before it loads any stage: `--help` and a typo answer in about 0.1 s, so a handler imports the
+# stage it calls inside itself, whatever that stage imports.
+PARSE_FIRST = ("competition.cli",)
 ENTRY_POINTS = ("kernels/train/run.py", "kernels/predict/run.py", "kernels/notebook/carvana.ipynb", "scripts")
 
 
@@ -260,8 +263,8 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_an_import_inside_a_function_keeps_a_heavy_library_out_of_a_light_command():
-    """Inside a function: a HEAVY library, or a module of ours that imports one; never what the file imports at
-    its top already."""
+    """Inside a function: a HEAVY library, or a module of ours that imports one (in the CLI, any stage: PARSE_FIRST);
+    never what the file imports at its top already."""
     found = all_imports()
     heavy = heavy_modules(found)
     wrong = []
@@ -273,11 +276,10 @@ def test_an_import_inside_a_function_keeps_a_heavy_library_out_of_a_light_comman
             if again:
                 wrong.append(f"{where(imp)}: imported again inside a function ({again[0]} is imported at the top)")
                 continue
-            light_own = [t for t in imp.targets if t not in heavy and t not in _with_packages(m, set(found))]
             light_third = [t for t in imp.third_party if t not in HEAVY]
-            if imp.targets and not set(imp.targets) & heavy:
-                wrong.append(f"{where(imp)}: {light_own[0] if light_own else imp.targets[0]} imports nothing heavy: "
-                             f"import it at the top")
+            parse_first = any(m == p or m.startswith(p + ".") for p in PARSE_FIRST)
+            if imp.targets and not set(imp.targets) & heavy and not parse_first:
+                wrong.append(f"{where(imp)}: {max(imp.targets, key=len)} imports nothing heavy: import it at the top")
             elif not imp.targets and light_third:
                 wrong.append(f"{where(imp)}: {light_third[0]} is not heavy (HEAVY): import it at the top")
     assert not wrong, "imports inside functions without a reason:\n" + "\n".join(wrong)

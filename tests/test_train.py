@@ -36,7 +36,7 @@ def test_tiny_run_writes_every_file_learns_and_stops_early(tiny_run, synth_dir):
     dice = [float(r["val_dice"]) for r in rows]
     assert epochs < TINY["epochs"] and dice[-1] <= max(dice[:-1]), dice
     assert all(b > a for a, b in zip(dice[:-2], dice[1:-1])), dice
-    summary = train_mod.read_json(out / "train.json")
+    summary = json.loads((out / "train.json").read_text())
     assert summary["epochs"] == epochs and summary["best"] == max(dice) and summary["best_epoch"] == epochs - 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ids, probs = load_oof(out / "oof.npz")

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -107,7 +108,6 @@ def read_json(path: str | os.PathLike, rebuild: str | None = None) -> dict:
 def check_zip(path: str | os.PathLike, rebuild: str, members: tuple[str, ...] = ()) -> None:
     """A cheap check that `path` is a complete zip (its directory at the end, the `members` named in it) without
     reading its contents: a truncated or empty file, or not a zip, is one line with `rebuild`."""
-    import zipfile
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())

@@ -7,9 +7,8 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
-
 from .. import NATIVE_SHAPE
+from .errors import DataError
 from .fileio import write_bytes
 
 _PALETTE = [0, 0, 0, 255, 255, 255]

@@ -5,6 +5,8 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import UserError
+
 Transform = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 
 
@@ -25,7 +27,6 @@ TTAS: dict[str, list[str]] = {"none": ["identity"], "hflip": ["identity", "hflip
 
 def transforms_for(name: str) -> list[Transform]:
     """The (apply, undo) pairs of a TTA: 'none' or 'hflip' (identity + horizontal flip)."""
-    from .errors import UserError
     if name not in TTAS:
         raise UserError(f"unknown TTA {name!r}: choose one of {', '.join(TTAS)}")
     return [TRANSFORMS[t] for t in TTAS[name]]

@@ -22,11 +22,9 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..base.console import say, stderr_captured
 from ..base.fileio import write_json, write_text
-from ..base.console import say
-from ..base.console import stderr_captured
-# One module per section.
-from .common import FULL, QUICK, Budget, prepare
+from .common import FULL, QUICK, prepare
 from .crops import bench_crops
 from .input_pipeline import bench_pipeline
 from .jpeg_decode import bench_decode

@@ -13,7 +13,9 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from ..base.masks import read_mask
 from ..costs.facts import TEST_IMAGES
+from ..data.layout import open_dataset
 
 FIXTURES_ENV = "CARVANA_FIXTURES"
 
@@ -109,9 +111,7 @@ class Inputs:
 
 
 def prepare(plan: Budget, work: Path) -> Inputs:
-    from ..data.layout import open_dataset
     from ..data.synth import SynthSpec, generate
-    from ..base.masks import read_mask
     fixtures = fixtures_dir()
     real: dict[str, np.ndarray] = {}
     if fixtures is not None:

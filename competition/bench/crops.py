@@ -4,17 +4,17 @@ from __future__ import annotations
 import os
 
 from ..base.geometry import Geometry
-
-from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
-from .input_pipeline import _epoch
+from ..config import preset
+from ..costs.plan import MULTI_GPU_SCALING, rates_for
+from ..kaggle.machines import ACCELERATORS, SESSION_CPU_CORES
+from .common import Budget, Inputs, figure, interleaved, median, opencv_threads, section
+from .input_pipeline import epoch_seconds
 
 
 def bench_crops(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     import tensorflow as tf
 
-    from ..config import preset
     from ..data.pipeline import make_dataset, streaming
-    from ..costs.plan import MULTI_GPU_SCALING, SESSIONS, rates_for
     cfg = preset(plan.crop_preset)
     rates, _ = rates_for(cfg, "T4", "fp16")  # what one T4 consumes at the preset (measured or estimated)
     frame, crop = ((320, 480), (256, 256)) if plan.crop_small else (cfg.size, cfg.crop)
@@ -36,12 +36,12 @@ def bench_crops(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
     sets = {"memory, 1 thread": pipeline(True, 1), "memory": pipeline(True, None), "disk": pipeline(False, None)}
     with opencv_threads(1):  # one decode per tf.data thread: the threads are the parallelism
         for d in sets.values():
-            _epoch(d)  # untimed: graph building, and `hold` reads the files into memory
-        times = interleaved({k: (lambda d=d: _epoch(d)) for k, d in sets.items()}, plan.pipeline_epochs)
+            epoch_seconds(d)  # untimed: graph building, and `hold` reads the files into memory
+        times = interleaved({k: (lambda d=d: epoch_seconds(d)) for k, d in sets.items()}, plan.pipeline_epochs)
     ips = {k: len(ids) / median(v) for k, v in times.items()}
     per_core = ips["memory, 1 thread"]
     ratio = per_core / rates.train_img_s
-    kaggle_cores, (_, gpus) = 4, SESSIONS["t4x2"]
+    kaggle_cores, gpus = SESSION_CPU_CORES, ACCELERATORS["t4x2"].gpus
     session_need = rates.train_img_s * (1 + MULTI_GPU_SCALING * (gpus - 1))
     target = session_need / kaggle_cores / rates.train_img_s
     label = f"{frame[0]}x{frame[1]} {cfg.fit}, {crop[0]}x{crop[1]} crops"

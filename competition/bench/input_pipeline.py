@@ -6,17 +6,16 @@ import time
 from pathlib import Path
 
 from ..base.geometry import Geometry
+from ..config import AUGMENTS
+from .common import Budget, Inputs, figure, interleaved, median, section
 
-from .common import Budget, interleaved, median, figure, section, Inputs
 
-
-def _epoch(dataset) -> None:
+def epoch_seconds(dataset) -> None:
     for _ in dataset:
         pass
 
 
 def bench_pipeline(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
-    from ..config import AUGMENTS
     from ..data.pipeline import build_cache, decode_every_epoch_dataset, make_dataset
     ds = inputs.train
     ids = ds.train_ids[:plan.pipeline_images]
@@ -33,9 +32,9 @@ def bench_pipeline(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list
         first = {}
         for name, dataset in sets.items():  # the first epoch: graph building, cold caches; not timed below
             t0 = time.perf_counter()
-            _epoch(dataset)
+            epoch_seconds(dataset)
             first[name] = time.perf_counter() - t0
-        times = interleaved({k: (lambda d=d: _epoch(d)) for k, d in sets.items()}, plan.pipeline_epochs)
+        times = interleaved({k: (lambda d=d: epoch_seconds(d)) for k, d in sets.items()}, plan.pipeline_epochs)
         ips = {k: len(ids) / median(v) for k, v in times.items()}
         ratio = ips["cache"] / ips["article"]
         data[f"{h}x{w}"] = {"images": len(ids), "batch": batch, "images_per_s": ips, "raw_epoch_s": times,

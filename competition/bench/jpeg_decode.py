@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..base.geometry import Geometry
-
-from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
+from .common import Budget, Inputs, figure, interleaved, median, opencv_threads, section
 
 
 def bench_decode(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:

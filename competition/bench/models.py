@@ -4,8 +4,13 @@ from __future__ import annotations
 import gc
 
 import numpy as np
+
+from ..config import PRESETS, preset
 from ..costs.facts import MIN_ESTIMATE_FLOPS, T4_EFFICIENCY, T4_PEAK_TFLOPS, TEST_IMAGES, TRAIN_IMAGES
-from .common import Budget, QUICK, interleaved, median, figure, section
+from ..models import build_model
+from ..models.cost import forward_flops
+from ..models.runtime import build_optimizer
+from .common import QUICK, Budget, figure, interleaved, median, section
 
 
 def t4_estimate(flops: float, train_flops: float | None = None) -> dict:
@@ -26,11 +31,7 @@ def bench_models(plan: Budget) -> tuple[dict, list[dict]]:
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # a new model per preset: TensorFlow's retracing warnings are expected
 
-    from ..config import PRESETS, preset
     from ..models.losses import make_loss
-    from ..models import build_model
-    from ..models.cost import forward_flops
-    from ..models.runtime import build_optimizer
     rows, data = [], {}
     for name in PRESETS:
         cfg = preset(name)

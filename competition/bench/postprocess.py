@@ -10,8 +10,8 @@ import numpy as np
 from .. import NATIVE_SHAPE
 from ..base import rle
 from ..base.geometry import Geometry
-
-from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
+from ..config import preset
+from .common import Budget, Inputs, figure, interleaved, median, opencv_threads, section
 
 
 def probability_map(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -37,7 +37,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def bench_postprocess(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
-    from ..config import preset
     from ..inference.upsample import postprocess, to_native_mask
     masks = inputs.real_masks or inputs.synth_masks
     rows, data, figures = [], {}, []

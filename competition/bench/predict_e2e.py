@@ -8,8 +8,10 @@ from typing import Callable
 import numpy as np
 
 from ..base.geometry import Geometry
-
-from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
+from ..config import preset
+from ..models import build_model
+from ..models.runtime import build_optimizer
+from .common import Budget, Inputs, figure, interleaved, median, opencv_threads, section
 
 
 PREDICT_SIZE = (160, 240)  # the figure must not move with the demo preset's size
@@ -23,7 +25,6 @@ def _train_briefly(model, cfg, geometry: Geometry, inputs: Inputs, epochs: int) 
     then cost more than the model. Its time per image does not depend on its weights. Returns the weights in
     words; `epochs` 0 (--quick, whose figures are not meant to be read) leaves them as they are."""
     from ..inference.predictor import Predictor
-    from ..models.runtime import build_optimizer
     if epochs == 0:
         return "seeded random weights, untrained (--quick): speckled masks, figures not meant to be read"
     real = bool(inputs.real_masks)
@@ -54,8 +55,6 @@ def _test_sets(inputs: Inputs, plan: Budget) -> dict[str, tuple[list[str], Calla
 def bench_predict(inputs: Inputs, plan: Budget, work: Path) -> tuple[dict, list[dict]]:
     import keras
 
-    from ..config import preset
-    from ..models import build_model
     from ..inference.ensemble import Member, probabilities
     from ..inference.predictor import Predictor, ordered_map
     from ..inference.upsample import postprocess

@@ -10,11 +10,17 @@ import cv2
 import numpy as np
 
 from ..base import rle
+from ..base.console import bar
 from ..base.geometry import Geometry
-from ..inference.upsample import EPS, radius_for
-
+from ..config import preset
 from ..costs.facts import TEST_IMAGES
-from .common import Budget, interleaved, median, opencv_threads, figure, section, Inputs
+from ..data.folds import assign_folds
+from ..data.layout import open_dataset
+from ..inference.upsample import EPS, radius_for
+from ..models.refiner import build_refiner
+from ..models.runtime import cpu_has_bf16
+from ..models.saving import save_model
+from .common import Budget, Inputs, figure, interleaved, median, opencv_threads, section
 from .postprocess import dice, probability_map
 
 TARGET_MS = 30.0  # per test image on one core: 100,064 images then cost under an hour of one core
@@ -86,11 +92,7 @@ def compare_with_baseline(data_dirs: list[str | Path], fold: int = 0, k: int = 5
     """Today's guided filter against the baseline's on every real photo of `data_dirs`, per preset's geometry and
     guide: the share of equal native pixels and the mean dice of both against the true mask, over all photos and
     over car-grouped fold `fold` (of `k`, as `assign_folds` draws them with `seed`)."""
-    from ..config import preset
-    from ..data.folds import assign_folds
-    from ..data.layout import open_dataset
     from ..base.images import decode_jpeg
-    from ..base.console import bar
     from ..inference.upsample import guide_reduction
     where = {i: ds for ds in map(open_dataset, data_dirs) for i in ds.train_ids}
     folds = assign_folds(list(where), k, seed)
@@ -121,7 +123,6 @@ def compare_with_baseline(data_dirs: list[str | Path], fold: int = 0, k: int = 5
 
 
 def bench_refinement(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:
-    from ..config import preset
     from ..base.images import decode_jpeg
     from ..inference.upsample import guide_reduction, postprocess, refined_native_u8, threshold_native, to_native_mask
     real = bool(inputs.real_masks)
@@ -254,9 +255,6 @@ def _bench_refiner_net(masks: dict[str, np.ndarray], geometry: Geometry,
                        refined: Callable[..., np.ndarray], plan: Budget) -> tuple[list[list], dict, list[dict]]:
     """The refiner net's share: refine="net" (net, then the guided filter) against refine="guided", per policy."""
     from ..inference.predictor import Refiner
-    from ..models.refiner import build_refiner
-    from ..models.saving import save_model
-    from ..models.runtime import cpu_has_bf16
     probs = {i: coarse_map(m, geometry) for i, m in masks.items()}
     rows, data, figures = [], {}, []
     for policy in ("float32", "mixed_bfloat16") if cpu_has_bf16() else ("float32",):

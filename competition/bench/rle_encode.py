@@ -6,8 +6,7 @@ from typing import Callable
 import numpy as np
 
 from ..base import rle
-
-from .common import Budget, interleaved, median, figure, section, Inputs
+from .common import Budget, Inputs, figure, interleaved, median, section
 
 
 def bench_rle(inputs: Inputs, plan: Budget) -> tuple[dict, list[dict]]:

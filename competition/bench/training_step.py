@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import gc
+import os
+import tempfile
 import time
 
 import numpy as np
 
+from ..config import preset
+from ..models import build_model
+from ..models.runtime import XLA_CACHE_ENV, XLA_ENV, cpu_has_bf16, dtype_policy
 from .common import Budget, figure, interleaved, median, section
 
 DEFAULT, XLA = "Keras default (no XLA on CPU)", "XLA (runtime.jit_compile)"
@@ -17,8 +22,6 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
     in the dtype policy `policy`."""
     import keras
 
-    from ..models import build_model
-    from ..models.runtime import dtype_policy
     from ..training.train import compile_model
     keras.utils.set_random_seed(0)  # every variant starts from the same weights
     with dtype_policy(policy):
@@ -28,10 +31,6 @@ def _compiled(cfg, jit: bool, policy: str = "float32"):
 def _train_choice(cfg, models: tuple) -> bool:
     """What `train` chooses for XLA here, measured afresh in this run (a cache of its own, then removed) by
     train's own probe, on `models` (this section's pair without and with XLA, so they are not built twice)."""
-    import os
-    import tempfile
-
-    from ..models.runtime import XLA_CACHE_ENV, XLA_ENV
     from ..training.train import choose_xla
     saved = {k: os.environ.pop(k, None) for k in (XLA_ENV, XLA_CACHE_ENV)}
     try:
@@ -60,8 +59,6 @@ def _choice_figure(cfg, models: tuple, s_per_image: dict[str, float], data: dict
 def bench_training_step(plan: Budget) -> tuple[dict, list[dict]]:
     import keras
 
-    from ..config import preset
-    from ..models.runtime import cpu_has_bf16
     bf16 = cpu_has_bf16()
     variants = [(DEFAULT, False, "float32"), (XLA, True, "float32")]
     variants += [(BF16, False, "mixed_bfloat16")] if bf16 else []

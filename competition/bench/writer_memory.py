@@ -8,8 +8,7 @@ import tracemalloc
 from pathlib import Path
 
 from ..base import rle
-
-from .common import Budget, figure, section, Inputs
+from .common import Budget, Inputs, figure, section
 
 
 def _rss_kb(field: str) -> int | None:

@@ -57,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    from ..base.console import set_quiet
+    from ..base.console import install, set_quiet
     set_quiet(args.quiet)
     if not args.debug:  # TensorFlow's start-up lines off stderr, whenever (if ever) a command imports it
-        from ..base.console import install
         install()
     try:
         args.func(args)

@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..base.errors import UserError
-from .options import add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset, add_refine, add_size, add_tta, folds_arg
+from .options import (add_accelerator, add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset,
+                      add_refine, add_size, add_tta, folds_arg)
 from .parser import AddCommand
 
 
@@ -32,17 +33,17 @@ def cmd_plan(a: argparse.Namespace) -> None:
     if (a.train_img_s is None) != (a.predict_img_s is None):
         raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
     stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
-    plan(cfg, folds_arg(a.folds), a.tta, a.gpu, allow_split=a.allow_split, stated=stated,
+    plan(cfg, folds_arg(a.folds), a.tta, a.accelerator, allow_split=a.allow_split, stated=stated,
          pipeline=a.pipeline_img_s)
 
 
 def add_plan(add: AddCommand) -> None:
     s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota",
-            "--preset unet --folds 0,1,2,3,4 --gpu t4x2")
+            "--preset unet --folds 0,1,2,3,4 --accelerator t4x2")
     add_preset(s, help="the recipe's preset")
     add_folds(s, "the folds to train and ensemble, e.g. 0,1,2,3,4 (default: all k)")
     add_tta(s)
-    s.add_argument("--gpu", default="t4x2", choices=["t4x2", "t4", "p100", "l4"], help="the kernel's accelerator")
+    add_accelerator(s)
     add_size(s)
     add_crop(s)
     add_batch(s, "batch size per replica (default: the preset's)")

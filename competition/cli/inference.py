@@ -5,8 +5,9 @@ import argparse
 from pathlib import Path
 
 from ..base.fileio import check_folder
-from ..inference.submission import validate_submission
-from .options import BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine, add_run, add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg, path_or_none, shard_arg
+from .options import (BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine, add_run,
+                      add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg, path_or_none,
+                      shard_arg)
 from .parser import AddCommand
 
 
@@ -90,6 +91,7 @@ def data_for_sample(a: argparse.Namespace) -> str | None:
 
 
 def cmd_validate(a: argparse.Namespace) -> None:
+    from ..inference.submission import validate_submission
     validate_submission(Path(a.file), path_or_none(a.sample), data=data_for_sample(a))
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..config import REFINES
-from .options import RUN_HELP, add_encoder, folds_arg, shard_arg
+from .options import RUN_HELP, add_accelerator, add_encoder, folds_arg, shard_arg
 from .parser import AddCommand
 
 BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
@@ -84,9 +84,7 @@ def add_kernel(add: AddCommand) -> None:
                    help=f"{RUN_HELP}; names the kernel; train output goes there; predict: give it again to blend "
                         f"runs, --run A --run B[@FOLDS][:WEIGHT] (default: the preset's name)")
     s.add_argument("--user", default=None, help="Kaggle user name (default: from the kaggle config)")
-    s.add_argument("--accelerator", default="t4x2",
-                   help="t4x2 (2x T4) | p100 (one P100, Kaggle's default GPU; no tensor cores) | l4 | none "
-                        "(default: t4x2)")
+    add_accelerator(s)
     s.add_argument("--shard", default=None, metavar="i/N", help="predict: i/N slice of the test set (default: all)")
     s.add_argument("--train-kernels", default=None,
                    help="predict: comma list of user/slug train kernels (default: the run's fold kernels)")

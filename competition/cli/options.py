@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import REFINES
 from ..base.errors import UserError
 from ..base.tta import TTAS
+from ..config import REFINES
+from ..kaggle.machines import DEFAULT, accelerator_help
 from .parser import Once, duration
 
 RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
@@ -80,6 +81,12 @@ def add_preset(s: argparse.ArgumentParser, default: str | None = "unet", help: s
     from ..config import offered_help
     s.add_argument("--preset", default=default, metavar="NAME",
                    help=help or f"{offered_help()} (default: an existing run's own config, else unet)")
+
+
+def add_accelerator(s: argparse.ArgumentParser) -> None:
+    """--accelerator (formerly plan's --gpu): a key of kaggle/machines.py's table, checked there."""
+    s.add_argument("--accelerator", "--gpu", dest="accelerator", default=DEFAULT, metavar="NAME",
+                   help=f"the Kaggle session's accelerator: {accelerator_help()} (--gpu: plan's former spelling)")
 
 
 def add_batch(s: argparse.ArgumentParser, help: str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..config import ARCHS, AUGMENTS, POOLINGS, REFINER_SOURCES, REFINES, SCHEDULES, TrainConfig, parse_crop, parse_size, preset
+from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_SOURCES, REFINES, SCHEDULES, TrainConfig, parse_crop,
+                      parse_size, preset)
 from .options import add_crop, add_encoder, add_size
 
 DEFAULT_PRESET = "unet"

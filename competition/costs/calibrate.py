@@ -17,6 +17,10 @@ import time
 
 import numpy as np
 
+from ..config import parse_size, preset
+from ..models import build_model
+from ..models.runtime import build_optimizer, jit_compile
+
 
 def _sync(x) -> None:
     """Wait for the accelerator: fetch one value of the result (asynchronous backends return early)."""
@@ -73,7 +77,6 @@ def train_shape(cfg) -> tuple[int, int]:
 
 def parse_case(text: str) -> tuple[str, tuple[int, int] | None, int | None]:
     """'unet-1280:512x512:8' -> the preset, training on 512x512 crops with batch 8 ('unet' alone: as it is)."""
-    from ..config import parse_size
     name, *rest = text.split(":")
     size = parse_size(rest[0]) if rest and rest[0] else None
     batch = int(rest[1]) if len(rest) > 1 else None
@@ -85,8 +88,6 @@ def _train_rate(cfg, h: int, w: int, rng: np.random.Generator, steps: int) -> di
     import keras
 
     from ..models.losses import make_loss
-    from ..models import build_model
-    from ..models.runtime import build_optimizer, jit_compile
     model = build_model(cfg.replace(height=h, width=w) if (h, w) != (cfg.height, cfg.width) else cfg)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=cfg.epsilon),
                   loss=make_loss(cfg.loss, cfg.bce_weight), jit_compile=jit_compile())
@@ -101,7 +102,6 @@ def _train_rate(cfg, h: int, w: int, rng: np.random.Generator, steps: int) -> di
 
 def _predict_rate(cfg, rng: np.random.Generator, steps: int, predict_batch: int) -> dict:
     """Prediction images/s on whole input frames."""
-    from ..models import build_model
     model = build_model(cfg)
     x = rng.random((predict_batch, cfg.height, cfg.width, 3), dtype=np.float32)
     times = time_steps(lambda: model.predict_on_batch(x), steps)
@@ -129,7 +129,6 @@ def calibrate(cases: list[str], mixed_precision: bool, steps: int, predict_batch
     machine; a failure (out of memory, say) is recorded, not fatal."""
     import keras
 
-    from ..config import preset
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     result = {"device": device_name(), "backend": keras.backend.backend(), "keras": keras.__version__,

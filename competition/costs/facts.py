@@ -13,9 +13,7 @@ T4_PEAK_TFLOPS = {"fp32": 8.1, "fp16": 65.0}
 # Assumed fraction of peak a Keras U-Net reaches on a T4 (an assumption, stated in RESULTS.md).
 T4_EFFICIENCY = {"fp32": 0.5, "fp16": 0.2}
 MIN_ESTIMATE_FLOPS = 1e9   # below 1 GFLOP/image a GPU is bound by kernel launches: no FLOP-based estimate
-WEEKLY_QUOTA_HOURS = 30.0  # Kaggle's weekly GPU quota (docs/kaggle.md: `kaggle quota` has the real figure)
 MULTI_GPU_SCALING = 0.9    # assumed: each GPU of a MirroredStrategy session adds 90% of one GPU's speed
-SESSION_CPU_CORES = 4      # Kaggle's GPU sessions (documented for 2x T4; assumed for the others)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .facts import CARDS, MULTI_GPU_SCALING, SESSION_CPU_CORES, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES, WEEKLY_QUOTA_HOURS
-from ..config import TrainConfig
 from ..base.errors import UserError
-from ..kaggle.on_kaggle import SESSION_SECONDS, TIME_MARGIN_SECONDS
 from ..base.tta import TTAS
+from ..config import PRESETS, TrainConfig, preset
+from ..kaggle.machines import SESSION_CPU_CORES, TIME_MARGIN_SECONDS, WEEKLY_QUOTA_HOURS, accelerator, usable_hours
+from ..models import build_model
+from ..models.cost import forward_flops, training_memory_estimate
+from ..models.refiner import refiner_flops
+from .facts import CARDS, MULTI_GPU_SCALING, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES
 
 # What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
 # and augmented (`make bench` section 8, --cache memory, one thread). Only full-resolution decodes were
@@ -38,8 +41,13 @@ POST_THREADS = 2  # inference.writer.write_stream's post-processing pool
 REFINER_CALL_MS = 5.0
 
 
-# --gpu -> (card, GPUs in one Kaggle session), as kernels ask for them (p100: one NvidiaTeslaP100).
-SESSIONS: dict[str, tuple[str, int]] = {"t4x2": ("T4", 2), "t4": ("T4", 1), "p100": ("P100", 1), "l4": ("L4", 1)}
+
+def session_gpus(name: str) -> tuple[str, int]:
+    """(card, GPUs in one Kaggle session) of an --accelerator (kaggle/machines.py); one without a GPU is refused."""
+    machine = accelerator(name)
+    if machine.card is None:
+        raise UserError(f"--accelerator {name}: plan costs GPU sessions; this one has no GPU")
+    return machine.card, machine.gpus
 
 # Measured throughput per preset, at the preset's training input (its crop, else its frame) and batch, in
 # the preset's precision: filled from runs on a real GPU, each naming its card (a key of CARDS). Empty: no
@@ -82,9 +90,8 @@ class Recipe:
 
 
 def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) -> Recipe:
-    """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on `gpu`."""
-    if gpu not in SESSIONS:
-        raise UserError(f"unknown --gpu {gpu!r}: choose one of {', '.join(SESSIONS)}")
+    """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on accelerator `gpu`."""
+    card, gpus = session_gpus(gpu)
     if tta not in TTAS:
         raise UserError(f"unknown --tta {tta!r}: choose one of {', '.join(TTAS)}")
     folds = list(range(cfg.k)) if folds is None else folds
@@ -93,12 +100,12 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) ->
         raise UserError(f"--folds {','.join(map(str, folds))}: need distinct folds within 0..{cfg.k - 1}")
     images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
     val = round(images / cfg.k)
-    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), SESSIONS[gpu][1])
+    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), gpus)
 
 
 def session_hours(task: str) -> float:
     """Hours of one Kaggle session that the kernel of `task` gives its time-limited work."""
-    return (SESSION_SECONDS - TIME_MARGIN_SECONDS[task]) / 3600
+    return usable_hours(task)
 
 
 def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:
@@ -161,7 +168,6 @@ def post_gpu_ms(cfg: TrainConfig, card: str | None) -> float:
 
 def gpu_refiner_ms(guide: tuple[int, int], card: str) -> tuple[float, str]:
     """ESTIMATED milliseconds of one refiner pass over a guide on `card`, and how (not measured: no GPU here)."""
-    from ..models.refiner import refiner_flops
     flops = refiner_flops(*guide)
     compute = flops / (peak(card, "fp32") * 1e12 * T4_EFFICIENCY["fp32"]) * 1e3
     return compute + REFINER_CALL_MS, (f"ESTIMATE {compute + REFINER_CALL_MS:.1f} ms an image = {flops / 1e9:.1f} "
@@ -254,8 +260,6 @@ def model_flops(cfg: TrainConfig) -> tuple[float, float]:
     """Forward FLOPs of one training input (crop or frame) and of one whole frame (builds the model twice)."""
     import keras
 
-    from ..models import build_model
-    from ..models.cost import forward_flops
     out = []
     for size in (cfg.train_size, cfg.size):
         model = build_model(cfg, size)
@@ -270,8 +274,6 @@ def train_memory_gb(cfg: TrainConfig, precision: str) -> float:
     gradients, Adam's two moments) + every layer's output at the batch size (2 bytes each in fp16, else 4)."""
     import keras
 
-    from ..models import build_model
-    from ..models.cost import training_memory_estimate
     model = build_model(cfg, cfg.train_size)
     total = training_memory_estimate(model, cfg.batch, 2 if precision == "fp16" else 4)
     del model
@@ -283,7 +285,6 @@ def rates_for(cfg: TrainConfig, card: str, precision: str) -> tuple[Rates, tuple
     """The preset's rates on one `card` (measured, else estimated) and its FLOPs when they were needed."""
     if cfg.preset in MEASURED:
         return scaled_measurement(MEASURED[cfg.preset], card), None
-    from ..config import PRESETS, preset
     train_flops, frame_flops = model_flops(cfg)
     calibrations = []
     for name, m in MEASURED.items():
@@ -304,11 +305,11 @@ def rates_for(cfg: TrainConfig, card: str, precision: str) -> tuple[Rates, tuple
 def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, precision: str,
            memory_gb: float | None = None, pipeline_source: str = "not capped", post_source: str = "not capped") -> str:
     """The plan as a Markdown table: every figure with how it was computed and where its inputs come from."""
-    card, n = SESSIONS[gpu]
+    card, n = session_gpus(gpu)
     folds = ",".join(map(str, recipe.folds))
     crop = f", random {cfg.crop[0]}x{cfg.crop[1]} crops" if cfg.crop else ""
     head = (f"plan: preset {cfg.preset} ({cfg.height}x{cfg.width} {cfg.fit}{crop}, batch {cfg.batch} per GPU, "
-            f"up to {recipe.epochs} epochs), folds {folds}, TTA {recipe.tta_passes} pass(es), --gpu {gpu} "
+            f"up to {recipe.epochs} epochs), folds {folds}, TTA {recipe.tta_passes} pass(es), --accelerator {gpu} "
             f"({n}x {card}), {precision}")
     rows = [
         ["throughput, one " + card, f"{rates.train_img_s:.1f} train / {rates.predict_img_s:.1f} predict img/s",
@@ -356,7 +357,7 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
     for a fold or for the test pass unless `allow_split`. stated: (train, predict) img/s on one GPU;
     pipeline: stated training inputs/s the session's CPUs deliver (default: `pipeline_rate`)."""
     recipe = recipe_for(cfg, folds, tta, gpu)
-    card = SESSIONS[gpu][0]
+    card = session_gpus(gpu)[0]
     precision = "fp16"  # the train kernel always passes --mixed-precision
     if stated is not None:
         if min(stated) <= 0:

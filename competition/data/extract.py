@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import COMPETITION
+from ..base.console import bar, say
 from ..base.errors import UserError
 from ..base.fileio import TEMP_MARK, atomic_open, human
-from ..base.console import bar, say
 from . import layout
 
 KAGGLE_BUDGET = 20 * 1000**3          # what a Kaggle notebook may write to /kaggle/working
@@ -201,7 +202,6 @@ def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, source
 
 
 def _zlib_error() -> type[Exception]:
-    import zlib
     return zlib.error
 
 

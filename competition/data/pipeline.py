@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base.console import bar
 from ..base.errors import DataError, UserError
 from ..base.fileio import TEMP_MARK, damaged, write_json
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg, reduction_for
-from ..base.console import bar
 from .layout import Dataset
 
 

@@ -20,12 +20,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from ..config import TrainConfig, check_threshold
-from ..runs.folder import run_path
 from ..base.errors import UserError
 from ..base.fileio import read_json
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg
+from ..config import TrainConfig, check_threshold
+from ..runs.folder import run_path
 from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch
 
 BLEND_FILE = "blend.json"

@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from ..base import rle
-from ..config import check_refine, check_threshold, refine_words
-from ..data.layout import open_dataset
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import check_folder
-from .ensemble import Member, MemberSpec, as_specs, blend_dir, blend_threshold, default_batch, describe_members, open_members, probabilities, to_native
-from .upsample import threshold_native
-from .writer import refine_meta, shard_path, shard_slice, write_stream
-from ..base.console import say
-from ..runs.folder import model_digests
-from .writer import SubmissionWriter
 from ..base.tta import transforms_for
+from ..config import check_refine, check_threshold, refine_words
+from ..data.layout import open_dataset
+from ..runs.folder import model_digests
+from .ensemble import (Member, MemberSpec, as_specs, blend_dir, blend_threshold, default_batch, describe_members,
+                       open_members, probabilities, to_native)
+from .upsample import threshold_native
+from .writer import SubmissionWriter, refine_meta, shard_path, shard_slice, write_stream
 
 
 def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, folds: list[int] | None = None,

@@ -12,20 +12,20 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..config import TrainConfig, check_refine, load_config
 from ..base.errors import UserError
 from ..base.fileio import read_json
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg, reduction_for
-from ..models.refiner import refiner_inputs
-from ..runs.folder import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
 from ..base.tta import predict_tta, transforms_for
+from ..config import TrainConfig, check_refine, load_config
+from ..models.refiner import refiner_inputs
+from ..models.saving import load_model
+from ..runs.folder import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
 
 def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, list[int], list]:
     """The run's config and the models of the chosen folds (every trained fold by default)."""
-    from ..models.saving import load_model
     cfg = load_config(run_dir / "config.json")
     available = trained_folds(run_dir)
     folds = folds if folds is not None else available
@@ -62,7 +62,6 @@ class Refiner:
 
 def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     """The refiner for fold `fold`'s photos (None: the test set's), or a one-line UserError saying how to train it."""
-    from ..models.saving import load_model
     path = refiner_path(run_dir, fold)
     how = f"`python -m competition refiner --run {run_dir} --data DIR`"
     if not path.is_file():

@@ -9,13 +9,18 @@ import contextlib
 import errno
 import io
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .. import COMPETITION
+from ..base import console
 from ..base.errors import UserError
+from ..base.fileio import read_json
+from .state import STATE_FILE
 
 T = TypeVar("T")
 
@@ -134,7 +139,8 @@ def explain(e: BaseException, what: str) -> UserError | None:
 
 
 def call(fn: Callable[..., T], *args: Any, what: str, retry: bool = True, **kwargs: Any) -> T:
-    """`fn(*args, **kwargs)` with Kaggle's HTTP errors turned into one-line UserErrors; retries 429/5xx/network."""
+    """`fn(*args, **kwargs)` with Kaggle's HTTP errors, and the package's own refusals (its ValueErrors: metadata
+    checks, a kernel it may not access), turned into one-line UserErrors; retries 429/5xx/network."""
     attempts = 1 + (RETRIES if retry else 0)
     for attempt in range(attempts):
         try:
@@ -149,6 +155,8 @@ def call(fn: Callable[..., T], *args: Any, what: str, retry: bool = True, **kwar
                 raise UserError(f"disk full while {what}: free space there and run again "
                                 f"(a partial download resumes)") from e
             if not _is_transient(e):
+                if isinstance(e, ValueError):  # kaggle's own checks and refusals
+                    raise UserError(f"Kaggle said no while {what}: {' '.join(str(e).split())}") from e
                 raise
             if attempt + 1 < attempts:
                 wait = _wait_s(e, attempt)
@@ -169,14 +177,40 @@ def _describe(e: BaseException) -> str:
 
 def submit_file(path: str | os.PathLike, message: str) -> str:
     """Upload a submission file to the competition; returns Kaggle's answer."""
-    from ..base.console import QUIET
     api = get_api()
     path = Path(path)
     # no automatic retry: a failure after the upload may already have counted against today's limit
-    response = call(api.competition_submit, str(path), message, COMPETITION, quiet=QUIET,
+    response = call(api.competition_submit, str(path), message, COMPETITION, quiet=console.QUIET,
                     what=f"submitting {path}", retry=False)
     answer = getattr(response, "message", "") or ""
     if answer == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", None):
         raise UserError(f"uploading {path} failed: check https://www.kaggle.com/competitions/{COMPETITION}"
                         f"/submissions before submitting again, then rerun")
     return answer
+
+
+# --- kernels ------------------------------------------------------------------------------------------------------
+def status_name(status: Any) -> str:
+    """QUEUED | RUNNING | COMPLETE | ERROR | CANCEL_REQUESTED | ...: the enum's name."""
+    return getattr(status, "name", None) or str(status).rsplit(".", 1)[-1].upper()
+
+
+def session_status(api: Any, ref: str) -> tuple[str, str]:
+    """A kernel's state (status_name) and Kaggle's failure message, on one line."""
+    response = call(api.kernels_status, ref, what=f"asking Kaggle for the status of {ref}")
+    return status_name(response.status), " ".join((response.failure_message or "").split())
+
+
+def kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
+    """The kernel's own record of how far it got (STATE_FILE in its output), or None when it has none
+    (missing_ok: nor when Kaggle knows no such kernel yet)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            call(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
+                 what=f"reading {STATE_FILE} of {ref}")
+        except UserError as e:
+            if missing_ok and str(e).startswith("not found on Kaggle"):
+                return None
+            raise
+        path = Path(tmp) / STATE_FILE
+        return read_json(path) if path.is_file() else None

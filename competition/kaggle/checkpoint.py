@@ -16,17 +16,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import records as kernel_records
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import read_json, write_json
-from .spec import KernelSpec, checkpoint_ref, checkpoint_title, check_spec, kernel_ref, kernel_slug, resolve_user
-from .kernels import error_line, kaggle_call, spec_options, session_status, resume_command
-from .on_kaggle import STATE_FILE, describe_state
-from ..base.console import say
+from ..runs import resume
+from . import records as kernel_records
+from .api import call, get_api, session_status
+from .machines import ACTIVE
+from .spec import (KernelSpec, check_spec, checkpoint_ref, checkpoint_title, error_line, kernel_ref, kernel_slug,
+                   resolve_user, resume_command, spec_options)
+from .state import STATE_FILE, describe_state
 
 DATASET_METADATA = "dataset-metadata.json"
 LICENSE = "CC0-1.0"  # the license `kaggle datasets init` writes; the dataset stays private
-ACTIVE = ("QUEUED", "RUNNING", "CANCEL_REQUESTED", "NEW_SCRIPT")  # no output to checkpoint yet
 
 
 def dataset_metadata(spec: KernelSpec, user: str) -> dict:
@@ -35,17 +37,10 @@ def dataset_metadata(spec: KernelSpec, user: str) -> dict:
 
 
 def missing_to_resume(spec: KernelSpec, folder: Path) -> str | None:
-    """What a downloaded output lacks to resume from (None: nothing): a train kernel's fold needs its backup (the
-    model with its optimizer and state.json) or, trained already, its train.json; a predict kernel anything written."""
+    """What a downloaded output lacks to resume from (None: nothing): a train kernel's fold its resumable backup or,
+    trained already, its train.json (runs/resume.py); a predict kernel anything written."""
     if spec.task == "train":
-        fold = folder / f"fold{spec.fold}"
-        backup = fold / "backup" / "state.json"
-        if (fold / "train.json").is_file():
-            return None
-        if not backup.is_file():
-            return f"fold{spec.fold}/backup/state.json (the resumable backup) nor fold{spec.fold}/train.json"
-        named = read_json(backup).get("backup")
-        return None if named and (backup.parent / named).is_file() else f"fold{spec.fold}/backup/{named or '<model>'}"
+        return resume.missing_to_resume(folder / f"fold{spec.fold}")
     written = [p for p in folder.rglob("*") if p.is_file() and p.name != STATE_FILE and not p.name.endswith(".log")]
     return None if written else "a submission or its partial file"
 
@@ -79,12 +74,12 @@ def _upload_folder(output: Path, dest: Path, meta: dict) -> Path:
 def _upload(api: Any, folder: Path, dataset: str, first: bool, note: str) -> None:
     """`datasets create` (private) the first time, else `datasets version`; folders go up as zips Kaggle unpacks."""
     if first:
-        response = kaggle_call(api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip",
+        response = call(api.dataset_create_new, str(folder), public=False, quiet=True, dir_mode="zip",
                                what=f"creating the private dataset {dataset}", retry=False)
         if response.error and "already in use" in response.error:  # made before, its record lost: a new version
             first = False
     if not first:
-        response = kaggle_call(api.dataset_create_version, str(folder), note, quiet=True, dir_mode="zip",
+        response = call(api.dataset_create_version, str(folder), note, quiet=True, dir_mode="zip",
                                what=f"versioning the dataset {dataset}", retry=False)
     if response.error:
         raise UserError(f"Kaggle refused the dataset {dataset}: {' '.join(str(response.error).split())}")
@@ -92,7 +87,6 @@ def _upload(api: Any, folder: Path, dataset: str, first: bool, note: str) -> Non
 
 def checkpoint(spec: KernelSpec, runs: Path = Path("runs")) -> str:
     """Version the ended kernel's output as its private checkpoint dataset; returns the dataset's user/slug."""
-    from .api import get_api
     check_spec(spec)
     user = resolve_user(spec.user)
     ref, slug, dataset = kernel_ref(spec, user), kernel_slug(spec), checkpoint_ref(spec, user)
@@ -112,7 +106,7 @@ def checkpoint(spec: KernelSpec, runs: Path = Path("runs")) -> str:
                         f"(`python -m competition kernel status {spec_options(spec)}`)")
     with tempfile.TemporaryDirectory(prefix=".checkpoint-", dir=runs / spec.run_name) as tmp:  # beside the run
         output = Path(tmp) / "output"
-        kaggle_call(api.kernels_output, ref, str(output), what=f"downloading the output of {ref}")
+        call(api.kernels_output, ref, str(output), what=f"downloading the output of {ref}")
         record = check_output(spec, ref, output, state)
         if state == "ERROR":
             say(f"note: {error_line(ref, message)}; its output holds {describe_state(record)}, which resumes: "

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 from .. import COMPETITION
-from ..base.errors import UserError
+from ..base import console
 from ..base.console import say
+from ..base.errors import UserError
 from ..base.fileio import human
+from .api import call, get_api
 
 DEFAULT_FILES = ["train_masks.csv", "metadata.csv", "sample_submission.csv", "train_masks.zip",
                  "train_hq.zip", "test_hq.zip"]
@@ -26,7 +28,6 @@ def local_copy(dest: Path, name: str) -> Path | None:
 
 def remote_files(api) -> dict[str, int]:
     """Name -> size in bytes (0 when Kaggle does not say) of every file of the competition."""
-    from .api import call
     files: dict[str, int] = {}
     token = None
     for _ in range(100):
@@ -57,8 +58,6 @@ def _check_space(dest: Path, need: int) -> None:
 
 def download(dest: Path, files: list[str] | None = None, force: bool = False) -> list[Path]:
     """Download competition files into `dest`; complete ones are skipped, partial ones resume."""
-    from .api import call, get_api
-    from ..base.console import QUIET
     wanted = list(dict.fromkeys(files or DEFAULT_FILES))
     dest.mkdir(parents=True, exist_ok=True)
     done = {} if force else {n: p for n in wanted if (p := local_copy(dest, n)) is not None}
@@ -72,7 +71,7 @@ def download(dest: Path, files: list[str] | None = None, force: bool = False) ->
     names = {n: remote_name(n, remote) for n in todo}
     partial = {n: _partial_bytes(dest / r) for n, r in names.items()}
     _check_space(dest, sum(max(remote[r] - (0 if force else partial[n]), 0) for n, r in names.items()))
-    quiet = QUIET or not sys.stderr.isatty()  # the package's byte bar only on a terminal
+    quiet = console.QUIET or not sys.stderr.isatty()  # the package's byte bar only on a terminal
     for name, rname in names.items():
         how = f"resuming at {human(partial[name])} of" if partial[name] and not force else "downloading"
         say(f"{how} {rname} ({human(remote[rname])}) into {dest}")

@@ -8,18 +8,17 @@ cell gets the run's SETTINGS. Outputs are never stored: the committed template h
 """
 from __future__ import annotations
 
-import base64
 import json
 import re
 from pathlib import Path
 
-from ..data.folds import check_fold
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import read_json, write_json, write_text
-from .spec import TEMPLATES, KernelSpec, machine_shape, preset_folds, resolve_user, slugify, warn_accelerator
-from .kernels import package_zip
-from .on_kaggle import METADATA_FILE
-from ..base.console import say
+from ..data.folds import check_fold
+from .build import METADATA_FILE, fill_line, package_literal, with_machine
+from .machines import accelerator, warn
+from .spec import TEMPLATES, KernelSpec, preset_folds, resolve_user, slugify
 
 TEMPLATE_DIR = TEMPLATES / "notebook"
 NOTEBOOK_FILE = "carvana.ipynb"
@@ -36,7 +35,7 @@ def notebook_ref(spec: KernelSpec, user: str) -> str:
 
 def check_notebook_spec(spec: KernelSpec) -> None:
     """One-line UserErrors for a notebook that cannot work, before anything is written."""
-    machine_shape(spec.accelerator)
+    accelerator(spec.accelerator)
     if not slugify(spec.run_name):
         raise UserError(f"--name {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
     check_fold(spec.fold, preset_folds(spec.preset), f"preset {spec.preset}")
@@ -56,9 +55,9 @@ def _fill_line(nb: dict, name: str, value: str) -> dict:
     """Replace the one line `NAME = ...` among the code cells by `NAME = value`."""
     pattern = re.compile(rf"^{name} = .*$", re.MULTILINE)
     hits = [c for c in nb["cells"] if c["cell_type"] == "code" and pattern.search("".join(c["source"]))]
-    if len(hits) != 1 or len(pattern.findall("".join(hits[0]["source"]))) != 1:
+    if len(hits) != 1:
         raise RuntimeError(f"the notebook template needs exactly one line starting '{name} = '")
-    text = pattern.sub(lambda _: f"{name} = {value}", "".join(hits[0]["source"]))
+    text = fill_line("".join(hits[0]["source"]), name, value, "the notebook template")
     hits[0]["source"] = text.splitlines(keepends=True)
     return nb
 
@@ -71,22 +70,15 @@ def notebook_settings(spec: KernelSpec) -> dict:
 def filled_notebook(spec: KernelSpec, package: bytes | None = None) -> dict:
     """The template notebook with SETTINGS and the embedded package filled in, outputs stripped."""
     nb = strip_outputs(json.loads((TEMPLATE_DIR / NOTEBOOK_FILE).read_text()))
-    encoded = base64.b64encode(package if package is not None else package_zip()).decode("ascii")
-    wrapped = "\n".join(encoded[i:i + 100] for i in range(0, len(encoded), 100))
     nb = _fill_line(nb, "SETTINGS", repr(notebook_settings(spec)))
-    return _fill_line(nb, "PACKAGE_ZIP", f'"""\n{wrapped}\n"""')
+    return _fill_line(nb, "PACKAGE_ZIP", package_literal(package))
 
 
 def notebook_metadata(spec: KernelSpec, user: str) -> dict:
     """The filled-in kernel-metadata.json of the notebook."""
-    meta = read_json(TEMPLATE_DIR / METADATA_FILE)
-    shape = machine_shape(spec.accelerator)
+    meta = with_machine(read_json(TEMPLATE_DIR / METADATA_FILE), spec.accelerator)
     meta.update(id=notebook_ref(spec, user), title=notebook_title(spec), code_file=NOTEBOOK_FILE,
-                kernel_type="notebook", enable_gpu=shape is not None)
-    if shape is None:
-        meta.pop("machine_shape", None)
-    else:
-        meta["machine_shape"] = shape
+                kernel_type="notebook")
     return meta
 
 
@@ -94,7 +86,7 @@ def build(spec: KernelSpec, out_root: Path = Path("kernels/build")) -> Path:
     """Write kernels/build/<slug>/ (kernel-metadata.json + carvana.ipynb); returns the folder."""
     check_notebook_spec(spec)
     user = resolve_user(spec.user)
-    warn_accelerator(spec.accelerator)
+    warn(spec.accelerator)
     folder = out_root / slugify(notebook_title(spec))
     write_json(folder / METADATA_FILE, notebook_metadata(spec, user))
     write_text(folder / NOTEBOOK_FILE, json.dumps(filled_notebook(spec), indent=1, ensure_ascii=False) + "\n")

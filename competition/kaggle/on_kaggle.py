@@ -11,24 +11,23 @@ import importlib.util
 import re
 import shutil
 import sys
+import time
+import zipfile
 from pathlib import Path
-
 
 from .. import COMPETITION
 from ..base.errors import UserError
-from ..base.fileio import read_json, write_json
-from ..base.fileio import copy_file
+from ..base.fileio import copy_file, read_json
+from ..config import load_config
+from ..data.layout import find_input
+from ..inference.submission import differences, made_path
+from ..models.encoders import encoder_spec
+from ..runs import resume
+from ..runs.folder import check_run_config, refiner_path
+from .build import METADATA_FILE
+from .machines import ACCELERATORS, TIME_MARGIN_SECONDS, session_hours as hours_of
+from .state import STATE_FILE, describe_state
 
-METADATA_FILE = "kernel-metadata.json"
-# --accelerator choice -> (GPUs, name part) the kernel should see; fewer or others is warned about in its first lines
-EXPECTED_GPUS: dict[str, tuple[int, str]] = {"t4x2": (2, "T4"), "p100": (1, "P100"), "l4": (1, "L4"), "none": (0, "")}
-# Kaggle ends a GPU batch session after 12 hours (its docs' "Notebooks -> Technical specifications"; the kernel
-# editor's session panel shows it), without running `finally`; `kernel push --session-hours H` overrides it
-SESSION_HOURS = 12.0
-SESSION_SECONDS = int(SESSION_HOURS * 3600)
-# what a kernel keeps of its session for the work after the time-limited step (scoring, copying the output)
-TIME_MARGIN_SECONDS = {"train": 40 * 60, "predict": 15 * 60}
-STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
 MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
 NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
 
@@ -39,7 +38,8 @@ def _version(text: str) -> tuple[int, ...]:
 
 def gpu_mismatch(accelerator: str | None, names: list[str]) -> str | None:
     """A warning when the GPUs a kernel got (their names) are fewer or other than its --accelerator asked for."""
-    want, model = EXPECTED_GPUS.get((accelerator or "").strip().lower(), (0, ""))
+    asked = ACCELERATORS.get((accelerator or "").strip().lower())
+    want, model = (asked.gpus, asked.card) if asked else (0, "")
     if not want:
         return None
     got = ", ".join(names) if names else "no GPU"
@@ -82,14 +82,8 @@ def check_environment(accelerator: str | None = None) -> dict[str, str]:
     return versions
 
 
-def toolkit_has(module: str) -> bool:
-    """Whether the (embedded) toolkit has `competition.<module>` (e.g. "scoring.score")."""
-    return importlib.util.find_spec(f"{__package__.partition('.')[0]}.{module}") is not None
-
-
 def find_competition_input(input_root: Path) -> Path:
     """The competition's files under /kaggle/input in any mount layout (zips, read in place)."""
-    from ..data.layout import find_input
     found = find_input(COMPETITION, root=input_root)
     if found is None:
         raise UserError(f"{input_root}/{COMPETITION} not found (nor under competitions/, notebooks/<user>/ or "
@@ -101,7 +95,6 @@ def find_competition_input(input_root: Path) -> Path:
 
 def find_kernel_input(input_root: Path, ref: str) -> Path:
     """The output of kernel user/slug, mounted at notebooks/<user>/<slug>/ (or flat <slug>/) under /kaggle/input."""
-    from ..data.layout import find_input
     user, _, slug = ref.rpartition("/")
     found = find_input(slug, user or None, input_root)
     if found is None:
@@ -114,8 +107,6 @@ def find_kernel_input(input_root: Path, ref: str) -> Path:
 def find_weights_file(input_root: Path, ref: str, encoder: str) -> Path:
     """The encoder's weights file in dataset user/slug under /kaggle/input: the file keras.applications
     names (e.g. vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5), else the dataset's only .h5/.keras file."""
-    from ..data.layout import find_input
-    from ..models.encoders import encoder_spec
     wanted = encoder_spec(encoder).weights_file
     user, _, slug = ref.rpartition("/")
     folder = find_input(slug, user or None, input_root)
@@ -136,8 +127,6 @@ def find_weights_file(input_root: Path, ref: str, encoder: str) -> Path:
 
 def assemble_run(sources: list[Path], run_dir: Path) -> list[int]:
     """A run folder (config.json + fold<k>/ links) from the train kernels' outputs; returns its folds."""
-    from ..config import load_config
-    from ..runs.folder import check_run_config
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     where: dict[int, Path] = {}
@@ -176,17 +165,12 @@ def refine_for_score(run_dir: Path, fold: int) -> list[str]:
     fold's own training photos has the fold's refiner: `train` trained it right after the fold (stage.py; minutes
     on a GPU). One learning from held-out predictions cannot have one yet (the other folds are other kernels'), nor
     can a fold whose refiner failed: those score with the guided filter."""
-    from ..config import load_config
-    from ..runs.folder import refiner_path
     cfg = load_config(run_dir / "config.json")
     if cfg.refine != "net" or refiner_path(run_dir, fold).is_file():
         return []
     why = "its refiner failed (above)" if cfg.refiner_from == "training" else "its refiner needs the other folds"
     print(f"scoring this fold with the guided filter, not the refiner net: {why}", flush=True)
     return ["--refine", "guided"]
-
-
-_NOT_OUTPUT = ("backup",)  # resumable-training state: not needed once a fold is finished
 
 
 def copy_outputs(src: Path, working: Path) -> list[Path]:
@@ -196,7 +180,7 @@ def copy_outputs(src: Path, working: Path) -> list[Path]:
         return copied
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if (not path.is_file() or any(part in _NOT_OUTPUT or part.startswith(".") for part in rel.parts)
+        if (not path.is_file() or resume.is_backup(rel) or any(part.startswith(".") for part in rel.parts)
                 or path.name.endswith((".part", ".part.json"))):
             continue
         copied.append(copy_file(path, working / rel))
@@ -210,7 +194,6 @@ def resume_source(settings: dict) -> str:
 
 def _unzip(archive: Path, dest: Path) -> None:
     """A folder of a checkpoint dataset that Kaggle left archived (`kaggle datasets create --dir-mode zip`)."""
-    import zipfile
     with zipfile.ZipFile(archive) as zf:
         for name in (n for n in zf.namelist() if not n.endswith("/")):
             target = dest / name
@@ -226,7 +209,6 @@ def restore_run(input_root: Path, ref: str, dests: list[Path]) -> Path | None:
     """Copy the output of this kernel's earlier version (mounted as its own source, or as the checkpoint dataset
     `ref`) into each of `dests` (the working run folder, /kaggle/working), so training or prediction continues
     where it stopped. A dataset's folder that Kaggle left as <folder>.zip is unpacked."""
-    from ..data.layout import find_input
     user, _, slug = ref.rpartition("/")
     src = find_input(slug, user or None, input_root)
     if src is None:
@@ -249,7 +231,6 @@ def discard_made_otherwise(written: Path, tta: str, refine: str | None, folds: l
     """Drop an earlier version's restored submission, finished or partial, that was made with other settings than
     this version asks for (pushed again with another --refine, --tta or --folds under the same slug), so this
     version predicts what it was built for instead of shipping the old file or stopping at the partial one."""
-    from ..inference.submission import differences, made_path
     part, part_record = written.with_name(written.name + ".part"), written.with_name(written.name + ".part.json")
     dropped = []
     for made, files in ((made_path(written), [written, made_path(written)]), (part_record, [part, part_record])):
@@ -270,47 +251,13 @@ def time_limit(task: str, started: float, now: float | None = None, session_hour
     """The --time-limit a kernel passes: the session's length (Kaggle's 12 hours, or --session-hours) less a
     margin for what follows, less the time the kernel has already used since `started` (time.monotonic()).
     The step itself stops before an epoch or chunk as long as the slowest measured would cross it."""
-    import time
     used = (time.monotonic() if now is None else now) - started
-    session = SESSION_SECONDS if session_hours is None else session_hours * 3600
+    session = hours_of(session_hours) * 3600
     return f"{max(1, int(session - TIME_MARGIN_SECONDS[task] - used))}s"
-
-
-def state_record(state: str, detail: str = "", settings: dict | None = None, progress: dict | None = None) -> dict:
-    """What STATE_FILE holds: the state, and which run, fold, task, kernel and push (version) made it, how far."""
-    settings = settings or {}
-    record = {"state": state, "detail": detail, "run": settings.get("name"), "task": settings.get("task"),
-              "fold": settings.get("fold"), "kernel": settings.get("kernel"), "push": settings.get("push")}
-    return {**record, "progress": progress or {}}
-
-
-def write_kernel_state(working: Path, state: str, detail: str = "", settings: dict | None = None,
-                       progress: dict | None = None) -> None:
-    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports), with the
-    run, fold, push and progress that the next version checks before it resumes."""
-    write_json(working / STATE_FILE, state_record(state, detail, settings, progress))
-
-
-def train_progress(fold_dir: Path) -> dict:
-    """How far a fold got: its finished epochs (train.json when it finished, else the resumable backup's)."""
-    if (fold_dir / "train.json").is_file():
-        return {"epochs": read_json(fold_dir / "train.json").get("epochs"), "finished": True}
-    backup = fold_dir / "backup" / "state.json"
-    return {"epochs": read_json(backup).get("epoch") if backup.is_file() else 0, "finished": False}
-
-
-def describe_state(state: dict | None) -> str:
-    """"push 2 (time-limited, epochs 7)" for a STATE_FILE record; "nothing" for None."""
-    if state is None:
-        return "nothing"
-    progress = state.get("progress") or {}
-    how = ", ".join([state.get("state") or "?"] + [f"{k} {v}" for k, v in progress.items() if k != "finished"])
-    return f"push {state.get('push', '?')} ({how})"
 
 
 def _mounted_state(input_root: Path, ref: str) -> tuple[Path | None, dict | None]:
     """Where source user/slug is mounted under /kaggle/input, and the STATE_FILE it holds (None, None: nothing)."""
-    from ..data.layout import find_input
     user, _, slug = ref.rpartition("/")
     src = find_input(slug, user or None, input_root)
     return src, read_json(src / STATE_FILE) if src is not None and (src / STATE_FILE).is_file() else None

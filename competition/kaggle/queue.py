@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import records as kernel_records
-from ..base.errors import UserError
-from .spec import KernelSpec, check_spec, kernel_ref, kernel_slug, preset_folds, resolve_user
-from .kernels import poll, push
-from .on_kaggle import describe_state
 from ..base.console import say
+from ..base.errors import UserError
+from . import records as kernel_records
+from .api import get_api
+from .kernels import poll, push
+from .machines import ACTIVE, MAX_SESSIONS
+from .spec import KernelSpec, check_spec, kernel_ref, kernel_slug, preset_folds, resolve_user
+from .state import describe_state
 
-MAX_RUNNING = 2                  # Kaggle's batch GPU sessions at a time
 BACKOFF = (60.0, 2.0, 900.0)     # first wait (s), factor when nothing changed, longest wait
-ACTIVE = ("QUEUED", "RUNNING")
 # a push that failed on Kaggle's side (refused, session cap reached, no answer): tried again on a later poll
 RETRY_LATER = ("Kaggle refused the", "Kaggle said no", "Kaggle did not answer")
 
@@ -42,7 +42,7 @@ def fold_spec(data: dict, fold: int) -> KernelSpec:
                       fold=fold)
 
 
-def push_all(spec: KernelSpec, max_running: int = MAX_RUNNING, out_root: Path = Path("kernels/build"),
+def push_all(spec: KernelSpec, max_running: int = MAX_SESSIONS, out_root: Path = Path("kernels/build"),
              runs: Path = Path("runs")) -> dict[int, str]:
     """Queue every fold of the run's preset and push the first max_running; returns each fold's state."""
     if spec.task != "train":
@@ -83,7 +83,6 @@ def _states(records: dict, api: Any, user: str) -> dict[int, str]:
 def step(run_name: str, out_root: Path = Path("kernels/build"), runs: Path = Path("runs")) -> dict[int, str]:
     """One pass of the queue: ask Kaggle how each pushed fold is, then push waiting (or time-limited) folds while
     fewer than max_running are QUEUED or RUNNING. A refused push stays in the queue for the next pass."""
-    from .api import get_api
     records = kernel_records.load(run_name, runs)
     queue = records["queue"]
     if not queue:
@@ -142,7 +141,6 @@ def run_queue(run_name: str, out_root: Path = Path("kernels/build"), runs: Path 
 
 def status_table(run_name: str, runs: Path = Path("runs")) -> list[dict]:
     """Print one table of every kernel recorded for the run (queued folds not yet pushed included)."""
-    from .api import get_api
     records = kernel_records.load(run_name, runs)
     queue = records["queue"] or {}
     if not records["kernels"] and not queue:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.folds import check_fold
 from ..base.errors import UserError
+from ..config import check_refine, preset
+from ..data.folds import check_fold
+from .api import credentials_help, username
+from .machines import DEFAULT, accelerator, session_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # competition/
 TEMPLATES = PACKAGE_DIR.parent / "kernels"
@@ -23,17 +25,6 @@ TITLE_MAX = 50  # Kaggle refuses longer kernel titles (and dataset titles and sl
 # push --resume-from: the kernel's own earlier output mounted as its source, or the private dataset that
 # `kernel checkpoint` made of it (for when Kaggle does not mount the latest self-source version)
 RESUME_FROM = ("self", "dataset")
-# --accelerator choice -> the machine shape Kaggle is asked for (None: no accelerator, CPU only).
-ACCELERATORS: dict[str, str | None] = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "l4": "NvidiaL4",
-                                       "none": None}
-NOTES = {"p100": "the P100 (NvidiaTeslaP100, the GPU Kaggle gives a kernel that names none) is one GPU without "
-                 "tensor cores: float16 runs no faster on it than float32 and it has no bfloat16; the toolkit asks "
-                 "for 2x T4 by default (t4x2), whose tensor cores run float16",
-         "l4": "the L4 (NvidiaL4) may not be open for this competition: Kaggle opens some machine shapes to some "
-               "competitions only, and may then run the kernel on another machine without saying so; the "
-               "kernel's first lines print the GPUs it got (t4x2 is always open)"}
-
-
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel: train fold `fold` of run `name`, or predict the test set (or a shard) from its folds."""
@@ -44,7 +35,7 @@ class KernelSpec:
     preset: str = "unet"
     name: str | None = None               # run name (default: the preset)
     user: str | None = None               # Kaggle user (default: from the kaggle config)
-    accelerator: str = "t4x2"
+    accelerator: str = DEFAULT           # a key of machines.ACCELERATORS
     shard: tuple[int, int] | None = None  # predict: the i-th of N slices of the test set
     train_kernels: str | None = None      # predict: comma list of user/slug train kernels (default: derived)
     epochs: int | None = None             # train: override the preset's epochs (e.g. 1 for a smoke run)
@@ -129,7 +120,6 @@ def kernel_ref(spec: KernelSpec, user: str) -> str:
 
 def preset_folds(preset_name: str) -> int:
     """Number of folds (k) of a preset; an unknown preset is a UserError listing the known ones."""
-    from ..config import preset
     return preset(preset_name).k
 
 
@@ -153,7 +143,7 @@ def blend_members(spec: KernelSpec, user: str) -> list[dict]:
     return members
 
 
-def blend_threshold(spec: KernelSpec) -> float | None:
+def saved_blend_threshold(spec: KernelSpec) -> float | None:
     """The threshold `score --tune-threshold` saved here for this blend (runs/blends/<name>/blend.json), if any."""
     from ..inference.ensemble import blend_dir, member_identity, parse_member, saved_threshold
     specs = [parse_member(text) for text in spec.blend or []]
@@ -174,27 +164,11 @@ def train_refs(spec: KernelSpec, user: str) -> list[str]:
     return [f"{user}/{slugify(train_title(spec.run_name, k))}" for k in predict_folds(spec) or []]
 
 
-def machine_shape(accelerator: str) -> str | None:
-    """Kaggle's machine shape for an --accelerator choice; an unknown one is a one-line UserError."""
-    key = accelerator.strip().lower()
-    if key not in ACCELERATORS:
-        raise UserError(f"unknown accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)} "
-                        f"(t4x2: 2x NVIDIA T4, the toolkit's default; p100: one P100, Kaggle's default GPU; l4; none: CPU only)")
-    return ACCELERATORS[key]
-
-
-def warn_accelerator(accelerator: str) -> None:
-    """A warning on stderr about the P100 (slower for this toolkit) or the L4 (maybe not open)."""
-    note = NOTES.get(accelerator.strip().lower())
-    if note:
-        print(f"warning: {note}", file=sys.stderr, flush=True)
-
-
 def check_spec(spec: KernelSpec) -> None:
     """One-line UserErrors for a kernel that cannot work, before anything is written or sent."""
     if spec.task not in TASKS:
         raise UserError(f"unknown kernel task {spec.task!r}: choose one of {', '.join(TASKS)}")
-    machine_shape(spec.accelerator)
+    accelerator(spec.accelerator)
     k = preset_folds(spec.preset)
     if not slugify(spec.run_name):
         raise UserError(f"--run {spec.run_name!r}: needs letters or digits (it becomes part of the kernel's slug)")
@@ -207,8 +181,7 @@ def check_spec(spec: KernelSpec) -> None:
                         "several --run: a train kernel trains one run; blend runs in a predict kernel")
     for f in spec.folds or []:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
-    if spec.session_hours is not None and not 0.5 <= spec.session_hours <= 24:
-        raise UserError(f"--session-hours {spec.session_hours}: between 0.5 and 24 (Kaggle's GPU sessions: 12)")
+    session_hours(spec.session_hours)
     if spec.resume_from not in RESUME_FROM:
         raise UserError(f"--resume-from {spec.resume_from!r}: choose one of {', '.join(RESUME_FROM)} (dataset: the "
                         f"checkpoint `python -m competition kernel checkpoint` made of the kernel's output)")
@@ -218,7 +191,6 @@ def check_spec(spec: KernelSpec) -> None:
         raise UserError(f"--filters {spec.filters}: a positive number, for train kernels")
     check_encoder_options(spec)
     if spec.refine is not None:
-        from ..config import check_refine
         check_refine(spec.refine)
         if spec.task != "predict":
             raise UserError(f"--refine {spec.refine}: for predict kernels (a train kernel scores its fold as its "
@@ -235,7 +207,6 @@ def check_encoder_options(spec: KernelSpec) -> None:
         if spec.encoder_weights or spec.freeze_encoder or spec.weights_dataset:
             raise UserError("--encoder-weights, --freeze-encoder and --weights-dataset need --encoder NAME")
         return
-    from ..config import preset
     if spec.task != "train":
         raise UserError("--encoder is for train kernels: a predict kernel reads the encoder from the trained model")
     if spec.encoder_weights not in (None, "imagenet", "none"):
@@ -261,7 +232,6 @@ def needs_internet(spec: KernelSpec) -> bool:
 def resolve_user(user: str | None) -> str:
     """--user, else the user name of the kaggle config; neither is a one-line UserError."""
     if user is None:
-        from .api import credentials_help, username
         user = username()
         if not user:
             raise UserError(f"no Kaggle user name for the kernel's id: pass --user NAME (make: USER_ARG='--user NAME') "
@@ -269,3 +239,57 @@ def resolve_user(user: str | None) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", user):
         raise UserError(f"--user {user!r} is not a Kaggle user name (letters, digits, '-' and '_')")
     return user
+
+
+# --- the commands that name a kernel again (in hints and one-line errors) ------------------------------------
+def checkpoint_command(spec: KernelSpec) -> str:
+    """The command that versions the kernel's output as its private checkpoint dataset."""
+    return f"python -m competition kernel checkpoint {spec_options(spec)}" + (
+        f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+
+
+def fix_line(spec: KernelSpec) -> str:
+    """What a kernel that found the wrong output mounted tells its user to do."""
+    again = resume_command(spec)
+    if spec.resume_from == "dataset":
+        return (f"Kaggle may still be processing the checkpoint: push again in a few minutes with `{again}`, or "
+                f"checkpoint again with `{checkpoint_command(spec)}`, or start over with `{again} --fresh`")
+    return (f"Kaggle may still be saving that output: push again in a few minutes with `{again}`, or checkpoint "
+            f"that output as a dataset with `{checkpoint_command(spec)}`, then push with `{again} --resume-from "
+            f"dataset`, or start over (the earlier progress lost) with `{again} --fresh`")
+
+
+def spec_options(spec: KernelSpec) -> str:
+    """The CLI options that name this kernel again (for the next command's hint)."""
+    runs = spec.blend or [spec.run_name]
+    opts = [f"--task {spec.task}", *(f"--run {r}" for r in runs), f"--preset {spec.preset}"]
+    if spec.task == "train":
+        opts.append(f"--fold {spec.fold}")
+    if spec.folds is not None:
+        opts.append(f"--folds {','.join(map(str, spec.folds))}")
+    if spec.train_kernels:
+        opts.append(f"--train-kernels {spec.train_kernels}")
+    if spec.shard:
+        opts.append(f"--shard {spec.shard[0]}/{spec.shard[1]}")
+    if spec.user:
+        opts.append(f"--user {spec.user}")
+    for flag, value in (("--encoder", spec.encoder), ("--encoder-weights", spec.encoder_weights),
+                        ("--freeze-encoder", spec.freeze_encoder), ("--weights-dataset", spec.weights_dataset),
+                        ("--filters", spec.filters)):
+        if value is not None:
+            opts.append(f"{flag} {value}")
+    return " ".join(opts)
+
+
+def error_line(ref: str, message: str) -> str:
+    return (f"{ref} ended in ERROR: {message or '(Kaggle gave no failure message)'}; "
+            f"its log: `kaggle kernels logs {ref}` or https://www.kaggle.com/code/{ref} (Logs)")
+
+
+def resume_command(spec: KernelSpec) -> str:
+    """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
+    opts = spec_options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
+    opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
+    opts += " --resume-from dataset" if spec.resume_from == "dataset" else ""
+    return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
+                                                          if spec.accelerator != DEFAULT else "")

@@ -3,7 +3,9 @@ keras.applications encoders (encoders.py). Importing this package does not impor
 encoder table without it); the builders do."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .encoders import build_encoder_unet
 
 if TYPE_CHECKING:
     import keras
@@ -16,7 +18,6 @@ def build_model(cfg: TrainConfig, size: tuple[int | None, int | None] | None = N
     (None, None): any multiple of `cfg.multiple`, as a crop-trained model must take crops and whole frames)."""
     shape = (*(size or cfg.size), 3)
     if cfg.encoder:
-        from .encoders import build_encoder_unet
         return build_encoder_unet(shape, cfg.encoder, weights=cfg.encoder_weights, filters=cfg.filters,
                                   batchnorm=cfg.batchnorm, freeze=cfg.freeze_encoder > 0)
     if cfg.arch == "simple":
@@ -25,15 +26,3 @@ def build_model(cfg: TrainConfig, size: tuple[int | None, int | None] | None = N
     from .unet import build_unet
     return build_unet(shape, depth=cfg.depth, filters=cfg.filters, pooling=cfg.pooling,
                       dropout=cfg.dropout, dropout_blocks=cfg.dropout_blocks, batchnorm=cfg.batchnorm)
-
-
-def __getattr__(name: str) -> Any:
-    """build_unet, build_simple, build_encoder_unet, imported (with Keras) when first asked for."""
-    modules = {"build_unet": ".unet", "build_simple": ".simple", "build_encoder_unet": ".encoders"}
-    if name in modules:
-        import importlib
-        return getattr(importlib.import_module(modules[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["build_model", "build_unet", "build_simple", "build_encoder_unet"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..base.errors import UserError
+from .saving import load_model
 
 ENCODER_LAYER = "encoder"        # the nested backbone model: what --freeze-encoder freezes
 PREPROCESS_LAYER = "preprocess"  # the frozen 1x1 convolution in front of it
@@ -162,7 +163,6 @@ def load_weights(backbone: Any, path: Path, name: str) -> None:
 def _load_from_model(backbone: Any, path: Path, name: str) -> None:
     """Copy the weights of every backbone layer from the layer of the same name in the saved model at `path`."""
     from . import losses  # noqa: F401  registers the toolkit's loss for models saved compiled
-    from .saving import load_model
     source = _weight_layers(load_model(path, compile=False, rebuild="pass another --encoder-weights file"))
     targets = _weight_layers(backbone)
     missing = [n for n in targets if n not in source]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cost import forward_flops
+from .runtime import dtype_policy
+
 CHANNELS = 16
 DILATIONS = (1, 2, 4, 8, 1)  # after a first 3x3 convolution: receptive field 1 + 2 * (1 + 1 + 2 + 4 + 8 + 1) = 35
 
@@ -26,7 +29,6 @@ def build_refiner(channels: int | None = None, policy: str = "float32", size: tu
     of a logit: 0.03 at a logit of 4). `size`: a fixed input size (what `refiner_flops` counts over); any by default."""
     import keras
 
-    from .runtime import dtype_policy
     channels = channels or CHANNELS
     exact = "float32"
     with dtype_policy(policy):
@@ -49,7 +51,6 @@ def refiner_flops(height: int, width: int, channels: int | None = None) -> float
     counted by models.cost like every other network's."""
     import keras
 
-    from .cost import forward_flops
     flops = forward_flops(build_refiner(channels, size=(height, width)))
     keras.backend.clear_session()
     return float(flops)

@@ -4,12 +4,14 @@ environment; nothing here builds a model."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-from dataclasses import dataclass
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import read_json, write_json
 
@@ -97,7 +99,6 @@ def xla_cache_path() -> Path:
 def xla_choice(key: str, probe: Callable[[], tuple[float, float]]) -> bool:
     """Whether XLA is faster for configuration `key` on this host: read from the cache, else `probe()` (seconds
     a step without and with XLA) measured once, said in one line and kept (delete the file to measure again)."""
-    from ..base.console import say
     path = xla_cache_path()
     cache = {}
     with contextlib.suppress(OSError, ValueError):
@@ -118,7 +119,6 @@ def xla_choice(key: str, probe: Callable[[], tuple[float, float]]) -> bool:
 def cpu_model() -> str:
     """The CPU's model name and a digest of its feature flags from /proc/cpuinfo (VMs sold as one "AMD EPYC"
     differ in AVX-512 and bfloat16), else the platform's processor string."""
-    import hashlib
     with contextlib.suppress(OSError):
         fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
                       if ":" in line)

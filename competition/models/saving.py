@@ -18,9 +18,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import check_keras, damaged, temp_path
-from ..base.console import say
 
 CONFIG = "config.json"
 # Arguments that only matter when another one is on (BatchNormalization's batch renormalisation).

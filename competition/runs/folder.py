@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..base.errors import UserError
+from ..base.fileio import atomic_open, check_keras, damaged
 from ..config import TrainConfig, load_config, save_config
 from ..data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from ..data.layout import Dataset, car_of
-from ..base.errors import UserError
-from ..base.fileio import atomic_open, check_keras, damaged, read_json, zip_intact
+from .resume import intact_backup
 
 # Settings that may differ between folds of one run (everything else defines the model or the data).
 COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "refine", "reduce_lr_patience", "lr", "batch",
@@ -133,16 +135,6 @@ def train_command(run_dir: Path, fold: int | str) -> str:
     return f"python -m competition train --run {run_dir} --fold {fold} --data DIR"
 
 
-def intact_backup(out: Path) -> Path | None:
-    """fold<k>/backup/epoch<NNN>.keras when its state.json and the model it names read back, else None."""
-    state = out / "backup" / "state.json"
-    try:
-        backup = out / "backup" / str(read_json(state).get("backup"))
-    except (UserError, OSError):
-        return None
-    return backup if zip_intact(backup) else None
-
-
 def fold_rebuild(run_dir: Path, fold: int) -> str:
     """How to make fold `fold`'s model again: resume from an intact backup, else retrain with --force."""
     backup = intact_backup(fold_dir(run_dir, fold))
@@ -180,7 +172,6 @@ def save_oof(path: Path, ids: list[str], probs: np.ndarray) -> None:
 def load_oof(path: Path, ids_only: bool = False) -> tuple[list[str], np.ndarray | None]:
     """A fold's held-out probabilities (fold<k>/oof.npz; `ids_only`: its ids alone, without reading them); a
     damaged file is one line saying how to make it again."""
-    import zipfile
     try:
         with np.load(path) as z:
             ids = [str(i) for i in z["ids"]]

@@ -5,11 +5,11 @@ streamed writer's (inference/writer.py, `PartMirror`).
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from ..base.fileio import copy_file
+from .resume import BACKUP, backup_files, is_backup
 
 
 def _same(src: Path, dest: Path) -> bool:
@@ -38,14 +38,12 @@ def mirror_fold(out: Path, dest: Path) -> list[Path]:
     for name in ("config.json", "model.keras", "history.csv", "curves.png"):
         if (out / name).is_file() and not _same(out / name, dest / name):  # the best model: only when it changed
             copied.append(copy_file(out / name, dest / name))
-    state_path = out / "backup" / "state.json"
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        model = out / "backup" / state["backup"]
-        copied.append(copy_file(model, dest / "backup" / model.name))
-        copied.append(copy_file(state_path, dest / "backup" / "state.json"))
-        for old in (dest / "backup").glob("epoch*.keras"):
-            if old.name != model.name:
+    backup = backup_files(out)  # the model, then the state.json that names it
+    for path in backup:
+        copied.append(copy_file(path, dest / path.relative_to(out)))
+    if backup:
+        for old in (dest / backup[0].relative_to(out)).parent.glob("epoch*.keras"):
+            if old.name != backup[0].name:
                 old.unlink(missing_ok=True)
     return copied
 
@@ -53,8 +51,9 @@ def mirror_fold(out: Path, dest: Path) -> list[Path]:
 def mirror_finished_fold(out: Path, dest: Path) -> list[Path]:
     """A finished fold's files (not temporary ones) into `dest`; its mirrored backup is no longer needed."""
     copied = [copy_file(p, dest / p.relative_to(out)) for p in sorted(out.rglob("*"))
-              if p.is_file() and not any(part == "backup" or part.startswith(".") for part in p.relative_to(out).parts)]
-    shutil.rmtree(dest / "backup", ignore_errors=True)
+              if p.is_file() and not is_backup(p.relative_to(out))
+              and not any(part.startswith(".") for part in p.relative_to(out).parts)]
+    shutil.rmtree(dest / BACKUP, ignore_errors=True)
     return copied
 
 

@@ -1,19 +1,22 @@
-"""The resume protocol of a fold, in one place: what fold<k>/backup/ holds after every epoch and what a rerun of the
-same command reads back.
+"""The resume protocol of a fold, in one place: what fold<k>/ holds while it trains and once it is finished, and
+what a rerun of the same command reads back. No other module names these files.
 
 backup/epoch<NNN>.keras is the last epoch's model with its optimizer state; backup/state.json says which epoch it
 is, the best monitored value so far, early stopping's count ("wait", and "stopped" once it fired), the learning
 rate plateau's counts ("reduce_lr"), the --freeze-encoder phase, and "time_limited" when --time-limit stopped the
-fold. A fold is finished when it has train.json (written last); the backup is then deleted.
+fold. A fold is finished when it has train.json (its summary, written last); the backup is then deleted.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from ..base.fileio import read_json, write_json
+from ..base.errors import UserError
+from ..base.fileio import copy_file, read_json, write_json, zip_intact
 
 BACKUP = "backup"
 STATE = "state.json"
+SUMMARY = "train.json"
 
 
 def state_path(out: Path) -> Path:
@@ -29,6 +32,11 @@ def read_state(out: Path, rebuild: str | None = None) -> dict:
 
 def backup_path(out: Path, epoch: int) -> Path:
     return out / BACKUP / f"epoch{epoch:03d}.keras"
+
+
+def backup_model(out: Path, state: dict) -> Path:
+    """The model a state names (backup/epoch<NNN>.keras)."""
+    return out / BACKUP / str(state.get("backup"))
 
 
 def record_epoch(out: Path, epoch: int, best: float | None, best_epoch: int | None, wait: int, stopped: bool,
@@ -57,5 +65,66 @@ def mark_time_limited(out: Path, mirror: Path | None) -> None:
     path = state_path(out)
     write_json(path, {**read_json(path), "time_limited": True})
     if mirror is not None:
-        from ..base.fileio import copy_file
         copy_file(path, mirror / out.name / BACKUP / STATE)
+
+
+def intact_backup(out: Path) -> Path | None:
+    """fold<k>/backup/epoch<NNN>.keras when its state.json and the model it names read back, else None."""
+    try:
+        backup = backup_model(out, read_json(state_path(out)))
+    except (UserError, OSError):
+        return None
+    return backup if zip_intact(backup) else None
+
+
+def backup_files(out: Path) -> list[Path]:
+    """The backup's files in the order a copy must take them: the model first, then the state.json that names it
+    ([] when the fold has no backup)."""
+    state = read_state(out)
+    return [backup_model(out, state), state_path(out)] if state else []
+
+
+def is_backup(relative: Path) -> bool:
+    """Whether a path inside a fold's folder belongs to its backup (resumable state, not a finished output)."""
+    return BACKUP in relative.parts
+
+
+# --- a finished fold ---------------------------------------------------------------------------------------------
+def summary_path(out: Path) -> Path:
+    return out / SUMMARY
+
+
+def is_finished(out: Path) -> bool:
+    """Whether the fold finished: its train.json, written last, is there."""
+    return summary_path(out).is_file()
+
+
+def read_summary(out: Path, rebuild: str | None = None) -> dict:
+    """A finished fold's train.json; a damaged one is one line with `rebuild`."""
+    return read_json(summary_path(out), rebuild)
+
+
+def finish(out: Path, summary: dict) -> None:
+    """The fold is finished: train.json written last, then the backup deleted."""
+    write_json(summary_path(out), summary)
+    shutil.rmtree(out / BACKUP, ignore_errors=True)
+
+
+def progress(out: Path) -> dict:
+    """How far a fold got: its finished epochs (train.json when it finished, else the resumable backup's)."""
+    if is_finished(out):
+        return {"epochs": read_summary(out).get("epochs"), "finished": True}
+    return {"epochs": read_state(out).get("epoch", 0), "finished": False}
+
+
+def missing_to_resume(out: Path) -> str | None:
+    """What a fold's folder lacks to resume from (None: nothing): its train.json, or else a state.json and the
+    model it names."""
+    if is_finished(out):
+        return None
+    if not state_path(out).is_file():
+        return f"{out.name}/{BACKUP}/{STATE} (the resumable backup) nor {out.name}/{SUMMARY}"
+    named = read_state(out).get("backup")
+    if named and backup_model(out, {"backup": named}).is_file():
+        return None
+    return f"{out.name}/{BACKUP}/{named or '<model>'}"

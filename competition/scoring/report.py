@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..data.layout import open_dataset
+from ..base.console import say
 from ..base.fileio import atomic_open, read_json, write_bytes, write_text
 from ..base.images import decode_jpeg
-from ..base.console import say
+from ..data.layout import open_dataset
 from .tables import WORST_FILE, breakdown, read_worst
 
 FP_COLOR = (255, 40, 40)     # false positive: predicted car where there is none (red)

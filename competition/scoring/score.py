@@ -12,17 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import check_threshold, load_config, refine_words, save_config
-from ..data.layout import car_of, open_dataset, view_of
+from ..base import rle
+from ..base.console import bar, say
 from ..base.errors import UserError
 from ..base.fileio import write_json
-from ..inference.ensemble import BLEND_FILE, Member, MemberSpec, as_specs, blend_dir, blend_native, blend_threshold, default_batch, identity, native_maps, open_members, probabilities
-from ..inference.upsample import threshold_native
-from .metrics import FoldScore, dice, pooled_threshold, threshold_curve
-from ..base.console import bar, say
 from ..base.submission_csv import iter_rows
+from ..config import check_threshold, load_config, refine_words, save_config
+from ..data.layout import car_of, open_dataset, view_of
+from ..inference.ensemble import (BLEND_FILE, Member, MemberSpec, as_specs, blend_dir, blend_native, blend_threshold,
+                                  default_batch, identity, native_maps, open_members, probabilities)
+from ..inference.upsample import threshold_native
 from ..runs.folder import held_out_ids, model_digests, run_folds, trained_folds
-from .tables import breakdown, car_metadata, fold_scores, group_means, image_table, summarise, training_time, write_cv, write_fold_score
+from .metrics import FoldScore, dice, pooled_threshold, threshold_curve
+from .tables import (breakdown, car_metadata, fold_scores, group_means, image_table, summarise, training_time,
+                     write_cv, write_fold_score)
 
 
 def evaluate(members: list[Member], ds, ids: list[str], threshold: float, batch: int, worst: int = 0) -> FoldScore:
@@ -240,7 +243,6 @@ def _cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str, n
 
 def score_submission(path: Path, data: str | None) -> dict:
     """Score a submission CSV whose ids are training images against their masks, streaming."""
-    from ..base import rle
     ds = open_dataset(data)
     known = set(ds.train_ids)
     rows: list[dict] = []

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from .. import NATIVE_SHAPE
-from ..data.layout import car_of, view_of
+from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import write_bytes, write_json, write_text
+from ..data.layout import car_of, view_of
 from .metrics import THRESHOLDS, FoldScore
-from ..base.console import say
 
 METADATA_COLUMNS = ["make", "model", "year"]
 UNKNOWN = "unknown"  # make/model of a car that metadata.csv does not list (or with no metadata.csv)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import keras
 
-from ..config import TrainConfig
 from ..base.fileio import write_text
-from ..runs.history import history_csv, plot_curves
+from ..config import TrainConfig
 from ..models.saving import save_model
+from ..runs.history import history_csv, plot_curves
+from ..runs.mirror import mirror_fold
 from ..runs.resume import backup_path, record_epoch, record_plateau
 
 
@@ -119,7 +120,6 @@ class Guard(keras.callbacks.Callback):
             record_plateau(fold.out, int(self.plateau.wait), float(self.plateau.best),
                            int(self.plateau.cooldown_counter), lr)
         if fold.mirror is not None:
-            from ..runs.mirror import mirror_fold
             plot_curves(fold.history, fold.out / "curves.png", f"{fold.run_dir.name} fold {fold.out.name[4:]}")
             mirror_fold(fold.out, fold.mirror / fold.out.name)
         if (fold.deadline is not None and fold.deadline.step_done(seconds) and epoch + 1 < fold.cfg.epochs

@@ -33,12 +33,18 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..config import REFINER_STEPS
-from ..base.errors import UserError
-from ..base.geometry import Geometry
 from ..base.console import say
+from ..base.errors import UserError
+from ..base.fileio import copy_file, read_json, write_json, zip_intact
+from ..base.geometry import Geometry
+from ..config import REFINER_STEPS, load_config
+from ..data.layout import open_dataset
 from ..models.refiner import CHANNELS, DILATIONS, build_refiner, refiner_inputs
-from ..runs.folder import LEARNS_FROM, REFINER_DIR, REFINER_RECORD, refiner_path, refiner_sources, training_ids
+from ..models.runtime import build_optimizer, jit_compile, machine_policy
+from ..models.saving import save_model
+from ..runs.folder import (LEARNS_FROM, REFINER_DIR, REFINER_RECORD, fold_dir, load_oof, refiner_path, refiner_sources,
+                           trained_folds, training_ids)
+from ..runs.resume import is_finished
 
 CROP = 96                    # training crops (guide pixels)
 BATCH = 16
@@ -52,7 +58,6 @@ def refiner_policy(mixed_precision: bool) -> str:
     """The dtype policy a run's refiner trains in: bfloat16 where its first stage trains in bfloat16 (a
     mixed-precision run on a CPU with bfloat16 instructions: 2,000 steps of cpu's refiner in about 2.5
     minutes instead of 6), else float32 (on a GPU the refiner is cheap beside the first stage)."""
-    from ..models.runtime import machine_policy
     policy = machine_policy(mixed_precision)
     return policy if policy == "mixed_bfloat16" else "float32"
 
@@ -69,7 +74,6 @@ class Samples:
 
 def fold_samples(run_dir: Path, fold: int, ds, geometry: Geometry) -> Samples:
     """Fold `fold`'s held-out photos with its model's out-of-fold probabilities (fold<k>/oof.npz)."""
-    from ..runs.folder import load_oof
     path = run_dir / f"fold{fold}" / "oof.npz"
     if not path.is_file():
         raise UserError(f"{path}: missing; the refiner learns from each trained fold's held-out probabilities "
@@ -154,7 +158,6 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     convolutions computed as `policy` says (build_refiner)."""
     import keras
 
-    from ..models.runtime import build_optimizer, jit_compile
     keras.utils.set_random_seed(seed)
     model = build_refiner(policy=policy)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
@@ -173,7 +176,6 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
 
 def oof_count(path: Path) -> int:
     """Photos in an oof.npz, without reading its probabilities (a damaged file: one line, as load_oof says it)."""
-    from ..runs.folder import load_oof
     return len(load_oof(path, ids_only=True)[0])
 
 
@@ -186,9 +188,8 @@ def recipe() -> dict:
 def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
     """The folds a refiner can learn from (finished: model.keras alone may be mid-training), or a one-line error
     when there are too few."""
-    from ..runs.folder import trained_folds
-    done = "train.json" if own else "oof.npz"
-    folds = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / done).is_file()]
+    folds = [k for k in trained_folds(run_dir) if is_finished(fold_dir(run_dir, k))
+             and (own or (fold_dir(run_dir, k) / "oof.npz").is_file())]
     need = 1 if test_only or own else 2
     if len(folds) < need:
         hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""
@@ -208,10 +209,6 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     fold's (module docstring). steps and learns_from None: the run's config's (refiner_steps, refiner_from).
     A mixed-precision run trains its refiners in bfloat16 on a CPU that has it (`refiner_policy`, recorded as
     "policy"). Photos are decoded only for the refiners that must be trained."""
-    from ..config import load_config
-    from ..data.layout import open_dataset
-    from ..base.fileio import read_json, write_json, zip_intact
-    from ..models.saving import save_model
     cfg = load_config(run_dir / "config.json")
     learns_from = cfg.refiner_from if learns_from is None else learns_from
     steps = cfg.refiner_steps if steps is None else steps
@@ -258,7 +255,6 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
         same = current.get(tuple(sources))
         if same is not None:  # one fold's training photos: all.keras would learn exactly what fold<k>.keras did
             say(f"refiner: {path.name} learns from the same photos as {same.name}: copied")
-            from ..base.fileio import copy_file
             copy_file(same, path)
         else:
             say(f"refiner: training {path.name} on the {'training' if own else 'held-out'} photos of folds "

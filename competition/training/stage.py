@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import refiner as refiner_module
-from . import train as train_module
-from ..config import TrainConfig
 from ..base.console import say
-from ..runs.folder import trained_folds
+from ..config import TrainConfig
+from ..runs.folder import fold_dir, trained_folds
+from ..runs.resume import is_finished
+from . import refiner as refiner_module, train as train_module
 
 
 def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, **train_options) -> dict:
@@ -37,7 +37,7 @@ def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold
     """The refiners a finished fold makes possible (module docstring); [] when the run does not use them."""
     if cfg.refine != "net":
         return []
-    if not (run_dir / f"fold{fold}" / "train.json").is_file():
+    if not is_finished(fold_dir(run_dir, fold)):
         return []
     if cfg.refiner_from == "held-out":
         done = [k for k in trained_folds(run_dir) if (run_dir / f"fold{k}" / "oof.npz").is_file()]

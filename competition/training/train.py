@@ -10,25 +10,33 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 
+from ..base import console
+from ..base.console import say
+from ..base.errors import UserError
+from ..base.fileio import check_folder, check_keras, remove_temps
+from ..base.geometry import Geometry
+from ..base.timelimit import format_duration
 from ..config import TrainConfig, save_config
 from ..data.folds import check_fold, write_folds
 from ..data.layout import open_dataset
 from ..data.pipeline import build_cache, make_dataset, streaming
-from ..base.errors import UserError
-from ..base.timelimit import format_duration
-from ..base.fileio import check_folder, check_keras, read_json, remove_temps, write_json
-from ..base.geometry import Geometry
-from ..base.console import say
-from ..runs.history import plot_curves
-from ..runs.folder import check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids, train_command
-from ..runs.resume import mark_time_limited, read_state
+from ..models import build_model
+from ..models.encoders import FINETUNE_LR_FACTOR, fetch_imagenet, set_encoder_trainable
 from ..models.runtime import build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
+from ..models.saving import load_model
+from ..runs.folder import (check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids,
+                           train_command)
+from ..runs.history import plot_curves
+from ..runs.mirror import mirror_finished_fold, mirror_fold, mirror_run_files
+from ..runs.resume import backup_model, finish, is_finished, mark_time_limited, read_state, read_summary
+
 
 def new_model(cfg: TrainConfig, jit: bool | str | None = None):
-    from ..models import build_model
     model = build_model(cfg, (None, None) if cfg.crop else None)  # crops to train, whole frames to validate
     return compile_model(model, cfg, lr_at(cfg, 0), jit)
 
@@ -48,12 +56,8 @@ def choose_xla(cfg: TrainConfig, policy: str, models: tuple | None = None) -> bo
 
 def _time_xla(cfg: TrainConfig, policy: str, models: tuple | None = None, rounds: int = 3) -> tuple[float, float]:
     """Median seconds of a training step without and with XLA, alternating, after one untimed step each."""
-    import time
-
     import keras
-    import numpy as np
 
-    from ..models import build_model
     rng = np.random.default_rng(0)
     x = rng.random((cfg.batch, *cfg.train_size, 3), dtype=np.float32)
     y = (rng.random((cfg.batch, *cfg.train_size, 1)) > 0.5).astype(np.float32)
@@ -105,7 +109,6 @@ def _unfreeze(model, cfg: TrainConfig, state: dict, jit: bool | str | None = Non
     the fine-tuning starts from (patience and the LR schedule start again; the best so far is kept). Nothing is
     written here: the first fine-tuning epoch saves the unfrozen model with this state, so a run killed before
     then unfreezes again when resumed."""
-    from ..models.encoders import FINETUNE_LR_FACTOR, set_encoder_trainable
     set_encoder_trainable(model, True)
     compile_model(model, cfg, cfg.lr * FINETUNE_LR_FACTOR, jit)
     state = {k: v for k, v in state.items() if k != "reduce_lr"}
@@ -130,7 +133,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
             check_folder(folder, flag)
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
-    if not force and (out / "train.json").is_file():
+    if not force and is_finished(out):
         return _already_trained(cfg, run_dir, out, fold)
     check_compatible(run_dir, cfg)
     if not force:
@@ -147,7 +150,6 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     cache = (streaming(ds, ids, geom, cfg.image_interp, hold) if cache_dir is None  # a corrupt JPEG or a damaged
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
     if cfg.encoder and cfg.encoder_weights == "imagenet":
-        from ..models.encoders import fetch_imagenet
         fetch_imagenet(cfg.encoder)  # a failed download stops here too, the run untouched
     # checked: now the run folder is written
     if force and out.exists():
@@ -164,7 +166,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
 def _already_trained(cfg: TrainConfig, run_dir: Path, out: Path, fold: int) -> dict:
     """A finished fold's summary, once its train.json and model.keras read back (a damaged one is one line)."""
     retrain = f"retrain the fold with `{train_command(run_dir, fold)} --force`"
-    summary = read_json(out / "train.json", retrain)
+    summary = read_summary(out, retrain)
     check_keras(out / "model.keras", retrain)
     say(f"{out} is already trained (best {cfg.monitor} {summary.get('best')}); --force retrains it")
     return summary
@@ -175,7 +177,7 @@ def _check_backup(run_dir: Path, out: Path, fold: int) -> None:
     retrain = f"retrain the fold with `{train_command(run_dir, fold)} --force`"
     state = read_state(out, retrain)
     if state:
-        check_keras(out / "backup" / str(state.get("backup")), retrain)
+        check_keras(backup_model(out, state), retrain)
 
 
 def _say_policy(cfg: TrainConfig, policy: str) -> None:
@@ -188,10 +190,9 @@ def _say_policy(cfg: TrainConfig, policy: str) -> None:
 def _model(cfg: TrainConfig, out: Path, state: dict, strategy, policy: str, jit: bool | str | None = None):
     """The fold's model: the backup's (a resume) or a new one, built under the run's precision policy."""
     from ..models import losses  # noqa: F401  registers our loss and metrics for load_model
-    from ..models.saving import load_model
     with dtype_policy(policy), strategy.scope():
         if state:
-            model = load_model(out / "backup" / state["backup"])  # saved by this Keras or another (Kaggle's)
+            model = load_model(backup_model(out, state))  # saved by this Keras or another (Kaggle's)
             say(f"resuming {out} after epoch {state['epoch']} of {cfg.epochs}"
                 + (" (early stopping had fired: finishing)" if state.get("stopped") else ""))
         else:
@@ -207,7 +208,6 @@ def _schedule(cfg: TrainConfig, state: dict):
         return None
     scale = 1.0
     if state.get("phase") == "finetune":  # after --freeze-encoder: the schedule at a tenth
-        from ..models.encoders import FINETUNE_LR_FACTOR
         scale = FINETUNE_LR_FACTOR
 
     def schedule(epoch: int, lr: float) -> float:  # after a constant schedule's warm-up: leave it to the plateau
@@ -222,7 +222,6 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
     import tensorflow as tf
 
     from . import callbacks as fold_callbacks
-    from ..base import console as progress
     strategy, policy = pick_strategy(), machine_policy(cfg.mixed_precision)
     _say_policy(cfg, policy)
     replicas = strategy.num_replicas_in_sync
@@ -242,10 +241,9 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
         + (f" in random {cfg.crop[0]}x{cfg.crop[1]} crops" if cfg.crop else "")
         + f", batch {batch} on {replicas} device(s)")
     if mirror is not None:
-        from ..runs.mirror import mirror_fold, mirror_run_files
         mirror_run_files(run_dir, mirror)
         mirror_fold(out, mirror / out.name)
-    verbose = 0 if progress.QUIET else (1 if sys.stdout.isatty() else 2)
+    verbose = 0 if console.QUIET else (1 if sys.stdout.isatty() else 2)
     while True:  # one pass, or two with --freeze-encoder: the decoder alone, then everything
         end = min(cfg.freeze_encoder, cfg.epochs) if state.get("phase") == "frozen" else cfg.epochs
         callbacks, fold = fold_callbacks.make_callbacks(
@@ -275,7 +273,6 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
     summary = _finish(cfg, out, fold.history or state.get("history", []), cache, val_ids,
                       cfg.eval_batch * replicas, run_dir, int(out.name[4:]))
     if mirror is not None:
-        from ..runs.mirror import mirror_finished_fold
         mirror_finished_fold(out, mirror / out.name)
     return summary
 
@@ -293,7 +290,6 @@ def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: li
     """Best model -> OOF probabilities, curves, train.json; the backup is no longer needed."""
     if not (out / "model.keras").is_file():
         raise UserError(f"{out}: no epoch improved {cfg.monitor}, so there is no model.keras; train longer")
-    from ..models.saving import load_model
     model = load_model(out / "model.keras", compile=False,
                        rebuild=f"train it again: train --run {run_dir} --fold {fold} --data DIR --force")
     probs = model.predict(make_dataset(cache, val_ids, batch, False).map(lambda x, y: x), verbose=0)
@@ -303,8 +299,7 @@ def _finish(cfg: TrainConfig, out: Path, history: list[dict], cache, val_ids: li
     best = min(history, key=lambda r: sign * r.get(cfg.monitor, sign * math.inf)) if history else {}
     summary = {"fold": fold, "epochs": len(history), "best_epoch": best.get("epoch"),
                "best": best.get(cfg.monitor), "val_dice": best.get("val_dice"), "val_images": len(val_ids)}
-    write_json(out / "train.json", summary)
-    shutil.rmtree(out / "backup", ignore_errors=True)
+    finish(out, summary)
     say(f"fold {fold} done: best val_dice {summary['val_dice']:.4f} at epoch {summary['best_epoch']} "
         f"(model resolution); {out}/model.keras")
     return summary

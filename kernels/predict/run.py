@@ -66,6 +66,7 @@ def main() -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
     from competition.kaggle import on_kaggle
+    from competition.kaggle.state import write_kernel_state
     from competition.base.fileio import copy_file
     from competition.__main__ import main as cli
     from competition.config import load_config
@@ -96,7 +97,7 @@ def main() -> int:
         return 2
 
     if not written.is_file():
-        on_kaggle.write_kernel_state(working, "running", written.name, SETTINGS)
+        write_kernel_state(working, "running", written.name, SETTINGS)
         if refine == "net":  # the refiner learns from what the run's config says (refiner_from): the gathered
                              # folds' held-out predictions (oof.npz), or the first fold's model on its training photos
             restored = out.parent / REFINER_DIR  # the earlier version's, restored with its output
@@ -125,14 +126,14 @@ def main() -> int:
         if rc != 0:
             return rc
     if not written.is_file():
-        on_kaggle.write_kernel_state(working, "time-limited", f"{written.name}: partial", SETTINGS)
+        write_kernel_state(working, "time-limited", f"{written.name}: partial", SETTINGS)
         print(f"{written.name} stopped at the time limit, NOT finished: push this kernel again (same command) "
               f"and the new version continues from the rows in this output", flush=True)
         return 0
     if made_path(written).is_file():  # what made it, for `merge` to compare shards by
         copy_file(made_path(written), working / made_path(written).name)
     copy_file(written, working / written.name)
-    on_kaggle.write_kernel_state(working, "complete", written.name, SETTINGS)
+    write_kernel_state(working, "complete", written.name, SETTINGS)
     print(f"output: {working / written.name}", flush=True)
     return 0
 

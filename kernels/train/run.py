@@ -82,28 +82,29 @@ def main() -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     package = unpack_toolkit(root)
-    from competition.kaggle import on_kaggle
-    from competition.base.fileio import read_json
     from competition.__main__ import main as cli
     from competition.base.errors import UserError
+    from competition.kaggle import on_kaggle
+    from competition.kaggle.state import write_kernel_state
+    from competition.runs import resume
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
     name, fold = SETTINGS["name"], str(SETTINGS["fold"])
     runs = temp / "runs"
     try:  # first, before any GPU time: an older or missing output where one is known stops the kernel here
-        resume = on_kaggle.check_resume(root / "input", SETTINGS)
+        resuming = on_kaggle.check_resume(root / "input", SETTINGS)
         on_kaggle.check_environment(SETTINGS.get("accelerator"))
         data = on_kaggle.find_competition_input(root / "input")
         weights = SETTINGS.get("encoder_weights")
         if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
             weights = str(on_kaggle.find_weights_file(root / "input", SETTINGS["weights_dataset"], SETTINGS["encoder"]))
-        if resume:
+        if resuming:
             on_kaggle.restore_run(root / "input", on_kaggle.resume_source(SETTINGS), [runs / name, working])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
 
     fold_dir = runs / name / f"fold{fold}"
-    on_kaggle.write_kernel_state(working, "running", f"fold {fold}", SETTINGS, on_kaggle.train_progress(fold_dir))
+    write_kernel_state(working, "running", f"fold {fold}", SETTINGS, resume.progress(fold_dir))
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
             "--time-limit", on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours")),
@@ -118,18 +119,18 @@ def main() -> int:
         args += ["--filters", str(SETTINGS["filters"])]
     try:
         rc = cli(args)  # the fold, then (a run refined by the net, learning from its training photos) its refiner
-        finished = (fold_dir / "train.json").is_file()
+        finished = resume.is_finished(fold_dir)
         if rc == 0 and not finished:
-            epoch = read_json(fold_dir / "backup" / "state.json").get("epoch")
-            on_kaggle.write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}", SETTINGS,
-                                         on_kaggle.train_progress(fold_dir))
+            epoch = resume.read_state(fold_dir).get("epoch")
+            write_kernel_state(working, "time-limited", f"fold {fold} after epoch {epoch}", SETTINGS,
+                                         resume.progress(fold_dir))
             print(f"fold {fold} stopped at the time limit after epoch {epoch}, NOT finished: push this kernel again "
                   f"(same command) and the new version resumes from this output", flush=True)
             return 0
         if rc != 0 and finished:  # only the refiner, trained after the fold, failed: the fold scores guided
             print("warning: the fold is trained but its refiner failed (above)", file=sys.stderr, flush=True)
             rc = 0
-        if rc == 0 and SETTINGS.get("score") and on_kaggle.toolkit_has("scoring.score"):
+        if rc == 0 and SETTINGS.get("score"):
             on_kaggle.copy_outputs(runs / name, working)  # the model is safe before scoring starts
             # --tune-threshold: the run's config gets the fold's best threshold, which predict then uses
             refine = on_kaggle.refine_for_score(runs / name, int(fold))  # guided where the fold has no refiner
@@ -142,7 +143,7 @@ def main() -> int:
         print(f"output: {len(copied)} file(s) in {working}: {', '.join(str(p.relative_to(working)) for p in copied)}",
               flush=True)
     if rc == 0:
-        on_kaggle.write_kernel_state(working, "complete", f"fold {fold}", SETTINGS, on_kaggle.train_progress(fold_dir))
+        write_kernel_state(working, "complete", f"fold {fold}", SETTINGS, resume.progress(fold_dir))
     return rc
 
 

@@ -1,0 +1,36 @@
+"""kernel-state.json: a kernel's own record, in its output, of how far it got ("running", "time-limited",
+"complete"), which run, fold, task, kernel and push made it, and its progress. The kernel writes it
+(kaggle/on_kaggle.py); the host reads it to report a kernel's status and to tell the next version what it must find
+mounted before it resumes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..base.fileio import write_json
+
+STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
+
+
+def state_record(state: str, detail: str = "", settings: dict | None = None, progress: dict | None = None) -> dict:
+    """What STATE_FILE holds: the state, and which run, fold, task, kernel and push (version) made it, how far."""
+    settings = settings or {}
+    record = {"state": state, "detail": detail, "run": settings.get("name"), "task": settings.get("task"),
+              "fold": settings.get("fold"), "kernel": settings.get("kernel"), "push": settings.get("push")}
+    return {**record, "progress": progress or {}}
+
+
+def write_kernel_state(working: Path, state: str, detail: str = "", settings: dict | None = None,
+                       progress: dict | None = None) -> None:
+    """STATE_FILE in the output: "running", "time-limited" or "complete" (what `kernel status` reports), with the
+    run, fold, push and progress that the next version checks before it resumes."""
+    write_json(working / STATE_FILE, state_record(state, detail, settings, progress))
+
+
+def describe_state(state: dict | None) -> str:
+    """"push 2 (time-limited, epochs 7)" for a STATE_FILE record; "nothing" for None."""
+    if state is None:
+        return "nothing"
+    progress = state.get("progress") or {}
+    how = ", ".join([state.get("state") or "?"] + [f"{k} {v}" for k, v in progress.items() if k != "finished"])
+    return f"push {state.get('push', '?')} ({how})"

@@ -29,10 +29,12 @@ TUNE     ?= 0
 # REFINE: none | guided | net (empty: the run's config); `make train` trains the refiner net of a run whose config
 # says net (a predict kernel, TASK=predict REFINE=net, trains its own from the folds it gathers).
 REFINE   ?=
-# LEARN_FROM: what `make refiner` (retraining the refiners) learns from: held-out (the other folds' predictions, 2+ folds) or training
+# REFINER_FROM (formerly LEARN_FROM): what `make refiner` (retraining the refiners) learns from: held-out (the other
+# folds' predictions, 2+ folds) or training
 # (each fold's model on its own training photos: one fold is enough; for short runs); empty: the run's config's
-# (training for real-cpu, held-out otherwise).
+# (training for cpu, held-out otherwise).
 LEARN_FROM ?=
+REFINER_FROM ?= $(LEARN_FROM)
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 BUDGET   ?=
@@ -155,7 +157,7 @@ cv: venv
 # Retrain the second-stage refiner nets (`make train` already trains them where the run's config says net).
 refiner: venv
 	@echo "data: $(DATA)"
-	$(CLI) refiner --run $(RUN) --data $(DATA)$(if $(LEARN_FROM), --learn-from $(LEARN_FROM))
+	$(CLI) refiner --run $(RUN) --data $(DATA)$(if $(REFINER_FROM), --refiner-from $(REFINER_FROM))
 
 data: venv
 	$(CLI) download --out data/carvana

@@ -15,7 +15,7 @@ POOLINGS = ("max", "strided")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("flip", "rotate", "contrast")
 REFINES = ("none", "guided", "net")  # post-processing of the upsampled probability (inference/upsample.py, models/refiner.py)
-REFINER_SOURCES = ("held-out", "training")  # what the refiner net learns from (refiner.py, `refiner --learn-from`)
+REFINER_FROM = ("held-out", "training")  # what the refiner net learns from (training/refiner.py, --refiner-from)
 REFINER_STEPS = 1000  # its training batches; 2000 gained +0.0004 native dice over 200 on real photos (docs/results.md)
 CONFIG_VERSION = 1
 
@@ -204,7 +204,7 @@ def check_config(c: TrainConfig) -> None:
                             f"pass a smaller --crop or a larger --size")
     check_threshold(c.threshold)
     check_refine(c.refine)
-    choice("refiner source", c.refiner_from, REFINER_SOURCES)
+    choice("refiner source (refiner_from)", c.refiner_from, REFINER_FROM)
     if c.refiner_steps < 1:
         raise UserError(f"refiner steps must be at least 1 (got {c.refiner_steps})")
     if not 0 <= c.bce_weight <= 1:

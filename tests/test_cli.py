@@ -147,6 +147,11 @@ OLD_FLAGS = {'synth': {'--out': ('out', 'data/synthetic'),
           '--pipeline-img-s': ('pipeline_img_s', None),
           '--allow-split': ('allow_split', False)}}
 RENAMED_DESTS = {("train", "--model"): "arch",  # the generated flag's dest is the field it sets
+                 # one name for what the refiner learns from since issue 44: refiner_from, --refiner-from
+                 ("refiner", "--learn-from"): "refiner_from", ("train", "--learn-from"): "refiner_from",
+                 # one meaning of --seed since issue 44: train's; the synthetic set's and the folds' have their own
+                 ("synth", "--seed"): "synth_seed", ("folds", "--seed"): "fold_seed",
+                 ("calibrate", "--steps"): "timed_steps",
                  # one spelling for "where this command writes" since issue 35: --out, the old ones its aliases
                  ("download", "--dest"): "out", ("extract", "--to"): "out", ("kernel", "--dest"): "out",
                  # one spelling of the accelerator across subcommands since issue 44
@@ -365,5 +370,21 @@ def test_the_cli_package_stays_small():
 
 def test_calibrate_is_a_subcommand():
     a = parse(["calibrate", "--out", "c.json"])
-    assert a.command == "calibrate" and a.steps == 10 and a.predict_batch == 4 and not a.mixed_precision
+    assert a.command == "calibrate" and a.timed_steps == 10 and a.predict_batch == 4 and not a.mixed_precision
     assert "tiny" not in a.presets.split(",") and "unet" in a.presets.split(",")
+
+
+def test_a_former_spelling_works_and_says_the_new_one_in_one_line(tmp_path, capsys):
+    """Every OLD_SPELLINGS entry is an option of its subcommand, parsed to the new one's dest; using it prints one
+    note naming the new spelling (stdout: stderr keeps its one-line errors); the new spelling prints none."""
+    from competition.cli.parser import OLD_SPELLINGS, old_spellings
+    parsers = subcommands(build_parser())
+    for (command, old), new in OLD_SPELLINGS.items():
+        options = {s: a for a in parsers[command]._actions for s in a.option_strings}
+        assert old in options and new in options and options[old] is options[new], (command, old, new)
+        assert old_spellings(command, [old, "1"]) == [f"note: {command}'s {old} is now {new} (the old spelling "
+                                                      f"still works)"]
+        assert old_spellings(command, [new, "1"]) == [] and old_spellings("predict", [old, "1"]) == []
+    assert main(["synth", "--out", str(tmp_path / "s"), "--cars", "1", "--test", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr()
+    assert "note: synth's --seed is now --synth-seed" in out.out and out.err == ""

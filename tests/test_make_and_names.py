@@ -163,11 +163,12 @@ def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir
     for target in ("predict", "score", "cv", "kernel-push"):  # a predict kernel trains its own refiner
         assert "--refine net" in dry_run(make_dir, target, "TASK=predict", "REFINE=net")[-1]
     assert "--refine" not in dry_run(make_dir, "kernel-push", "REFINE=net")[-1]  # a train kernel scores as configured
-    for learn in ("held-out", "training"):  # what the refiner learns from reaches the CLI, which accepts it
-        line = dry_run(make_dir, "refiner", f"LEARN_FROM={learn}")[-1]
-        args = cli.build_parser().parse_args(line.split(" -m competition ")[1].split())
-        assert args.learn_from == learn
-    assert "--learn-from" not in dry_run(make_dir, "refiner")[-1]  # the run's config says (refiner_from)
+    for var in ("REFINER_FROM", "LEARN_FROM"):  # LEARN_FROM: its former spelling
+        for learn in ("held-out", "training"):  # what the refiner learns from reaches the CLI, which accepts it
+            line = dry_run(make_dir, "refiner", f"{var}={learn}")[-1]
+            args = cli.build_parser().parse_args(line.split(" -m competition ")[1].split())
+            assert args.refiner_from == learn
+    assert "--refiner-from" not in dry_run(make_dir, "refiner")[-1]  # the run's config says (refiner_from)
 
 
 @needs_make

@@ -291,7 +291,7 @@ def test_shards_whose_kernels_each_trained_the_refiner_merge_unless_it_learnt_ot
 
 def test_learning_from_training_photos_uses_the_folds_own_model_on_its_own_photos_and_never_its_held_out(
         tiny_run, synth_dir):
-    """The probabilities a refiner learns from with --learn-from training are what the fold's model gives its
+    """The probabilities a refiner learns from with --refiner-from training are what the fold's model gives its
     training photos: a copy of fold 0's model as fold 1 trains on fold 0's held-out photos, whose probabilities
     train itself wrote to fold0/oof.npz through its own input pipeline."""
     from competition.config import load_config
@@ -314,7 +314,7 @@ def test_learning_from_training_photos_uses_the_folds_own_model_on_its_own_photo
 
 def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, synth_dir, trainings):
     run = tiny_run
-    written = train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    written = train_refiners(run, str(synth_dir), steps=2, refiner_from="training")
     assert written == [refiner_path(run, 0), refiner_path(run, None)]
     folds = read_folds(run / "folds.csv")
     assert trainings == [{i for i, f in folds.items() if f != 0}]  # once: all.keras learns the same, so it is a copy
@@ -324,24 +324,25 @@ def test_one_trained_fold_is_enough_to_learn_from_its_training_photos(tiny_run, 
     assert load_refiner(run, 0).path == refiner_path(run, 0) and load_refiner(run, None).path == refiner_path(run, None)
     assert score_fold(run, 0, str(synth_dir), tta="none", refine="net")["refine"] == "net"
 
-    assert train_refiners(run, str(synth_dir), steps=2, learns_from="training") == written
+    assert train_refiners(run, str(synth_dir), steps=2, refiner_from="training") == written
     assert len(trainings) == 1  # up to date: nothing retrained
     (run / "fold0" / "model.keras").write_bytes((run / "fold0" / "model.keras").read_bytes() + b"\0")  # retrained
-    with pytest.raises(UserError, match="fold0.keras learnt from fold models that have changed.*--learn-from training"):
+    with pytest.raises(UserError, match="fold0.keras learnt from fold models that have changed.*--refiner-from training"):
         load_refiner(run, 0)
-    with pytest.raises(UserError, match="--learn-from sideways: choose one of held-out, training"):
-        train_refiners(run, str(synth_dir), steps=2, learns_from="sideways")
+    with pytest.raises(UserError, match="--refiner-from sideways: choose one of held-out, training"):
+        train_refiners(run, str(synth_dir), steps=2, refiner_from="sideways")
     (run / "fold0" / "train.json").unlink()  # a fold still training (or stopped by its time limit) has no train.json
     with pytest.raises(UserError, match="needs at least 1 trained fold; found 0"):
-        train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+        train_refiners(run, str(synth_dir), steps=2, refiner_from="training")
 
 
 def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_run, synth_dir, trainings):
     """cpu's config says refiner_from "training" and 3000 steps: a bare `refiner` does that (one fold is
     enough); the command line still overrides either."""
     from competition import cli
-    from competition.config import REFINER_SOURCES, load_config, save_config
-    assert tuple(refinenet.LEARNS_FROM) == REFINER_SOURCES  # what a config may say is what refiner can do
+    from competition.config import REFINER_FROM, load_config, save_config
+    from competition.runs.folder import REFINER_FROM_FILE
+    assert tuple(REFINER_FROM_FILE) == REFINER_FROM  # what a config may say is what refiner can do
     run = tiny_run
     save_config(run / "config.json", load_config(run / "config.json").replace(refiner_from="training",
                                                                                 refiner_steps=3))
@@ -353,8 +354,8 @@ def test_the_refiner_learns_as_the_runs_config_says_unless_told_otherwise(tiny_r
     assert json.loads((run / "refiner" / "refiner.json").read_text())["fold0.keras"]["steps"] == 2
     assert len(trainings) == 2  # other steps: trained again
     with pytest.raises(UserError, match="needs at least 2 trained folds"):  # held-out needs another fold's photos
-        train_refiners(run, str(synth_dir), learns_from="held-out")
-    with pytest.raises(UserError, match="--steps 0: the refiner needs at least 1 training batch"):
+        train_refiners(run, str(synth_dir), refiner_from="held-out")
+    with pytest.raises(UserError, match="--refiner-steps 0: the refiner needs at least 1 training batch"):
         train_refiners(run, str(synth_dir), steps=0)
     with pytest.raises(UserError, match="unknown refiner source 'sideways'"):
         load_config(run / "config.json").replace(refiner_from="sideways")
@@ -390,11 +391,11 @@ def test_each_fold_learns_from_its_own_training_photos_and_the_test_sets_is_the_
                                                                                            trainings):
     run = tiny_run
     shutil.copytree(run / "fold0", run / "fold1")
-    written = train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    written = train_refiners(run, str(synth_dir), steps=2, refiner_from="training")
     assert written == [refiner_path(run, 0), refiner_path(run, 1), refiner_path(run, None)]
     folds = read_folds(run / "folds.csv")
     assert trainings == [{i for i, f in folds.items() if f != k} for k in (0, 1)]  # two trainings, one per fold
     assert refiner_path(run, None).read_bytes() == refiner_path(run, 0).read_bytes()
     refiner_path(run, None).unlink()
-    train_refiners(run, str(synth_dir), steps=2, learns_from="training")
+    train_refiners(run, str(synth_dir), steps=2, refiner_from="training")
     assert len(trainings) == 2 and refiner_path(run, None).read_bytes() == refiner_path(run, 0).read_bytes()

@@ -20,7 +20,7 @@ def test_train_trains_the_folds_own_refiner_and_a_rerun_after_a_failed_refiner_t
         raise KeyboardInterrupt  # as a kill while the refiner trains: the fold is finished, the refiner is not
     monkeypatch.setattr(refiner_module, "train_refiner", broken)
     try:
-        _train(tmp_path, synth_dir, "--learn-from", "training")
+        _train(tmp_path, synth_dir, "--refiner-from", "training")
     except KeyboardInterrupt:
         pass
     run = tmp_path / "r"
@@ -28,7 +28,7 @@ def test_train_trains_the_folds_own_refiner_and_a_rerun_after_a_failed_refiner_t
     model = (run / "fold0" / "model.keras").read_bytes()
     monkeypatch.setattr(refiner_module, "train_refiner", real)
     capsys.readouterr()
-    assert _train(tmp_path, synth_dir, "--learn-from", "training") == 0
+    assert _train(tmp_path, synth_dir, "--refiner-from", "training") == 0
     out = capsys.readouterr().out
     assert "is already trained" in out and "Epoch 1/1" not in out
     assert (run / "fold0" / "model.keras").read_bytes() == model  # the fold is not trained again
@@ -38,11 +38,11 @@ def test_train_trains_the_folds_own_refiner_and_a_rerun_after_a_failed_refiner_t
 
 
 def test_held_out_refiners_are_trained_by_the_train_that_finishes_the_last_fold(tmp_path, synth_dir, capsys):
-    assert _train(tmp_path, synth_dir, "--learn-from", "held-out", "--fold", "0") == 0
+    assert _train(tmp_path, synth_dir, "--refiner-from", "held-out", "--fold", "0") == 0
     run = tmp_path / "r"
     assert "the train of the last fold trains it (1 of 2 folds trained)" in capsys.readouterr().out
     assert not (run / "refiner").exists()
-    assert _train(tmp_path, synth_dir, "--learn-from", "held-out", "--fold", "1") == 0
+    assert _train(tmp_path, synth_dir, "--refiner-from", "held-out", "--fold", "1") == 0
     assert sorted(p.name for p in (run / "refiner").glob("*.keras")) == ["all.keras", "fold0.keras", "fold1.keras"]
 
 

@@ -17,7 +17,7 @@ from .costs import add_bench, add_calibrate, add_plan  # noqa: E402
 from .datasets import add_download, add_extract, add_folds_command, add_info, add_synth  # noqa: E402
 from .inference import add_made_as, add_merge, add_predict, add_submit, add_validate  # noqa: E402
 from .kernel import add_kernel  # noqa: E402
-from .parser import PROG, HelpFormatter, ParseError, Parser, command_adder, global_flags  # noqa: E402
+from .parser import PROG, HelpFormatter, ParseError, Parser, command_adder, global_flags, old_spellings  # noqa: E402
 from .scoring import add_cv, add_score  # noqa: E402
 from .training import add_refiner, add_train  # noqa: E402
 
@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    from ..base.console import install, set_quiet
+    from ..base.console import install, say, set_quiet
     set_quiet(args.quiet)
+    for line in old_spellings(args.command, argv):
+        say(line)
     if not args.debug:  # TensorFlow's start-up lines off stderr, whenever (if ever) a command imports it
         install()
     try:

@@ -66,7 +66,7 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
     from ..costs.calibrate import calibrate
     from ..base.fileio import check_folder, write_json
     check_folder(Path(a.out).parent, "--out", shown=a.out)  # before the GPU time, not after
-    result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.steps, a.predict_batch)
+    result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.timed_steps, a.predict_batch)
     write_json(Path(a.out), result)
 
 
@@ -79,5 +79,6 @@ def add_calibrate(add: AddCommand) -> None:
     s.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"),
                    help="comma list of presets, or PRESET:HxW:BATCH to train on HxW crops with that batch")
     s.add_argument("--mixed-precision", action="store_true", help="measure in mixed float16")
-    s.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    s.add_argument("--timed-steps", "--steps", dest="timed_steps", type=int, default=10,
+                   help="timed steps per measurement (--steps: its former spelling)")
     s.add_argument("--predict-batch", type=int, default=4, help="images a prediction batch")

@@ -13,7 +13,7 @@ from .parser import AddCommand, duration
 def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import SynthSpec, generate
     from ..base.console import say
-    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.seed, zip=a.zip, varied=True)  # paints vary by view
+    spec = SynthSpec(cars=a.cars, test=a.test, seed=a.synth_seed, zip=a.zip, varied=True)  # paints vary by view
     made = generate(check_folder(a.out, "--out"), spec)
     say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
         f"{a.test} test images{', zipped' if a.zip else ''})")
@@ -25,7 +25,8 @@ def add_synth(add: AddCommand) -> None:
     add_out(s, "the dataset's folder", default="data/synthetic")
     s.add_argument("--cars", type=int, default=8, help="number of training cars, 16 views each")
     s.add_argument("--test", type=int, default=32, help="number of test images")
-    s.add_argument("--seed", type=int, default=0, help="random seed of the drawings")
+    s.add_argument("--synth-seed", "--seed", dest="synth_seed", type=int, default=0,
+                   help="random seed of the drawings (--seed: its former spelling)")
     s.add_argument("--zip", action="store_true", help="write Kaggle's zips instead of folders")
 
 
@@ -50,7 +51,7 @@ def cmd_folds(a: argparse.Namespace) -> None:
     from ..data.layout import open_dataset
     from ..base.console import say
     check_folder(Path(a.out).parent, "--out", a.out)
-    folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.seed)
+    folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.fold_seed)
     write_folds(a.out, folds)
     sizes = [list(folds.values()).count(f) for f in range(a.k)]
     say(f"wrote {a.out}: {a.k} folds grouped by car, images per fold {sizes}")
@@ -61,8 +62,8 @@ def add_folds_command(add: AddCommand) -> None:
             "--data data/carvana --out runs/unet/folds.csv")
     add_data(s)
     s.add_argument("--k", type=int, default=5, help="number of folds, grouped by car")
-    s.add_argument("--fold-seed", "--seed", dest="seed", type=int, default=42,  # --seed: its former spelling
-                   help="seed of the assignment of cars to folds")
+    s.add_argument("--fold-seed", "--seed", dest="fold_seed", type=int, default=42,
+                   help="seed of the assignment of cars to folds (--seed: its former spelling)")
     add_out(s, "the folds file", default="folds.csv")
 
 

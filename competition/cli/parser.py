@@ -40,6 +40,24 @@ def duration(text: str) -> str:
     return text
 
 
+# Former spellings, still accepted, each with one line saying the new one: (subcommand, old) -> new. A subcommand
+# declares the old spelling beside the new one (add_argument(new, old, ...)); this table is what says it is old.
+OLD_SPELLINGS: dict[tuple[str, str], str] = {
+    ("download", "--dest"): "--out", ("extract", "--to"): "--out", ("kernel", "--dest"): "--out",
+    ("train", "--name"): "--run", ("kernel", "--name"): "--run", ("folds", "--seed"): "--fold-seed",
+    ("synth", "--seed"): "--synth-seed", ("refiner", "--steps"): "--refiner-steps", ("plan", "--gpu"): "--accelerator",
+    ("refiner", "--learn-from"): "--refiner-from", ("train", "--learn-from"): "--refiner-from",
+    ("calibrate", "--steps"): "--timed-steps",
+}
+
+
+def old_spellings(command: str | None, argv: list[str]) -> list[str]:
+    """One line for each former spelling `argv` uses: "note: refiner's --steps is now --refiner-steps"."""
+    used = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return [f"note: {command}'s {old} is now {new} (the old spelling still works)"
+            for (cmd, old), new in OLD_SPELLINGS.items() if cmd == command and old in used]
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a ParseError (one line, no usage block) and whose numeric and duration
     options take values that start with '-'."""

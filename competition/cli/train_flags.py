@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_SOURCES, REFINES, SCHEDULES, TrainConfig, parse_crop,
+from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_FROM, REFINES, SCHEDULES, TrainConfig, parse_crop,
                       parse_size, preset)
 from .options import add_crop, add_encoder, add_size
 
 DEFAULT_PRESET = "unet"
 NOT_FLAGS = ("preset", "version")  # --preset is train's own option; the version is the file format's
 # field -> flag, where the flag is not the field's name
-RENAMED = {"arch": "--model", "refiner_from": "--learn-from"}  # --learn-from: `refiner`'s spelling of it
+RENAMED = {"arch": "--model"}
+FORMER = {"refiner_from": "--learn-from"}  # field -> its flag's former spelling, still accepted (parser.OLD_SPELLINGS)
 CHOICES = {"arch": ARCHS, "pooling": POOLINGS, "fit": ("resize", "pad"), "schedule": SCHEDULES,
            "image_interp": ("area", "bilinear", "nearest"), "monitor": ("val_loss", "val_dice"), "refine": REFINES,
-           "refiner_from": REFINER_SOURCES}  # loss: checked by the config, whose error names the choices
+           "refiner_from": REFINER_FROM}  # loss: checked by the config, whose error names the choices
 TYPES = {"int": int, "float": float, "str": str}
 BOOLS = ("bool",)
 # fields read from a flag of another shape (declared by `special`, parsed by `special_overrides`)
@@ -49,7 +50,7 @@ def add_train_flags(s: argparse.ArgumentParser) -> None:
                 kwargs["choices"] = list(CHOICES[f.name])
         else:
             raise TypeError(f"TrainConfig.{f.name}: type {f.type} has no flag; add it to SPECIAL in train_flags.py")
-        group.add_argument(flag_of(f.name), **kwargs)
+        group.add_argument(flag_of(f.name), *([FORMER[f.name]] if f.name in FORMER else []), **kwargs)
     special(group)
 
 

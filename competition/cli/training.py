@@ -79,11 +79,11 @@ def check_fits(cfg, data: str | None) -> None:
 def cmd_refiner(a: argparse.Namespace) -> None:
     from ..runs.folder import run_path
     from ..training.refiner import train_refiners
-    train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, learns_from=a.learn_from)
+    train_refiners(run_path(a.run), data=a.data, steps=a.steps, test_only=a.test_only, refiner_from=a.refiner_from)
 
 
 def add_refiner(add: AddCommand) -> None:
-    from ..config import REFINER_SOURCES
+    from ..config import REFINER_FROM
     s = add("refiner", cmd_refiner, "retrain a run's second-stage refiner nets (train already trains them where the "
                                     "run's config says refine=net)", "--run cpu --data data/carvana --refiner-steps 3000")
     add_run(s, required=True)
@@ -95,8 +95,9 @@ def add_refiner(add: AddCommand) -> None:
                    help="train all.keras alone (what predict uses), from every trained fold's held-out photos "
                         "(or, learning from training photos, the first fold's); one trained fold is enough (a "
                         "predict kernel does this)")
-    s.add_argument("--learn-from", choices=list(REFINER_SOURCES), default=None,
+    s.add_argument("--refiner-from", "--learn-from", dest="refiner_from", choices=list(REFINER_FROM), default=None,
                    help="held-out: each fold's refiner learns from the other folds' held-out predictions; "
                         "training: from its own model's predictions on its own training photos, so one trained fold "
                         "is enough (for short runs, whose training dice is near their validation dice) (default: the "
-                        "run's config's refiner_from, held-out unless its preset says otherwise)")
+                        "run's config's refiner_from, held-out unless its preset says otherwise) (--learn-from: its "
+                        "former spelling)")

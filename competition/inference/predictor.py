@@ -13,14 +13,14 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..base.errors import UserError
-from ..base.fileio import read_json
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg, reduction_for
 from ..base.tta import predict_tta, transforms_for
 from ..config import TrainConfig, check_refine, load_config
 from ..models.refiner import refiner_inputs
 from ..models.saving import load_model
-from ..runs.folder import REFINER_RECORD, file_sha256, fold_rebuild, refiner_path, refiner_sources, trained_folds
+from ..runs.folder import (RECORD_REFINER_FROM, REFINER_RECORD, file_sha256, fold_rebuild, read_refiner_record,
+                           refiner_path, refiner_sources, trained_folds)
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
 
@@ -67,20 +67,19 @@ def load_refiner(run_dir: Path, fold: int | None) -> Refiner:
     if not path.is_file():
         raise UserError(f"{path}: no refiner for {'the test set' if fold is None else f'fold {fold}'}; train it "
                         f"with {how} once the folds are trained")
-    record_path = path.parent / REFINER_RECORD
     retrain = f"train it again with {how}"
-    entry = (read_json(record_path, f"delete it and {retrain}") if record_path.is_file() else {}).get(path.name) or {}
+    entry = read_refiner_record(run_dir, f"delete it and {retrain}").get(path.name) or {}
     sources = entry.get("sources") or {}
-    learns_from = entry.get("learns_from", "held-out")
+    refiner_from = entry.get(RECORD_REFINER_FROM, "held-out")
     try:
-        current = refiner_sources(run_dir, [int(k[4:]) for k in sources], learns_from)
+        current = refiner_sources(run_dir, [int(k[4:]) for k in sources], refiner_from)
     except OSError:
         current = None
     if not sources or current != sources:
-        what = "held-out predictions" if learns_from == "held-out" else "fold models"
-        again = how if learns_from == "held-out" else how[:-1] + " --learn-from training`"
+        what = "held-out predictions" if refiner_from == "held-out" else "fold models"
+        again = how if refiner_from == "held-out" else how[:-1] + " --refiner-from training`"
         raise UserError(f"{path} learnt from {what} that have changed since (a fold retrained?) or "
-                        f"are not recorded in {record_path.name}: run {again} again")
+                        f"are not recorded in {REFINER_RECORD}: run {again} again")
     return Refiner(load_model(path, compile=False, rebuild=f"delete it and {retrain}"), path, entry)
 
 

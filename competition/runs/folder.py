@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import UserError
-from ..base.fileio import atomic_open, check_keras, damaged
+from ..base.fileio import atomic_open, check_keras, damaged, read_json
 from ..config import TrainConfig, load_config, save_config
 from ..data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from ..data.layout import Dataset, car_of
@@ -185,8 +185,8 @@ def load_oof(path: Path, ids_only: bool = False) -> tuple[list[str], np.ndarray 
 # --- the refiner net's files: R/refiner/ ----------------------------------------------------------------------
 REFINER_DIR = "refiner"
 REFINER_RECORD = "refiner.json"  # what each refiner learnt from (the sha256 of its sources) and how
-LEARNS_FROM = {"held-out": "oof.npz", "training": "model.keras"}  # -> the file of fold<k> whose digest a refiner
-                                                                   # records: retraining the fold makes it stale
+# refiner_from -> the file of fold<k> whose digest a refiner records: retraining the fold makes it stale
+REFINER_FROM_FILE = {"held-out": "oof.npz", "training": "model.keras"}
 
 
 def refiner_path(run_dir: Path, fold: int | None) -> Path:
@@ -194,6 +194,17 @@ def refiner_path(run_dir: Path, fold: int | None) -> Path:
     return run_dir / REFINER_DIR / ("all.keras" if fold is None else f"fold{fold}.keras")
 
 
-def refiner_sources(run_dir: Path, folds: list[int], learns_from: str = "held-out") -> dict[str, str]:
+def refiner_sources(run_dir: Path, folds: list[int], refiner_from: str = "held-out") -> dict[str, str]:
     """fold<k> -> sha256 of the oof.npz (or model.keras) a refiner learns from: a retrained fold makes it stale."""
-    return model_digests(run_dir, folds, LEARNS_FROM[learns_from])
+    return model_digests(run_dir, folds, REFINER_FROM_FILE[refiner_from])
+
+
+# refiner.json's key for a refiner's refiner_from: the record's own spelling, kept because records on disk and the
+# partial predictions made from them (their refiner_made) carry it
+RECORD_REFINER_FROM = "learns_from"
+
+
+def read_refiner_record(run_dir: Path, rebuild: str) -> dict[str, dict]:
+    """R/refiner/refiner.json: each refiner's file name -> what it learnt from and how ({} when there is none)."""
+    path = run_dir / REFINER_DIR / REFINER_RECORD
+    return read_json(path, rebuild) if path.is_file() else {}

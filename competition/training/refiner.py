@@ -14,7 +14,7 @@ training photos are near perfect. So by default it trains on out-of-fold probabi
   `cv` refine fold k's photos with it, so no photo is scored by a refiner that learnt from it;
 - `all.keras` from every fold's held-out photos: what `predict` refines the test set with.
 
-`--learn-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
+`--refiner-from training` instead trains `fold<k>.keras` on fold k's own training photos with fold k's model's
 probabilities on them (still never a photo of fold k), and `all.keras` is a copy of the first trained fold's
 (one fold's photos in memory at a time): one finished fold is enough. It is for short runs, whose training
 dice is still near their validation dice (8 epochs of `cpu`: 0.9806 against 0.9801), so their errors on
@@ -35,15 +35,15 @@ import numpy as np
 
 from ..base.console import say
 from ..base.errors import UserError
-from ..base.fileio import copy_file, read_json, write_json, zip_intact
+from ..base.fileio import copy_file, write_json, zip_intact
 from ..base.geometry import Geometry
 from ..config import REFINER_STEPS, load_config
 from ..data.layout import open_dataset
 from ..models.refiner import CHANNELS, DILATIONS, build_refiner, refiner_inputs
 from ..models.runtime import build_optimizer, jit_compile, machine_policy
 from ..models.saving import save_model
-from ..runs.folder import (LEARNS_FROM, REFINER_DIR, REFINER_RECORD, fold_dir, load_oof, refiner_path, refiner_sources,
-                           trained_folds, training_ids)
+from ..runs.folder import (RECORD_REFINER_FROM, REFINER_DIR, REFINER_FROM_FILE, REFINER_RECORD, fold_dir, load_oof,
+                           read_refiner_record, refiner_path, refiner_sources, trained_folds, training_ids)
 from ..runs.resume import is_finished
 
 CROP = 96                    # training crops (guide pixels)
@@ -200,33 +200,32 @@ def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
 
 
 def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
-                   learns_from: str | None = None) -> list[Path]:
+                   refiner_from: str | None = None) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
-    learns from every fold's held-out photos, so one trained fold is enough. learns_from "training": each
+    learns from every fold's held-out photos, so one trained fold is enough. refiner_from "training": each
     finished fold's refiner from its own model on its own training photos instead, all.keras a copy of the first
-    fold's (module docstring). steps and learns_from None: the run's config's (refiner_steps, refiner_from).
+    fold's (module docstring). steps and refiner_from None: the run's config's (refiner_steps, refiner_from).
     A mixed-precision run trains its refiners in bfloat16 on a CPU that has it (`refiner_policy`, recorded as
     "policy"). Photos are decoded only for the refiners that must be trained."""
     cfg = load_config(run_dir / "config.json")
-    learns_from = cfg.refiner_from if learns_from is None else learns_from
+    refiner_from = cfg.refiner_from if refiner_from is None else refiner_from
     steps = cfg.refiner_steps if steps is None else steps
-    if learns_from not in LEARNS_FROM:
-        raise UserError(f"--learn-from {learns_from}: choose one of {', '.join(LEARNS_FROM)}")
+    if refiner_from not in REFINER_FROM_FILE:
+        raise UserError(f"--refiner-from {refiner_from}: choose one of {', '.join(REFINER_FROM_FILE)}")
     if steps < 1:
-        raise UserError(f"--steps {steps}: the refiner needs at least 1 training batch")
-    own = learns_from == "training"
+        raise UserError(f"--refiner-steps {steps}: the refiner needs at least 1 training batch")
+    own = refiner_from == "training"
     policy = refiner_policy(cfg.mixed_precision)
     folds = _finished_folds(run_dir, own, test_only)
     record_path = run_dir / REFINER_DIR / REFINER_RECORD
-    record = read_json(record_path, "delete it: the same `refiner` command then trains every refiner again") \
-        if record_path.is_file() else {}
+    record = read_refiner_record(run_dir, "delete it: the same `refiner` command then trains every refiner again")
     if own:
         counts = {k: len(training_ids(run_dir, cfg, k)) for k in folds}
     else:
         counts = {k: oof_count(run_dir / f"fold{k}" / "oof.npz") for k in folds}
-    digests = refiner_sources(run_dir, folds, learns_from)  # each file hashed once, not once per refiner that uses it
+    digests = refiner_sources(run_dir, folds, refiner_from)  # each file hashed once, not once per refiner that uses it
     todo, targets = [], [None] if test_only else [*folds, None]
     current: dict[tuple[int, ...], Path] = {}  # sources -> a refiner learnt from them (all.keras copies it in own)
     for target in targets:
@@ -234,10 +233,10 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
         # photos in memory at a time); held-out: from every other fold
         sources = ([target if target is not None else folds[0]] if own else [k for k in folds if k != target])
         path = refiner_path(run_dir, target)
-        entry = {"sources": {f"fold{k}": digests[f"fold{k}"] for k in sources}, "steps": steps, "photos": sum(counts[k] for k in sources),
-                 "recipe": recipe()}
+        entry = {"sources": {f"fold{k}": digests[f"fold{k}"] for k in sources}, "steps": steps,
+                 "photos": sum(counts[k] for k in sources), "recipe": recipe()}
         if own:  # only then: refiners recorded before this key existed stay up to date
-            entry["learns_from"] = learns_from
+            entry[RECORD_REFINER_FROM] = refiner_from
         if policy != "float32":  # likewise
             entry["policy"] = policy
         if path.is_file() and record.get(path.name) == entry and zip_intact(path):  # a damaged one: trained again

@@ -204,7 +204,7 @@ def check_config(c: TrainConfig) -> None:
                             f"pass a smaller --crop or a larger --size")
     check_threshold(c.threshold)
     check_refine(c.refine)
-    choice("refiner source (refiner_from)", c.refiner_from, REFINER_FROM)
+    choice("refiner source", c.refiner_from, REFINER_FROM)
     if c.refiner_steps < 1:
         raise UserError(f"refiner steps must be at least 1 (got {c.refiner_steps})")
     if not 0 <= c.bce_weight <= 1:

@@ -328,14 +328,14 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
         ["one fold, after training", f"{c['fold_finish_h']:.2f} h",
          f"out-of-fold pass + scoring with {recipe.tta_passes} TTA pass(es), one GPU"],
         ["sessions per fold", f"{c['fold_sessions']}",
-         f"training within {session_hours('train'):.2f} h a session (on_kaggle.py: 12 h less "
+         f"training within {session_hours('train'):.2f} h a session (kaggle/machines.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions"],
         [f"training, {len(recipe.folds)} fold(s)", f"{c['folds_h']:.1f} h", f"{c['train_kernels']} kernel session(s)"],
         ["test pass", f"{c['predict_h']:.1f} h" + (" (**CPU-bound**)" if c["predict_cpu_bound"] else ""),
          f"the slower of {recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) "
          f"on one GPU ({c['gpu_predict_h']:.2f} h) and their post-processing ({c['post_h']:.2f} h: {post_source})"],
         ["predict shards", f"{c['shards']}",
-         f"within {session_hours('predict'):.2f} h a session (on_kaggle.py: 12 h less "
+         f"within {session_hours('predict'):.2f} h a session (kaggle/machines.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['predict'] // 60} min)"],
         ["total", f"**{c['total_h']:.1f} h**",
          f"{c['quota_fraction']:.0%} of the {WEEKLY_QUOTA_HOURS:g} h weekly GPU quota: {c['weeks']} week(s); "

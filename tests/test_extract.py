@@ -70,14 +70,14 @@ def _same_view(root: Path, reference: Path) -> None:
 
 @pytest.mark.parametrize("text, expected", [("20GB", 20 * 10**9), ("500MB", 500 * 10**6), ("1.5G", 1_500_000_000),
                                             ("2GiB", 2 * 2**30), ("123", 123), (" 7 kb ", 7000)])
-def test_parse_size(text, expected):
-    assert ex.parse_size(text) == expected
+def test_parse_bytes(text, expected):
+    assert ex.parse_bytes(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "GB", "20 gigs", "-1GB", "1.2.3GB"])
-def test_parse_size_rejects_nonsense(text):
+def test_parse_bytes_rejects_nonsense(text):
     with pytest.raises(UserError, match="expected a size like 20GB"):
-        ex.parse_size(text)
+        ex.parse_bytes(text)
 
 
 def test_budget_that_fits_all_extracts_everything(data, synth_zip_dir, copies):

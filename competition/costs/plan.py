@@ -103,11 +103,6 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) ->
     return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), gpus)
 
 
-def session_hours(task: str) -> float:
-    """Hours of one Kaggle session that the kernel of `task` gives its time-limited work."""
-    return usable_hours(task)
-
-
 def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:
     """Training inputs a second a session's CPUs can decode and augment for `cfg` (None: not measured for its
     decode size, so not a limit `plan` applies), and where the figure comes from."""
@@ -189,12 +184,12 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post
     train_h = recipe.epochs * epoch_s / 3600
     # after training: out-of-fold probabilities (one pass) and the kernel's scoring (TTA passes), one GPU
     finish_h = recipe.val_images * (1 + recipe.tta_passes) / rates.predict_img_s / 3600
-    fold_sessions = math.ceil(train_h / session_hours("train"))
+    fold_sessions = math.ceil(train_h / usable_hours("train"))
     gpu_predict_h = (recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
                      + recipe.test_images * post_gpu_ms / 3.6e6)
     post_h = 0.0 if post_img_s is None else recipe.test_images / post_img_s / 3600  # once per image, after TTA
     predict_h = max(gpu_predict_h, post_h)
-    shards = max(1, math.ceil(predict_h / session_hours("predict")))
+    shards = max(1, math.ceil(predict_h / usable_hours("predict")))
     folds_h = len(recipe.folds) * (train_h + finish_h)
     total = folds_h + predict_h
     return {"speedup": speedup, "gpu_train_img_s": gpu_train, "train_img_s": train_rate,
@@ -210,11 +205,11 @@ def refusal(recipe: Recipe, c: dict) -> str | None:
     """Why the recipe cannot run one session per fold and one for the test pass (None if it can)."""
     if c["fold_sessions"] > 1:
         return (f"one fold of {recipe.preset} needs {c['fold_train_h']:.1f} h of training but a session gives it "
-                f"{session_hours('train'):.2f} h (12 h less the train kernel's "
+                f"{usable_hours('train'):.2f} h (12 h less the train kernel's "
                 f"{TIME_MARGIN_SECONDS['train'] // 60} min margin): pass --allow-split to plan "
                 f"{c['fold_sessions']} resumed sessions per fold, or lower --epochs")
     if c["shards"] > 1:
-        return (f"the test pass needs {c['predict_h']:.1f} h but a session gives it {session_hours('predict'):.2f} h "
+        return (f"the test pass needs {c['predict_h']:.1f} h but a session gives it {usable_hours('predict'):.2f} h "
                 f"(12 h less the predict kernel's {TIME_MARGIN_SECONDS['predict'] // 60} min margin): pass "
                 f"--allow-split to plan {c['shards']} shards, or fewer --folds or --tta none")
     return None
@@ -328,14 +323,14 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
         ["one fold, after training", f"{c['fold_finish_h']:.2f} h",
          f"out-of-fold pass + scoring with {recipe.tta_passes} TTA pass(es), one GPU"],
         ["sessions per fold", f"{c['fold_sessions']}",
-         f"training within {session_hours('train'):.2f} h a session (kaggle/machines.py: 12 h less "
+         f"training within {usable_hours('train'):.2f} h a session (kaggle/machines.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions"],
         [f"training, {len(recipe.folds)} fold(s)", f"{c['folds_h']:.1f} h", f"{c['train_kernels']} kernel session(s)"],
         ["test pass", f"{c['predict_h']:.1f} h" + (" (**CPU-bound**)" if c["predict_cpu_bound"] else ""),
          f"the slower of {recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) "
          f"on one GPU ({c['gpu_predict_h']:.2f} h) and their post-processing ({c['post_h']:.2f} h: {post_source})"],
         ["predict shards", f"{c['shards']}",
-         f"within {session_hours('predict'):.2f} h a session (kaggle/machines.py: 12 h less "
+         f"within {usable_hours('predict'):.2f} h a session (kaggle/machines.py: 12 h less "
          f"{TIME_MARGIN_SECONDS['predict'] // 60} min)"],
         ["total", f"**{c['total_h']:.1f} h**",
          f"{c['quota_fraction']:.0%} of the {WEEKLY_QUOTA_HOURS:g} h weekly GPU quota: {c['weeks']} week(s); "

@@ -35,7 +35,7 @@ def kaggle_working() -> Path:
     return layout.kaggle_root() / "working"
 
 
-def parse_size(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """Bytes in "20GB", "500MB", "1.5G", "2GiB" or "123" (GB = 10^9, GiB = 2^30)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", text or "")
     unit = m.group(2).lower() if m else None
@@ -278,7 +278,7 @@ def extract(data: Path | None, budget: str | None, to: Path | None, dry_run: boo
     root = _root(data)
     kaggle = _in_kaggle_input(root)
     to = to or (kaggle_working() if kaggle else root)
-    limit = parse_size(budget) if budget else (KAGGLE_BUDGET if kaggle else None)
+    limit = parse_bytes(budget) if budget else (KAGGLE_BUDGET if kaggle else None)
     p = extraction(root, to, limit, _free(to))
     say(p.table())
     if not p.items:

@@ -230,7 +230,7 @@ def test_numbers_and_durations_take_values_that_start_with_a_dash():
 
 def test_negative_numbers_reach_the_config_check(capsys):
     err = one_line_error(capsys, main(["train", "--preset", "tiny", "--epochs", "-2"]))
-    assert "batch and epochs must be at least 1" in err
+    assert "--epochs -2: must be a number from 1 to 10000" in err
 
 
 # --- --debug and --quiet anywhere ----------------------------------------------------------------

@@ -46,7 +46,8 @@ def _backup_output(push: int = 1, epochs: int = 3) -> dict[str, bytes]:
     return {kstate.STATE_FILE: _state(push, epochs=epochs, finished=False),
             "config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": _keras(),
             "fold0/history.csv": b"epoch,loss\n", "fold0/backup/state.json": json.dumps(
-                {"epoch": epochs, "backup": f"epoch{epochs:03d}.keras"}).encode(),
+                {"epoch": epochs, "backup": f"epoch{epochs:03d}.keras", "best": 0.9, "best_epoch": epochs, "wait": 0,
+                 "stopped": False, "history": []}).encode(),
             f"fold0/backup/epoch{epochs:03d}.keras": _keras()}
 
 
@@ -247,7 +248,7 @@ def test_the_kernel_restores_the_checkpoint_and_resumes_from_it(server, pushed, 
     from it restores the fold from the dataset and does not train it again (cheap: no epoch runs)."""
     outputs = {kstate.STATE_FILE: _state(1, "running", epochs=1, finished=True),
                "config.json": json.dumps(preset("tiny").to_json()).encode(), "fold0/model.keras": _keras(),
-               "fold0/train.json": json.dumps({"epochs": 1, "best": 0.5}).encode()}
+               "fold0/train.json": json.dumps({"fold": 0, "epochs": 1, "best": 0.5}).encode()}
     server.status_answer = {"status": "ERROR", "failureMessage": "killed"}
     script = _push_from_checkpoint(server, pushed, outputs)
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)

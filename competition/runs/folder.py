@@ -19,7 +19,7 @@ from ..base.fileio import atomic_open, check_keras, damaged, read_json
 from ..config import TrainConfig, load_config, save_config
 from ..data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from ..data.layout import Dataset, car_of
-from .resume import intact_backup
+from .resume import intact_backup, train_command
 
 # Settings that may differ between folds of one run (everything else defines the model or the data).
 COMPATIBLE = {"epochs", "patience", "mixed_precision", "threshold", "refine", "reduce_lr_patience", "lr", "batch",
@@ -131,10 +131,6 @@ def load_or_make_folds(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> dict[str
 
 
 # --- a fold's model and backup, checked when read back ---------------------------------------------------------
-def train_command(run_dir: Path, fold: int | str) -> str:
-    return f"python -m competition train --run {run_dir} --fold {fold} --data DIR"
-
-
 def fold_rebuild(run_dir: Path, fold: int) -> str:
     """How to make fold `fold`'s model again: resume from an intact backup, else retrain with --force."""
     backup = intact_backup(fold_dir(run_dir, fold))

@@ -12,11 +12,36 @@ import shutil
 from pathlib import Path
 
 from ..base.errors import UserError
-from ..base.fileio import copy_file, read_json, write_json, zip_intact
+from ..base.fileio import copy_file, write_json, zip_intact
+from ..base.records import Shape, load
 
 BACKUP = "backup"
 STATE = "state.json"
 SUMMARY = "train.json"
+_PLATEAU = Shape("ReduceLROnPlateau's counts", {"wait": "count", "best": "finite", "cooldown": "count",
+                                                 "lr": "finite"})
+STATE_SHAPE = Shape(
+    "a fold's resume state",
+    required={"epoch": "count", "backup": "str", "best": ("finite", None), "best_epoch": ("count", None),
+              "wait": "count", "stopped": "bool", "history": ("list", "dict")},
+    optional={"phase": "str", "reduce_lr": _PLATEAU, "time_limited": "bool"},
+    check=lambda s: None if _backup_name(s["backup"]) else f"backup is {s['backup']!r}, not an epoch<NNN>.keras name")
+SUMMARY_SHAPE = Shape("a finished fold's summary", required={"fold": "count", "epochs": "count"},
+                      optional={"best_epoch": ("count", None), "best": ("finite", None), "val_dice": ("finite", None),
+                                "val_images": "count"})
+
+
+def _backup_name(name: str) -> bool:
+    return name.startswith("epoch") and name.endswith(".keras") and "/" not in name and "\\" not in name
+
+
+def train_command(run_dir: Path, fold: int | str) -> str:
+    return f"python -m competition train --run {run_dir} --fold {fold} --data DIR"
+
+
+def retrain(out: Path) -> str:
+    """The command that trains fold `out` (fold<k>/) again from nothing."""
+    return f"retrain the fold with `{train_command(out.parent, out.name[4:])} --force`"
 
 
 def state_path(out: Path) -> Path:
@@ -24,10 +49,11 @@ def state_path(out: Path) -> Path:
 
 
 def read_state(out: Path, rebuild: str | None = None) -> dict:
-    """What the last finished epoch left ({} for a fold that never finished one); a damaged state.json is one line
-    with `rebuild` (train checks it before it writes anything)."""
+    """What the last finished epoch left ({} for a fold that never finished one), checked: a damaged or hand-edited
+    state.json (an epoch that is not a number, a backup that is not an epoch<NNN>.keras name) is one line with
+    `rebuild` (default: retrain the fold), before train deletes or writes anything."""
     path = state_path(out)
-    return read_json(path, rebuild) if path.is_file() else {}
+    return load(path, STATE_SHAPE, rebuild or retrain(out)) if path.is_file() else {}
 
 
 def backup_path(out: Path, epoch: int) -> Path:
@@ -56,14 +82,14 @@ def record_plateau(out: Path, wait: int, best: float, cooldown: int, lr: float) 
     """ReduceLROnPlateau's counts and the learning rate after this epoch, beside the epoch's state."""
     path = state_path(out)
     if path.is_file():
-        write_json(path, {**read_json(path), "reduce_lr": {"wait": wait, "best": best, "cooldown": cooldown,
+        write_json(path, {**read_state(out), "reduce_lr": {"wait": wait, "best": best, "cooldown": cooldown,
                                                            "lr": lr}})
 
 
 def mark_time_limited(out: Path, mirror: Path | None) -> None:
     """The fold stopped for --time-limit: not complete, the same command resumes it."""
     path = state_path(out)
-    write_json(path, {**read_json(path), "time_limited": True})
+    write_json(path, {**read_state(out), "time_limited": True})
     if mirror is not None:
         copy_file(path, mirror / out.name / BACKUP / STATE)
 
@@ -71,10 +97,11 @@ def mark_time_limited(out: Path, mirror: Path | None) -> None:
 def intact_backup(out: Path) -> Path | None:
     """fold<k>/backup/epoch<NNN>.keras when its state.json and the model it names read back, else None."""
     try:
-        backup = backup_model(out, read_json(state_path(out)))
+        state = read_state(out)
     except (UserError, OSError):
         return None
-    return backup if zip_intact(backup) else None
+    backup = backup_model(out, state)
+    return backup if state and backup.is_file() and zip_intact(backup) else None
 
 
 def backup_files(out: Path) -> list[Path]:
@@ -100,8 +127,8 @@ def is_finished(out: Path) -> bool:
 
 
 def read_summary(out: Path, rebuild: str | None = None) -> dict:
-    """A finished fold's train.json; a damaged one is one line with `rebuild`."""
-    return read_json(summary_path(out), rebuild)
+    """A finished fold's train.json, checked; a damaged one is one line with `rebuild` (default: retrain it)."""
+    return load(summary_path(out), SUMMARY_SHAPE, rebuild or retrain(out))
 
 
 def finish(out: Path, summary: dict) -> None:

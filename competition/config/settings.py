@@ -1,13 +1,15 @@
-"""Run configuration as data: frozen dataclasses, named presets, JSON beside every run's outputs."""
+"""A run's settings as data: `TrainConfig`, a frozen dataclass written as config.json beside every run's outputs
+and read back checked (types, ranges, the keys every config.json has)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base.errors import UserError
-from .base.fileio import read_json, write_json
-from .models.encoders import encoder_spec
+from ..base.errors import UserError
+from ..base.fileio import damaged, read_json, write_json
+from ..models.encoders import encoder_spec
 
 ARCHS = ("unet", "simple")
 LOSSES = ("dice", "dice_global", "bce", "dice_bce")
@@ -94,9 +96,9 @@ class TrainConfig:
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
+        check_types(self)
         object.__setattr__(self, "preset", RENAMED.get(self.preset, self.preset))  # a renamed preset -> its new name
         object.__setattr__(self, "crop", tuple(self.crop) if self.crop else None)  # () or [] (JSON): no crop
-
         if self.encoder and not self.encoder_weights:
             object.__setattr__(self, "encoder_weights", "imagenet")
         check_config(self)
@@ -133,17 +135,91 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict, where: str = "config") -> "TrainConfig":
+        """A config from its JSON object; what does not fit (not an object, a key every config.json has missing, an
+        unknown key, a value of another type or out of range) is one UserError saying what."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: {type(d).__name__} where a config (a JSON object) was written")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise UserError(f"{where}: unknown settings {sorted(unknown)} (written by another version?)")
+        missing = [k for k in ALWAYS_WRITTEN if k not in d]
+        if missing:
+            raise UserError(f"{where}: no {missing[0]!r} (every config.json the toolkit writes has it)")
         d = dict(d)
-        if "augment" in d:
+        if isinstance(d.get("augment"), list):
             d["augment"] = tuple(d["augment"])
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+# The keys of the first config.json the toolkit wrote (2026-11-25): every config.json has them; later keys take
+# their defaults when a run made before them is read.
+ALWAYS_WRITTEN = ("preset", "arch", "depth", "filters", "pooling", "dropout", "dropout_blocks", "batchnorm", "height",
+                  "width", "fit", "image_interp", "loss", "bce_weight", "lr", "epsilon", "batch", "epochs", "patience",
+                  "monitor", "reduce_lr_patience", "augment", "rotate", "contrast", "k", "fold_seed", "max_images",
+                  "seed", "mixed_precision", "threshold", "version")
+MAX_SIDE = 16_384  # the largest input side: 8x native
+# Each number's range, checked where a config is made (a preset with flags, a config.json read back), before any
+# work: (lowest, highest, the lowest itself excluded). Finite always: NaN fails every comparison, so it is refused
+# by name. 2**32 - 1: the largest seed numpy and TensorFlow take.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "depth": (1, 8, False), "filters": (1, 1024, False), "dropout": (0, 0.99, False), "dropout_blocks": (0, 8, False),
+    "freeze_encoder": (0, 10_000, False),
+    "bce_weight": (0, 1, False), "lr": (0, 1, True), "epsilon": (0, 1, True), "batch": (1, 4096, False),
+    "epochs": (1, 10_000, False), "patience": (0, 10_000, False), "reduce_lr_patience": (0, 10_000, False),
+    "warmup": (0, 10_000, False), "clipnorm": (0, 1e6, False), "rotate": (0, 0.5, False), "contrast": (0, 1, False),
+    "k": (2, 100, False), "fold_seed": (0, 2**32 - 1, False), "max_images": (0, 10_000_000, False),
+    "seed": (0, 2**32 - 1, False), "threshold": (0, 1, True), "refiner_steps": (1, 10_000_000, False),
+    "version": (1, CONFIG_VERSION, False),
+}
+
+
+def _setting(name: str) -> str:
+    """How a user names a setting: its train flag (--size for height and width, --model for arch)."""
+    return {"arch": "--model", "height": "--size height", "width": "--size width"}.get(
+        name, "--" + name.replace("_", "-"))
+
+
+def check_types(c: TrainConfig) -> None:
+    """One line for a value of another type than its field's (a hand-edited config.json, say), before any check
+    compares it; then each number against RANGES."""
+    for f in dataclasses.fields(c):
+        value, kind = getattr(c, f.name), str(f.type)
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        elif kind.startswith("tuple[int, int]"):
+            ok = value is None or (isinstance(value, (tuple, list)) and (len(value) in (0, 2)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value))
+        elif kind.startswith("tuple[str"):
+            ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+        else:
+            raise TypeError(f"TrainConfig.{f.name}: no check for type {kind}")
+        if not ok:
+            want = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string"}.get(
+                kind, "HEIGHTxWIDTH" if kind.startswith("tuple[int") else "a list of names")
+            raise UserError(f"{_setting(f.name)} {value!r}: must be {want}")
+        if f.name in RANGES:
+            check_range(_setting(f.name), value, *RANGES[f.name])
+
+
+def check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> float:
+    """`value` itself, or a one-line UserError unless it is finite and within [low, high] ((low, high] when
+    low_open)."""
+    if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+        def shown(x: float) -> str:
+            return f"{int(x)}" if x == int(x) else f"{x:g}"
+        span = f"above {shown(low)} and at most {shown(high)}" if low_open else f"from {shown(low)} to {shown(high)}"
+        raise UserError(f"{name} {value!r}: must be a number {span}")
+    return value
 
 
 def check_threshold(threshold: float) -> float:
@@ -184,9 +260,10 @@ def check_config(c: TrainConfig) -> None:
         raise UserError(f"depth and filters must be positive (got depth {c.depth}, filters {c.filters})")
     check_encoder(c)
     m = c.multiple
-    if c.height <= 0 or c.width <= 0:
-        raise UserError(f"input size {c.height}x{c.width}: height and width must be positive, e.g. 640x960")
-    if c.crop is not None and (c.crop[0] <= 0 or c.crop[1] <= 0):
+    if not (0 < c.height <= MAX_SIDE and 0 < c.width <= MAX_SIDE):
+        raise UserError(f"input size {c.height}x{c.width}: height and width must be positive (at most {MAX_SIDE}), "
+                        f"e.g. 640x960")
+    if c.crop is not None and not (0 < c.crop[0] <= MAX_SIDE and 0 < c.crop[1] <= MAX_SIDE):
         raise UserError(f"crop {c.crop[0]}x{c.crop[1]}: height and width must be positive, e.g. 640x640 (or 'none' "
                         f"for whole frames)")
     if c.height % m or c.width % m:
@@ -227,78 +304,6 @@ def check_encoder(c: TrainConfig) -> None:
         raise UserError(f"--freeze-encoder {c.freeze_encoder}: must be 0 or more epochs")
 
 
-_SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="dice_global", lr=1e-4,
-             epsilon=1e-6, batch=32, epochs=20, patience=2, monitor="val_loss", max_images=1000,
-             augment=AUGMENTS, batchnorm=False)
-
-PRESETS: dict[str, dict] = {
-    # The article's two models and hyper-parameters, exactly (docs/guide.md, "Reproducing the article").
-    "article-simple": dict(_SEED, arch="simple", filters=64, depth=3, dropout=0.0, dropout_blocks=0),
-    "article-unet": dict(_SEED, arch="unet", depth=4, filters=64, pooling="max", dropout=0.3, dropout_blocks=2),
-    # The article's proposed change: strided convolutions instead of max-pooling.
-    "article-unet-strided": dict(_SEED, arch="unet", depth=4, filters=64, pooling="strided", dropout=0.3,
-                                 dropout_blocks=2),
-    # The default, for Kaggle's 2x T4: larger input, batch norm, dice+BCE, LR schedule, every image; float16 on the
-    # T4s (runtime.precision_policy: float32 on a GPU without fast float16 or bfloat16).
-    "unet": dict(arch="unet", depth=5, filters=32, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                 height=640, width=960, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
-                 lr=1e-3, epsilon=1e-7, batch=8, epochs=40, patience=6, monitor="val_dice",
-                 reduce_lr_patience=3, max_images=0, mixed_precision=True),
-    # Full resolution, whole frames (1918 padded to 1920): batch 2, for a GPU with room for it (not offered: `full`
-    # is full resolution within a T4).
-    "unet-1280": dict(arch="unet", depth=6, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                      height=1280, width=1920, fit="pad", image_interp="area", loss="dice_bce", lr=1e-3,
-                      epsilon=1e-7, batch=2, epochs=40, patience=6, monitor="val_dice", reduce_lr_patience=3,
-                      mixed_precision=True),
-    # Full resolution within one 16 GB T4 (Kaggle's GPU): unet-1280's net trained on random 1024x1024 crops, batch 8
-    # per GPU in float16 (~9.5 GB by `plan`'s estimate); validated, scored and predicted on whole padded frames.
-    "full": dict(arch="unet", depth=6, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                 height=1280, width=1920, fit="pad", crop=(1024, 1024), image_interp="area", loss="dice_bce",
-                 lr=1e-3, epsilon=1e-7, batch=8, epochs=40, patience=6, monitor="val_dice", reduce_lr_patience=3,
-                 mixed_precision=True),
-    # The demo: a small U-Net that learns the synthetic cars on 2 CPU cores. Warm-up, cosine decay and clipped
-    # gradients from 1e-3: at the former constant 3e-3 its validation dice collapsed for whole epochs on real
-    # photos (to 0.64-0.73 in 3 of 4 folds; docs/results.md) and swung 0.75-0.89 on the synthetic set. Refined
-    # as cpu is. 128x192 for 12 epochs (issue 36): chosen from a measured curve of held-out dice against
-    # minutes (docs/results.md, "make demo in 5 minutes"): 0.9715 held-out (every car >= 0.968) on the synthetic
-    # set with varied paints, where 96x144 for 16 epochs gave 0.957 and 160x240 for 30 took 17 minutes.
-    "demo": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                 height=128, width=192, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
-                 lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=8, epochs=12,
-                 patience=12, monitor="val_dice", k=4, max_images=0, refine="guided"),
-    # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "real-cpu at 192x288"; formerly
-    # named real-cpu): the demo's net and schedule at 192x288 (1.44x the pixels of 160x240 for 1.2x the epoch), 5
-    # folds by car, no rotation (the studio's cameras are level). Batch 4: twice the updates of batch 8 for about
-    # 1.25x the time an epoch. Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch
-    # (runtime.precision_policy) and buys 20 epochs; float32 elsewhere, where they take about twice as long. Then
-    # `train` trains a 3,000-step refiner net from the fold's own training photos (refiner.py; in bfloat16 too:
-    # 2,000 steps in the time 1,000 took in float32; on the same first stage fold 0 scored 0.9908 with 2,000
-    # steps and 0.9915 with 3,000, for about a minute more: docs/results.md), then the guided filter.
-    "cpu": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                height=192, width=288, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
-                lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=4, epochs=20,
-                patience=20, monitor="val_dice", augment=("flip", "contrast"), k=5, max_images=0,
-                mixed_precision=True, refine="net", refiner_from="training", refiner_steps=3000),
-    # Unit tests: tiny and fast (hidden from help).
-    "tiny": dict(arch="unet", depth=2, filters=4, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
-                 height=32, width=48, fit="resize", loss="dice_bce", lr=1e-2, epsilon=1e-7, batch=4, epochs=2,
-                 patience=2, monitor="val_dice", k=2, max_images=0),
-}
-
-# The presets `train --help` and the README offer, each with one line: purpose, hardware, time a fold, score
-# (measured or estimate: docs/results.md, docs/performance.md).
-OFFERED: dict[str, str] = {
-    "demo": "the synthetic cars, to try the toolkit: any CPU, ~20 min (measured), 0.91 dice on synthetic "
-            "cars (measured)",
-    "cpu": "real photos on a laptop: 2 CPU cores, ~20 min a fold with bfloat16, twice that without (measured), "
-           "0.991 (measured)",
-    "unet": "the default, 640x960: Kaggle's 2x T4 in float16, ~1.5-3 h a fold (estimate), ~0.996 (estimate)",
-    "full": "full resolution 1280x1920 (1024 crops): Kaggle's 2x T4 in float16, ~2-4 h a fold (estimate), "
-            "~0.997 (estimate)",
-}
-# The seed article's three U-Nets, reproduced exactly (docs/guide.md, "Reproducing the article"): not offered.
-REPRODUCTIONS = ("article-simple", "article-unet", "article-unet-strided")
-
 # Renamed presets: the same values under a new name. A run's config.json that names one loads as its new name.
 RENAMED: dict[str, str] = {
     "seed-simple": "article-simple",
@@ -307,29 +312,6 @@ RENAMED: dict[str, str] = {
     "real-cpu": "cpu",
     "unet-t4": "full",
 }
-# Retired presets and their successors: given to train (or anything that builds a preset), one line naming the
-# successor; a run made with one still loads from its config.json (every value is there), under its own name.
-RETIRED: dict[str, str] = {**RENAMED, "real-cpu-30": "cpu"}
-
-
-def offered_help() -> str:
-    """The preset choices as help shows them: the offered ones, then the article's reproduction."""
-    return f"{' | '.join(OFFERED)} (docs/guide.md, Presets; the article's: {', '.join(REPRODUCTIONS)})"
-
-
-def preset(name: str, **overrides) -> TrainConfig:
-    """The named preset with overrides (None values are ignored); a retired or unknown name is a one-line error."""
-    if name in RETIRED:
-        raise UserError(f"preset {name!r} is retired: use --preset {RETIRED[name]}, its successor (a run made with "
-                        f"{name!r} still loads from its config.json)")
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(OFFERED)} (or the article's "
-                        f"{', '.join(REPRODUCTIONS)})")
-    values = dict(PRESETS[name], preset=name)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if "augment" in values:
-        values["augment"] = tuple(values["augment"])
-    return TrainConfig(**values)
 
 
 def save_config(path: Path, cfg: TrainConfig) -> None:
@@ -337,9 +319,18 @@ def save_config(path: Path, cfg: TrainConfig) -> None:
 
 
 def load_config(path: Path) -> TrainConfig:
+    """A run's (or a fold's) config.json, checked: a damaged or hand-edited one is one line naming it, what is wrong
+    and how to mend it."""
     if not path.is_file():
         raise UserError(f"{path}: no config.json; is this a run folder made by `competition train`?")
-    return TrainConfig.from_json(read_json(path), str(path))
+    mend = ("fix that value, or restore the file (each trained fold keeps a copy in fold<k>/config.json); a run "
+            "never trained can be deleted and trained again")
+    record = read_json(path, mend)
+    try:
+        return TrainConfig.from_json(record, str(path))
+    except UserError as e:
+        what = str(e).removeprefix(f"{path}: ")
+        raise damaged(path, what, mend) from e
 
 
 def parse_size(text: str) -> tuple[int, int]:

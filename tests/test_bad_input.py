@@ -52,7 +52,8 @@ def refiner_files(run: Path, keras_how: str | None = None, record_how: str | Non
     path = refiner_path(run, None)
     path.parent.mkdir(parents=True)
     shutil.copy(run / "fold0" / "model.keras", path)  # a .keras zip: only its place and record matter here
-    entry = {"sources": refiner_sources(run, [0]), "learns_from": "held-out"}
+    from competition.training.refiner import recipe
+    entry = {"sources": refiner_sources(run, [0]), "steps": 10, "photos": 16, "recipe": recipe()}
     (path.parent / "refiner.json").write_text(json.dumps({path.name: entry}))
     if keras_how:
         damage(path, keras_how)
@@ -105,7 +106,7 @@ BAD_INPUTS = [
     Bad("an unknown choice", "plan --accelerator a100", "unknown --accelerator 'a100'"),
     Bad("an unknown encoder", "train --encoder resnet18", "train: --encoder: invalid choice: 'resnet18'"),
     Bad("an unknown kernel task", "kernel build --task eval", "kernel: --task: invalid choice: 'eval'"),
-    Bad("not a number", "refiner --run r --steps abc", "refiner: --refiner-steps/--steps: invalid int value: 'abc'"),
+    Bad("not a number", "refiner --run r --steps abc", "refiner: --refiner-steps/--steps: 'abc' is not a whole number"),
     Bad("a negative duration", "train --time-limit -5m --data {data}", "--time-limit '-5m': expected a duration"),
     Bad("--quiet (or --debug) after the subcommand, on a run that does not exist",
         "score --run {tmp}/nope --data {data} --quiet", "nope/config.json: no config.json"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from competition.cli import build_parser, main, parse
-from competition.cli.parser import HelpFormatter, takes_dash_value
+from competition.cli.parser import HelpFormatter, ParseError, takes_dash_value
 from competition.cli.table import current_section, option_table, subcommands
 from competition.cli.train_flags import NOT_FLAGS, flag_of, train_config
 from competition.config import TrainConfig, preset
@@ -180,8 +180,8 @@ def one_line_error(capsys, rc: int) -> str:
     (["train", "--encoder", "resnet18"], "error: train: --encoder: invalid choice: 'resnet18'"),
     (["kernel", "build", "--task", "eval"], "error: kernel: --task: invalid choice: 'eval'"),
     (["kernel", "fly"], "error: kernel: action: invalid choice: 'fly'"),
-    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --refiner-steps/--steps: invalid int value: 'abc'; see --help"),
-    (["predict", "--run", "r", "--out", "x", "--threshold", "high"], "error: predict: --threshold: invalid float"),
+    (["refiner", "--run", "r", "--steps", "abc"], "error: refiner: --refiner-steps/--steps: 'abc' is not a whole number; see --help"),
+    (["predict", "--run", "r", "--out", "x", "--threshold", "high"], "error: predict: --threshold: 'high' is not a number"),
     (["score", "--run", "runs/A", "--bogus"], "error: score: unrecognized arguments: --bogus; see --help"),
     (["cv", "--run", "A", "extra"], "error: cv: unrecognized arguments: extra; see --help"),
     (["train", "--run", "a", "--run", "b"], "error: train: --run given twice (a and b)"),
@@ -215,11 +215,15 @@ def test_a_negative_duration_reaches_the_code_that_rejects_it(command, capsys, t
 
 
 def test_numbers_and_durations_take_values_that_start_with_a_dash():
-    a = parse(["train", "--lr", "-1e-3", "--epochs", "-2", "--time-limit", "-1h"])
-    assert (a.lr, a.epochs, a.time_limit) == (-1e-3, -2, "-1h")
-    assert parse(["refiner", "--run", "r", "--steps", "-3"]).steps == -3
+    """A negative value reaches its option's check (and is refused there in one line), never read as a flag."""
+    assert parse(["train", "--time-limit", "-1h"]).time_limit == "-1h"
     assert parse(["extract", "--budget", "-5GB"]).budget == "-5GB"
-    assert parse(["score", "--run", "r", "--threshold", "-.5"]).threshold == -0.5
+    for args, says in ((["train", "--lr", "-1e-3"], "--lr: -1e-3 is not a finite number above 0"),
+                       (["train", "--epochs", "-2"], "--epochs: -2 is not from 1"),
+                       (["refiner", "--run", "r", "--steps", "-3"], "--refiner-steps/--steps: -3 is not from 1"),
+                       (["score", "--run", "r", "--threshold", "-.5"], "--threshold: -.5 is not a finite number")):
+        with pytest.raises(ParseError, match=says):
+            parse(args)
     # only numbers and durations: a text option followed by a flag is still a missing value
     with pytest.raises(Exception, match="--data: expected one argument"):
         parse(["train", "--data", "--fold", "0"])
@@ -230,7 +234,7 @@ def test_numbers_and_durations_take_values_that_start_with_a_dash():
 
 def test_negative_numbers_reach_the_config_check(capsys):
     err = one_line_error(capsys, main(["train", "--preset", "tiny", "--epochs", "-2"]))
-    assert "--epochs -2: must be a number from 1 to 10000" in err
+    assert "train: --epochs: -2 is not from 1 to 10000" in err
 
 
 # --- --debug and --quiet anywhere ----------------------------------------------------------------
@@ -385,6 +389,37 @@ def test_a_former_spelling_works_and_says_the_new_one_in_one_line(tmp_path, caps
         assert old_spellings(command, [old, "1"]) == [f"note: {command}'s {old} is now {new} (the old spelling "
                                                       f"still works)"]
         assert old_spellings(command, [new, "1"]) == [] and old_spellings("predict", [old, "1"]) == []
-    assert main(["synth", "--out", str(tmp_path / "s"), "--cars", "1", "--test", "1", "--seed", "3"]) == 0
+    assert main(["synth", "--out", str(tmp_path / "s"), "--cars", "2", "--test", "1", "--seed", "3"]) == 0
     out = capsys.readouterr()
     assert "note: synth's --seed is now --synth-seed" in out.out and out.err == ""
+
+
+def test_every_number_a_command_takes_is_checked_as_it_is_read():
+    """No option reads a bare int or float: each carries its range (cli.parser.Whole / Number), so no subcommand can
+    forget to check one (NaN, a negative count, 10**12 epochs: one line before any work)."""
+    from competition.cli.parser import Number, Whole
+    bare = [f"{name} {' '.join(a.option_strings)}" for name, sp in subcommands(build_parser()).items()
+            for a in sp._actions if a.type in (int, float)]
+    assert not bare, bare
+    checked = [a for sp in subcommands(build_parser()).values() for a in sp._actions
+               if isinstance(a.type, (Whole, Number))]
+    assert len(checked) > 30
+
+
+@pytest.mark.parametrize("args, says", [
+    (["predict", "--run", "r", "--out", "s.csv", "--batch", "-3"], "predict: --batch: -3 is not from 1 to 4096"),
+    (["score", "--run", "r", "--worst=-1"], "score: --worst: -1 is not from 0 to 1000"),
+    (["synth", "--cars", "0"], "synth: --cars: 0 is not from 2 to 10000"),
+    (["train", "--lr", "nan"], "train: --lr: nan is not a finite number above 0 and at most 1"),
+    (["train", "--dropout", "2"], "train: --dropout: 2 is not a finite number at least 0 and at most 0.99"),
+    (["train", "--seed", "-1"], "train: --seed: -1 is not from 0 to 4294967295"),
+    (["train", "--epochs", "1000000000000"], "train: --epochs: 1000000000000 is not from 1 to 10000"),
+    (["plan", "--train-img-s", "nan", "--predict-img-s", "1"], "plan: --train-img-s: nan is not a finite number"),
+    (["kernel", "push", "--max-running", "0"], "kernel: --max-running: 0 is not from 1 to 10"),
+    (["predict", "--run", "r", "--out", "s.csv", "--threshold", "1"], "predict: --threshold: 1 is not a finite"),
+])
+def test_a_number_out_of_range_is_one_line_before_any_work(args, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, main(args))
+    assert err.startswith(f"error: {says}"), err
+    assert not list(tmp_path.iterdir())

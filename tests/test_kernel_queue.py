@@ -113,7 +113,7 @@ def test_queue_without_a_queue_and_folds_all_for_predict_are_one_line(server, tm
     (["push", "--task", "predict", "--folds", "all", "--run", "q1", "--user", "alice"],
      "error: --folds all: for train kernels"),
     (["status", "--folds", "all", "--run", "q1", "--fold", "0", "--user", "alice"], "error: --folds all: for `kernel push`"),
-    (["build", "--session-hours", "30", "--user", "alice"], "error: --session-hours 30.0: between 0.5 and 24"),
+    (["build", "--session-hours", "30", "--user", "alice"], "error: kernel: --session-hours: 30 is not a finite number at least 0.5 and at most 24"),
 ])
 def test_cli_queue_errors_exit_2_with_one_line(no_credentials, tmp_path, args, start):
     import os

@@ -45,7 +45,7 @@ def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None
     (["train", "--preset", "tiny", "--loss", "focal"], ["unknown loss 'focal'"]),
     (["train", "--preset", "tiny", "--fold", "7"], ["--fold 7 is out of range", "k=2"]),
     (["train", "--preset", "tiny", "--data", "/no/such/dir"], ["/no/such/dir: no such folder"]),
-    (["folds", "--data", "SYNTH", "--k", "1"], ["impossible"]),
+    (["folds", "--data", "SYNTH", "--k", "1"], ["folds: --k: 1 is not from 2 to 100"]),
 ])
 def test_configuration_errors_are_one_line(args, needles, synth_dir, tmp_path):
     args = [str(synth_dir) if a == "SYNTH" else a for a in args]
@@ -79,7 +79,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_threshold_outside_zero_one(tiny_run, synth_dir, tmp_path):
     r = cli("predict", "--run", str(tiny_run), "--data", str(synth_dir), "--out", str(tmp_path / "x.csv.gz"),
             "--threshold", "1.5")
-    assert_one_line_error(r, "threshold 1.5 must be strictly between 0 and 1")
+    assert_one_line_error(r, "predict: --threshold: 1.5 is not a finite number above 0 and below 1")
 
 
 # --- data -----------------------------------------------------------------------------------------

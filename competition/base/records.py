@@ -16,14 +16,22 @@ from typing import Any, Callable
 from .errors import UserError
 from .fileio import damaged, read_json
 
-# A value's kind: one of these names, or a Shape (a nested object), or ("list", kind) for a list of that kind.
+# A value's kind: one of these names, a Shape (a nested object), a ListOf(kind), or a tuple of kinds (any of them;
+# None in it: null allowed).
 KINDS = ("int", "count", "number", "finite", "str", "bool", "list", "dict", "any")
 
 
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose every item is of `kind`."""
+
+    kind: Any
+
+
 def _is(kind: Any, value: Any) -> bool:
-    """Whether `value` is of `kind` (see KINDS; a tuple of kinds: any of them; None in it: null allowed)."""
-    if isinstance(kind, tuple) and kind and kind[0] == "list":
-        return isinstance(value, list) and all(_is(kind[1], v) for v in value)
+    """Whether `value` is of `kind` (see KINDS)."""
+    if isinstance(kind, ListOf):
+        return isinstance(value, list) and all(_is(kind.kind, v) for v in value)
     if isinstance(kind, tuple):
         return any(_is(k, value) for k in kind)
     if kind is None:
@@ -39,8 +47,8 @@ def _is(kind: Any, value: Any) -> bool:
 
 
 def _name(kind: Any) -> str:
-    if isinstance(kind, tuple) and kind and kind[0] == "list":
-        return f"a list of {_name(kind[1])}"
+    if isinstance(kind, ListOf):
+        return f"a list of {_name(kind.kind)}"
     if isinstance(kind, tuple):
         return " or ".join(_name(k) for k in kind)
     if kind is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..base.errors import UserError
 from .options import (add_accelerator, add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset,
                       add_refine, add_size, add_tta, folds_arg)
-from .parser import AddCommand
+from .parser import AddCommand, Number, Whole
 
 
 # --- bench ----------------------------------------------------------------------------------------
@@ -50,11 +50,11 @@ def add_plan(add: AddCommand) -> None:
     add_epochs(s, "most epochs to train (default: the preset's)")
     add_k(s)
     add_refine(s, "the test pass's refinement (default: the preset's)")
-    s.add_argument("--train-img-s", type=float, help="stated training images/s on one GPU (with --predict-img-s) "
+    s.add_argument("--train-img-s", type=Number(0, 1e6, low_open=True), help="stated training images/s on one GPU (with --predict-img-s) "
                                                      "(default: measured or estimated)")
-    s.add_argument("--predict-img-s", type=float, help="stated whole-frame images/s on one GPU, one pass "
+    s.add_argument("--predict-img-s", type=Number(0, 1e6, low_open=True), help="stated whole-frame images/s on one GPU, one pass "
                                                        "(default: measured or estimated)")
-    s.add_argument("--pipeline-img-s", type=float,
+    s.add_argument("--pipeline-img-s", type=Number(0, 1e6, low_open=True),
                    help="stated training inputs/s the session's CPUs decode and augment (default: measured per "
                         "core x 4 for full-resolution decodes, else no limit)")
     s.add_argument("--allow-split", action="store_true",
@@ -79,6 +79,6 @@ def add_calibrate(add: AddCommand) -> None:
     s.add_argument("--presets", default=",".join(n for n in PRESETS if n != "tiny"),
                    help="comma list of presets, or PRESET:HxW:BATCH to train on HxW crops with that batch")
     s.add_argument("--mixed-precision", action="store_true", help="measure in mixed float16")
-    s.add_argument("--timed-steps", "--steps", dest="timed_steps", type=int, default=10,
+    s.add_argument("--timed-steps", "--steps", dest="timed_steps", type=Whole(1, 10_000), default=10,
                    help="timed steps per measurement (--steps: its former spelling)")
-    s.add_argument("--predict-batch", type=int, default=4, help="images a prediction batch")
+    s.add_argument("--predict-batch", type=Whole(1, 4096), default=4, help="images a prediction batch")

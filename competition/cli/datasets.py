@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..base.fileio import check_folder
 from .options import add_data, add_out, path_or_none
-from .parser import AddCommand, duration
+from .parser import AddCommand, Whole, duration
 
 
 # --- synth ----------------------------------------------------------------------------------------
@@ -23,9 +23,9 @@ def add_synth(add: AddCommand) -> None:
     s = add("synth", cmd_synth, "write the synthetic Carvana-shaped dataset (the embedded default)",
             "--out data/synthetic")
     add_out(s, "the dataset's folder", default="data/synthetic")
-    s.add_argument("--cars", type=int, default=8, help="number of training cars, 16 views each")
-    s.add_argument("--test", type=int, default=32, help="number of test images")
-    s.add_argument("--synth-seed", "--seed", dest="synth_seed", type=int, default=0,
+    s.add_argument("--cars", type=Whole(2, 10_000), default=8, help="number of training cars, 16 views each")
+    s.add_argument("--test", type=Whole(1, 200_000), default=32, help="number of test images")
+    s.add_argument("--synth-seed", "--seed", dest="synth_seed", type=Whole(0, 2**32 - 1), default=0,
                    help="random seed of the drawings (--seed: its former spelling)")
     s.add_argument("--zip", action="store_true", help="write Kaggle's zips instead of folders")
 
@@ -61,8 +61,8 @@ def add_folds_command(add: AddCommand) -> None:
     s = add("folds", cmd_folds, "write folds.csv: K folds grouped by car",
             "--data data/carvana --out runs/unet/folds.csv")
     add_data(s)
-    s.add_argument("--k", type=int, default=5, help="number of folds, grouped by car")
-    s.add_argument("--fold-seed", "--seed", dest="fold_seed", type=int, default=42,
+    s.add_argument("--k", type=Whole(2, 100), default=5, help="number of folds, grouped by car")
+    s.add_argument("--fold-seed", "--seed", dest="fold_seed", type=Whole(0, 2**32 - 1), default=42,
                    help="seed of the assignment of cars to folds (--seed: its former spelling)")
     add_out(s, "the folds file", default="folds.csv")
 

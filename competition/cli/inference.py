@@ -8,7 +8,7 @@ from ..base.fileio import check_folder
 from .options import (BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine, add_run,
                       add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg, path_or_none,
                       shard_arg)
-from .parser import AddCommand
+from .parser import AddCommand, Whole
 
 
 # --- predict --------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def add_predict(add: AddCommand) -> None:
     add_refine(s)
     add_batch(s, "images a batch (default: the run's, scaled to whole frames)")
     add_shard(s)
-    s.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--limit", type=Whole(1, 10_000_000), default=None, help=argparse.SUPPRESS)
     add_time_limit(s, "chunk of rows")
     add_mirror(s, "the partial submission and its progress record", "as each chunk is written")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import REFINES
 from .options import RUN_HELP, add_accelerator, add_encoder, folds_arg, shard_arg
-from .parser import AddCommand
+from .parser import AddCommand, Number, Whole
 
 BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
 
@@ -64,11 +64,11 @@ def add_kernel(add: AddCommand) -> None:
                         "end; status --run R without --fold: every fold's kernel in one table; checkpoint: version "
                         "an ended kernel's output as a private dataset (then push --resume-from dataset)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
-    s.add_argument("--fold", type=int, default=None, help="train: the fold to train (default: 0)")
+    s.add_argument("--fold", type=Whole(0, 99), default=None, help="train: the fold to train (default: 0)")
     s.add_argument("--folds", default=None, metavar="0,1,...|all",
                    help="predict: the folds to ensemble, e.g. 0,1,2,3,4 (default: every trained fold); train push: "
                         "all, every fold, --max-running at a time (then `kernel queue`)")
-    s.add_argument("--max-running", type=int, default=2,
+    s.add_argument("--max-running", type=Whole(1, 10), default=2,
                    help="push --folds all: Kaggle sessions at a time (Kaggle runs about 2 GPU sessions at once) "
                         "(default: 2)")
     s.add_argument("--fresh", action="store_true",
@@ -77,7 +77,7 @@ def add_kernel(add: AddCommand) -> None:
                    help="push: where the new version finds the earlier progress: self (the kernel's own output, "
                         "mounted as its source) | dataset (the private dataset `kernel checkpoint` made of it) "
                         "(default: self)")
-    s.add_argument("--session-hours", type=float, default=None,
+    s.add_argument("--session-hours", type=Number(0.5, 24), default=None,
                    help="the kernel's session length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)")
     s.add_argument("--preset", default="unet", help="the preset the kernel trains")
     s.add_argument("--run", "--name", dest="run", default=None, action="append", metavar="RUN",
@@ -88,10 +88,10 @@ def add_kernel(add: AddCommand) -> None:
     s.add_argument("--shard", default=None, metavar="i/N", help="predict: i/N slice of the test set (default: all)")
     s.add_argument("--train-kernels", default=None,
                    help="predict: comma list of user/slug train kernels (default: the run's fold kernels)")
-    s.add_argument("--epochs", type=int, default=None,
+    s.add_argument("--epochs", type=Whole(1, 10_000), default=None,
                    help="train: override the preset's epochs (e.g. 1 to try it) (default: the preset's)")
     add_encoder(s, kernel=True)
-    s.add_argument("--filters", type=int, default=None,
+    s.add_argument("--filters", type=Whole(1, 1024), default=None,
                    help="train: override the preset's filters (e.g. 16 with an encoder) (default: the preset's)")
     s.add_argument("--weights-dataset", default=None,
                    help="train: user/slug of a Kaggle dataset holding the encoder's weights file (internet stays "

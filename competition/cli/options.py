@@ -9,7 +9,7 @@ from ..base.errors import UserError
 from ..base.tta import TTAS
 from ..config import REFINES
 from ..kaggle.machines import DEFAULT, accelerator_help
-from .parser import Once, duration
+from .parser import Number, Once, Whole, duration
 
 RUN_HELP = "the run: NAME for runs/NAME, or a path to its folder"
 BLEND_HELP = "--run A --run B[@FOLDS][:WEIGHT] (docs/guide.md, Blending)"
@@ -34,7 +34,7 @@ def add_blend(s: argparse.ArgumentParser) -> None:
 
 
 def add_fold(s: argparse.ArgumentParser, help: str, default=0) -> None:
-    s.add_argument("--fold", type=type(default), default=default, help=help)
+    s.add_argument("--fold", type=Whole(0, 99) if isinstance(default, int) else str, default=default, help=help)
 
 
 def add_folds(s: argparse.ArgumentParser, help: str) -> None:
@@ -54,7 +54,7 @@ def add_refine(s: argparse.ArgumentParser, help: str = "") -> None:
 
 
 def add_threshold(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--threshold", type=float, default=None,
+    s.add_argument("--threshold", type=Number(0, 1, low_open=True, high_open=True), default=None,
                    help="probability threshold of a mask pixel (default: the run's, tuned by --tune-threshold)")
 
 
@@ -90,7 +90,7 @@ def add_accelerator(s: argparse.ArgumentParser) -> None:
 
 
 def add_batch(s: argparse.ArgumentParser, help: str) -> None:
-    s.add_argument("--batch", type=int, default=None, help=help)
+    s.add_argument("--batch", type=Whole(1, 4096), default=None, help=help)
 
 
 def add_shard(s: argparse.ArgumentParser, help: str = "predict the i-th of N contiguous slices of the test set") -> None:
@@ -114,12 +114,12 @@ def add_crop(s: argparse.ArgumentParser) -> None:
 
 
 def add_k(s: argparse.ArgumentParser, default: int | None = None) -> None:
-    s.add_argument("--k", type=int, default=default,
+    s.add_argument("--k", type=Whole(2, 100), default=default,
                    help="number of folds, grouped by car" + ("" if default else " (default: the preset's)"))
 
 
 def add_epochs(s: argparse.ArgumentParser, help: str) -> None:
-    s.add_argument("--epochs", type=int, default=None, help=help)
+    s.add_argument("--epochs", type=Whole(1, 10_000), default=None, help=help)
 
 
 def add_encoder(s: argparse.ArgumentParser, kernel: bool = False) -> None:
@@ -132,7 +132,7 @@ def add_encoder(s: argparse.ArgumentParser, kernel: bool = False) -> None:
                         (" (a file: --weights-dataset)" if kernel else " | PATH (.h5 / .weights.h5 of the backbone, "
                                                                       "or a .keras model with this encoder)") +
                         " (default: imagenet)")
-    s.add_argument("--freeze-encoder", type=int, default=None, metavar="EPOCHS",
+    s.add_argument("--freeze-encoder", type=Whole(0, 10_000), default=None, metavar="EPOCHS",
                    help=f"train the decoder alone for EPOCHS epochs, then everything at lr x {FINETUNE_LR_FACTOR:g} "
                         f"(default: 0)")
 

@@ -3,6 +3,7 @@ example in each help, --debug/--quiet anywhere on the line."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from typing import Callable
@@ -25,13 +26,55 @@ def takes_dash_value(action: argparse.Action) -> bool:
     """Whether an option's value may start with '-': a number or a duration (`--time-limit -5m` reaches the code
     that rejects it, where argparse would read -5m as an unknown flag)."""
     return (bool(action.option_strings) and action.nargs is None and action.const is None
-            and (action.type in (int, float) or getattr(action.type, "dash_value", False)))
+            and getattr(action.type, "dash_value", False))
 
 
 def dash_value(func: Callable[[str], object]) -> Callable[[str], object]:
     """Mark an option's type as one whose values may start with '-' (see takes_dash_value)."""
     func.dash_value = True
     return func
+
+
+class Whole:
+    """An option's type: a whole number within [low, high], checked as the command line is read (a typo, a
+    negative count or 10**12 epochs is one line before any work)."""
+
+    dash_value = True  # `--batch -3` reaches this check rather than being read as an unknown flag
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+        self.__name__ = "whole number"
+
+    def __call__(self, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {self.low} to {self.high}")
+        return value
+
+
+class Number:
+    """An option's type: a finite number within [low, high] ((low, high] when low_open)."""
+
+    dash_value = True
+
+    def __init__(self, low: float, high: float, low_open: bool = False, high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+        self.__name__ = "number"
+
+    def __call__(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if (not math.isfinite(value) or value < self.low or value > self.high or (self.low_open and value == self.low)
+                or (self.high_open and value == self.high)):
+            span = (f"{'above' if self.low_open else 'at least'} {self.low:g} and "
+                    f"{'below' if self.high_open else 'at most'} {self.high:g}")
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {span}")
+        return value
 
 
 @dash_value

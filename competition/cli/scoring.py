@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..base.errors import UserError
 from .options import add_blend, add_data, add_fold, add_refine, add_run, add_threshold, add_tta, add_tune_threshold
-from .parser import AddCommand
+from .parser import AddCommand, Whole
 
 
 # --- score ----------------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def add_score(add: AddCommand) -> None:
     add_fold(s, "the held-out fold to score")
     add_data(s)
     add_tta(s)
-    s.add_argument("--worst", type=int, default=10, help="overlays for the N worst images")
+    s.add_argument("--worst", type=Whole(0, 1000), default=10, help="overlays for the N worst images")
     add_threshold(s)
     add_refine(s)
     add_tune_threshold(s, "search the best threshold and save it in the run's config.json (make: TUNE=1)")

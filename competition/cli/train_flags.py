@@ -8,7 +8,9 @@ import dataclasses
 
 from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_FROM, REFINES, SCHEDULES, TrainConfig, parse_crop,
                       parse_size, preset)
+from ..config.settings import RANGES
 from .options import add_crop, add_encoder, add_size
+from .parser import Number, Whole
 
 DEFAULT_PRESET = "unet"
 NOT_FLAGS = ("preset", "version")  # --preset is train's own option; the version is the file format's
@@ -18,10 +20,19 @@ FORMER = {"refiner_from": "--learn-from"}  # field -> its flag's former spelling
 CHOICES = {"arch": ARCHS, "pooling": POOLINGS, "fit": ("resize", "pad"), "schedule": SCHEDULES,
            "image_interp": ("area", "bilinear", "nearest"), "monitor": ("val_loss", "val_dice"), "refine": REFINES,
            "refiner_from": REFINER_FROM}  # loss: checked by the config, whose error names the choices
-TYPES = {"int": int, "float": float, "str": str}
+TYPES = ("int", "float", "str")
 BOOLS = ("bool",)
 # fields read from a flag of another shape (declared by `special`, parsed by `special_overrides`)
 SPECIAL = ("height", "width", "crop", "augment", "encoder", "encoder_weights", "freeze_encoder")
+
+
+def value_type(name: str, kind: str):
+    """A generated flag's type: a number checked against the config's own range (settings.RANGES) as the command
+    line is read; a string as it is (the config checks its choices)."""
+    if kind == "str":
+        return str
+    low, high, low_open = RANGES.get(name, (0, 2**31 - 1, False))
+    return Whole(int(low), int(high)) if kind == "int" else Number(low, high, low_open)
 
 
 def flag_of(name: str) -> str:
@@ -45,7 +56,7 @@ def add_train_flags(s: argparse.ArgumentParser) -> None:
         if f.type in BOOLS:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type in TYPES:
-            kwargs["type"] = TYPES[f.type]
+            kwargs["type"] = value_type(f.name, f.type)
             if f.name in CHOICES:
                 kwargs["choices"] = list(CHOICES[f.name])
         else:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from .options import add_data, add_fold, add_mirror, add_preset, add_run, add_time_limit, fold_number, path_or_none
-from .parser import AddCommand
+from .parser import AddCommand, Whole
 from .train_flags import add_train_flags, train_config
 
 
@@ -88,7 +88,7 @@ def add_refiner(add: AddCommand) -> None:
                                     "run's config says refine=net)", "--run cpu --data data/carvana --refiner-steps 3000")
     add_run(s, required=True)
     add_data(s)
-    s.add_argument("--refiner-steps", "--steps", dest="steps", type=int, default=None,
+    s.add_argument("--refiner-steps", "--steps", dest="steps", type=Whole(1, 10_000_000), default=None,
                    help="training batches per refiner, as train's --refiner-steps (--steps: its former spelling) "
                         "(default: the run's config's refiner_steps, 1000 unless its preset says otherwise)")
     s.add_argument("--test-only", action="store_true",

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from ..base.errors import UserError
-from ..base.fileio import read_json
+from ..base import records
+from ..base.records import ListOf, Shape
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg
 from ..config import TrainConfig, check_threshold
@@ -29,6 +30,8 @@ from ..runs.folder import run_path
 from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch
 
 BLEND_FILE = "blend.json"
+BLEND_SHAPE = Shape("a blend's tuned threshold", required={
+    "members": ListOf(Shape("a member", required={"run": "str", "weight": "finite"})), "threshold": "finite"})
 _FOLDS = re.compile(r"\d+(,\d+)*")
 
 
@@ -221,8 +224,9 @@ def saved_threshold(folder: Path, members: list[dict]) -> float | None:
     path = folder / BLEND_FILE
     if not path.is_file():
         return None
-    saved = read_json(path)
-    if saved.get("members") != members:
+    saved = records.load(path, BLEND_SHAPE, f"delete {path} and tune the blend again (`score --run A --run B "
+                                            f"--fold K --tune-threshold`), or pass --threshold T")
+    if saved["members"] != members:
         was = ", ".join(f"{m['run']}:{m['weight']:g}" for m in saved.get("members") or [])
         now = ", ".join(f"{m['run']}:{m['weight']:g}" for m in members)
         raise UserError(f"{path} holds the threshold of the blend {was}, not of {now}: name this blend otherwise "

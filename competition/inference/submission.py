@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..base.console import say
 from ..base.errors import UserError
-from ..base.fileio import atomic_open, read_json, write_json
+from ..base import records
+from ..base.fileio import atomic_open, write_json
+from ..base.records import Shape
 from ..base.submission_csv import HEADER, check_valid, iter_rows
 from ..data.layout import sample_names
 
@@ -91,10 +93,16 @@ def same_making(parts: list[Path]) -> dict | None:
     return read_made(p0)
 
 
+MADE_SHAPE = Shape("what made a submission", required={"tta": "str"},
+                   optional={"folds": "list", "threshold": ("finite", "list"), "run": "str", "runs": "list",
+                             "models": ("dict", "list"), "refine": ("str", "list"), "shard": ("list", None),
+                             "shards": "count", "ids": "str", "rows_total": "count", "chunk_rows": "count"})
+
+
 def read_made(path: Path) -> dict:
-    """A finished submission's record (<file>.json); a damaged one is one line."""
-    return read_json(made_path(path), f"predict {path.name} again (or delete the record: what made {path.name} is then "
-                                      f"not compared)")
+    """A finished submission's record (<file>.json), checked; a damaged or hand-edited one is one line."""
+    return records.load(made_path(path), MADE_SHAPE, f"predict {path.name} again (or delete the record: what made "
+                                                     f"{path.name} is then not compared)")
 
 
 def comparable(record: dict) -> dict:

@@ -19,13 +19,16 @@ from typing import Callable, Iterable
 
 from ..base.console import bar, say
 from ..base.errors import UserError
-from ..base.fileio import atomic_open, damaged, read_json, write_json, write_text
+from ..base import records
+from ..base.fileio import atomic_open, damaged, write_json, write_text
+from ..base.records import Shape
 from ..base.submission_csv import HEADER, check_valid
 from ..base.timelimit import format_duration
 from .predictor import ordered_map
 from .submission import made_path
 
 
+PARTIAL_SHAPE = Shape("a partial prediction's progress", required={"rows": "count", "bytes": "count", "meta": "dict"})
 CHUNK_ROWS = 64  # rows per appended chunk (and per gzip member); progress is recorded per chunk
 
 
@@ -85,13 +88,12 @@ class SubmissionWriter:
     def _read_record(self) -> dict:
         """The partial prediction's progress record, checked against its part file: a damaged pair is one line."""
         again = f"delete it and {self.part.name}, and predict again (the rows are predicted from the start)"
-        rec = read_json(self.record, again)
-        try:
-            rows, size = int(rec["rows"]), int(rec["bytes"])
-        except (KeyError, TypeError, ValueError):
-            raise damaged(self.record, "no rows and bytes recorded", again) from None
-        if rows < 0 or not 0 <= size <= self.part.stat().st_size:
+        rec = records.load(self.record, PARTIAL_SHAPE, again)
+        rows, size = rec["rows"], rec["bytes"]
+        if size > self.part.stat().st_size:
             raise damaged(self.part, f"shorter than the {size} bytes {self.record.name} records", again)
+        if rows > len(self.ids):
+            raise damaged(self.record, f"{rows} rows recorded of {len(self.ids)}", again)
         return rec
 
     @property

@@ -12,19 +12,34 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..base.fileio import read_json, write_json
+from ..base import records
+from ..base.fileio import write_json
+from ..base.records import ListOf, Shape
 
 RECORD_FILE = "kernels.json"
+REBUILD = ("restore it, or move it aside: `python -m competition kernel status` then rebuilds it from Kaggle (each "
+           "kernel's versions and the kernel-state.json in their outputs)")
 
 
 def record_path(run_name: str, runs: Path = Path("runs")) -> Path:
     return runs / run_name / RECORD_FILE
 
 
+_PUSH = Shape("a push", required={"push": "count"}, optional={"version": ("count", None), "fresh": "bool",
+                                                              "expect": ("dict", None), "at": "str"})
+_KERNEL = Shape("a kernel's record", required={"ref": "str", "task": "str", "pushes": ListOf(_PUSH)},
+                optional={"fold": ("count", None), "state": ("dict", None), "checkpoint": ("dict", None)})
+_QUEUE = Shape("the queue", required={"spec": "dict", "folds": ListOf("count"), "max_running": "count"})
+SHAPE = Shape("a run's kernel record", optional={"kernels": "dict", "queue": (_QUEUE, None)},
+              check=lambda r: next((f"kernel {k!r}: {_KERNEL.problem(v)}" for k, v in (r.get("kernels") or {}).items()
+                                    if _KERNEL.problem(v)), None))
+
+
 def load(run_name: str, runs: Path = Path("runs")) -> dict:
-    """The run's record ({"kernels": {}, "queue": None} when it has none yet)."""
+    """The run's record ({"kernels": {}, "queue": None} when it has none yet), checked: a damaged, hand-edited or
+    foreign one is one line, and nothing is pushed or queued on its strength."""
     path = record_path(run_name, runs)
-    data = read_json(path) if path.is_file() else {}
+    data = records.load(path, SHAPE, REBUILD) if path.is_file() else {}
     return {"kernels": data.get("kernels", {}), "queue": data.get("queue")}
 
 

@@ -13,7 +13,9 @@ from typing import Callable, Iterator
 
 from ..base.console import say
 from ..base.errors import UserError
-from ..base.fileio import read_json, write_json
+from ..base import records
+from ..base.fileio import write_json
+from ..base.records import Shape
 
 
 def pick_strategy():
@@ -96,14 +98,27 @@ def xla_cache_path() -> Path:
     return base / "competition" / "xla.json"
 
 
+XLA_ENTRY = Shape("a measured XLA choice", required={"xla": "bool"},
+                  optional={"step_s_without": "finite", "step_s_with": "finite"})
+XLA_SHAPE = Shape("measured XLA choices", check=lambda r: next(
+    (f"{key!r}: {XLA_ENTRY.problem(v)}" for key, v in r.items() if XLA_ENTRY.problem(v)), None))
+
+
+def read_xla_cache() -> dict:
+    """The measured XLA choices ({} before the first), checked: a damaged one is one line (train reads it before it
+    writes anything)."""
+    path = xla_cache_path()
+    if not path.is_file():
+        return {}
+    return records.load(path, XLA_SHAPE, "delete it: the next train measures the choice again")
+
+
 def xla_choice(key: str, probe: Callable[[], tuple[float, float]]) -> bool:
     """Whether XLA is faster for configuration `key` on this host: read from the cache, else `probe()` (seconds
     a step without and with XLA) measured once, said in one line and kept (delete the file to measure again)."""
     path = xla_cache_path()
-    cache = {}
-    with contextlib.suppress(OSError, ValueError):
-        cache = read_json(path)
-    if isinstance(cache.get(key), dict) and isinstance(cache[key].get("xla"), bool):
+    cache = read_xla_cache()
+    if key in cache:
         return cache[key]["xla"]
     without, with_xla = probe()
     on = with_xla < XLA_MARGIN * without

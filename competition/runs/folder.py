@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import UserError
-from ..base.fileio import atomic_open, check_keras, damaged, read_json
+from ..base import records
+from ..base.fileio import atomic_open, check_keras, damaged
+from ..base.records import Shape
 from ..config import TrainConfig, load_config, save_config
 from ..data.folds import assign_folds, check_fold, num_folds, read_folds, write_folds
 from ..data.layout import Dataset, car_of
@@ -200,7 +202,15 @@ def refiner_sources(run_dir: Path, folds: list[int], refiner_from: str = "held-o
 RECORD_REFINER_FROM = "learns_from"
 
 
+REFINER_ENTRY = Shape("a refiner's record", required={"sources": "dict", "steps": "count", "photos": "count",
+                                                        "recipe": "dict"},
+                      optional={RECORD_REFINER_FROM: "str", "policy": "str"})
+REFINER_SHAPE = Shape("the refiners' record", check=lambda r: next(
+    (f"{name}: {REFINER_ENTRY.problem(entry)}" for name, entry in r.items() if REFINER_ENTRY.problem(entry)), None))
+
+
 def read_refiner_record(run_dir: Path, rebuild: str) -> dict[str, dict]:
-    """R/refiner/refiner.json: each refiner's file name -> what it learnt from and how ({} when there is none)."""
+    """R/refiner/refiner.json, checked: each refiner's file name -> what it learnt from and how ({} when there is
+    none); a damaged or hand-edited one is one line with `rebuild`."""
     path = run_dir / REFINER_DIR / REFINER_RECORD
-    return read_json(path, rebuild) if path.is_file() else {}
+    return records.load(path, REFINER_SHAPE, rebuild) if path.is_file() else {}

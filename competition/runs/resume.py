@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..base.errors import UserError
 from ..base.fileio import copy_file, write_json, zip_intact
-from ..base.records import Shape, load
+from ..base.records import ListOf, Shape, load
 
 BACKUP = "backup"
 STATE = "state.json"
@@ -23,7 +23,7 @@ _PLATEAU = Shape("ReduceLROnPlateau's counts", {"wait": "count", "best": "finite
 STATE_SHAPE = Shape(
     "a fold's resume state",
     required={"epoch": "count", "backup": "str", "best": ("finite", None), "best_epoch": ("count", None),
-              "wait": "count", "stopped": "bool", "history": ("list", "dict")},
+              "wait": "count", "stopped": "bool", "history": ListOf("dict")},
     optional={"phase": "str", "reduce_lr": _PLATEAU, "time_limited": "bool"},
     check=lambda s: None if _backup_name(s["backup"]) else f"backup is {s['backup']!r}, not an epoch<NNN>.keras name")
 SUMMARY_SHAPE = Shape("a finished fold's summary", required={"fold": "count", "epochs": "count"},

@@ -27,7 +27,8 @@ from ..data.layout import open_dataset
 from ..data.pipeline import build_cache, make_dataset, streaming
 from ..models import build_model
 from ..models.encoders import FINETUNE_LR_FACTOR, fetch_imagenet, set_encoder_trainable
-from ..models.runtime import build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy, xla_setting
+from ..models.runtime import (build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy, read_xla_cache,
+                              xla_setting)
 from ..models.saving import load_model
 from ..runs.folder import (check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids,
                            train_command)
@@ -127,6 +128,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
     (`--cache memory`). Everything that can be checked is checked before anything is written: a command that
     stops on bad input leaves the run folder as it was."""
     xla_setting()  # a mistyped COMPETITION_XLA stops here, not after the data is read and cached
+    read_xla_cache()  # and a damaged cache of measured choices
     check_fold(fold, cfg.k)
     for flag, folder in (("--run", run_dir), ("--cache", cache_dir), ("--mirror", mirror)):
         if folder is not None:

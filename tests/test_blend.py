@@ -251,7 +251,9 @@ def test_score_prints_each_run_beside_the_blend_and_saves_its_threshold(runs, sy
 def test_score_refuses_runs_with_other_folds(runs, synth_dir, capsys):
     a, b = runs
     lines = (b / "folds.csv").read_text().splitlines()
-    lines[1] = lines[1][:-1] + ("1" if lines[1].endswith("0") else "0")  # one image in another fold
+    car, fold = lines[1].split(",")[1:]  # the first car's photos moved into another fold: a valid, other split
+    other = "1" if fold == "0" else "0"
+    lines = [line.rsplit(",", 1)[0] + "," + other if line.split(",")[1] == car else line for line in lines]
     (b / "folds.csv").write_text("\n".join(lines) + "\n")
     assert main(["score", "--run", str(a), "--run", str(b), "--fold", "0", "--data", str(synth_dir)]) == 2
     err = capsys.readouterr().err

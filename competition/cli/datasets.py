@@ -14,7 +14,7 @@ def cmd_synth(a: argparse.Namespace) -> None:
     from ..data.synth import SynthSpec, generate
     from ..base.console import say
     spec = SynthSpec(cars=a.cars, test=a.test, seed=a.synth_seed, zip=a.zip, varied=True)  # paints vary by view
-    made = generate(check_folder(a.out, "--out"), spec)
+    made = generate(check_folder(a.out, "--out"), spec, force=a.force)
     say(f"{'wrote' if made else 'already there:'} synthetic dataset {a.out} ({a.cars} cars x 16 views, "
         f"{a.test} test images{', zipped' if a.zip else ''})")
 
@@ -28,6 +28,8 @@ def add_synth(add: AddCommand) -> None:
     s.add_argument("--synth-seed", "--seed", dest="synth_seed", type=Whole(0, 2**32 - 1), default=0,
                    help="random seed of the drawings (--seed: its former spelling)")
     s.add_argument("--zip", action="store_true", help="write Kaggle's zips instead of folders")
+    s.add_argument("--force", action="store_true",
+                   help="replace what --out holds (another set, other files) once this set is complete")
 
 
 # --- info -----------------------------------------------------------------------------------------

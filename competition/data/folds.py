@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import UserError
+from ..base.fileio import damaged
 from ..base.fileio import write_text
-from .layout import car_of
+from .layout import ID_PATTERN, car_of
 
 
 def assign_folds(image_ids: list[str], k: int, seed: int = 42) -> dict[str, int]:
@@ -48,18 +49,37 @@ def write_folds(path: str | Path, folds: dict[str, int]) -> None:
     write_text(path, folds_csv(folds))
 
 
-def read_folds(path: str | Path) -> dict[str, int]:
-    """Read folds.csv back; a malformed file is a UserError naming it."""
+def read_folds(path: str | Path, rebuild: str = "delete it to have it made again") -> dict[str, int]:
+    """Read folds.csv back, checked: its header, every row `<car>_<NN>.jpg,<car>,<fold>` with the car of its image,
+    no image twice, every car in one fold, folds 0..k-1 each holding images. Whatever is wrong is the damaged-file
+    line (which line, what) with `rebuild`."""
     path = Path(path)
-    rows = list(csv.reader(path.read_text().splitlines()))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise damaged(path, f"unreadable ({e})", rebuild) from e
+    rows = list(csv.reader(text.splitlines()))
     if not rows or rows[0] != ["img", "car", "fold"]:
-        raise UserError(f"{path}: header must be img,car,fold; delete it to have it made again")
-    out = {}
+        raise damaged(path, "empty" if not rows else f"header {','.join(rows[0])!r}, not img,car,fold", rebuild)
+    out: dict[str, int] = {}
+    car_fold: dict[str, int] = {}
     for lineno, row in enumerate(rows[1:], start=2):
-        try:
-            out[row[0][:-4]] = int(row[2])
-        except (IndexError, ValueError) as e:
-            raise UserError(f"{path} line {lineno}: expected <id>.jpg,<car>,<fold>") from e
+        name = row[0] if row else ""
+        image_id = name[:-4]
+        if len(row) != 3 or not name.endswith(".jpg") or not ID_PATTERN.match(image_id) or not row[2].isdigit():
+            raise damaged(path, f"line {lineno} is {','.join(row)!r}, not <car>_<NN>.jpg,<car>,<fold>", rebuild)
+        fold, car = int(row[2]), car_of(image_id)
+        if row[1] != car:
+            raise damaged(path, f"line {lineno}: {name} is a photo of car {car}, not {row[1]}", rebuild)
+        if image_id in out:
+            raise damaged(path, f"line {lineno}: {name} a second time", rebuild)
+        if car_fold.setdefault(car, fold) != fold:
+            raise damaged(path, f"line {lineno}: car {car} in folds {car_fold[car]} and {fold} (a car's photos "
+                                f"belong to one fold)", rebuild)
+        out[image_id] = fold
+    empty = sorted(set(range(num_folds(out))) - set(out.values()))
+    if not out or empty:
+        raise damaged(path, "no rows" if not out else f"fold {empty[0]} has no images", rebuild)
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -96,6 +97,18 @@ class Source:
     def where(self, image_id: str) -> str:
         name = self.members.get(image_id, image_id + self.suffix)
         return f"{self.path}:{name}" if self.in_zip else str(self.path / name)
+
+    def stamp(self, image_id: str) -> str:
+        """What changes when the file does: its size and modification time (in a folder), its size and CRC (in a
+        zip). A mask edited in place, or a photo replaced, gets another stamp."""
+        name = self.members.get(image_id)
+        if name is None:
+            return "missing"
+        if self.in_zip:
+            info = self._zip().getinfo(name)
+            return f"{info.file_size}:{info.CRC}"
+        st = os.stat(self.path / name)
+        return f"{st.st_size}:{st.st_mtime_ns}"
 
     def read(self, image_id: str) -> bytes:
         """Bytes of one file; a missing or corrupt one is a ValueError naming it."""
@@ -224,6 +237,16 @@ class Dataset:
             raise UserError(f"{self.train_masks.where(no_image[0])}: mask has no image "
                             f"({len(no_image)} such); add the JPEG or remove the mask")
         return sorted(images)
+
+    def train_stamp(self, ids: list[str]) -> str:
+        """A digest of what the training pairs `ids` are made of: each photo's and mask's stamp (or its
+        train_masks.csv row): a cache built from them is stale once any changes."""
+        h = hashlib.sha1()
+        for image_id in ids:
+            mask = (self.train_masks.stamp(image_id) if self.train_masks is not None and image_id in
+                    self.train_masks.members else self.mask_rles.get(image_id, ""))
+            h.update(f"{image_id}|{self.train_images.stamp(image_id)}|{mask}\n".encode())
+        return h.hexdigest()
 
     def read_train_image(self, image_id: str) -> bytes:
         return self.train_images.read(image_id)

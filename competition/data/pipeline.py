@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from ..base.console import bar
-from ..base.errors import DataError, UserError
+from ..base.errors import UserError
+from ..base import records
 from ..base.fileio import TEMP_MARK, damaged, write_json
+from ..base.records import ListOf, Shape
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg, reduction_for
 from .layout import Dataset
+
+
+MANIFEST = Shape("an image cache's manifest", required={"ids": ListOf("str"), "size": ListOf("count"), "fit": "str",
+                                                       "interp": "str", "root": "str"})
 
 
 @dataclass(frozen=True)
@@ -166,8 +172,10 @@ def cut_batch(pairs: list[tuple[np.ndarray, np.ndarray]], tops: np.ndarray, left
 
 
 def cache_key(ds: Dataset, ids: list[str], geom: Geometry, interp: str) -> str:
-    """Folder name of a cache: the size, fit, interpolation and a hash of the data root and ids."""
-    h = hashlib.sha1(json.dumps([str(ds.root.resolve()), ids]).encode()).hexdigest()[:10]
+    """Folder name of a cache: the size, fit, interpolation and a hash of the data root, the ids and what each
+    photo and mask is (`Dataset.train_stamp`: sizes and modification times, or zip CRCs), so a mask edited in place
+    or a photo replaced builds a new cache."""
+    h = hashlib.sha1(json.dumps([str(ds.root.resolve()), ids, ds.train_stamp(ids)]).encode()).hexdigest()[:10]
     return f"{geom.height}x{geom.width}-{geom.fit}-{interp}-{h}"
 
 
@@ -177,7 +185,12 @@ def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_
     shape = (len(ids), geom.height, geom.width)
     folder = cache_root / cache_key(ds, ids, geom, interp)
     done = folder / "done.json"
-    if not done.is_file():
+    if done.is_file():  # its manifest checked before the arrays are trusted
+        rebuild = f"delete {folder}: the next train builds it again"
+        manifest = records.load(done, MANIFEST, rebuild)
+        if manifest["ids"] != ids or manifest["size"] != [geom.height, geom.width]:
+            raise damaged(done, "a manifest of other images or another size than its folder's name says", rebuild)
+    else:
         made = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again if the build fails
         folder.mkdir(parents=True, exist_ok=True)
         need = len(ids) * geom.height * geom.width * 4
@@ -311,9 +324,3 @@ def decode_every_epoch_dataset(ds: Dataset, ids: list[str], geom: Geometry, batc
     return tf.data.Dataset.from_generator(gen, output_signature=sig).batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def check_example_ids(ds: Dataset, ids: list[str]) -> None:
-    """Fail early with a clear line when ids are missing from the dataset."""
-    missing = sorted(set(ids) - set(ds.train_ids))
-    if missing:
-        raise DataError(f"{ds.root}: {len(missing)} images of folds.csv are not in the data (e.g. {missing[0]}); "
-                        f"delete folds.csv to have it made again")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -19,7 +21,8 @@ import numpy as np
 
 from .. import NATIVE_HEIGHT, NATIVE_WIDTH
 from ..base import rle
-from ..base.fileio import atomic_open, read_json, write_bytes, write_json, write_text
+from ..base.errors import UserError
+from ..base.fileio import atomic_open, read_json, temp_path, write_bytes, write_json, write_text
 from ..base.images import encode_jpeg
 from ..base.masks import encode_mask_gif
 
@@ -180,11 +183,49 @@ def _render_files(args: tuple) -> tuple[str, bytes, bytes, str]:
     return image_id, encode_jpeg(img, 92), encode_mask_gif(mask), rle.encode(mask)
 
 
-def generate(out: Path, spec: SynthSpec = SynthSpec(), workers: int = 2) -> bool:
-    """Write the dataset under `out`; returns False (and does nothing) when it is already there."""
-    stamp = out / "synth.json"
-    if stamp.is_file() and read_json(stamp) == spec.stamp():
+def _holds(out: Path, spec: SynthSpec) -> str | None:
+    """None when `out` is free for this set (absent, empty); "this" when it already holds it; else what it holds."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    try:
+        made = read_json(out / "synth.json")
+    except (UserError, OSError):
+        return "files that are not a synthetic set made by `synth` (no readable synth.json)"
+    if made == spec.stamp():
+        return "this"
+    return f"another synthetic set ({', '.join(f'{k} {v}' for k, v in sorted(made.items()) if k != 'varied')})" \
+        if isinstance(made, dict) else "a damaged synth.json"
+
+
+def generate(out: Path, spec: SynthSpec = SynthSpec(), workers: int = 2, force: bool = False) -> bool:
+    """Write the dataset under `out`; returns False (and does nothing) when it is already there. A folder that holds
+    anything else is refused in one line (force: replaced, once the new set is complete). The set is written in a
+    temporary folder beside `out` and renamed into place: never half a set, never two sets mixed."""
+    held = _holds(out, spec)
+    if held == "this":
         return False
+    if held is not None and not force:
+        raise UserError(f"--out {out} already holds {held}: pass another --out, or --force to replace it with this "
+                        f"set (once it is complete)")
+    tmp = temp_path(out)
+    try:
+        _write_set(tmp, spec, workers)
+    except BaseException:  # Ctrl-C, a full disk: nothing half-written left beside it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = temp_path(out)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return True
+
+
+def _write_set(out: Path, spec: SynthSpec, workers: int) -> None:
+    """The whole set, written into `out` (a fresh folder)."""
+    stamp = out / "synth.json"
     rng = np.random.default_rng(spec.seed)
     n_test_cars = -(-spec.test // VIEWS)
     ids = car_ids(spec.cars + n_test_cars, rng)
@@ -227,7 +268,6 @@ def generate(out: Path, spec: SynthSpec = SynthSpec(), workers: int = 2) -> bool
         else:
             write_text(out / name, text)
     write_json(stamp, spec.stamp())
-    return True
 
 
 def _csv(header: list[str], rows: list[list[str]], quote_all: bool = False) -> str:

@@ -19,8 +19,7 @@ from typing import Any, Callable, TypeVar
 from .. import COMPETITION
 from ..base import console
 from ..base.errors import UserError
-from ..base.fileio import read_json
-from .state import STATE_FILE
+from .state import STATE_FILE, read_state
 
 T = TypeVar("T")
 
@@ -213,4 +212,5 @@ def kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
                 return None
             raise
         path = Path(tmp) / STATE_FILE
-        return read_json(path) if path.is_file() else None
+        return read_state(path, f"its kernel wrote another {STATE_FILE} than this toolkit's: push it again with "
+                                f"this toolkit, or --fresh") if path.is_file() else None

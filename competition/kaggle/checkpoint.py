@@ -18,14 +18,14 @@ from typing import Any
 
 from ..base.console import say
 from ..base.errors import UserError
-from ..base.fileio import read_json, write_json
+from ..base.fileio import write_json
 from ..runs import resume
 from . import records as kernel_records
 from .api import call, get_api, session_status
 from .machines import ACTIVE
 from .spec import (KernelSpec, check_spec, checkpoint_ref, checkpoint_title, error_line, kernel_ref, kernel_slug,
                    resolve_user, resume_command, spec_options)
-from .state import STATE_FILE, describe_state
+from .state import STATE_FILE, describe_state, read_state
 
 DATASET_METADATA = "dataset-metadata.json"
 LICENSE = "CC0-1.0"  # the license `kaggle datasets init` writes; the dataset stays private
@@ -51,7 +51,7 @@ def check_output(spec: KernelSpec, ref: str, folder: Path, state: str) -> dict:
     if not path.is_file():
         raise UserError(f"{ref} ({state}) left no {STATE_FILE} in its output: nothing to checkpoint, nothing created; "
                         f"its log: `kaggle kernels logs {ref}`")
-    record = read_json(path)
+    record = read_state(path, f"nothing created; start over with `{resume_command(spec)} --fresh`")
     want = {"run": spec.run_name, "task": spec.task, "kernel": ref,
             **({"fold": spec.fold} if spec.task == "train" else {})}
     wrong = [f"{k} {record.get(k)!r} (not {v!r})" for k, v in want.items() if record.get(k) not in (None, v)]

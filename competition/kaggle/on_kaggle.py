@@ -17,7 +17,9 @@ from pathlib import Path
 
 from .. import COMPETITION
 from ..base.errors import UserError
-from ..base.fileio import copy_file, read_json
+from ..base import records
+from ..base.fileio import copy_file
+from ..base.records import Shape
 from ..config import load_config
 from ..data.layout import find_input
 from ..inference.submission import differences, made_path
@@ -26,7 +28,7 @@ from ..runs import resume
 from ..runs.folder import check_run_config, refiner_path
 from .build import METADATA_FILE
 from .machines import ACCELERATORS, TIME_MARGIN_SECONDS, session_hours as hours_of
-from .state import STATE_FILE, describe_state
+from .state import STATE_FILE, describe_state, read_state
 
 MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
 NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
@@ -236,7 +238,8 @@ def discard_made_otherwise(written: Path, tta: str, refine: str | None, folds: l
     for made, files in ((made_path(written), [written, made_path(written)]), (part_record, [part, part_record])):
         if not made.is_file():
             continue
-        record = read_json(made)
+        record = records.load(made, Shape("a submission's record"), "it was restored from the earlier version: "
+                                                                    "push again with --fresh to predict from the start")
         differs = differences(record.get("meta", record), tta, refine, folds)
         if differs:
             print(f"the earlier version's {files[0].name} was made with {', '.join(differs)}: predicting again "
@@ -260,7 +263,8 @@ def _mounted_state(input_root: Path, ref: str) -> tuple[Path | None, dict | None
     """Where source user/slug is mounted under /kaggle/input, and the STATE_FILE it holds (None, None: nothing)."""
     user, _, slug = ref.rpartition("/")
     src = find_input(slug, user or None, input_root)
-    return src, read_json(src / STATE_FILE) if src is not None and (src / STATE_FILE).is_file() else None
+    found = src is not None and (src / STATE_FILE).is_file()
+    return src, read_state(src / STATE_FILE, "push again with --fresh to start over") if found else None
 
 
 def check_resume(input_root: Path, settings: dict) -> bool:

@@ -7,9 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..base import records
 from ..base.fileio import write_json
+from ..base.records import Shape
 
 STATE_FILE = "kernel-state.json"  # in the kernel's output: how far it got (read by `kernel status`)
+SHAPE = Shape("a kernel's record of how far it got", required={"state": "str"},
+              optional={"detail": "str", "run": ("str", None), "task": ("str", None), "fold": ("count", None),
+                        "kernel": ("str", None), "push": ("count", None), "progress": "dict"})
+
+
+def read_state(path: Path, rebuild: str) -> dict:
+    """A kernel-state.json (in a kernel's output, downloaded or mounted), checked: a damaged one is one line."""
+    return records.load(path, SHAPE, rebuild)
 
 
 def state_record(state: str, detail: str = "", settings: dict | None = None, progress: dict | None = None) -> dict:

@@ -68,13 +68,21 @@ def split_ids(folds: dict[str, int], cfg: TrainConfig, fold: int) -> tuple[list[
     return [i for i in ids if folds[i] != fold], [i for i in ids if folds[i] == fold]
 
 
+def folds_rebuild(run_dir: Path) -> str:
+    """How to mend a run's damaged folds.csv: made again only while no fold has trained on it."""
+    if trained_folds(run_dir):
+        return (f"restore it (a train kernel's output holds a copy): {run_dir}'s trained folds chose their photos by "
+                f"it, and new folds would put photos they trained on among the held-out ones")
+    return "delete it: the next train makes it again from the data"
+
+
 def run_folds(run_dir: Path) -> dict[str, int]:
-    """The run's folds.csv (id -> fold), or a one-line UserError when it has none."""
+    """The run's folds.csv (id -> fold), checked, or a one-line UserError when it has none."""
     path = run_dir / "folds.csv"
     if not path.is_file():
         raise UserError(f"{path}: missing; was {run_dir} made by `competition train`? (it says which photos each "
                         f"fold trained on)")
-    return read_folds(path)
+    return read_folds(path, folds_rebuild(run_dir))
 
 
 def held_out_ids(run_dir: Path, cfg: TrainConfig, fold: int, label: str | None = None) -> list[str]:
@@ -113,13 +121,17 @@ def check_compatible(run_dir: Path, cfg: TrainConfig) -> None:
 def run_folds_or_new(run_dir: Path, ds: Dataset, cfg: TrainConfig) -> tuple[dict[str, int], bool]:
     """The run's folds.csv checked against the data and k, or new folds (grouped by car) not yet written: (folds,
     new)."""
-    from ..data.pipeline import check_example_ids
     path = run_dir / "folds.csv"
     if path.is_file():
-        folds = read_folds(path)
+        folds = read_folds(path, folds_rebuild(run_dir))
         if num_folds(folds) != cfg.k:
-            raise UserError(f"{path} has {num_folds(folds)} folds but the config says k={cfg.k}; delete it or pass --k")
-        check_example_ids(ds, list(folds))
+            raise UserError(f"{path} has {num_folds(folds)} folds but the config says k={cfg.k}; "
+                            + ("pass --k it was made with" if trained_folds(run_dir) else "delete it or pass --k"))
+        missing = sorted(set(folds) - set(ds.train_ids))
+        if missing:
+            fix = ("pass the --data it was trained on, or train another --run" if trained_folds(run_dir) else
+                   "delete it to make new folds from this data")
+            raise UserError(f"{path} names {len(missing)} photos that {ds.root} lacks (e.g. {missing[0]}.jpg): {fix}")
         return folds, False
     return assign_folds(ds.train_ids, cfg.k, cfg.fold_seed), True
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
-from ..base.fileio import atomic_open
+from ..base.fileio import atomic_open, damaged
 
 
 def history_csv(rows: list[dict]) -> str:
@@ -15,6 +16,30 @@ def history_csv(rows: list[dict]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+def read_history(path: Path, rebuild: str) -> list[dict]:
+    """history.csv read back, checked: a header with `epoch`, then one row an epoch of numbers (`epoch` a whole
+    number, every other column a finite number or empty); a damaged one is the damaged-file line with `rebuild`."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise damaged(path, f"unreadable ({e})", rebuild) from e
+    if not rows:
+        raise damaged(path, "no epochs" if path.stat().st_size else "empty", rebuild)
+    out = []
+    for lineno, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise damaged(path, f"line {lineno} has {len(row)} cells, the header another count", rebuild)
+        try:
+            values = {k: float(v) for k, v in row.items() if v != ""}
+        except ValueError:
+            raise damaged(path, f"line {lineno} holds something other than numbers", rebuild) from None
+        if "epoch" not in values or values["epoch"] != int(values["epoch"]) or not all(
+                math.isfinite(v) for v in values.values()):
+            raise damaged(path, f"line {lineno}: no whole epoch number, or a value that is not finite", rebuild)
+        out.append(values)
+    return out
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:

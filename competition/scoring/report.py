@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ..base.console import say
-from ..base.fileio import atomic_open, read_json, write_bytes, write_text
+from ..base import records
+from ..base.fileio import atomic_open, write_bytes, write_text
+from ..base.records import ListOf, Shape
 from ..base.images import decode_jpeg
 from ..data.layout import open_dataset
 from .tables import WORST_FILE, breakdown, read_worst
@@ -24,6 +26,20 @@ FP_COLOR = (255, 40, 40)     # false positive: predicted car where there is none
 FN_COLOR = (255, 0, 255)     # false negative: car the model missed (magenta)
 TRUE_EDGE = (40, 220, 40)    # true outline (green)
 PRED_EDGE = (255, 220, 0)    # predicted outline (yellow)
+
+
+SCORE_SHAPE = Shape("a fold's score", required={
+    "fold": "count", "tta": "str", "threshold": "finite", "images": "count", "dice_mean": "finite",
+    "dice_std": "finite", "best_threshold": "finite", "dice_at_best_threshold": "finite", "by_view": "dict",
+    "by_make": "dict", "worst": ListOf(Shape("a worst image", required={"img": "str", "dice": "finite"})),
+    "article_global_dice_model_res": "finite"})
+
+
+def read_score(fold_dir: Path) -> dict:
+    """A scored fold's score.json, checked (a damaged one is one line: score the fold again)."""
+    return records.load(fold_dir / "score.json", SCORE_SHAPE,
+                        f"score it again: `python -m competition score --run {fold_dir.parent} --fold "
+                        f"{fold_dir.name[4:]} --data DIR`")
 
 
 def _edges(mask: np.ndarray) -> np.ndarray:
@@ -78,7 +94,7 @@ def _chart(path: Path, draw) -> None:
 
 def worst_overlays(fold_dir: Path, ds, scale: float = 0.5) -> list[tuple[str, np.ndarray]]:
     """(image id, RGB overlay) of the fold's worst images, worst first, from the masks scoring saved."""
-    dice_of = {w["img"][:-4]: w["dice"] for w in read_json(fold_dir / "score.json")["worst"]}
+    dice_of = {w["img"][:-4]: w["dice"] for w in read_score(fold_dir)["worst"]}
     out = []
     for image_id, pred in read_worst(fold_dir):
         image = decode_jpeg(ds.read_train_image(image_id), ds.where_train(image_id))
@@ -98,17 +114,16 @@ def _breakdown_rows(stats: pd.DataFrame) -> str:
 
 def write_fold_report(out: Path, ds) -> Path:
     """worst/*.png overlays, hist.png, views.png, makes.png and report.html in the fold folder `out`."""
-    summary = read_json(out / "score.json")
+    summary = read_score(out)
     table = pd.read_csv(out / "scores.csv", dtype={"car": str, "make": str, "model": str})
     worst_dir = out / "worst"
-    worst_dir.mkdir(parents=True, exist_ok=True)
-    for old in worst_dir.glob("*.png"):
-        old.unlink()
+    stale = set(worst_dir.glob("*.png"))  # deleted once the new report.html no longer names them
     pictures = []
     for rank, (image_id, picture) in enumerate(worst_overlays(out, ds), start=1):
         name = f"{rank:02d}_{image_id}.png"
         write_bytes(worst_dir / name, png_bytes(picture))
         pictures.append((name, image_id))
+        stale.discard(worst_dir / name)
     d = table["dice"].to_numpy()
     _chart(out / "hist.png", lambda ax: (ax.hist(d, bins=30, color="#3b7dd8"), ax.set_xlabel("dice per image"),
                                          ax.set_ylabel("images"), ax.set_title("held-out dice")))
@@ -146,6 +161,8 @@ Best threshold {summary['best_threshold']:.2f} &rarr; {summary['dice_at_best_thr
 </body></html>
 """
     write_text(out / "report.html", page)
+    for old in stale:  # after the page that named them is replaced: a Ctrl-C before leaves both intact
+        old.unlink(missing_ok=True)
     return out / "report.html"
 
 

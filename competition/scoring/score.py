@@ -22,7 +22,7 @@ from ..data.layout import car_of, open_dataset, view_of
 from ..inference.ensemble import (BLEND_FILE, Member, MemberSpec, as_specs, blend_dir, blend_native, blend_threshold,
                                   default_batch, identity, native_maps, open_members, probabilities)
 from ..inference.upsample import threshold_native
-from ..runs.folder import held_out_ids, model_digests, run_folds, trained_folds
+from ..runs.folder import check_fold_model, held_out_ids, model_digests, run_folds, trained_folds
 from .metrics import FoldScore, dice, pooled_threshold, threshold_curve
 from .tables import (breakdown, car_metadata, fold_scores, group_means, image_table, summarise, training_time,
                      write_cv, write_fold_score)
@@ -191,6 +191,9 @@ def _cross_validate_run(run_dir: Path, data: str | None, tta: str, tune_threshol
     folds = trained_folds(run_dir)
     if not folds:
         raise UserError(f"{run_dir}: no trained fold (no fold*/model.keras)")
+    trained = {k: training_time(run_dir / f"fold{k}") for k in folds}  # each history.csv read before any write
+    for k in folds:
+        check_fold_model(run_dir, k)  # and each model checked: a damaged one stops cv before fold 0's files change
     summaries = [score_fold(run_dir, k, data, tta, refine=refine) for k in folds]  # each at the run's threshold
     threshold, refined = summaries[0]["threshold"], summaries[0]["refine"]
     oof = fold_scores(run_dir, folds)
@@ -200,9 +203,8 @@ def _cross_validate_run(run_dir: Path, data: str | None, tta: str, tune_threshol
              "| fold | images | dice mean | dice std | worst | article's global dice (model res) | training |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
-        trained = training_time(run_dir / f"fold{s['fold']}")
         lines.append(f"| {s['fold']} | {s['images']} | {s['dice_mean']:.5f} | {s['dice_std']:.5f} | "
-                     f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} | {trained} |")
+                     f"{s['dice_min']:.5f} | {s['article_global_dice_model_res']:.5f} | {trained[s['fold']]} |")
     best_t, best_dice = pooled_threshold(summaries)
     lines += ["", f"Threshold {threshold:g} (the run's). Out-of-fold best threshold: {best_t:.2f} -> {best_dice:.5f} "
               + ("(saved to the run's config.json: predict uses it)" if tune_threshold

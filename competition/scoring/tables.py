@@ -14,6 +14,8 @@ from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import write_bytes, write_json, write_text
 from ..data.layout import car_of, view_of
+from ..runs.history import read_history
+from ..runs.resume import retrain
 from .metrics import THRESHOLDS, FoldScore
 
 METADATA_COLUMNS = ["make", "model", "year"]
@@ -128,10 +130,11 @@ def training_time(fold_dir: Path) -> str:
     path = fold_dir / "history.csv"
     if not path.is_file():
         return "-"
-    seconds = pd.read_csv(path).get("seconds")
-    if seconds is None or seconds.empty:
+    rows = read_history(path, retrain(fold_dir) + " (or delete it: the fold's training time is then not shown)")
+    seconds = [r["seconds"] for r in rows if "seconds" in r]
+    if not seconds:
         return "-"
-    return f"{len(seconds)} epochs, {seconds.sum() / 60:.1f} min"
+    return f"{len(seconds)} epochs, {sum(seconds) / 60:.1f} min"
 
 
 def fold_scores(folder: Path, folds: list[int]) -> pd.DataFrame:

@@ -251,9 +251,11 @@ def test_score_prints_each_run_beside_the_blend_and_saves_its_threshold(runs, sy
 def test_score_refuses_runs_with_other_folds(runs, synth_dir, capsys):
     a, b = runs
     lines = (b / "folds.csv").read_text().splitlines()
-    car, fold = lines[1].split(",")[1:]  # the first car's photos moved into another fold: a valid, other split
-    other = "1" if fold == "0" else "0"
-    lines = [line.rsplit(",", 1)[0] + "," + other if line.split(",")[1] == car else line for line in lines]
+    car_fold = dict(line.split(",")[1:] for line in lines[1:])  # two cars of two folds swap them: a valid, other split
+    (a_car, a_fold), (b_car, b_fold) = [next(item for item in car_fold.items() if item[1] == f) for f in ("0", "1")]
+    swap = {a_car: b_fold, b_car: a_fold}
+    lines = [line.rsplit(",", 1)[0] + "," + swap[line.split(",")[1]] if line.split(",")[1] in swap else line
+             for line in lines]
     (b / "folds.csv").write_text("\n".join(lines) + "\n")
     assert main(["score", "--run", str(a), "--run", str(b), "--fold", "0", "--data", str(synth_dir)]) == 2
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from .errors import UserError
 
@@ -38,8 +38,10 @@ def _disk_full_message(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", check: Callable[[Path], None] | None = None,
+                **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds and, with `check`, once
+    check(the complete temporary file) has passed: an invalid result never sits at its final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
@@ -49,6 +51,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except OSError as e:
         _remove_quietly(tmp)
@@ -134,6 +138,20 @@ def zip_intact(path: str | os.PathLike, members: tuple[str, ...] = KERAS_MEMBERS
     except UserError:
         return False
     return True
+
+
+def check_file_out(path: str | os.PathLike, flag: str = "--out", force: bool = False,
+                   holds: str = "") -> Path:
+    """A file the command will write (--out): its folder can be made and written, it is not a folder, and it is not
+    there already unless `force` (holds: what it holds, for the line). Creates nothing."""
+    path = Path(path)
+    check_folder(path.parent, flag, shown=path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; pass a file name in it")
+    if path.exists() and not force:
+        raise UserError(f"{flag} {path}: exists{' (' + holds + ')' if holds else ''}; pass another {flag}, or "
+                        f"--force to replace it once the new one is complete")
+    return path
 
 
 def check_folder(path: str | os.PathLike, flag: str, shown: str | os.PathLike | None = None) -> Path:

@@ -81,12 +81,14 @@ def validate(path: Path, sample_names: list[str], max_problems: int = 50) -> tup
     return rows, problems
 
 
-def check_valid(path: Path, names: list[str]) -> int:
+def check_valid(path: Path, names: list[str], shown: Path | None = None) -> int:
     """Validate; raise a one-line UserError when invalid (several problems: listed on stdout first, one a line, so
-    stderr keeps its one line)."""
+    stderr keeps its one line). shown: the name the file is for, when `path` is its temporary one."""
     rows, problems = validate(path, names)
+    label = shown or path
     if problems:
         for p in problems if len(problems) > 1 else ():
-            print(f"{path}: {p}")
-        raise UserError(f"{path} is not a valid submission: {len(problems)} problem(s), first: {problems[0]}")
+            print(f"{label}: {p}")
+        raise UserError(f"{label} is not a valid submission: {len(problems)} problem(s), first: {problems[0]} "
+                        f"(nothing was written{' at ' + str(shown) if shown else ''})")
     return rows

@@ -6,6 +6,7 @@ own included, are one line with exit code 2 (`--debug` shows the traceback)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -69,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refused (permissions, a full disk, a folder where a file was asked)
+        if args.debug or not (e.filename or e.errno):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (errno {errno.errorcode.get(e.errno, e.errno)}): nothing was "
+              f"half-written; mend that path (permissions, free space) or pass another, and run the same command "
+              f"again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)

@@ -64,8 +64,8 @@ def add_plan(add: AddCommand) -> None:
 # --- calibrate ------------------------------------------------------------------------------------
 def cmd_calibrate(a: argparse.Namespace) -> None:
     from ..costs.calibrate import calibrate
-    from ..base.fileio import check_folder, write_json
-    check_folder(Path(a.out).parent, "--out", shown=a.out)  # before the GPU time, not after
+    from ..base.fileio import check_file_out, write_json
+    check_file_out(Path(a.out), force=True)  # before the GPU time, not after
     result = calibrate([n for n in a.presets.split(",") if n], a.mixed_precision, a.timed_steps, a.predict_batch)
     write_json(Path(a.out), result)
 

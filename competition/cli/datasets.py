@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..base.fileio import check_folder
+from ..base.fileio import check_file_out, check_folder
 from .options import add_data, add_out, path_or_none
 from .parser import AddCommand, Whole, duration
 
@@ -52,7 +52,10 @@ def cmd_folds(a: argparse.Namespace) -> None:
     from ..data.folds import assign_folds, write_folds
     from ..data.layout import open_dataset
     from ..base.console import say
-    check_folder(Path(a.out).parent, "--out", a.out)
+    out = Path(a.out)
+    trained = sorted(out.parent.glob("fold*/model.keras"))
+    check_file_out(out, force=a.force, holds=f"the folds of the run {out.parent.name}, which {len(trained)} trained "
+                                              f"fold(s) chose their photos by" if trained else "")
     folds = assign_folds(open_dataset(a.data).train_ids, a.k, a.fold_seed)
     write_folds(a.out, folds)
     sizes = [list(folds.values()).count(f) for f in range(a.k)]
@@ -67,6 +70,7 @@ def add_folds_command(add: AddCommand) -> None:
     s.add_argument("--fold-seed", "--seed", dest="fold_seed", type=Whole(0, 2**32 - 1), default=42,
                    help="seed of the assignment of cars to folds (--seed: its former spelling)")
     add_out(s, "the folds file", default="folds.csv")
+    s.add_argument("--force", action="store_true", help="replace an existing --out (a trained run's folds.csv too)")
 
 
 # --- download -------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..base.fileio import check_folder
+from ..base.fileio import check_file_out
 from .options import (BLEND_HELP, add_batch, add_blend, add_data, add_folds, add_mirror, add_out, add_refine, add_run,
                       add_sample, add_shard, add_threshold, add_time_limit, add_tta, folds_arg, path_or_none,
                       shard_arg)
@@ -44,7 +44,7 @@ def add_predict(add: AddCommand) -> None:
 # --- merge, made-as, validate, submit -------------------------------------------------------------
 def cmd_merge(a: argparse.Namespace) -> None:
     from ..inference.submission import merge
-    check_folder(Path(a.out).parent, "--out", a.out)
+    check_file_out(Path(a.out), force=True)
     merge([Path(p) for p in a.parts], Path(a.out), path_or_none(a.sample), data=a.data)
 
 

@@ -286,15 +286,20 @@ class Dataset:
 
 
 def sample_submission_names(text: str, where: Path | str) -> list[str]:
-    """`img` column of a sample submission, checked: header img,rle_mask, `<id>.jpg` names."""
+    """`img` column of a sample submission, checked: header img,rle_mask, `<id>.jpg` names, none twice."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != "img,rle_mask":
         raise UserError(f"{where}: header is {lines[0] if lines else '(empty)'!r}, expected 'img,rle_mask'")
-    names = []
+    names, seen = [], {}
     for lineno, line in enumerate(lines[1:], start=2):
         name = line.split(",", 1)[0]
         if not name.endswith(".jpg") or not ID_PATTERN.match(name[:-4]):
             raise UserError(f"{where} line {lineno}: {name!r} is not an <car>_<NN>.jpg image name")
+        if name in seen:
+            raise UserError(f"{where} line {lineno}: {name} a second time (line {seen[name]}): the sample submission "
+                            f"is damaged; download it again (`python -m competition download --files "
+                            f"sample_submission.csv --force`)")
+        seen[name] = lineno
         names.append(name)
     return names
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..base import rle
 from ..base.console import say
 from ..base.errors import UserError
-from ..base.fileio import check_folder
+from ..base.fileio import check_file_out, check_folder
 from ..base.tta import transforms_for
 from ..config import check_refine, check_threshold, refine_words
 from ..data.layout import open_dataset
@@ -37,7 +37,8 @@ def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, fo
     each run's (config.json); "net" refines with R/refiner/all.keras. name: a blend's name (its saved threshold)."""
     if not (out.name.endswith(".csv") or out.name.endswith(".csv.gz")):
         raise UserError(f"--out {out}: the submission must end in .csv or .csv.gz")
-    check_folder(out.parent, "--out", out)  # user-given folders before any work: one line each
+    check_file_out(out, force=True)  # user-given paths before any work: one line each (an existing file: replaced
+                                     # once the new one is complete and valid)
     if mirror is not None:
         check_folder(mirror, "--mirror")
     transforms_for(tta)  # a mistyped TTA answers before the models load

@@ -49,7 +49,16 @@ def merge(parts: list[Path], out: Path, sample: Path | None, data: str | None = 
         firsts.append((position[first[1]], p))
     made = same_making(parts)
     seen: set[str] = set()
-    with atomic_open(out, "wb") as raw:
+    rows: list[int] = []
+
+    def checked(tmp: Path) -> None:  # the joined file, complete, before it takes its name
+        rows.append(check_valid(tmp, names, shown=out))
+        if made is not None:
+            write_json(made_path(out), {**{k: v for k, v in made.items() if k not in SHARD_KEYS}, "shards": len(parts)})
+        else:
+            made_path(out).unlink(missing_ok=True)  # a record left by an earlier merge into the same file
+
+    with atomic_open(out, "wb", check=checked) as raw:
         sink = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if out.name.endswith(".gz") else raw
         sink.write((HEADER + "\n").encode())
         for _, p in sorted(firsts):
@@ -63,12 +72,7 @@ def merge(parts: list[Path], out: Path, sample: Path | None, data: str | None = 
         missing = len(names) - len(seen & set(names))
         if missing:
             raise UserError(f"the shards miss {missing} ids of the sample submission; predict the missing shard(s)")
-    rows = check_valid(out, names)
-    if made is not None:
-        write_json(made_path(out), {**{k: v for k, v in made.items() if k not in SHARD_KEYS}, "shards": len(parts)})
-    else:
-        made_path(out).unlink(missing_ok=True)  # a record left by an earlier merge into the same file
-    say(f"merged {len(parts)} shards into {out} ({rows} rows, valid)"
+    say(f"merged {len(parts)} shards into {out} ({rows[0]} rows, valid)"
         + ("" if made is not None else "; settings not compared: some shards have no record of what made them"))
     return out
 

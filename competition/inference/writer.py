@@ -131,8 +131,9 @@ class SubmissionWriter:
         if self.mirror is not None:
             self.mirror.sync(self.bytes, self.record.read_text())
 
-    def finish(self) -> Path:
-        """Flush, check completeness, rename the part file onto the output."""
+    def finish(self, check: Callable[[Path], None] | None = None) -> Path:
+        """Flush, check completeness (and, with `check`, the complete part file: an invalid submission never takes
+        its name), rename the part file onto the output."""
         self.flush()
         if self.done != len(self.ids):
             raise RuntimeError(f"finish() with {self.done} of {len(self.ids)} rows written")
@@ -140,6 +141,8 @@ class SubmissionWriter:
             with open(self.part, "wb") as f:
                 text = (HEADER + "\n").encode()
                 f.write(gzip.compress(text, mtime=0) if self.gz else text)
+        if check is not None:
+            check(self.part)
         write_json(made_path(self.out), self.meta)  # first: a kill before the rename redoes both on resume
         os.replace(self.part, self.out)
         self.record.unlink(missing_ok=True)
@@ -217,12 +220,14 @@ def write_stream(writer: SubmissionWriter, target: Path, stream: Iterable, post:
                 break
     if clock.stopped:
         return _stop_for_time(writer, time_limit)
-    path = writer.finish()
+    whole = shard is None and not limit
+    rows_valid: list[int] = []
+    path = writer.finish(check=(lambda part: rows_valid.append(check_valid(part, [f"{i}.jpg" for i in all_ids],
+                                                                           shown=target))) if whole else None)
     if writer.mirror is not None:
         writer.mirror.remove()
-    if shard is None and not limit:
-        n = check_valid(path, [f"{i}.jpg" for i in all_ids])
-        say(f"wrote {path}: {n} rows, {what}; validated against the sample submission")
+    if whole:
+        say(f"wrote {path}: {rows_valid[0]} rows, {what}; validated against the sample submission")
     else:
         say(f"wrote {path}: {rows} rows" + (f" (shard {shard[0]} of {shard[1]}; join with "
                                              f"`python -m competition merge`)" if shard else ""))

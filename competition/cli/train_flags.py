@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_FROM, REFINES, SCHEDULES, TrainConfig, parse_crop,
-                      parse_size, preset)
+from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_FROM, REFINES, SCHEDULES, TrainConfig, parse_crop, parse_size,
+                      preset)
 from ..config.settings import RANGES
 from .options import add_crop, add_encoder, add_size
 from .parser import Number, Whole

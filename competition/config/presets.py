@@ -1,8 +1,8 @@
 """The named presets: each a set of TrainConfig values, the ones help and the README offer, and the names retired."""
 from __future__ import annotations
 
-from .settings import AUGMENTS, RENAMED, TrainConfig
 from ..base.errors import UserError
+from .settings import AUGMENTS, RENAMED, TrainConfig
 
 _SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="dice_global", lr=1e-4,
              epsilon=1e-6, batch=32, epochs=20, patience=2, monitor="val_loss", max_images=1000,

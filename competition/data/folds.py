@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base.errors import UserError
-from ..base.fileio import damaged
-from ..base.fileio import write_text
+from ..base.fileio import damaged, write_text
 from .layout import ID_PATTERN, car_of
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..base import records
 from ..base.console import bar
 from ..base.errors import UserError
-from ..base import records
-from ..base.fileio import TEMP_MARK, damaged, write_json
-from ..base.records import ListOf, Shape
+from ..base.fileio import damaged, temp_path, write_json
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg, reduction_for
+from ..base.records import ListOf, Shape
 from .layout import Dataset
 
 
@@ -199,7 +199,8 @@ def build_cache(ds: Dataset, ids: list[str], geom: Geometry, interp: str, cache_
             raise UserError(f"the {geom.height}x{geom.width} cache of {len(ids)} images needs {need / 1e9:.1f} GB "
                             f"but {folder} has {free / 1e9:.1f} GB free: free space, pass --cache DIR on a bigger "
                             f"disk, or --cache none to decode every epoch")
-        tmp_images, tmp_masks = folder / f".images.npy{TEMP_MARK}build", folder / f".masks.npy{TEMP_MARK}build"
+        tmp_images, tmp_masks = temp_path(folder / "images.npy"), temp_path(folder / "masks.npy")  # a train of
+        # another fold building the same cache at once writes its own
         try:
             images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, shape + (3,))
             masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, shape + (1,))

@@ -20,11 +20,11 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from ..base.errors import UserError
 from ..base import records
-from ..base.records import ListOf, Shape
+from ..base.errors import UserError
 from ..base.geometry import Geometry
 from ..base.images import decode_jpeg
+from ..base.records import ListOf, Shape
 from ..config import TrainConfig, check_threshold
 from ..runs.folder import run_path
 from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch

@@ -21,6 +21,7 @@ from ..models.refiner import refiner_inputs
 from ..models.saving import load_model
 from ..runs.folder import (RECORD_REFINER_FROM, REFINER_RECORD, file_sha256, fold_rebuild, read_refiner_record,
                            refiner_path, refiner_sources, trained_folds)
+from ..runs.lock import check_free, fold_lock
 from .upsample import guide_reduction, refined_native_u8, to_native_u8
 
 
@@ -36,6 +37,8 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
         path = run_dir / f"fold{k}" / "model.keras"
         if not path.is_file():
             raise UserError(f"{path}: fold {k} is not trained (trained: {available or 'none'})")
+        check_free(fold_lock(run_dir, k), "its model.keras is the best so far, not the fold's; wait for the training "
+                                          "to end, or leave the fold out (--folds)")
         model = load_model(path, compile=False, rebuild=fold_rebuild(run_dir, k))  # no loss or metrics; any Keras 3
         shape = tuple(model.input_shape[1:3])
         if shape not in (cfg.size, (None, None)):  # (None, None): trained on crops, takes whole frames

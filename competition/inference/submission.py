@@ -9,9 +9,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from ..base import records
 from ..base.console import say
 from ..base.errors import UserError
-from ..base import records
 from ..base.fileio import atomic_open, write_json
 from ..base.records import Shape
 from ..base.submission_csv import HEADER, check_valid, iter_rows

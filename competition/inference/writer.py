@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..base import records
 from ..base.console import bar, say
 from ..base.errors import UserError
-from ..base import records
 from ..base.fileio import atomic_open, damaged, write_json, write_text
 from ..base.records import Shape
 from ..base.submission_csv import HEADER, check_valid

@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 
 from .. import COMPETITION
-from ..base.errors import UserError
 from ..base import records
+from ..base.errors import UserError
 from ..base.fileio import copy_file
 from ..base.records import Shape
 from ..config import load_config

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..base import records
 from ..base.console import say
 from ..base.errors import UserError
-from ..base import records
 from ..base.fileio import write_json
 from ..base.records import Shape
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base.errors import UserError
 from ..base import records
+from ..base.errors import UserError
 from ..base.fileio import atomic_open, check_keras, damaged
 from ..base.records import Shape
 from ..config import TrainConfig, load_config, save_config

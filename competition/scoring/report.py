@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..base.console import say
 from ..base import records
+from ..base.console import say
 from ..base.fileio import atomic_open, write_bytes, write_text
-from ..base.records import ListOf, Shape
 from ..base.images import decode_jpeg
+from ..base.records import ListOf, Shape
 from ..data.layout import open_dataset
 from .tables import WORST_FILE, breakdown, read_worst
 

@@ -44,6 +44,7 @@ from ..models.runtime import build_optimizer, jit_compile, machine_policy
 from ..models.saving import save_model
 from ..runs.folder import (RECORD_REFINER_FROM, REFINER_DIR, REFINER_FROM_FILE, REFINER_RECORD, fold_dir, load_oof,
                            read_refiner_record, refiner_path, refiner_sources, trained_folds, training_ids)
+from ..runs.lock import check_free, fold_lock
 from ..runs.resume import is_finished
 
 CROP = 96                    # training crops (guide pixels)
@@ -190,6 +191,8 @@ def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
     when there are too few."""
     folds = [k for k in trained_folds(run_dir) if is_finished(fold_dir(run_dir, k))
              and (own or (fold_dir(run_dir, k) / "oof.npz").is_file())]
+    for k in folds:  # a finished fold retrained (--force) is being written again
+        check_free(fold_lock(run_dir, k), "the refiner would learn from it half-written; wait for the training to end")
     need = 1 if test_only or own else 2
     if len(folds) < need:
         hint = "; `refiner --test-only` trains the test set's refiner alone from one" if folds else ""

@@ -27,12 +27,13 @@ from ..data.layout import open_dataset
 from ..data.pipeline import build_cache, make_dataset, streaming
 from ..models import build_model
 from ..models.encoders import FINETUNE_LR_FACTOR, fetch_imagenet, set_encoder_trainable
-from ..models.runtime import (build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy, read_xla_cache,
-                              xla_setting)
+from ..models.runtime import (build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy,
+                              read_xla_cache, xla_setting)
 from ..models.saving import load_model
 from ..runs.folder import (check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids,
                            train_command)
 from ..runs.history import plot_curves
+from ..runs.lock import check_free, fold_lock, held, run_lock
 from ..runs.mirror import mirror_finished_fold, mirror_fold, mirror_run_files
 from ..runs.resume import backup_model, finish, is_finished, mark_time_limited, read_state, read_summary
 
@@ -135,6 +136,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
             check_folder(folder, flag)
     ds = open_dataset(data)
     out = fold_dir(run_dir, fold)
+    check_free(fold_lock(run_dir, fold), "a second train of it would write over it; wait for it to end, or stop it")
     if not force and is_finished(out):
         return _already_trained(cfg, run_dir, out, fold)
     check_compatible(run_dir, cfg)
@@ -153,16 +155,17 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
     if cfg.encoder and cfg.encoder_weights == "imagenet":
         fetch_imagenet(cfg.encoder)  # a failed download stops here too, the run untouched
-    # checked: now the run folder is written
-    if force and out.exists():
-        shutil.rmtree(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(run_dir, cfg)
-    if new_folds:
-        write_folds(run_dir / "folds.csv", folds)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(out / "config.json", cfg)
-    return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror)
+    # checked: now the run folder is written, by this process alone
+    with held(fold_lock(run_dir, fold), f"training fold {fold}"):
+        if force and out.exists():
+            shutil.rmtree(out)
+        with held(run_lock(run_dir), "writing the run's config.json and folds.csv"):
+            check_run_config(run_dir, cfg)
+            if new_folds and not (run_dir / "folds.csv").is_file():  # another fold's train may have just made it
+                write_folds(run_dir / "folds.csv", folds)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(out / "config.json", cfg)
+        return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror)
 
 
 def _already_trained(cfg: TrainConfig, run_dir: Path, out: Path, fold: int) -> dict:

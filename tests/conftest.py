@@ -56,8 +56,8 @@ def fixtures_dir() -> Path:
 # one that is free, so the long ones start early and the short ones fill the ends. In xdist's default order (most
 # tests first) the 80-second bench came last and one process ran 70 s after the other had finished.
 LONGEST_FIRST = ("test_bench.py", "test_kernels.py", "test_train.py", "test_refinenet.py", "test_reliability.py",
-                 "test_encoders.py", "test_stage.py", "test_locks.py", "test_blend.py", "test_bad_input.py", "test_timelimit.py",
-                 "test_plan.py", "test_score.py", "test_notebook.py", "test_pre_redesign.py", "test_crops.py",
+                 "test_encoders.py", "test_stage.py", "test_locks.py", "test_blend.py", "test_bad_input.py",
+                 "test_timelimit.py", "test_plan.py", "test_score.py", "test_notebook.py", "test_pre_redesign.py", "test_crops.py",
                  "test_calibrate.py", "test_predict_submission.py")
 
 

@@ -33,6 +33,32 @@ def check_jpeg(data: bytes, name: str) -> None:
         raise DataError(f"{name}: truncated JPEG (no end-of-image marker)")
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # start-of-frame markers
+
+
+def jpeg_size(head: bytes, name: str) -> tuple[int, int]:
+    """(height, width) from the first bytes of a JPEG (its frame header, without decoding); a file that is not a
+    JPEG (a PNG named .jpg, say), or whose header is cut short, is a DataError naming it."""
+    if not head.startswith(b"\xff\xd8"):
+        kind = "a PNG" if head.startswith(b"\x89PNG") else "not a JPEG"
+        raise DataError(f"{name}: {kind} (a photo of the competition is a JPEG)")
+    at = 2
+    while at + 4 <= len(head):
+        if head[at] != 0xFF:
+            raise DataError(f"{name}: damaged JPEG header")
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(head[at + 2:at + 4], "big")
+        if marker in _SOF:
+            if at + 9 > len(head):
+                break
+            return int.from_bytes(head[at + 5:at + 7], "big"), int.from_bytes(head[at + 7:at + 9], "big")
+        at += 2 + length
+    raise DataError(f"{name}: no JPEG frame header in its first {len(head)} bytes (damaged or cut short)")
+
+
 def decode_jpeg(data: bytes, name: str = "image", reduce: int = 1,
                 expect: tuple[int, int] | None = NATIVE_SHAPE) -> np.ndarray:
     """Decode JPEG bytes to RGB uint8 (H, W, 3), reduced by `reduce`; ValueError naming `name` if bad."""

@@ -80,7 +80,8 @@ DEFAULT_DATA = "data/carvana"  # where `make data` (download) puts the competiti
 def data_for_sample(a: argparse.Namespace) -> str | None:
     """validate's and submit's data root: --data; else (no --sample) the Kaggle input inside a kernel, else
     data/carvana where `make data` put it; else a one-line error naming the flags."""
-    from ..data.layout import COMPETITION, find_input
+    from .. import COMPETITION
+    from ..data.kaggle_input import find_input
     from ..base.errors import UserError
     if a.data or a.sample or find_input(COMPETITION) is not None:
         return a.data

@@ -21,6 +21,7 @@ from ..base.console import bar, say
 from ..base.errors import UserError
 from ..base.fileio import TEMP_MARK, atomic_open, human
 from . import layout
+from .kaggle_input import find_input, kaggle_root
 
 KAGGLE_BUDGET = 20 * 1000**3          # what a Kaggle notebook may write to /kaggle/working
 RESERVE = 256 * 1000**2               # free disk we never plan to use up
@@ -32,7 +33,7 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
 
 def kaggle_working() -> Path:
     """/kaggle/working (moved by KAGGLE_ROOT, as every /kaggle path)."""
-    return layout.kaggle_root() / "working"
+    return kaggle_root() / "working"
 
 
 def parse_bytes(text: str) -> int:
@@ -259,7 +260,7 @@ def _free(to: Path) -> int:
 
 def _root(data: Path | None) -> Path:
     if data is None:
-        found = layout.find_input(COMPETITION)
+        found = find_input(COMPETITION)
         if found is not None:
             return found
         raise UserError("no data root given: pass --data DIR (e.g. data/carvana after `make data`)")
@@ -269,7 +270,7 @@ def _root(data: Path | None) -> Path:
 
 
 def _in_kaggle_input(data: Path) -> bool:
-    inputs = (layout.kaggle_root() / "input").resolve()
+    inputs = (kaggle_root() / "input").resolve()
     return data.resolve() == inputs or inputs in data.resolve().parents
 
 

@@ -3,7 +3,7 @@
 (a) extracted folders `train_hq/` (or `train/`), `train_masks/`, `test_hq/` (or `test/`) + CSVs;
 (b) Kaggle's zips (`train_hq.zip`, `train_masks.zip`, `test_hq.zip`, `*.csv.zip`), read in place;
 (c) the competition's input inside a Kaggle kernel, found automatically under /kaggle/input in any of the
-    layouts Kaggle mounts it in (see `find_input`);
+    layouts Kaggle mounts it in (see `kaggle_input.find_input`);
 (d) a flat folder of `<id>.jpg` + `<id>_mask.gif` pairs with an optional `train_masks.csv`.
 Folders win over zips when both are present, so a partial extraction is used where it exists.
 """
@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,8 +27,10 @@ import numpy as np
 from .. import COMPETITION, NATIVE_SHAPE
 from ..base import rle
 from ..base.errors import DataError, UserError
+from ..base.images import jpeg_size
 from ..base.masks import read_mask
 from ..base.submission_csv import open_text
+from .kaggle_input import find_input
 
 ID_PATTERN = re.compile(r"^(?P<car>[0-9A-Za-z]+)_(?P<view>\d{2})$")
 LAYOUTS_HELP = ("accepted layouts: extracted train_hq/ (or train/) + train_masks/ + test_hq/; "
@@ -109,6 +112,35 @@ class Source:
             return f"{info.file_size}:{info.CRC}"
         st = os.stat(self.path / name)
         return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def ends(self, image_id: str, n: int = 8192) -> tuple[bytes, bytes]:
+        """The first `n` bytes of one file (its header) and its last 64 (where a JPEG ends), without reading the
+        middle of a file in a folder (a zip member is read through to its end)."""
+        name = self.members.get(image_id)
+        if name is None:
+            raise DataError(f"{self.where(image_id)}: no such file")
+        try:
+            opened = open(self.path / name, "rb") if not self.in_zip else self._zip().open(name)
+            with opened as f:
+                head = f.read(n)
+                size = (self.path / name).stat().st_size if not self.in_zip else self._zip().getinfo(name).file_size
+                if size > len(head):
+                    f.seek(max(len(head), size - 64))
+                    return head, f.read()
+                return head, head[-64:]
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            raise DataError(f"{self.where(image_id)}: unreadable ({e})") from e
+
+    def check_photo(self, image_id: str) -> None:
+        """A photo checked without decoding it: a 1918x1280 JPEG by its header, its end-of-image marker there (a
+        file cut short, a PNG named .jpg, another photo: one line naming it)."""
+        head, tail = self.ends(image_id)
+        where = self.where(image_id)
+        size = jpeg_size(head, where)
+        if size != NATIVE_SHAPE:
+            raise DataError(f"{where}: a {size[1]}x{size[0]} photo, expected {NATIVE_SHAPE[1]}x{NATIVE_SHAPE[0]}")
+        if b"\xff\xd9" not in tail:
+            raise DataError(f"{where}: truncated JPEG (no end-of-image marker): download or extract it again")
 
     def read(self, image_id: str) -> bytes:
         """Bytes of one file; a missing or corrupt one is a ValueError naming it."""
@@ -281,6 +313,24 @@ class Dataset:
             raise UserError(f"{self.root}: no test images (test_hq/ or test_hq.zip)")
         return self.test_images.read(image_id)
 
+    def check_test_photos(self, ids: list[str]) -> None:
+        """Every test photo `ids` names is there, a whole 1918x1280 JPEG (`Source.check_photo`): checked before a
+        prediction starts, so a missing photo or a PNG named .jpg is one line at once, not hours later."""
+        if self.test_images is None:
+            raise UserError(f"{self.root}: no test images (test_hq/ or test_hq.zip)")
+        missing = [i for i in ids if i not in self.test_images.members]
+        if missing:
+            raise UserError(f"{self.where_test(missing[0])}: no such photo, though the sample submission names it "
+                            f"({len(missing)} such): the test set is incomplete; download or extract it again")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self.test_images.check_photo, ids))
+
+    def check_train_photos(self, ids: list[str]) -> None:
+        """Every training photo of `ids` a whole 1918x1280 JPEG (`Source.check_photo`), checked before a cache is
+        built or an epoch starts: a damaged photo is one line before any progress bar."""
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(self.train_images.check_photo, ids))
+
     def where_test(self, image_id: str) -> str:
         return self.test_images.where(image_id) if self.test_images else image_id
 
@@ -339,30 +389,3 @@ def open_dataset(path: str | os.PathLike | None) -> Dataset:
     return Dataset(root)
 
 
-# --- inside a Kaggle kernel -------------------------------------------------------------------------
-def kaggle_root() -> Path:
-    """/kaggle, or the folder KAGGLE_ROOT names (tests, a local copy of a kernel's inputs)."""
-    named = os.environ.get("KAGGLE_ROOT")
-    if named and not Path(named).is_dir():
-        raise UserError(f"KAGGLE_ROOT={named}: no such folder; unset it (it stands in for /kaggle) or create it")
-    return Path(named or "/kaggle")
-
-
-def input_candidates(slug: str, user: str | None = None, root: Path | None = None) -> list[Path]:
-    """Where Kaggle may mount source `slug` (a competition, a kernel's output, a dataset), in the order tried.
-
-    Layouts seen today: competitions/<slug>/ (a competition attached to an API-pushed kernel),
-    notebooks/<user>/<slug>/ (another kernel's output), datasets/<user>/<slug>/, and the older flat <slug>/.
-    """
-    root = root if root is not None else kaggle_root() / "input"
-    owners = [user] if user else ["*"]
-    paths = [root / "competitions" / slug]
-    for kind in ("notebooks", "datasets"):
-        for owner in owners:
-            paths += sorted((root / kind).glob(f"{owner}/{slug}")) if owner == "*" else [root / kind / owner / slug]
-    return paths + [root / slug]
-
-
-def find_input(slug: str, user: str | None = None, root: Path | None = None) -> Path | None:
-    """The mounted folder of source `slug` under /kaggle/input in any layout (`input_candidates`), else None."""
-    return next((p for p in input_candidates(slug, user, root) if p.is_dir()), None)

@@ -47,11 +47,12 @@ def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, fo
     if refine is not None:
         check_refine(refine)  # before the models load, as the threshold
     ds = open_dataset(data)
+    all_ids = ds.test_ids
+    ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
+    ds.check_test_photos(ids)  # every photo there, each a 1918x1280 JPEG by its header: before the models load
     specs = as_specs(runs)
     members = open_members(specs, folds, tta, refine)
     threshold, source = _threshold(members, specs, name, threshold)
-    all_ids = ds.test_ids
-    ids = shard_slice(all_ids[:limit] if limit else all_ids, shard)
     target = shard_path(out, shard)
     writer = SubmissionWriter(target, ids, _record(members, tta, threshold, shard), mirror=mirror)
     if len(members) > 1:

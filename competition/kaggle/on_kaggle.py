@@ -21,7 +21,7 @@ from ..base.errors import UserError
 from ..base.fileio import copy_file
 from ..base.records import Shape
 from ..config import load_config
-from ..data.layout import find_input
+from ..data.kaggle_input import find_input
 from ..inference.submission import differences, made_path
 from ..models.encoders import encoder_spec
 from ..runs import resume

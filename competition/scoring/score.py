@@ -16,7 +16,7 @@ from ..base import rle
 from ..base.console import bar, say
 from ..base.errors import UserError
 from ..base.fileio import write_json
-from ..base.submission_csv import iter_rows
+from ..base.submission_csv import PIXELS, iter_rows
 from ..config import check_threshold, load_config, refine_words, save_config
 from ..data.layout import car_of, open_dataset, view_of
 from ..inference.ensemble import (BLEND_FILE, Member, MemberSpec, as_specs, blend_dir, blend_native, blend_threshold,
@@ -53,6 +53,15 @@ def evaluate(members: list[Member], ds, ids: list[str], threshold: float, batch:
             out.inter += float((probs[0] * t_model).sum())
             out.sums += float(probs[0].sum() + t_model.sum())
     return out
+
+
+def in_data(ds, ids: list[str], run_dir: Path) -> list[str]:
+    """`ids` when the data has every one of them (checked before any is scored), else one line."""
+    missing = sorted(set(ids) - set(ds.train_ids))
+    if missing:
+        raise UserError(f"{run_dir / 'folds.csv'} holds out {len(missing)} photos that {ds.root} lacks (e.g. "
+                        f"{missing[0]}.jpg): pass the --data the run was trained on")
+    return ids
 
 
 def shared_held_out(members: list[Member], fold: int) -> list[str]:
@@ -94,7 +103,7 @@ def score_fold(runs: Path | str | list[MemberSpec], fold: int, data: str | None,
 
 def _score_run(m: Member, ds, fold: int, tta: str, worst: int, tune_threshold: bool,
                threshold: float | None) -> dict:
-    ids = shared_held_out([m], fold)
+    ids = in_data(ds, shared_held_out([m], fold), m.run_dir)
     threshold = m.cfg.threshold if threshold is None else check_threshold(threshold)
     result = evaluate([m], ds, ids, threshold, default_batch([m]), worst=worst)
     table, common = summarise(result, ds, worst)
@@ -116,7 +125,7 @@ def _score_blend(members: list[Member], specs: list[MemberSpec], ds, fold: int, 
     if tune_threshold and any(m.predictor.refine != m.cfg.refine for m in members):
         raise UserError(f"--tune-threshold with --refine {refine}: predict refines each run as its config.json says, "
                         f"so a threshold tuned otherwise would not fit it; tune without --refine")
-    ids = shared_held_out(members, fold)
+    ids = in_data(ds, shared_held_out(members, fold), members[0].run_dir)
     folder = blend_dir(specs, name)
     threshold, source = blend_threshold(members, folder, threshold)
     result = evaluate(members, ds, ids, threshold, default_batch(members), worst=worst)
@@ -244,20 +253,28 @@ def _cross_validate_blend(specs: list[MemberSpec], data: str | None, tta: str, n
 
 
 def score_submission(path: Path, data: str | None) -> dict:
-    """Score a submission CSV whose ids are training images against their masks, streaming."""
+    """Score a submission CSV whose ids are training images against their masks. The whole file is checked first
+    (its header, each id a training image once, each RLE well formed), so a truncated or foreign file is one line
+    before any score."""
     ds = open_dataset(data)
     known = set(ds.train_ids)
-    rows: list[dict] = []
-    for lineno, img, mask_rle in bar(iter_rows(path), desc="scoring"):
+    seen: set[str] = set()
+    for lineno, img, mask_rle in iter_rows(path):
         image_id = img[:-4] if img.endswith(".jpg") else img
         if image_id not in known:
             raise UserError(f"{path} line {lineno}: {img} is not a training image of {ds.root}; "
                             f"only submissions of training ids can be scored locally")
+        if image_id in seen:
+            raise UserError(f"{path} line {lineno}: {img} a second time")
+        seen.add(image_id)
         try:
-            pred = rle.decode(mask_rle)
+            rle.parse(mask_rle, PIXELS)
         except ValueError as e:
             raise UserError(f"{path} line {lineno}: {img}: {e}") from e
-        rows.append({"img": f"{image_id}.jpg", "dice": dice(ds.read_mask(image_id), pred)})
+    rows: list[dict] = []
+    for lineno, img, mask_rle in bar(iter_rows(path), desc="scoring"):
+        image_id = img[:-4] if img.endswith(".jpg") else img
+        rows.append({"img": f"{image_id}.jpg", "dice": dice(ds.read_mask(image_id), rle.decode(mask_rle))})
     if not rows:
         raise UserError(f"{path}: no rows to score")
     table = image_table(rows, car_metadata(ds))

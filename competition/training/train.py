@@ -151,6 +151,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
                            if cfg.max_images else ": pass a smaller --k"))
     geom = Geometry(cfg.height, cfg.width, cfg.fit)
     ids = sorted(train_ids + val_ids)
+    ds.check_train_photos(ids)  # a photo cut short or of another size: one line, before a bar starts
     cache = (streaming(ds, ids, geom, cfg.image_interp, hold) if cache_dir is None  # a corrupt JPEG or a damaged
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
     if cfg.encoder and cfg.encoder_weights == "imagenet":

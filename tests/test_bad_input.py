@@ -1,10 +1,14 @@
-"""Bad input, command by command (issue 38): every row of BAD_INPUTS is run through the CLI and must end in exit code
-2, exactly one line on stderr, no traceback, and every file under the test's folder as it was (nothing new, nothing
-changed: a run folder byte-identical, or still absent). The table is the documentation: docs/troubleshooting.md holds
-it between two markers (`python tests/test_bad_input.py` rewrites it) and a test fails when they disagree."""
+"""Bad input, command by command (issues 38, 45): every row of BAD_INPUTS is run through the CLI as a user runs it,
+from the test's own folder (where cache/ and runs/ go by default), and must end in exit code 2, exactly one line on
+stderr read at the file-descriptor level (a progress bar or a C library's line counts), no traceback, no warning,
+every file under the test's folder as it was (nothing new, nothing changed: a run folder byte-identical, or still
+absent), the shared synthetic set untouched, and no request sent to Kaggle (its transport refuses them here). The
+table is the documentation: docs/troubleshooting.md holds it between two markers (`python tests/test_bad_input.py`
+rewrites it) and a test fails when they disagree."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 import sys
@@ -83,6 +87,56 @@ def corrupt_jpegs(tmp: Path, data: Path) -> None:
         damage(photo, "truncated")
 
 
+def edit_json(path: Path, change: Callable[[dict], object]) -> None:
+    """Rewrite a JSON record as a hand would: `change(record)` changes it in place."""
+    import json
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def data_copy(tmp: Path, data: Path, change: Callable[[Path], None]) -> None:
+    """A copy of the synthetic set at {tmp}/data, changed by `change(copy)`."""
+    shutil.copytree(data, tmp / "data")
+    change(tmp / "data")
+
+
+def sample_twice(data: Path) -> None:
+    lines = (data / "sample_submission.csv").read_text().splitlines()
+    (data / "sample_submission.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+
+
+def png_test_photo(data: Path) -> None:
+    first = sorted((data / "test_hq").glob("*.jpg"))[0]
+    first.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+
+
+def folds_edit(run: Path, how: str) -> None:
+    """The run's folds.csv with one car in two folds ("split"), or a car of fold 0 renamed ("rename")."""
+    lines = (run / "folds.csv").read_text().splitlines()
+    car = next(line.split(",")[1] for line in lines[1:] if line.endswith(",0"))
+    rows = [line for line in lines[1:] if line.split(",")[1] == car]
+    if how == "split":
+        lines[lines.index(rows[0])] = rows[0][:-1] + "1"
+    else:
+        lines = [line.replace(car, "fffffffffffe") for line in lines]
+    (run / "folds.csv").write_text("\n".join(lines) + "\n")
+
+
+def gz_cut(tmp: Path, data: Path) -> None:
+    """A submission of two training ids, gzip-compressed, cut in half."""
+    import gzip
+    ids = sorted(p.stem for p in (data / "train_hq").glob("*.jpg"))[:2]
+    text = "img,rle_mask\n" + "".join(f"{i}.jpg,1 1\n" for i in ids)
+    packed = gzip.compress(text.encode() * 50)
+    (tmp / "s.csv.gz").write_bytes(packed[:len(packed) // 2])
+
+
+def other_data(tmp: Path) -> None:
+    from competition.data.synth import SynthSpec, generate
+    generate(tmp / "other", SynthSpec(cars=2, test=1, seed=5))
+
+
 def submission(tmp: Path, rows: list[str]) -> None:
     (tmp / "sample.csv").write_text("img,rle_mask\na_01.jpg,1 1\na_02.jpg,1 1\n")
     (tmp / "s.csv").write_text("\n".join(["img,rle_mask", *rows]) + "\n")
@@ -145,9 +199,9 @@ BAD_INPUTS = [
         lambda tmp, run, data: partial(tmp, '{"rows": 64, "bytes": 9999, "meta": {}}'), run=True),
     Bad("a damaged image cache", f"train --run {{tmp}}/new --fold 0 --data {{data}} --cache {{tmp}}/cache {TINY}",
         "images.npy is damaged (", lambda tmp, run, data: tiny_cache_damaged(tmp), run=True),
-    Bad("a corrupt JPEG while the cache is built (no .tmp-build file left, no run folder)",
-        f"--quiet train --run {{tmp}}/new --fold 0 --data {{tmp}}/data --cache {{tmp}}/cache {TINY}",
-        "_01.jpg", lambda tmp, run, data: corrupt_jpegs(tmp, data)),
+    Bad("a training photo cut short (found before the cache is built: no bar, no run folder)",
+        f"train --run {{tmp}}/new --fold 0 --data {{tmp}}/data --cache {{tmp}}/cache {TINY}",
+        "_01.jpg: truncated JPEG", lambda tmp, run, data: corrupt_jpegs(tmp, data)),
     # train checks everything before it writes into the run folder
     Bad("0 validation images (--max-images 4)", "train --preset tiny --run {tmp}/new --data {data} --max-images 4",
         "validation images"),
@@ -205,6 +259,85 @@ BAD_INPUTS = [
         "duplicate id a_01.jpg", lambda tmp, run, data: submission(tmp, ["a_01.jpg,1 1", "a_01.jpg,1 1"])),
     Bad("submit a CSV with only a header", "submit {tmp}/s.csv --sample {tmp}/sample.csv",
         "ids of the sample are missing", lambda tmp, run, data: submission(tmp, [])),
+    # records read back with the wrong shape (issue 45): one line, nothing deleted or rewritten on their strength
+    Bad("a train.json that is a JSON list (train)", f"train --run {{run}} --fold 0 --data {{data}} {TINY}",
+        "fold0/train.json is damaged (2 bytes, list where a finished fold's summary (a JSON object) was written)",
+        lambda tmp, run, data: (run / "fold0" / "train.json").write_text("[]"), run=True),
+    Bad("a config.json whose depth is a string (predict)", "predict --run {run} --data {data} --out {tmp}/s.csv",
+        "config.json is damaged (", lambda tmp, run, data: edit_json(run / "config.json",
+                                                                   lambda c: c.update(depth="2")), run=True),
+    Bad("a config.json without a key every one has (score)", "score --run {run} --fold 0 --data {data}",
+        "no 'height' (every config.json the toolkit writes has it)",
+        lambda tmp, run, data: edit_json(run / "config.json", lambda c: c.pop("height")), run=True),
+    Bad("a state.json whose epoch is a string (train resuming: the backup is not deleted)",
+        f"train --run {{run}} --fold 0 --data {{data}} {TINY}", "epoch is '2', not a whole number >= 0",
+        lambda tmp, run, data: (unfinished(run), edit_json(run / "fold0" / "backup" / "state.json",
+                                                           lambda s: s.update(epoch="2"))), run=True),
+    Bad("a kernels.json that is a list (kernel status)", "kernel status --run r --user alice",
+        "kernels.json is damaged (2 bytes, list where a run's kernel record",
+        lambda tmp, run, data: ((tmp / "runs" / "r").mkdir(parents=True),
+                                (tmp / "runs" / "r" / "kernels.json").write_text("[]"))),
+    Bad("a cache of measured XLA choices that is a list (train, before any work)",
+        "train --preset tiny --run {tmp}/new --data {data}", "xla.json is damaged (2 bytes, list where",
+        lambda tmp, run, data: (tmp / "xla.json").write_text("[]"), env={"COMPETITION_XLA_CACHE": "{tmp}/xla.json"}),
+    Bad("an empty history.csv (cv: no fold's score files rewritten)", "cv --run {run} --data {data}",
+        "fold0/history.csv is damaged (0 bytes, empty)",
+        lambda tmp, run, data: (run / "fold0" / "history.csv").write_text(""), run=True),
+    Bad("a folds.csv that puts one car in two folds (score)", "score --run {run} --fold 0 --data {data}",
+        "in folds 1 and 0 (a car's photos belong to one fold)", lambda tmp, run, data: folds_edit(run, "split"),
+        run=True),
+    Bad("a folds.csv naming photos the data lacks (score, before the first is scored)",
+        "score --run {run} --fold 0 --data {data}", "photos that {data} lacks (e.g. fffffffffffe_",
+        lambda tmp, run, data: folds_edit(run, "rename"), run=True),
+    Bad("a trained run with other data (train: never told to delete its folds.csv)",
+        "train --run {run} --fold 1 --data {tmp}/other", "pass the --data it was trained on",
+        lambda tmp, run, data: other_data(tmp), run=True),
+    # numbers and lists, where they are declared
+    Bad("--lr nan", "train --preset tiny --lr nan --run {tmp}/new --data {data}",
+        "train: --lr: nan is not a finite number above 0 and at most 1"),
+    Bad("--dropout 2", "train --preset tiny --dropout 2 --run {tmp}/new --data {data}", "train: --dropout: 2 is not"),
+    Bad("--epochs 10**12", "train --preset tiny --epochs 1000000000000 --run {tmp}/new --data {data}",
+        "train: --epochs: 1000000000000 is not from 1 to 10000"),
+    Bad("synth --cars 0", "synth --cars 0 --out {tmp}/s", "synth: --cars: 0 is not from 2 to 10000"),
+    Bad("predict --batch -3", "predict --run {run} --data {data} --out {tmp}/s.csv --batch -3",
+        "predict: --batch: -3 is not from 1 to 4096", run=True),
+    Bad("score --worst=-1 (the old worst pictures stay)", "score --run {run} --fold 0 --data {data} --worst=-1",
+        "score: --worst: -1 is not from 0 to 1000", run=True),
+    Bad("predict --folds 0,0", "predict --run {run} --data {data} --out {tmp}/s.csv --folds 0,0",
+        "--folds 0,0: fold 0 twice", run=True),
+    Bad("a blend member's folds with one twice", "predict --run {run}@0,0 --data {data} --out {tmp}/s.csv",
+        "a fold twice in @0,0", run=True),
+    Bad("kernel build --folds 0,0", "kernel build --task predict --preset tiny --run r --user alice --folds 0,0 "
+        "--out {tmp}/k", "--folds 0,0: fold 0 twice"),
+    # outputs: never at their final name unless valid, never over what is there unless --force
+    Bad("folds --out naming a folder", "folds --data {data} --out {tmp}/d", "--out {tmp}/d: is a folder",
+        lambda tmp, run, data: (tmp / "d").mkdir()),
+    Bad("folds --out over a trained run's folds.csv", "folds --data {data} --out {run}/folds.csv",
+        "exists (the folds of the run tiny, which 1 trained fold(s) chose their photos by)", run=True),
+    Bad("merge --out naming a folder", "merge {tmp}/s.csv --sample {tmp}/sample.csv --out {tmp}/d",
+        "--out {tmp}/d: is a folder", lambda tmp, run, data: (submission(tmp, []), (tmp / "d").mkdir())),
+    Bad("merge of a part with a bad RLE (no merged file is left)",
+        "merge {tmp}/s.csv --sample {tmp}/sample.csv --out {tmp}/m.csv",
+        "m.csv is not a valid submission: 1 problem(s), first: line 3:",
+        lambda tmp, run, data: submission(tmp, ["a_01.jpg,1 1", "a_02.jpg,1 x"])),
+    Bad("calibrate --out naming a folder (before any measurement)", "calibrate --presets tiny --out {tmp}/d",
+        "--out {tmp}/d: is a folder", lambda tmp, run, data: (tmp / "d").mkdir()),
+    Bad("predict --out naming a folder (before any prediction)", "predict --run {run} --data {data} --out {tmp}/d.csv",
+        "--out {tmp}/d.csv: is a folder", lambda tmp, run, data: (tmp / "d.csv").mkdir(), run=True),
+    Bad("synth --out into another dataset (nothing mixed)", "synth --out {data}", "already holds another synthetic"),
+    # inputs checked before the work
+    Bad("a sample submission with a row twice (predict: not blamed on the output)",
+        "predict --run {run} --data {tmp}/data --out {tmp}/s.csv", "sample_submission.csv line 10: ",
+        lambda tmp, run, data: data_copy(tmp, data, sample_twice), run=True),
+    Bad("a test photo that is a PNG named .jpg (predict, before the models load)",
+        "predict --run {run} --data {tmp}/data --out {tmp}/s.csv", ": a PNG (a photo of the competition is a JPEG)",
+        lambda tmp, run, data: data_copy(tmp, data, png_test_photo), run=True),
+    Bad("score --submission with a duplicated id (before any score)",
+        "score --submission {tmp}/s.csv --data {data}", "a second time",
+        lambda tmp, run, data: (tmp / "s.csv").write_text(
+            "img,rle_mask\n" + "".join(f"{p.stem}.jpg,1 1\n" for p in [sorted((data / "train_hq").glob("*.jpg"))[0]] * 2))),
+    Bad("score --submission cut short (before any score)", "score --submission {tmp}/s.csv.gz --data {data}",
+        "unreadable or truncated file", lambda tmp, run, data: gz_cut(tmp, data)),
 ]
 
 
@@ -230,22 +363,50 @@ def fill(text: str, tmp: Path, run: Path | None, data: Path) -> str:
     return text.format(tmp=tmp, run=run, data=data)
 
 
+def stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under a shared folder -> (size, modification time): cheap enough for every case."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path_factory):
+    """No Kaggle: credentials nowhere (a home of the test's own, beside its folder: matplotlib keeps its font cache
+    there), and requests' transport fails the test if anything reaches it."""
+    import requests
+    home = tmp_path_factory.mktemp("home")
+    for key in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
+
+    def refuse(self, request, **kwargs):
+        raise AssertionError(f"a bad input reached the network: {request.method} {request.url}")
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.what for c in BAD_INPUTS])
-def test_bad_input_is_one_line_and_changes_nothing(case, prepared, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_changes_nothing(case, prepared, capfd, monkeypatch, offline):
     from competition.cli import main
     tmp, run, data = prepared(case)
+    monkeypatch.chdir(tmp)  # the default cache/ and runs/ are the test's
     if case.setup is not None:
         case.setup(tmp, run, data)
     for key, value in case.env.items():
         monkeypatch.setenv(key, fill(value, tmp, run, data))
-    before = files(tmp)
-    capsys.readouterr()
-    code = main(shlex.split(fill(case.args, tmp, run, data)))
-    err = capsys.readouterr().err
+    before, shared = files(tmp), stamps(data)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code = main(shlex.split(fill(case.args, tmp, run, data)))
+    err = capfd.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
     assert fill(case.says, tmp, run, data) in err, err
     assert files(tmp) == before  # nothing new at any name, nothing changed: the run folder as it was
+    assert stamps(data) == shared  # the shared synthetic set as it was
+    warned = [f"{w.category.__name__}: {w.message}" for w in seen
+              if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    assert not warned, warned
 
 
 def test_a_damaged_line_names_the_file_its_size_and_the_rebuild(tiny_run, synth_dir, capsys):

@@ -246,3 +246,18 @@ def test_a_compiled_model_traces_its_train_step_once():
     bare = keras.models.clone_model(model)  # what Keras does without it: the step traced twice
     bare.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy")
     assert not bare.optimizer.built and traces(bare) == 2
+
+
+def test_crop_training_goes_through_the_real_xla_probe(synth_dir, tmp_path, monkeypatch):
+    """The default code path, as a user meets it (issue 45): COMPETITION_XLA unset, so the first train of this
+    configuration on this CPU times its training step without and with XLA. On crops that step must be timed on the
+    net that trains on crops (it takes any multiple), not one built for the whole frame ("expected shape=(None, 128,
+    192, 3), found shape=(4, 64, 64, 3)" before)."""
+    from competition.cli import main
+    monkeypatch.delenv(runtime_mod.XLA_ENV, raising=False)
+    monkeypatch.setenv(runtime_mod.XLA_CACHE_ENV, str(tmp_path / "xla.json"))
+    assert main(["--quiet", "train", "--preset", "tiny", "--size", "128x192", "--crop", "64x64", "--epochs", "1",
+                 "--k", "3", "--run", str(tmp_path / "runs" / "crops"), "--data", str(synth_dir),
+                 "--cache", str(tmp_path / "cache")]) == 0
+    measured = json.loads((tmp_path / "xla.json").read_text())
+    assert len(measured) == 1 and isinstance(next(iter(measured.values()))["xla"], bool)  # the probe ran

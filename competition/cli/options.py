@@ -143,9 +143,14 @@ def folds_arg(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(x) for x in text.split(",")]
+        folds = [int(x) for x in text.split(",")]
     except ValueError:
         raise UserError(f"--folds {text!r}: expected comma-separated fold numbers, e.g. 0,1,2") from None
+    twice = sorted({f for f in folds if folds.count(f) > 1})
+    if twice or any(f < 0 for f in folds):
+        raise UserError(f"--folds {text}: " + (f"fold {twice[0]} twice" if twice else "a negative fold") +
+                        "; each fold once, e.g. 0,1,2")
+    return folds
 
 
 def shard_arg(text: str | None) -> tuple[int, int] | None:

@@ -73,6 +73,8 @@ def parse_member(text: str) -> MemberSpec:
         if not _FOLDS.fullmatch(f):
             raise UserError(f"--run {text!r}: expected NAME@FOLDS with comma-separated fold numbers, e.g. {run}@0,1")
         folds = tuple(int(x) for x in f.split(","))
+        if len(set(folds)) != len(folds):
+            raise UserError(f"--run {text!r}: a fold twice in @{f}; each fold once, e.g. {run}@0,1")
     if not run:
         raise UserError(f"--run {text!r}: no run name")
     return MemberSpec(run, folds, weight)

@@ -66,7 +66,9 @@ def _time_xla(cfg: TrainConfig, policy: str, models: tuple | None = None, rounds
     built = models is None
     if built:
         with dtype_policy(policy):
-            models = tuple(compile_model(build_model(cfg), cfg, cfg.lr, jit) for jit in (False, True))
+            # as new_model builds it: a crop-trained net takes any multiple, the probe's crops among them
+            models = tuple(compile_model(build_model(cfg, (None, None) if cfg.crop else None), cfg, cfg.lr, jit)
+                           for jit in (False, True))
     times: list[list[float]] = [[], []]
     for r in range(rounds + 1):
         for m, t in zip(models, times):

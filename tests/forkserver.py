@@ -54,8 +54,16 @@ def _serve(fds: str) -> int | None:
 
 
 def _child(request: dict, base_path: list[str]) -> None:
-    """Become the requested process: its streams, folder, environment, sys.path and argv; then run it."""
+    """Become the requested process: its streams, folder, environment, sys.path and argv; then run it. Python's and
+    numpy's global random states are drawn afresh, as a new interpreter's are (a fork would share the server's, so
+    two children could not show unseeded randomness); the hash seed cannot be: a test that must see a fresh one
+    (tests/test_reliability.py's fresh-process resume) starts a real interpreter."""
+    import random
     import runpy
+
+    import numpy as np
+    random.seed()
+    np.random.seed()
     for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
                            (2, request["stderr"], os.O_WRONLY)):
         new = os.open(path, mode)

@@ -132,6 +132,39 @@ def test_a_one_run_blend_is_that_runs_own_prediction(runs, synth_dir, tmp_path):
     assert blended.read_bytes() == alone.read_bytes()
 
 
+def test_a_one_run_blend_equals_a_prediction_computed_apart(runs, synth_dir, tmp_path):
+    """Issue 45: the one-member blend against an independent computation, not against the toolkit's own other
+    path. Each test photo decoded by OpenCV at the largest reduction that still covers the model's input, shrunk
+    with INTER_AREA, every fold's model on it and on its mirror image (mirrored back), averaged, quantised to 8
+    bits, resized bilinearly to 1918x1280 and thresholded: the same masks, pixel for pixel but for a handful that
+    float summation order may tip."""
+    import json as json_mod
+
+    import cv2
+    import keras
+    b, _ = runs  # tiny: 32x48, resized
+    out = predict([MemberSpec(str(b), weight=1.0)], str(synth_dir), tmp_path / "one.csv", tta="hflip",
+                  refine="none")
+    cfg = json_mod.loads((b / "config.json").read_text())
+    assert cfg["fit"] == "resize" and cfg["image_interp"] == "area"
+    models = [keras.models.load_model(p, compile=False) for p in sorted(b.glob("fold*/model.keras"))]
+    h, w = cfg["height"], cfg["width"]
+    flag = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2, 1: 1}
+    factor = max(f for f in (1, 2, 4, 8) if 1280 / f >= 0.97 * h and 1918 / f >= 0.97 * w)
+    rows = dict(line.split(",", 1) for line in _rows(out)[1:])
+    assert len(rows) == len(open_dataset(synth_dir).test_ids)
+    for name, encoded in rows.items():
+        photo = cv2.imread(str(synth_dir / "test_hq" / name), flag[factor])[..., ::-1]  # BGR -> RGB
+        x = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)[None] / 255.0
+        passes = [m.predict_on_batch(x)[0, ..., 0] for m in models]
+        passes += [m.predict_on_batch(x[:, :, ::-1])[0, :, ::-1, 0] for m in models]
+        prob8 = np.clip(np.rint(np.mean(passes, axis=0) * 255), 0, 255).astype(np.uint8)
+        native = cv2.resize(prob8, (1918, 1280), interpolation=cv2.INTER_LINEAR)
+        mine = native > cfg["threshold"] * 255
+        theirs = rle.decode(encoded).astype(bool)
+        assert np.count_nonzero(mine != theirs) <= 0.0005 * mine.size, name
+
+
 def test_parse_member():
     assert parse_member("unet") == MemberSpec("unet")
     assert parse_member("runs/unet-1280@0,2:0.25") == MemberSpec("runs/unet-1280", (0, 2), 0.25)

@@ -239,7 +239,8 @@ def test_validate_fuzz(tmp_path, capsys, lines, raw, fuzz_the_sample):
 # --- a training run killed at fixed points, mid-write included, resumes exactly ---------------------------
 # Runs the CLI with os.replace wrapped: KILL="interrupt:<name>#<n>" raises KeyboardInterrupt (Ctrl-C) just after
 # the n-th rename onto a file called <name>; "midwrite:<name>#<n>" truncates the n-th temporary file to half and
-# dies there (os._exit, as SIGKILL), before the rename; "after:<key>" dies just after a state.json with <key> set.
+# dies there (os._exit, as SIGKILL), before the rename; "after:<key>" dies just after a state.json with <key> set;
+# "epoch:<n>" just after the state.json of epoch n.
 KILLABLE = """
 import json, os, sys
 from pathlib import Path
@@ -257,11 +258,41 @@ def replace(src, dst, *a, **k):
         raise KeyboardInterrupt
     if rule == "after" and name == "state.json" and json.loads(Path(dst).read_text()).get(arg):
         os._exit(9)
+    if rule == "epoch" and name == "state.json" and json.loads(Path(dst).read_text()).get("epoch") == int(arg):
+        os._exit(9)
 
 os.replace = replace
 from competition.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def test_early_stoppings_count_survives_a_resume_in_fresh_processes(synth_dir, tiny_cache, tmp_path):
+    """Patience 2, killed just after the epoch before the stop, which did not improve (its state says wait 1): the
+    resumed run stops at the same epoch as the uninterrupted one, with the same history (a count restarted at 0
+    would train one epoch more). Fresh interpreters, not forks of one: their hash seeds and numpy states are their
+    own, so randomness a fork would share cannot hide here."""
+    from conftest import DETERMINISTIC, tiny_train_args
+
+    def run(runs: Path, kill: str | None) -> subprocess.CompletedProcess:
+        args = tiny_train_args(synth_dir, runs, tiny_cache)
+        args[args.index("--patience") + 1] = "2"
+        env = {**os.environ, **DETERMINISTIC, "KILL": kill or "none:"}
+        return subprocess.run([sys.executable, "-c", KILLABLE, *args], env=env, capture_output=True, text=True,
+                              timeout=600, cwd=tmp_path)
+
+    assert run(tmp_path / "whole", None).returncode == 0
+    reference = tmp_path / "whole" / "tiny" / "fold0"
+    epochs = len(_history(reference))
+    assert epochs < 8, "patience 2 must stop this run early for the test to mean anything"
+    r = run(tmp_path / "cut", f"epoch:{epochs - 1}")  # killed just after the epoch before the stop was recorded
+    out = tmp_path / "cut" / "tiny" / "fold0"
+    assert r.returncode == 9, r.stderr
+    cut_at = fileio.read_json(out / "backup" / "state.json")
+    assert cut_at["wait"] == 1 and cut_at["epoch"] == epochs - 1
+    assert run(tmp_path / "cut", None).returncode == 0
+    assert _history(out) == _history(reference)
+    assert fileio.read_json(out / "train.json") == fileio.read_json(reference / "train.json")
 
 
 def _history(fold: Path) -> list[dict]:

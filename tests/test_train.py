@@ -261,3 +261,33 @@ def test_crop_training_goes_through_the_real_xla_probe(synth_dir, tmp_path, monk
                  "--cache", str(tmp_path / "cache")]) == 0
     measured = json.loads((tmp_path / "xla.json").read_text())
     assert len(measured) == 1 and isinstance(next(iter(measured.values()))["xla"], bool)  # the probe ran
+
+
+def test_a_nan_epoch_never_overwrites_the_kept_model(synth_dir, tiny_cache, tmp_path, monkeypatch, capfd):
+    """Weights gone NaN in epoch 2: train stops in one line, model.keras and the backup stay epoch 1's, every
+    weight finite (issue 45). Keras is first imported by the command itself, as in a user's process."""
+    from competition.cli import main
+    from competition.training import callbacks as fold_callbacks
+    make = fold_callbacks.make_callbacks
+
+    def poisoned(*args, **kwargs):
+        import keras
+
+        class Poison(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+        callbacks, fold = make(*args, **kwargs)
+        return [Poison(), *callbacks], fold
+
+    monkeypatch.setattr(fold_callbacks, "make_callbacks", poisoned)
+    run = tmp_path / "runs" / "nan"
+    code = main(["--quiet", "train", "--preset", "tiny", "--epochs", "3", "--k", "3", "--run", str(run),
+                 "--data", str(synth_dir), "--cache", str(tiny_cache)])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "the loss became NaN in epoch 2" in err, err
+    import keras
+    kept = keras.models.load_model(run / "fold0" / "model.keras", compile=False).get_weights()
+    assert all(np.isfinite(w).all() for w in kept)
+    state = json.loads((run / "fold0" / "backup" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["best_epoch"] == 1 and not (run / "fold0" / "train.json").exists()

@@ -12,17 +12,32 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..base import records
-from ..base.console import say
+from ..base.console import say, stderr_captured
 from ..base.errors import UserError
 from ..base.fileio import write_json
 from ..base.records import Shape
 
 
+_GPUS: list = []
+
+
+def gpus() -> list:
+    """TensorFlow's GPUs (physical devices), asked once a process: the first ask starts TensorFlow's runtime, whose
+    CUDA probe prints start-up lines ("failed call to cuInit" on a machine without a GPU) on file descriptor 2,
+    captured here so that a command's stderr keeps its one-line errors even where TensorFlow was imported before
+    the CLI could quiet it (a notebook, a test)."""
+    if not _GPUS:
+        import tensorflow as tf
+        with stderr_captured():
+            tf.config.list_logical_devices("GPU")  # starts the runtime (and its probe)
+        _GPUS.append(tf.config.list_physical_devices("GPU"))
+    return _GPUS[0]
+
+
 def pick_strategy():
     """MirroredStrategy over several GPUs (Kaggle's 2x T4), else the default one-device strategy."""
     import tensorflow as tf
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
+    if len(gpus()) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -78,7 +93,7 @@ def jit_compile(policy: str | None = None, probe: Callable[[], tuple[float, floa
     if keras.backend.backend() != "tensorflow":  # JAX (calibrate on a lent GPU): Keras compiles every step
         return "auto"
     import tensorflow as tf
-    if tf.config.list_physical_devices("GPU"):
+    if gpus():
         return "auto"
     policy = policy or keras.mixed_precision.global_policy().name
     if policy == "mixed_bfloat16":
@@ -191,9 +206,9 @@ def precision_policy(mixed: bool, device: Device) -> str:
 def this_device() -> Device:
     """This machine's Device: the first GPU TensorFlow sees (its compute capability), else the CPU's flags."""
     import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
+    found = gpus()
+    if found:
+        details = tf.config.experimental.get_device_details(found[0])
         return Device(gpu_capability=tuple(details.get("compute_capability") or (7, 5)))  # unknown: as a T4
     return Device(bf16_cpu=cpu_has_bf16())
 

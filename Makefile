@@ -40,7 +40,10 @@ SUBMIT   ?= 0
 BUDGET   ?=
 TASK     ?= train
 USER_ARG ?=
-ACCEL    ?= t4x2
+# ACCELERATOR: the Kaggle session's (kaggle/machines.py: t4x2, Kaggle's default GPU | l4 | none); ACCEL its former
+# spelling
+ACCEL    ?=
+ACCELERATOR ?= $(or $(ACCEL),t4x2)
 SHARD    ?=
 # kernels: sessions at a time (kernel-push-all), the session length in hours (default 12), FRESH=1 starts over
 MAX_RUNNING   ?= 2
@@ -49,13 +52,17 @@ FRESH         ?=
 # RESUME_FROM=dataset: kernel-push resumes from the private dataset kernel-checkpoint made of the kernel's output
 RESUME_FROM   ?=
 KERNEL_OPTS = $(if $(SESSION_HOURS),--session-hours $(SESSION_HOURS) )$(if $(FRESH),--fresh )
+# VERSION: kernel-output, -checkpoint, -logs of that version of the kernel (kernel-status names the last usable one)
+VERSION       ?=
+VERSION_OPT = $(if $(VERSION), --version $(VERSION))
 CLI      := $(PY) -m competition
 # pytest processes (pytest-xdist): CI has 2 cores and the suite is single-threaded TensorFlow; 1 = serial.
 # A file's tests stay in one process (--dist loadfile), so a module's shared trained run is made once.
 TEST_JOBS ?= 2
 
 .PHONY: help demo test synth folds info train train-all predict validate submit score cv refiner data extract \
-        kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output kernel-checkpoint bench venv \
+        kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output kernel-checkpoint kernel-logs \
+        kernel-quota bench venv \
         clean
 
 .DEFAULT_GOAL := help
@@ -76,9 +83,10 @@ help:
 	@echo "make kernel-push-all  train every fold as Kaggle kernels, two at a time (docs/kaggle.md)"
 	@echo "make kernel-queue     push the next waiting fold kernel; kernel-push/-status/-output/-build: one kernel"
 	@echo "make kernel-checkpoint FOLD=k  an ended kernel's output as a private dataset (then RESUME_FROM=dataset)"
+	@echo "make kernel-logs FOLD=k  a kernel's log, followed while it runs; kernel-quota: your GPU hours this week"
 	@echo "make bench            measure the toolkit's speed on this machine (bench/)"
 	@echo "make kaggle-compat    the kernel scripts on Kaggle's TensorFlow/Keras (a second venv)"
-	@echo "make clean            remove runs, caches, the synthetic set and built kernels"
+	@echo "make clean            remove caches, built kernels, the synthetic set, the demo (CLEAN_ALL=1: every run)"
 	@echo "variables: PRESET=$(PRESET) RUN=$(RUN) FOLD=$(FOLD) DATA=$(DATA) (docs/guide.md, The Makefile)"
 
 venv: $(VENV)/.installed
@@ -167,13 +175,13 @@ extract: venv
 	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
 
 kernel-push-all: venv
-	$(CLI) kernel push --task train --folds all --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCEL) $(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task train --folds all --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(KERNEL_OPTS)$(USER_ARG)
 
 kernel-queue: venv
 	$(CLI) kernel queue --run $(RUN)
@@ -182,10 +190,16 @@ kernel-status: venv
 	$(CLI) kernel status --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
 
 kernel-output: venv
-	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel output --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD))$(VERSION_OPT) $(USER_ARG)
 
 kernel-checkpoint: venv
-	$(CLI) kernel checkpoint --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD)) $(USER_ARG)
+	$(CLI) kernel checkpoint --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD))$(VERSION_OPT) $(USER_ARG)
+
+kernel-logs: venv
+	$(CLI) kernel logs --task $(TASK) --fold $(FOLD) --preset $(PRESET) --run $(RUN) $(if $(SHARD),--shard $(SHARD))$(VERSION_OPT) $(USER_ARG)
+
+kernel-quota: venv
+	$(CLI) kernel quota
 
 bench: venv
 	$(CLI) bench --out bench
@@ -207,5 +221,7 @@ $(KAGGLE_VENV)/.installed: kernels/kaggle-image.txt
 kaggle-compat: venv $(KAGGLE_VENV)/.installed
 	KAGGLE_PYTHON=$(abspath $(KAGGLE_VENV)/bin/python) $(PY) -m pytest -q -W ignore::DeprecationWarning tests/test_kaggle_compat.py
 
-clean:
-	rm -rf runs cache data/synthetic submissions/*.csv* kernels/build
+# caches, push folders, the synthetic set and the demo's run; CLEAN_ALL=1: every run and submission too (a run's
+# kernels.json, the record of its pushed kernels, is kept and said)
+clean: venv
+	$(CLI) clean$(if $(filter 1,$(CLEAN_ALL)), --all)

@@ -1,6 +1,9 @@
 """A fake Kaggle behind requests' transport (HTTPAdapter.send): the real `kaggle` package runs, only its HTTP is
-answered here. Kernels (push, status, output) and private datasets (status, blob uploads, create, version), as
-kaggle 2.2.5 / kagglesdk send them. Shared by test_kernels, test_kernel_queue and test_kernel_checkpoint."""
+answered here. Kernels (push with its versions, status, output by version, logs, the GPU quota) and private datasets
+(status, blob uploads, create, version), as kaggle 2.2.5 / kagglesdk send them, and as Kaggle answers: a kernel or
+dataset it does not know is 403 (kaggle-cli #951; Kaggle staff in #548: "403 can also mean not found"), which
+kaggle 2.2.5 turns into a ValueError for kernels. Shared by test_kernels, test_kernel_queue and
+test_kernel_checkpoint."""
 from __future__ import annotations
 
 import json
@@ -13,6 +16,7 @@ from requests.structures import CaseInsensitiveDict
 from competition.kaggle import api as kaggle_api
 
 API = "https://api.kaggle.com/v1/kernels.KernelsApiService/"
+LOGS = "https://api.kaggle.com/v1/kernels/logs/stream/"
 DATASETS = "https://api.kaggle.com/v1/datasets.DatasetApiService/"
 BLOBS = "https://api.kaggle.com/v1/blobs.BlobApiService/"
 STORAGE = "https://storage.googleapis.com/kaggle-kernel-output/"
@@ -44,6 +48,11 @@ class FakeKernels:
 
     def __init__(self):
         self.sent: list[tuple[str, dict]] = []  # (endpoint, JSON body)
+        self.versions: dict[str, int] = {}  # kernel slug -> versions pushed (a slug not here: Kaggle answers 403)
+        self.outputs_by_version: dict[tuple[str, int], dict[str, bytes]] = {}  # (slug, version) -> its output
+        self.known: set[str] = set()  # kernels pushed before this test (by another machine): known, no versions here
+        self.quota: dict = {"timeUsed": "36000s", "totalTimeAllowed": "108000s"}  # 10 of 30 hours
+        self.log: list[dict] = [{"stream_name": "stdout", "time": 1.0, "data": "log line\n"}]
         self.save_answer: dict = {"ref": "", "url": "", "versionNumber": 1}
         self.status_answer: dict = {"status": "COMPLETE"}
         self.statuses: dict[str, dict] = {}  # per kernel slug, else status_answer
@@ -53,25 +62,50 @@ class FakeKernels:
         self.dataset_status: str = "READY"  # GetDatasetStatus of a dataset that exists
         self.dataset_answer: dict = {}  # merged into CreateDataset / CreateDatasetVersion answers
         self.uploads: dict[str, tuple[str, bytes]] = {}  # blob token -> (file name, bytes)
+        self.downloaded: list[str] = []  # every output file fetched, by name
+        self.urls: list[str] = []  # every request's URL, query included
 
     def send(self, adapter, request, **kwargs) -> requests.Response:
         url = request.url.split("?")[0]
         endpoint = url.rsplit("/", 1)[-1]
+        self.urls.append(request.url)
         self.sent.append((endpoint, _body(request)))
         if endpoint in self.fail:
             code = self.fail[endpoint]
             return _json(request, code, {"code": code, "message": f"fake error {code}"})
         if url == API + "SaveKernel":
             body = self.sent[-1][1]
+            slug = body["slug"].rsplit("/", 1)[-1]
             answer = {"ref": f"/code/{body['slug']}", "url": f"https://www.kaggle.com/code/{body['slug']}"}
-            return _json(request, 200, {**answer, **self.save_answer})
+            if not self.save_answer.get("error"):
+                self.versions[slug] = self.versions.get(slug, 0) + 1
+                answer["versionNumber"] = self.versions[slug]
+            return _json(request, 200, {**answer, **{k: v for k, v in self.save_answer.items()
+                                                     if k != "versionNumber" or "error" in self.save_answer}})
+        if url == API + "GetAcceleratorQuotaStatistics":
+            return _json(request, 200, {"gpuQuota": self.quota, "quotaRefreshTime": "2026-12-12T00:00:00Z"})
+        slug = self.sent[-1][1].get("kernelSlug")
+        if url in (API + "GetKernelSessionStatus", API + "ListKernelSessionOutput") and not self.is_known(slug):
+            return _json(request, 403, {"code": 403, "message": "Permission 'kernels.get' was denied"})
         if url == API + "GetKernelSessionStatus":
-            return _json(request, 200, self.statuses.get(self.sent[-1][1].get("kernelSlug"), self.status_answer))
+            return _json(request, 200, self.statuses.get(slug, self.status_answer))
         if url == API + "ListKernelSessionOutput":
-            files = [{"fileName": n, "url": STORAGE + n} for n in sorted(self.outputs)]
-            return _json(request, 200, {"files": files, "log": "[{\"data\": \"log line\"}]"})
+            label = self.sent[-1][1].get("versionLabel")
+            outputs = self.outputs_by_version.get((slug, int(label[1:])), {}) if label else self.outputs
+            self.serving = outputs
+            files = [{"fileName": n, "url": STORAGE + n} for n in sorted(outputs)]
+            return _json(request, 200, {"files": files, "log": json.dumps(self.log)})
+        if url.startswith(LOGS):
+            slug = url[len(LOGS):].split("/")[1]
+            if not self.is_known(slug):
+                return _json(request, 403, {"code": 403, "message": "Permission 'kernels.get' was denied"})
+            if self.statuses.get(slug, self.status_answer).get("status") in ("RUNNING", "QUEUED"):  # live: SSE
+                events = "".join(f"data: {json.dumps(e)}\n\n" for e in self.log) + "data: END_OF_LOG\n\n"
+                return _response(request, 200, events.encode(), {"Content-Type": "text/event-stream"})
+            return _response(request, 200, json.dumps(self.log).encode(), {"Content-Type": "application/json"})
         if url.startswith(STORAGE):
-            data = self.outputs[url[len(STORAGE):]]
+            self.downloaded.append(url[len(STORAGE):])
+            data = getattr(self, "serving", self.outputs)[url[len(STORAGE):]]
             return _response(request, 200, data, {"Content-Type": "application/octet-stream",
                                                   "Content-Length": str(len(data)),
                                                   "Last-Modified": formatdate(1_500_000_000, usegmt=True)})
@@ -83,7 +117,7 @@ class FakeKernels:
         """GetDatasetStatus, StartBlobUpload, the PUT of the file to its createUrl, CreateDataset(Version)."""
         if url == DATASETS + "GetDatasetStatus":
             if f"{body['ownerSlug']}/{body['datasetSlug']}" not in self.datasets:
-                return _json(request, 404, {"code": 404, "message": "Dataset not found"})
+                return _json(request, 403, {"code": 403, "message": "Permission 'datasets.get' was denied"})
             return _json(request, 200, {"status": self.dataset_status})
         if url == BLOBS + "StartBlobUpload":
             token = f"token-{len(self.uploads)}"
@@ -106,9 +140,17 @@ class FakeKernels:
                                         **self.dataset_answer})
         raise AssertionError(f"unexpected request {request.method} {request.url}")
 
+    def is_known(self, slug: str | None) -> bool:
+        """Whether Kaggle knows this kernel: pushed in this test, or before it (`known`)."""
+        return slug in self.versions or slug in self.known
+
     def body(self, endpoint: str) -> dict:
-        [body] = [b for e, b in self.sent if e == endpoint]
+        [body] = self.bodies(endpoint)
         return body
+
+    def bodies(self, endpoint: str) -> list[dict]:
+        """Every request sent to `endpoint`, in order."""
+        return [b for e, b in self.sent if e == endpoint]
 
 
 @pytest.fixture

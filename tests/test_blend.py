@@ -338,13 +338,15 @@ def test_predict_kernel_blends_several_runs(runs, tmp_path, synth_zip_dir):
     from competition.kaggle.spec import KernelSpec
     from test_kernels import _kaggle_root, _run_kernel  # the same stand-in /kaggle as the CPU kernel tests
     a, b = runs
-    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny", "wide@0:3"])
+    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", accelerator="none",
+                      blend=["tiny", "wide@0:3"])
     folder = kernels.build(spec, tmp_path / "build")
     assert folder.name == "carvana-tiny-widex3-predict"
     meta = json.loads((folder / kbuild.METADATA_FILE).read_text())
     assert meta["kernel_sources"] == ["alice/carvana-tiny-fold-0", "alice/carvana-tiny-fold-1",  # tiny: k=2
                                       "alice/carvana-wide-fold-0", "alice/carvana-tiny-widex3-predict"]
-    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", blend=["tiny@0", "wide@0:3"])
+    spec = KernelSpec(task="predict", preset="tiny", name="tiny+widex3", user="alice", accelerator="none",
+                      blend=["tiny@0", "wide@0:3"])
     folder = kernels.build(spec, tmp_path / "build")
     root = _kaggle_root(tmp_path / "kaggle", synth_zip_dir)
     for run in runs:  # a train kernel's output is its run folder

@@ -142,7 +142,8 @@ def test_kernel_scripts_train_and_predict_on_kaggles_versions(tmp_path, synth_zi
     names = [f"{i}.jpg" for i in open_dataset(synth_zip_dir).test_ids]
 
     # the train kernel on Kaggle's versions; its output, downloaded, predicts on ours
-    train_dir = kernels.build(KernelSpec(task="train", fold=0, preset="tiny", name="kc", user="alice", epochs=1),
+    train_dir = kernels.build(KernelSpec(task="train", fold=0, preset="tiny", name="kc", user="alice",
+                                         accelerator="none", epochs=1),
                               tmp_path / "build")
     train_root = _kaggle_root(tmp_path / "train-kaggle", synth_zip_dir)
     proc = _run_kernel(train_dir / "run.py", train_root)
@@ -159,7 +160,8 @@ def test_kernel_scripts_train_and_predict_on_kaggles_versions(tmp_path, synth_zi
     _local("train", "--preset", "tiny", "--name", "kc", "--fold", "0", "--epochs", "1", "--data", str(synth_zip_dir),
            "--runs", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache"))
     trained_here = tmp_path / "runs" / "kc"
-    predict_dir = kernels.build(KernelSpec(task="predict", folds=[0], preset="tiny", name="kc", user="alice"),
+    predict_dir = kernels.build(KernelSpec(task="predict", folds=[0], preset="tiny", name="kc", user="alice",
+                                           accelerator="none"),
                                 tmp_path / "build")
     predict_root = _kaggle_root(tmp_path / "predict-kaggle", synth_zip_dir)
     (predict_root / "input" / "carvana-kc-fold-0").symlink_to(trained_here, target_is_directory=True)

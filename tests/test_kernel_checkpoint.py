@@ -153,7 +153,7 @@ def test_an_output_of_another_run_is_not_checkpointed(server, pushed):
 @pytest.mark.parametrize("args, start", [
     (["--user", "alice"], f"error: alice/carvana-t1-fold-0 is not yours: your Kaggle credentials are {USER}'s"),
     (["--accelerator", "a100"], "error: unknown --accelerator 'a100'"),
-    (["--run", "t2"], f"error: runs/t2/kernels.json records no push of {USER}/carvana-t2-fold-0"),
+    (["--run", "t2"], f"error: Kaggle knows no kernel {USER}/carvana-t2-fold-0 of yours (it answers 403)"),
     (["--resume-from", "disk"], "error: kernel: --resume-from: invalid choice: 'disk' (choose from 'self', 'dataset')"),
 ], ids=["not-the-users-kernel", "unknown-accelerator", "no-push-recorded", "unknown-resume-source"])
 def test_bad_checkpoint_input_is_one_line_exit_2_and_touches_nothing(server, pushed, tmp_path, capsys, args, start):
@@ -226,7 +226,8 @@ def _push_from_checkpoint(server, build: Path, outputs: dict[str, bytes]) -> Pat
     server.outputs = outputs
     kernel_checkpoint.checkpoint(SPEC)
     server.save_answer = {"versionNumber": 2}
-    kernels.push(KernelSpec(preset="tiny", name="t1", resume_from="dataset", score=False), out_root=build)
+    kernels.push(KernelSpec(preset="tiny", name="t1", resume_from="dataset", score=False, accelerator="none"),
+                 out_root=build)  # no GPU in the stand-in /kaggle
     return build / "carvana-t1-fold-0" / "run.py"
 
 
@@ -283,4 +284,7 @@ def test_a_kernel_whose_checkpoint_is_missing_or_older_stops_before_tensorflow(s
     what = {None: "nothing", 0: "an older version", 1: "another version"}[mounted]
     assert found in line and f"Kaggle mounted {what};" in line and "kernel checkpoint" in line and "--fresh`" in line
     assert "versions:" not in proc.stdout  # stopped before TensorFlow was even imported
-    assert not list((root / "working").iterdir())
+    # its output holds only why it stopped (earlier versions' outputs are Kaggle's, untouched), for `kernel status`
+    assert [p.name for p in (root / "working").iterdir()] == [kstate.STATE_FILE]
+    stopped = json.loads((root / "working" / kstate.STATE_FILE).read_text())
+    assert stopped["state"] == "stopped" and stopped["detail"].startswith("resume check of ")

@@ -60,7 +60,7 @@ def test_a_refused_push_is_retried_on_a_later_pass_not_fatal(server, tmp_path, c
     server.statuses = {"carvana-q1-fold-1": {"status": "RUNNING"}}  # fold 0 done, a slot free
     server.save_answer = {"error": "Maximum batch GPU session count of 2 reached."}
     states = kernel_queue.step("q1", tmp_path / "build")
-    assert states[2] == "WAITING" and "push refused for now" in capsys.readouterr().out
+    assert states[2] == "WAITING" and "fold 2: push deferred (" in capsys.readouterr().out
     assert "carvana-q1-fold-2" not in _queue_file(tmp_path)["kernels"]  # nothing recorded for the refused push
     server.save_answer = {"versionNumber": 1}
     assert kernel_queue.step("q1", tmp_path / "build")[2] == "PUSHED"
@@ -74,6 +74,10 @@ def test_a_fold_stopped_at_its_time_limit_is_pushed_again_and_resumes(server, tm
                                     "push": 1}, {"epochs": 4})
     server.outputs = {kstate.STATE_FILE: json.dumps(state).encode()}
     server.statuses = {"carvana-q1-fold-1": {"status": "RUNNING"}}
+    # Kaggle has not saved the backup yet: pushing now would mount an output without it
+    assert kernel_queue.step("q1", tmp_path / "build") == {0: "SAVING", 1: "RUNNING"}
+    assert _pushed(server) == ["0", "1"]
+    server.outputs["fold0/backup/state.json"] = b"{}"
     states = kernel_queue.step("q1", tmp_path / "build")
     assert states == {0: "PUSHED", 1: "RUNNING"}
     text = [body["text"] for endpoint, body in server.sent if endpoint == "SaveKernel"][-1]
@@ -97,7 +101,8 @@ def test_status_of_a_run_is_one_table_of_every_fold(server, tmp_path, capsys):
                                                        (3, "WAITING"), (4, "WAITING")]
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["fold", "kernel", "push", "version", "state", "output", "note"]
-    assert len(lines) == 6 and f"{USER}/carvana-q1-fold-1" in lines[2] and "out of memory" in lines[2]
+    assert len(lines) == 7 and f"{USER}/carvana-q1-fold-1" in lines[2] and "out of memory" in lines[2]
+    assert lines[6] == "GPU quota: 10.0 of 30.0 h used this week, 20.0 h left; it refreshes 2026-12-12 00:00 UTC"
 
 
 def test_queue_without_a_queue_and_folds_all_for_predict_are_one_line(server, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -68,12 +69,12 @@ def test_push_train_kernel_sends_a_valid_private_gpu_kernel_without_internet(ser
 
 
 def test_push_predict_kernel_lists_the_train_kernels_as_sources(server, tmp_path):
-    spec = KernelSpec(task="predict", folds=[0, 1], preset="tiny", name="t1", user="alice", shard=(1, 3))
+    spec = KernelSpec(task="predict", folds=[0, 1], preset="tiny", name="t1", user=USER, shard=(1, 3))
     kernels.push(spec, out_root=tmp_path / "build")
     body = server.body("SaveKernel")
-    assert body["slug"] == "alice/carvana-t1-predict-shard-1-of-3"
-    assert body["kernelDataSources"] == ["alice/carvana-t1-fold-0", "alice/carvana-t1-fold-1",
-                                         "alice/carvana-t1-predict-shard-1-of-3"]
+    assert body["slug"] == f"{USER}/carvana-t1-predict-shard-1-of-3"
+    assert body["kernelDataSources"] == [f"{USER}/carvana-t1-fold-0", f"{USER}/carvana-t1-fold-1",
+                                         f"{USER}/carvana-t1-predict-shard-1-of-3"]
     assert body["competitionDataSources"] == [COMPETITION] and body["enableInternet"] is False
     assert "'shard': [1, 3]" in body["text"] and "'folds': [0, 1]" in body["text"]
 
@@ -194,32 +195,45 @@ def test_cli_errors_exit_2_with_one_line(no_credentials, tmp_path, args, start):
 
 # --- status and output ----------------------------------------------------------------------------
 def test_status_error_shows_kaggles_failure_message(server):
+    server.known.add("carvana-t1-fold-0")  # pushed before this test
     server.status_answer = {"status": "ERROR", "failureMessage": "Your notebook tried to allocate\nmore memory"}
     with pytest.raises(UserError) as e:
         kernels.status(KernelSpec(preset="tiny", name="t1"))
     line = _one_line(e)
     assert f"{USER}/carvana-t1-fold-0 ended in ERROR" in line and "tried to allocate more memory" in line
-    assert server.body("GetKernelSessionStatus") == {"userName": USER, "kernelSlug": "carvana-t1-fold-0"}
+    assert server.bodies("GetKernelSessionStatus")[-1] == {"userName": USER, "kernelSlug": "carvana-t1-fold-0"}
 
 
 @pytest.mark.parametrize("state", ["QUEUED", "RUNNING", "COMPLETE"])
 def test_status_prints_the_state(server, capsys, state):
+    server.known.add("carvana-t1-predict")  # pushed before this test
     server.status_answer = {"status": state}
     assert kernels.status(KernelSpec(task="predict", preset="tiny", name="t1")) == state
     assert f"{USER}/carvana-t1-predict: {state}" in capsys.readouterr().out
 
 
 def test_status_error_prints_the_command_that_resumes_it(server):
+    """A kernel that failed after its first epoch left a backup (its kernel-state.json says "running"): resumed
+    from its output; one that left no output at all: started over, and the line says the progress is none."""
+    server.known.add("carvana-t1-fold-1-trial-2-epochs")  # pushed before this test
     server.status_answer = {"status": "ERROR", "failureMessage": "Your notebook exceeded the time limit"}
+    server.outputs = {kstate.STATE_FILE: json.dumps({"state": "running", "detail": "fold 1 after epoch 1"}).encode()}
+    spec = KernelSpec(preset="tiny", name="t1", fold=1, epochs=2, accelerator="l4")
     with pytest.raises(UserError) as e:
-        kernels.status(KernelSpec(preset="tiny", name="t1", fold=1, epochs=2, accelerator="l4"))
+        kernels.status(spec)
     line = _one_line(e)
-    assert "exceeded the time limit" in line
-    assert ("resume it with `python -m competition kernel push --task train --run t1 --preset tiny --fold 1 "
-            "--epochs 2 --accelerator l4`") in line
+    command = ("python -m competition kernel push --task train --run t1 --preset tiny --fold 1 --epochs 2 "
+               "--accelerator l4")
+    assert "exceeded the time limit" in line and f"resume it with `{command}`" in line
+    server.outputs = {}
+    server.known.add("carvana-t2-fold-1-trial-2-epochs")
+    with pytest.raises(UserError) as e:
+        kernels.status(dataclasses.replace(spec, name="t2"))
+    assert f"start over with `{command.replace('t1', 't2')} --fresh`" in _one_line(e)
 
 
 def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys):
+    server.known.add("carvana-t1-predict-shard-1-of-4")  # pushed before this test
     server.status_answer = {"status": "COMPLETE"}
     server.outputs = {kstate.STATE_FILE: json.dumps({"state": "time-limited", "detail": "fold 0 after epoch 7"}).encode(),
                       "fold0/model.keras": b"not fetched by status"}
@@ -228,12 +242,11 @@ def test_status_of_a_time_limited_kernel_says_it_is_not_finished(server, capsys)
     out = capsys.readouterr().out
     assert "COMPLETE but NOT FINISHED" in out and "fold 0 after epoch 7" in out
     assert "`python -m competition kernel push --task predict --run t1 --preset tiny --shard 1/4`" in out
-    fetched = [body for endpoint, body in server.sent if endpoint not in ("GetKernelSessionStatus",
-                                                                          "ListKernelSessionOutput")]
-    assert len(fetched) == 1  # only the small state file was downloaded, not the model
+    assert set(server.downloaded) == {kstate.STATE_FILE}  # only the small state file was downloaded, not the model
 
 
 def test_status_of_a_finished_kernel_with_its_state_file_is_complete(server, capsys):
+    server.known.add("carvana-t1-fold-0")  # pushed before this test
     server.outputs = {kstate.STATE_FILE: json.dumps({"state": "complete", "detail": "fold 0"}).encode()}
     assert kernels.status(KernelSpec(preset="tiny", name="t1")) == "COMPLETE"
     assert "fetch its outputs" in capsys.readouterr().out
@@ -304,10 +317,11 @@ def test_status_of_a_kernel_kaggle_denies_is_one_line(server):
     server.fail["GetKernelSessionStatus"] = 403
     with pytest.raises(UserError) as e:
         kernels.status(KernelSpec(preset="tiny", name="t1"))
-    assert "wrong kernel slug" in _one_line(e)
+    assert f"Kaggle knows no kernel {USER}/carvana-t1-fold-0 of yours (it answers 403)" in _one_line(e)
 
 
 def test_output_of_a_train_kernel_lands_in_the_run_folder(server, tmp_path):
+    server.known.add("carvana-t1-fold-0")  # pushed before this test
     server.outputs = {"config.json": json.dumps(preset("tiny").to_json()).encode(),
                       "folds.csv": b"img,fold\n", "fold0/model.keras": b"model bytes", "fold0/train.json": b"{}"}
     dest = tmp_path / "runs" / "t1"
@@ -318,6 +332,7 @@ def test_output_of_a_train_kernel_lands_in_the_run_folder(server, tmp_path):
 
 
 def test_output_of_a_predict_kernel_is_the_submission_and_its_record_not_its_refiner(server, tmp_path):
+    server.known.add("carvana-t1-predict-shard-0-of-2")  # pushed before this test
     server.outputs = {"t1.shard-0-of-2.csv.gz": b"csv bytes", "t1.shard-0-of-2.csv.gz.json": b"{}",
                       "kernel-state.json": b"{}", "refiner/all.keras": b"net", "refiner/refiner.json": b"{}"}
     dest = tmp_path / "submissions"
@@ -328,6 +343,7 @@ def test_output_of_a_predict_kernel_is_the_submission_and_its_record_not_its_ref
 
 
 def test_output_before_the_kernel_is_complete_is_refused(server, tmp_path):
+    server.known.add("carvana-t1-predict")  # pushed before this test
     server.status_answer = {"status": "RUNNING"}
     with pytest.raises(UserError) as e:
         kernels.output(KernelSpec(task="predict", preset="tiny", name="t1"), dest=tmp_path)
@@ -336,6 +352,32 @@ def test_output_before_the_kernel_is_complete_is_refused(server, tmp_path):
 
 
 # --- the entry scripts, end to end on CPU, with a temporary folder standing in for /kaggle ----------
+@pytest.mark.parametrize("task", ["train", "predict"])
+def test_a_kernel_given_no_gpu_stops_before_training_and_says_why(tmp_path, synth_zip_dir, server, task):
+    """A kernel that asked for T4 x2 and got none (the stand-in has no GPU) stops in its first minute: one error
+    line, the reason in its output's kernel-state.json, no model, no submission; `kernel status` says it in one
+    line from that output."""
+    spec = KernelSpec(task=task, fold=0, folds=[0] if task == "predict" else None, preset="tiny", name="kg",
+                      user=USER)
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _kaggle_root(tmp_path / "kaggle", synth_zip_dir)
+    proc = _run_kernel(folder / "run.py", root)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error")]  # beside TensorFlow's start-up noise
+    assert line.startswith("error: this kernel asked for 2x T4 (--accelerator t4x2) but got no GPU")
+    assert "--accept-machine" in line
+    assert "Epoch 1/" not in proc.stdout
+    assert sorted(p.name for p in (root / "working").iterdir()) == [kstate.STATE_FILE]
+    record = json.loads((root / "working" / kstate.STATE_FILE).read_text())
+    assert record["state"] == "stopped" and "got no GPU" in record["detail"]
+    server.known.add(folder.name)
+    server.status_answer = {"status": "ERROR", "failureMessage": "exit code 2"}
+    server.outputs = {kstate.STATE_FILE: (root / "working" / kstate.STATE_FILE).read_bytes()}
+    with pytest.raises(UserError) as e:
+        kernels.status(spec)
+    assert f"{USER}/{folder.name} stopped before it trained or predicted: this kernel asked for 2x T4" in _one_line(e)
+
+
 def _run_kernel(script: Path, root: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(KAGGLE_ROOT=str(root), CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
@@ -353,13 +395,16 @@ def _kaggle_root(root: Path, synth_zip_dir: Path) -> Path:
 
 
 def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, synth_zip_dir):
-    train_spec = KernelSpec(task="train", fold=0, preset="tiny", name="kt", user="alice", epochs=1, score=False)
+    # asked for T4 x2 (the default), got the stand-in's CPU: trains on it all the same, as --accept-machine says
+    train_spec = KernelSpec(task="train", fold=0, preset="tiny", name="kt", user="alice", epochs=1, score=False,
+                            accept_machine=True)
     train_dir = kernels.build(train_spec, tmp_path / "build")
     train_root = _kaggle_root(tmp_path / "train-kaggle", synth_zip_dir)
     proc = _run_kernel(train_dir / "run.py", train_root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"from {train_root / 'temp' / 'toolkit' / 'competition'}" in proc.stdout
     assert "versions: python" in proc.stdout and "GPUs: 0" in proc.stdout
+    assert "asked for 2x T4 (--accelerator t4x2) but got no GPU" in proc.stderr and "--accept-machine" in proc.stderr
     working = train_root / "working"
     for name in ("config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
                  "fold0/train.json", "fold0/oof.npz"):
@@ -367,7 +412,7 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
     assert json.loads((working / "fold0" / "train.json").read_text())["epochs"] == 1
     assert not list(working.rglob("backup")) and not list(working.rglob(".*"))
 
-    predict_spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kt", user="alice")
+    predict_spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kt", user="alice", accelerator="none")
     predict_dir = kernels.build(predict_spec, tmp_path / "build")
     predict_root = _kaggle_root(tmp_path / "predict-kaggle", synth_zip_dir)
     (predict_root / "input" / "carvana-kt-fold-0").symlink_to(working, target_is_directory=True)
@@ -385,7 +430,8 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
 
 
 def test_kernel_script_without_the_competition_input_says_so(tmp_path):
-    folder = kernels.build(KernelSpec(preset="tiny", name="kt", user="alice", score=False), tmp_path / "build")
+    folder = kernels.build(KernelSpec(preset="tiny", name="kt", user="alice", accelerator="none", score=False),
+                           tmp_path / "build")
     (tmp_path / "k" / "input").mkdir(parents=True)
     proc = _run_kernel(folder / "run.py", tmp_path / "k")
     assert proc.returncode == 2
@@ -502,7 +548,7 @@ def _api_mounted_root(root: Path, synth_zip_dir: Path) -> Path:
 def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
     """A train kernel (3 epochs) killed in epoch 2, then its next version resumed from the mirrored output."""
     tmp = tmp_path_factory.mktemp("capped")
-    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kr", user="alice", epochs=3)
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kr", user="alice", accelerator="none", epochs=3)
     folder = kernels.build(spec, tmp / "build")
     root = _api_mounted_root(tmp / "kaggle", synth_zip_dir)
     first = _run_killable(folder / "run.py", root, KILL_AT="epoch2")
@@ -520,7 +566,7 @@ def killed_and_resumed_fold(tmp_path_factory, synth_zip_dir) -> dict:
 def test_kernel_killed_mid_epoch_leaves_the_best_model_and_a_backup(killed_and_resumed_fold):
     r = killed_and_resumed_fold
     assert r["first"].returncode == -9, r["first"].stdout + r["first"].stderr  # SIGKILL: no `finally` ran
-    assert "GPUs: 0" in r["first"].stdout and "warning: this kernel asked for 2x T4" in r["first"].stdout
+    assert "GPUs: 0" in r["first"].stdout  # --accelerator none: a CPU session, as asked
     assert r["state"]["epoch"] == 1 and r["state"]["backup"] == "epoch001.keras"
     assert {"config.json", "folds.csv", "fold0/model.keras", "fold0/history.csv", "fold0/curves.png",
             "fold0/backup/state.json", "fold0/backup/epoch001.keras", kstate.STATE_FILE} <= r["killed"]
@@ -560,7 +606,7 @@ def test_predict_kernel_killed_mid_way_resumes_to_the_same_bytes(killed_and_resu
     on_kaggle.assemble_run([trained], tmp_path / "run")
     reference = predict(tmp_path / "run", str(synth_zip_dir), tmp_path / "ref" / "kr.csv.gz", folds=[0])
 
-    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice")
+    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", accelerator="none")
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
     train_mount = root / "input" / "notebooks" / "alice" / "carvana-kr-fold-0"
@@ -587,7 +633,7 @@ def test_train_kernel_killed_while_its_refiner_trains_keeps_the_fold_and_next_ve
     """cpu's train kernel's `train` trains the fold's refiner after the fold: killed then, the session's output
     still holds the finished fold (mirrored as it finished), and the next version's `train` finds the fold trained,
     trains the refiner and the kernel scores with it, without training the fold again."""
-    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kn", user="alice", epochs=1)
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kn", user="alice", accelerator="none", epochs=1)
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
     working = root / "working"
@@ -662,7 +708,8 @@ def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_kee
     """--refine net: the kernel trains all.keras on the gathered fold's held-out predictions, puts it in its
     output before predicting, and the version after a kill uses that refiner instead of training another."""
     from competition.runs.folder import file_sha256
-    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", refine="net")
+    spec = KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice", accelerator="none",
+                      refine="net")
     folder = kernels.build(spec, tmp_path / "build")
     root = _api_mounted_root(tmp_path / "kaggle", synth_zip_dir)
     train_mount = root / "input" / "notebooks" / "alice" / "carvana-kr-fold-0"
@@ -689,7 +736,7 @@ def test_predict_kernel_with_the_refiner_trains_it_once_and_a_killed_version_kee
 
     # pushed again without the refiner (same slug): the finished file it restores was made otherwise
     plain = kernels.build(KernelSpec(task="predict", folds=[0], preset="tiny", name="kr", user="alice",
-                                     refine="none"), tmp_path / "build-plain")
+                                     accelerator="none", refine="none"), tmp_path / "build-plain")
     assert plain.name == folder.name
     _next_session(root, "alice", folder.name)
     third = _run_killable(plain / "run.py", root)
@@ -830,7 +877,10 @@ def test_a_repushed_kernel_that_finds_nothing_or_an_older_output_stops_before_an
     assert line.startswith(f"error: resume check of {USER}/carvana-t1-fold-0 push 3: expected the output of push 2")
     assert found in line and "--fresh`" in line and "kernel push --task train --run t1" in line
     assert "versions:" not in proc.stdout  # stopped before TensorFlow was even imported
-    assert not list((root / "working").iterdir())  # nothing written: the earlier output is not overwritten
+    # its output holds only why it stopped (earlier versions' outputs are Kaggle's, untouched), for `kernel status`
+    assert [p.name for p in (root / "working").iterdir()] == [kstate.STATE_FILE]
+    stopped = json.loads((root / "working" / kstate.STATE_FILE).read_text())
+    assert stopped["state"] == "stopped" and stopped["detail"].startswith("resume check of ")
 
 
 # --- credentials ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Inference and the submission file: ids and order, TTA undo, resume, shards, validation."""
 import gzip
 import os
+import sys
 import json
 
 import numpy as np
@@ -20,7 +21,8 @@ from competition.inference.writer import shard_path
 from competition.inference.predict import predict
 from competition.inference.submission import merge
 from competition.base.submission_csv import validate
-from conftest import interrupt_call
+from conftest import DETERMINISTIC, interrupt_call, single_probabilities
+import forkserver
 
 
 def _rows(path):
@@ -274,3 +276,57 @@ def test_validate_accepts_a_good_file_and_reports_line_numbers(tmp_path):
     q.write_text("img,rle_mask\na_01.jpg,1 2\na_02.jpg,0 1\nb_01.jpg,\n")
     _, problems = validate(q, SAMPLE)
     assert problems[0].line == 3
+
+
+_TWO_DEVICES = '''
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from competition.__main__ import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_predict_spreads_batches_over_every_device_and_writes_the_same_bytes(tiny_run, synth_dir, tmp_path):
+    """Kaggle's T4 x2 has two GPUs: predict puts a copy of the models on each and gives them batches in turn. Two
+    logical CPU devices stand in for them here (a fresh process splits its CPU before TensorFlow starts): the
+    submission is byte-identical to one device's, batch after batch in order."""
+    script = tmp_path / "two_devices.py"
+    script.write_text(_TWO_DEVICES)
+    args = ["predict", "--run", str(tiny_run), "--data", str(synth_dir), "--tta", "hflip", "--batch", "2"]
+    two = forkserver.run([sys.executable, str(script), *args, "--out", str(tmp_path / "two.csv")],
+                         env={**os.environ, **DETERMINISTIC}, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert "models on 2 devices (" in two.stdout and "device:CPU:1" in two.stdout
+    one = forkserver.run([sys.executable, "-m", "competition", *args, "--out", str(tmp_path / "one.csv")],
+                         env={**os.environ, **DETERMINISTIC}, timeout=300)
+    assert one.returncode == 0, one.stderr
+    assert "models on" not in one.stdout
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+
+
+class _Counted:
+    """A model that counts its batches (what the device running it would see)."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, 0
+
+    def predict_on_batch(self, x):
+        self.batches += 1
+        return self.model.predict_on_batch(x)
+
+
+def test_each_device_gets_every_other_batch_in_order(synth_dir):
+    """Batch n runs on device n mod 2 (both copies busy, never one batch on two), results in the ids' order."""
+    model = _position_dependent_model((48, 48, 3))
+    first, second = _Counted(model), _Counted(model)
+    geometry = Geometry(48, 48, "resize")
+    predictor = Predictor([first], geometry, "none", copies=[[second]], devices=[None, None])
+    ds = open_dataset(synth_dir)
+    ids = ds.test_ids[:5]
+    got = list(single_probabilities(predictor, ids, ds.read_test_image, ds.where_test, batch=2))
+    assert [i for i, _ in got] == ids and (first.batches, second.batches) == (2, 1)
+    alone = Predictor([model], geometry, "none")
+    expected = list(single_probabilities(alone, ids, ds.read_test_image, ds.where_test, batch=2))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected))

@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "synthetic set, the training input (cache, tf.data, augmentation)"),
     ("runs", ("competition.runs",),
      "a run folder: its config, folds and ids, trained folds, digests, out-of-fold probabilities, the refiner's "
-     "files, the resume protocol (backup/, state.json), history and curves, --mirror copies"),
+     "files, the resume protocol (backup/, state.json), history and curves, --mirror copies, what `clean` may delete"),
     ("inference", ("competition.inference",),
      "fold models x TTA, upsampling to 1918x1280, an ensemble of runs, the streamed resumable CSV, predict"),
     ("training", ("competition.training",),

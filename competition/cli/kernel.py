@@ -5,64 +5,104 @@ import argparse
 from pathlib import Path
 
 from ..config import REFINES
-from .options import RUN_HELP, add_accelerator, add_encoder, folds_arg, shard_arg
-from .parser import AddCommand, Number, Whole
+from .options import RUN_HELP, add_accelerator, add_encoder, add_session_hours, folds_arg, shard_arg
+from .parser import AddCommand, Whole
 
 BUILD = "kernels/build"  # where `kernel build/push/queue` write push folders
 
 
-def cmd_kernel(a: argparse.Namespace) -> None:
-    from ..kaggle import checkpoint as kernel_checkpoint, queue as kernel_queue, kernels
+def _names(a: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """The run's folder (one --run) and the kernel's run name (a blend: named after it)."""
+    from ..inference.ensemble import default_name, parse_member
     from ..runs.folder import run_path
-    from ..base.errors import UserError
-    from ..base.fileio import check_folder
-    if a.out:
-        check_folder(a.out, "--out")
     runs = a.run or []
     run_dir = run_path(runs[0]) if len(runs) == 1 else None  # the kernel is named after the folder's name
-    name = run_dir.name if run_dir else None
-    if len(runs) > 1:  # a predict kernel blending runs: named after the blend
-        from ..inference.ensemble import default_name, parse_member
-        name = default_name([parse_member(r) for r in runs])
+    if len(runs) > 1:  # a predict kernel blending runs
+        return None, default_name([parse_member(r) for r in runs])
+    return run_dir, run_dir.name if run_dir else None
+
+
+def cmd_kernel(a: argparse.Namespace) -> None:
+    from ..base.errors import UserError
+    from ..base.fileio import check_folder
+    from ..kaggle import checkpoint as kernel_checkpoint, kernels, queue as kernel_queue
+    if a.out:
+        check_folder(a.out, "--out")
+    run_dir, name = _names(a)
     every_fold = a.folds == "all"
+    if a.action == "quota":
+        return kernels.show_quota()
     if a.action == "queue" or (a.action == "status" and a.fold is None and a.task == "train" and name):
         if not name:
-            raise UserError("kernel queue: name the run, --run NAME")
+            raise UserError(f"kernel {a.action}: name the run, --run NAME")
         return kernel_queue.run_queue(name, Path(a.out or BUILD)) if a.action == "queue" else kernel_queue.status_table(name)
     spec = kernels.KernelSpec(task=a.task, fold=a.fold or 0, folds=None if every_fold else folds_arg(a.folds),
                               preset=a.preset, name=name, user=a.user, accelerator=a.accelerator,
-                              shard=shard_arg(a.shard), blend=runs if len(runs) > 1 else None,
+                              shard=shard_arg(a.shard), blend=a.run if a.run and len(a.run) > 1 else None,
                               train_kernels=a.train_kernels, epochs=a.epochs, encoder=a.encoder,
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
                               weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine,
-                              fresh=a.fresh, session_hours=a.session_hours, resume_from=a.resume_from)
+                              fresh=a.fresh, session_hours=a.session_hours, resume_from=a.resume_from,
+                              accept_machine=a.accept_machine, time_limit=a.time_limit)
     if a.task == "notebook":
         from ..kaggle.notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out or BUILD))
     if every_fold and a.action != "push":
         raise UserError(f"--folds all: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")
-    if a.action == "build":
-        kernels.build(spec, out_root=Path(a.out or BUILD))
-    elif a.action == "push" and every_fold:
-        kernel_queue.push_all(spec, max_running=a.max_running, out_root=Path(a.out or BUILD))
-    elif a.action == "push":
-        kernels.push(spec, out_root=Path(a.out or BUILD))
-    elif a.action == "status":
-        kernels.status(spec)
-    elif a.action == "checkpoint":
-        kernel_checkpoint.checkpoint(spec)
-    else:
-        kernels.output(spec, dest=Path(a.out) if a.out else run_dir if a.task == "train" else None)
+    if a.version is not None and a.action not in ("output", "checkpoint", "logs"):
+        raise UserError(f"--version: for output, checkpoint and logs (an ended version), not `kernel {a.action}`")
+    if a.dry_run and a.action != "push" or a.dry_run and every_fold:
+        raise UserError("--dry-run: for `kernel push` of one kernel")
+    out_root = Path(a.out or BUILD)
+    if a.action == "push" and every_fold:
+        return kernel_queue.push_all(spec, max_running=a.max_running, out_root=out_root,
+                                     hours_needed=None if a.over_quota else _folds_hours)
+    actions = {
+        "build": lambda: kernels.build(spec, out_root=out_root),
+        "push": lambda: kernels.push(spec, out_root=out_root, dry_run=a.dry_run),
+        "status": lambda: kernels.status(spec),
+        "checkpoint": lambda: kernel_checkpoint.checkpoint(spec, version=a.version),
+        "logs": lambda: kernels.logs(spec, version=a.version),
+        "output": lambda: kernels.output(spec, dest=Path(a.out) if a.out else run_dir if a.task == "train" else None,
+                                         version=a.version),
+    }
+    actions[a.action]()
+
+
+def _folds_hours(spec) -> float:
+    """What every fold of the spec's preset costs on its accelerator, by `plan`'s arithmetic (an estimate where no
+    rate is measured): what push --folds all weighs against the week's quota."""
+    from ..config import preset
+    from ..costs.plan import fold_hours
+    cfg = preset(spec.preset, epochs=spec.epochs, filters=spec.filters, encoder=spec.encoder)
+    return fold_hours(cfg, spec.accelerator) * cfg.k
 
 
 def add_kernel(add: AddCommand) -> None:
     """Every flag of `kernel`, in one place."""
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs",
             "push --task train --preset unet --fold 0")
-    s.add_argument("action", choices=["build", "push", "status", "output", "queue", "checkpoint"],
+    s.add_argument("action", choices=["build", "push", "status", "output", "queue", "checkpoint", "logs", "quota"],
                    help="what to do with the kernel; queue: push the queued folds (push --folds all) as earlier ones "
                         "end; status --run R without --fold: every fold's kernel in one table; checkpoint: version "
-                        "an ended kernel's output as a private dataset (then push --resume-from dataset)")
+                        "an ended kernel's output as a private dataset (then push --resume-from dataset); logs: the "
+                        "kernel's log, followed while it runs; quota: your GPU hours this week")
+    s.add_argument("--version", type=Whole(1, 1_000_000), default=None,
+                   help="output, checkpoint, logs: that version of the kernel (`kernel status` names the last one with "
+                        "a usable output) (default: the latest)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="push: save a version without running it (no GPU time): Kaggle checks the metadata and "
+                        "sources")
+    s.add_argument("--over-quota", action="store_true",
+                   help="push --folds all: queue the folds even when their estimated hours exceed this week's "
+                        "quota left")
+    s.add_argument("--accept-machine", action="store_true",
+                   help="push, build: a kernel that gets other GPUs than its --accelerator (or none) trains on them; "
+                        "without it, it stops in its first minute and says why")
+    s.add_argument("--time-limit", default=None, metavar="DURATION",
+                   help="push, build: stop the kernel's training or prediction after at most this long (e.g. 20m: a "
+                        "trial stopped after its first epoch, to check that the next version resumes) (default: the "
+                        "session less its margin)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
     s.add_argument("--fold", type=Whole(0, 99), default=None, help="train: the fold to train (default: 0)")
     s.add_argument("--folds", default=None, metavar="0,1,...|all",
@@ -77,8 +117,7 @@ def add_kernel(add: AddCommand) -> None:
                    help="push: where the new version finds the earlier progress: self (the kernel's own output, "
                         "mounted as its source) | dataset (the private dataset `kernel checkpoint` made of it) "
                         "(default: self)")
-    s.add_argument("--session-hours", type=Number(0.5, 24), default=None,
-                   help="the kernel's session length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)")
+    add_session_hours(s)
     s.add_argument("--preset", default="unet", help="the preset the kernel trains")
     s.add_argument("--run", "--name", dest="run", default=None, action="append", metavar="RUN",
                    help=f"{RUN_HELP}; names the kernel; train output goes there; predict: give it again to blend "

@@ -89,6 +89,12 @@ def add_accelerator(s: argparse.ArgumentParser) -> None:
                    help=f"the Kaggle session's accelerator: {accelerator_help()} (--gpu: plan's former spelling)")
 
 
+def add_session_hours(s: argparse.ArgumentParser) -> None:
+    """--session-hours: a Kaggle session's length, for `kernel` (what the kernel stops within) and `plan`."""
+    s.add_argument("--session-hours", type=Number(0.5, 24), default=None,
+                   help="a Kaggle session's length in hours (default: KAGGLE_SESSION_HOURS, else Kaggle's 12)")
+
+
 def add_batch(s: argparse.ArgumentParser, help: str) -> None:
     s.add_argument("--batch", type=Whole(1, 4096), default=None, help=help)
 

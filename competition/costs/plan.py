@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..base.errors import UserError
 from ..base.tta import TTAS
 from ..config import PRESETS, TrainConfig, preset
-from ..kaggle.machines import SESSION_CPU_CORES, TIME_MARGIN_SECONDS, WEEKLY_QUOTA_HOURS, accelerator, usable_hours
+from ..kaggle.machines import (SESSION_CPU_CORES, SESSION_HOURS, TIME_MARGIN_SECONDS, WEEKLY_QUOTA_HOURS, accelerator,
+                               session_hours, usable_hours)
 from ..models import build_model
 from ..models.cost import forward_flops, training_memory_estimate
 from ..models.refiner import refiner_flops
@@ -85,12 +86,15 @@ class Recipe:
     train_images: int     # per fold
     val_images: int       # per fold
     tta_passes: int
-    gpus: int             # GPUs per session (training uses all; prediction runs on one)
+    gpus: int             # GPUs per session (training and the test pass use all; out-of-fold and scoring one)
+    session_hours: float = 12.0  # a Kaggle session's length (machines.session_hours)
     test_images: int = TEST_IMAGES
 
 
-def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) -> Recipe:
-    """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on accelerator `gpu`."""
+def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str,
+               hours: float | None = None) -> Recipe:
+    """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on accelerator `gpu`,
+    in sessions of `hours` (default: KAGGLE_SESSION_HOURS, else Kaggle's 12)."""
     card, gpus = session_gpus(gpu)
     if tta not in TTAS:
         raise UserError(f"unknown --tta {tta!r}: choose one of {', '.join(TTAS)}")
@@ -100,7 +104,8 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str) ->
         raise UserError(f"--folds {','.join(map(str, folds))}: need distinct folds within 0..{cfg.k - 1}")
     images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
     val = round(images / cfg.k)
-    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), gpus)
+    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), gpus,
+                  session_hours(hours))
 
 
 def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:
@@ -174,8 +179,8 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post
          post_gpu_ms: float = 0.0) -> dict:
     """Hours (session wall time, what the quota counts) of each part of a recipe at `rates`. Training goes
     at the slower of the session's GPUs and its CPU input pipeline (`pipeline_img_s`, None: no limit); the test
-    pass at the slower of one GPU (its passes, plus `post_gpu_ms` of post-processing an image on it) and the CPU
-    post-processing (`post_img_s`, None: no limit)."""
+    pass at the slower of the session's GPUs (each a copy of the models, batches in turn; plus `post_gpu_ms` of
+    post-processing an image on one of them) and the CPU post-processing (`post_img_s`, None: no limit)."""
     speedup = 1 + MULTI_GPU_SCALING * (recipe.gpus - 1)
     gpu_train = rates.train_img_s * speedup
     train_rate = gpu_train if pipeline_img_s is None else min(gpu_train, pipeline_img_s)
@@ -184,12 +189,13 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post
     train_h = recipe.epochs * epoch_s / 3600
     # after training: out-of-fold probabilities (one pass) and the kernel's scoring (TTA passes), one GPU
     finish_h = recipe.val_images * (1 + recipe.tta_passes) / rates.predict_img_s / 3600
-    fold_sessions = math.ceil(train_h / usable_hours("train"))
-    gpu_predict_h = (recipe.test_images * recipe.tta_passes * len(recipe.folds) / rates.predict_img_s / 3600
-                     + recipe.test_images * post_gpu_ms / 3.6e6)
+    fold_sessions = math.ceil(train_h / usable_hours("train", recipe.session_hours))
+    # predict gives each of the session's GPUs a copy of the models and every other batch (the refiner net: one)
+    gpu_predict_h = (recipe.test_images * recipe.tta_passes * len(recipe.folds) / (rates.predict_img_s * speedup)
+                     / 3600 + recipe.test_images * post_gpu_ms / 3.6e6)
     post_h = 0.0 if post_img_s is None else recipe.test_images / post_img_s / 3600  # once per image, after TTA
     predict_h = max(gpu_predict_h, post_h)
-    shards = max(1, math.ceil(predict_h / usable_hours("predict")))
+    shards = max(1, math.ceil(predict_h / usable_hours("predict", recipe.session_hours)))
     folds_h = len(recipe.folds) * (train_h + finish_h)
     total = folds_h + predict_h
     return {"speedup": speedup, "gpu_train_img_s": gpu_train, "train_img_s": train_rate,
@@ -205,12 +211,14 @@ def refusal(recipe: Recipe, c: dict) -> str | None:
     """Why the recipe cannot run one session per fold and one for the test pass (None if it can)."""
     if c["fold_sessions"] > 1:
         return (f"one fold of {recipe.preset} needs {c['fold_train_h']:.1f} h of training but a session gives it "
-                f"{usable_hours('train'):.2f} h (12 h less the train kernel's "
+                f"{usable_hours('train', recipe.session_hours):.2f} h ({recipe.session_hours:g} h less the train "
+                f"kernel's "
                 f"{TIME_MARGIN_SECONDS['train'] // 60} min margin): pass --allow-split to plan "
                 f"{c['fold_sessions']} resumed sessions per fold, or lower --epochs")
     if c["shards"] > 1:
-        return (f"the test pass needs {c['predict_h']:.1f} h but a session gives it {usable_hours('predict'):.2f} h "
-                f"(12 h less the predict kernel's {TIME_MARGIN_SECONDS['predict'] // 60} min margin): pass "
+        return (f"the test pass needs {c['predict_h']:.1f} h but a session gives it "
+                f"{usable_hours('predict', recipe.session_hours):.2f} h ({recipe.session_hours:g} h less the predict "
+                f"kernel's {TIME_MARGIN_SECONDS['predict'] // 60} min margin): pass "
                 f"--allow-split to plan {c['shards']} shards, or fewer --folds or --tta none")
     return None
 
@@ -301,6 +309,8 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
            memory_gb: float | None = None, pipeline_source: str = "not capped", post_source: str = "not capped") -> str:
     """The plan as a Markdown table: every figure with how it was computed and where its inputs come from."""
     card, n = session_gpus(gpu)
+    session_source = (f"Kaggle's {SESSION_HOURS:g} h" if recipe.session_hours == SESSION_HOURS else
+                      f"{recipe.session_hours:g} h by --session-hours or KAGGLE_SESSION_HOURS")
     folds = ",".join(map(str, recipe.folds))
     crop = f", random {cfg.crop[0]}x{cfg.crop[1]} crops" if cfg.crop else ""
     head = (f"plan: preset {cfg.preset} ({cfg.height}x{cfg.width} {cfg.fit}{crop}, batch {cfg.batch} per GPU, "
@@ -323,14 +333,15 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
         ["one fold, after training", f"{c['fold_finish_h']:.2f} h",
          f"out-of-fold pass + scoring with {recipe.tta_passes} TTA pass(es), one GPU"],
         ["sessions per fold", f"{c['fold_sessions']}",
-         f"training within {usable_hours('train'):.2f} h a session (kaggle/machines.py: 12 h less "
+         f"training within {usable_hours('train', recipe.session_hours):.2f} h a session ({session_source} less "
          f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions"],
         [f"training, {len(recipe.folds)} fold(s)", f"{c['folds_h']:.1f} h", f"{c['train_kernels']} kernel session(s)"],
         ["test pass", f"{c['predict_h']:.1f} h" + (" (**CPU-bound**)" if c["predict_cpu_bound"] else ""),
          f"the slower of {recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) "
-         f"on one GPU ({c['gpu_predict_h']:.2f} h) and their post-processing ({c['post_h']:.2f} h: {post_source})"],
+         f"on {n} GPU(s), a copy of the models on each ({c['gpu_predict_h']:.2f} h at {c['speedup']:.2f}x one), "
+         f"and their post-processing ({c['post_h']:.2f} h: {post_source})"],
         ["predict shards", f"{c['shards']}",
-         f"within {usable_hours('predict'):.2f} h a session (kaggle/machines.py: 12 h less "
+         f"within {usable_hours('predict', recipe.session_hours):.2f} h a session ({session_source} less "
          f"{TIME_MARGIN_SECONDS['predict'] // 60} min)"],
         ["total", f"**{c['total_h']:.1f} h**",
          f"{c['quota_fraction']:.0%} of the {WEEKLY_QUOTA_HOURS:g} h weekly GPU quota: {c['weeks']} week(s); "
@@ -347,11 +358,13 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
 
 
 def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_split: bool = False,
-         stated: tuple[float, float] | None = None, memory: bool = True, pipeline: float | None = None) -> dict:
+         stated: tuple[float, float] | None = None, memory: bool = True, pipeline: float | None = None,
+         hours: float | None = None) -> dict:
     """Print the plan's table; refuse (UserError, after the table) a recipe that needs more than one session
     for a fold or for the test pass unless `allow_split`. stated: (train, predict) img/s on one GPU;
-    pipeline: stated training inputs/s the session's CPUs deliver (default: `pipeline_rate`)."""
-    recipe = recipe_for(cfg, folds, tta, gpu)
+    pipeline: stated training inputs/s the session's CPUs deliver (default: `pipeline_rate`); hours: a session's
+    length (--session-hours; default KAGGLE_SESSION_HOURS, else 12)."""
+    recipe = recipe_for(cfg, folds, tta, gpu, hours)
     card = session_gpus(gpu)[0]
     precision = "fp16"  # the train kernel always passes --mixed-precision
     if stated is not None:
@@ -374,3 +387,12 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
     if why and not allow_split:
         raise UserError(why)
     return {"recipe": recipe, "rates": rates, "cost": c, "memory_gb": memory_gb}
+
+
+def fold_hours(cfg: TrainConfig, gpu: str) -> float:
+    """GPU hours one fold of `cfg` costs on accelerator `gpu` (training, its out-of-fold pass and scoring), by
+    the same arithmetic and rates as `plan` (an estimate where no rate is measured)."""
+    recipe = recipe_for(cfg, [0], "none", gpu)
+    card = session_gpus(gpu)[0]
+    rates, _ = rates_for(cfg, card, "fp16")
+    return cost(recipe, rates, pipeline_rate(cfg)[0], None)["fold_h"]

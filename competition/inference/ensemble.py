@@ -26,8 +26,9 @@ from ..base.geometry import Geometry
 from ..base.images import decode_jpeg
 from ..base.records import ListOf, Shape
 from ..config import TrainConfig, check_threshold
+from ..models.runtime import inference_devices
 from ..runs.folder import run_path
-from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch
+from .predictor import Predictor, batched, load_models, load_refiner, ordered_map, prefetch, replicate
 
 BLEND_FILE = "blend.json"
 BLEND_SHAPE = Shape("a blend's tuned threshold", required={
@@ -120,7 +121,7 @@ def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
                             f"weight, e.g. --run {s.run}:2")
         seen[key] = s.run
     names = [s.path.name for s in specs]
-    members = []
+    members, devices = [], inference_devices()
     for s, name in zip(specs, names):
         run_dir = s.path
         cfg, used, models = load_models(run_dir, list(s.folds) if s.folds else folds)
@@ -129,7 +130,7 @@ def open_members(specs: list[MemberSpec], folds: list[int] | None, tta: str,
         if (refine or cfg.refine) == "net":  # each run's own refiner, trained on its own held-out predictions
             refiner = load_refiner(run_dir, scored_fold)
         predictor = Predictor(models, Geometry(cfg.height, cfg.width, cfg.fit), tta, cfg.image_interp,
-                              refine or cfg.refine, refiner)
+                              refine or cfg.refine, refiner, replicate(run_dir, used, devices), devices)
         members.append(Member(run_dir, label, s.weight, cfg, used, predictor))
     return members
 
@@ -180,20 +181,28 @@ def probabilities(members: list[Member], ids: list[str], read: Callable[[str], b
             inputs.append(m.predictor.fit(decoded[r]))
         return image_id, inputs
 
-    def batches() -> Iterator[list[tuple[str, list[np.ndarray]]]]:
-        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-            for chunk in batched(ordered_map(pool, load, ids, ahead=2 * batch + workers), batch):
-                names = [c[0] for c in chunk]
-                outputs = []
-                for i, m in enumerate(members):
-                    probs = m.predictor(np.stack([c[1][i] for c in chunk]))
-                    bad = ~np.isfinite(probs).reshape(len(chunk), -1).all(axis=1)
-                    if bad.any():
-                        raise UserError(_broken(members, m, where(names[int(np.flatnonzero(bad)[0])])))
-                    outputs.append(probs)
-                yield [(name, [p[j] for p in outputs]) for j, name in enumerate(names)]
+    replicas = min(m.predictor.replicas for m in members)
 
-    # The models run in a thread of their own, two batches ahead: the caller's waits on post-processing and
+    def run(numbered: tuple[int, list]) -> list[tuple[str, list[np.ndarray]]]:
+        """One batch through every member, on the device whose turn it is (batch n on device n mod replicas)."""
+        number, chunk = numbered
+        names, outputs = [c[0] for c in chunk], []
+        for i, m in enumerate(members):
+            probs = m.predictor(np.stack([c[1][i] for c in chunk]), number % replicas)
+            bad = ~np.isfinite(probs).reshape(len(chunk), -1).all(axis=1)
+            if bad.any():
+                raise UserError(_broken(members, m, where(names[int(np.flatnonzero(bad)[0])])))
+            outputs.append(probs)
+        return [(name, [p[j] for p in outputs]) for j, name in enumerate(names)]
+
+    def batches() -> Iterator[list[tuple[str, list[np.ndarray]]]]:
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool, \
+                ThreadPoolExecutor(replicas, thread_name_prefix="device") as devices:
+            chunks = enumerate(batched(ordered_map(pool, load, ids, ahead=(1 + replicas) * batch + workers), batch))
+            # `replicas` consecutive batches in flight at most: each on its own device, results in order
+            yield from ordered_map(devices, run, chunks, ahead=replicas)
+
+    # The models run in threads of their own, two batches ahead: the caller's waits on post-processing and
     # on the writer no longer pause them (issue 36: end to end at >= 0.8 of the model alone).
     for items in prefetch(batches(), 2, "models"):
         yield from items

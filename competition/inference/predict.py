@@ -60,6 +60,9 @@ def predict(runs: Path | str | list[MemberSpec], data: str | None, out: Path, fo
     if writer.done:
         say(f"resuming {target}: {writer.done} of {len(ids)} rows already written")
     batch = batch or default_batch(members)
+    devices = members[0].predictor.devices
+    if len(devices) > 1:
+        say(f"models on {len(devices)} devices ({', '.join(devices)}): batches of {batch} go to each in turn")
 
     def post(item: tuple[str, list[np.ndarray]]) -> tuple[str, str]:
         image_id, probs = item  # a member reads the photo only when its run refines

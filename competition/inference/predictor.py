@@ -3,10 +3,11 @@ net as post-processing threads call it."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -46,6 +47,20 @@ def load_models(run_dir: Path, folds: list[int] | None) -> tuple[TrainConfig, li
                             f"{cfg.height}x{cfg.width}; the run folder mixes models of different configs")
         models.append(model)
     return cfg, folds, models
+
+
+def replicate(run_dir: Path, folds: list[int], devices: list[str | None]) -> list[list]:
+    """Copies of the folds' models on each of `devices` after the first (where `load_models` put them): predict gives
+    each device every n-th batch. Nothing for one device."""
+    if len(devices) < 2:
+        return []
+    import tensorflow as tf
+    copies = []
+    for device in devices[1:]:
+        with tf.device(device):
+            copies.append([load_model(run_dir / f"fold{k}" / "model.keras", compile=False,
+                                      rebuild=fold_rebuild(run_dir, k)) for k in folds])
+    return copies
 
 
 class Refiner:
@@ -96,6 +111,8 @@ class Predictor:
     interp: str = "area"
     refine: str = "none"  # how `native` brings a probability to 1918x1280: "none" | "guided" | "net" (upsample.py)
     refiner: Callable | None = None  # refine="net": the second-stage net (Refiner)
+    copies: list = field(default_factory=list)  # the models again on each further device (`replicate`)
+    devices: list = field(default_factory=lambda: [None])  # where models, then each copy, live
 
     def __post_init__(self) -> None:
         self.transforms = transforms_for(self.tta)
@@ -116,11 +133,19 @@ class Predictor:
         """A decoded photo fitted to the model's input."""
         return self.geometry.to_model(image, self.interp)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (B, H, W, 3) -> float32 (B, H, W) probabilities, averaged over models and TTA."""
+    @property
+    def replicas(self) -> int:
+        """How many devices hold the models (batches go to them in turn)."""
+        return 1 + len(self.copies)
+
+    def __call__(self, batch: np.ndarray, replica: int = 0) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> float32 (B, H, W) probabilities, averaged over models and TTA, computed on the
+        `replica`-th device's copy of the models (the same weights: the same numbers)."""
+        models = self.copies[replica - 1] if replica else self.models
         x = batch.astype(np.float32) / 255.0
-        total = sum(predict_tta(m.predict_on_batch, x, self.transforms) for m in self.models)
-        return (total / len(self.models))[..., 0]
+        with _on(self.devices[replica]):
+            total = sum(predict_tta(m.predict_on_batch, x, self.transforms) for m in models)
+        return (total / len(models))[..., 0]
 
     def native(self, prob: np.ndarray, read: Callable[[], bytes], name: str) -> np.ndarray:
         """One image's model-resolution probability -> its 8-bit native map. `read` gives the photo's JPEG
@@ -129,6 +154,14 @@ class Predictor:
             return to_native_u8(prob, self.geometry)
         guide = decode_jpeg(read(), name, guide_reduction(self.geometry))
         return refined_native_u8(prob, self.geometry, guide, self.refiner)
+
+
+def _on(device: str | None):
+    """TensorFlow's device scope for `device` (None: wherever TensorFlow places it)."""
+    if device is None:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+    return tf.device(device)
 
 
 def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:

@@ -23,6 +23,15 @@ from .state import STATE_FILE, read_state
 
 T = TypeVar("T")
 
+
+class UnknownKernel(UserError):
+    """Kaggle knows no such kernel of yours: it answers 403 (kaggle 2.2.5 turns it into "Cannot access kernel ...")
+    for a kernel it does not know as for one you may not see (kaggle-cli #951, #548)."""
+
+
+class Unanswered(UserError):
+    """Kaggle did not answer (network, 429, 5xx) after the retries: worth trying again later."""
+
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings/api (Generate New Token)"
 RETRIES = 3            # extra attempts after the first one, for 429/5xx/connection errors
@@ -154,6 +163,9 @@ def call(fn: Callable[..., T], *args: Any, what: str, retry: bool = True, **kwar
                 raise UserError(f"disk full while {what}: free space there and run again "
                                 f"(a partial download resumes)") from e
             if not _is_transient(e):
+                if isinstance(e, ValueError) and str(e).startswith(("Cannot access kernel", "Cannot stream logs")):
+                    raise UnknownKernel(f"Kaggle knows no such kernel of yours while {what} (it answers 403 for a "
+                                        f"kernel it does not know, as for one you may not see)") from e
                 if isinstance(e, ValueError):  # kaggle's own checks and refusals
                     raise UserError(f"Kaggle said no while {what}: {' '.join(str(e).split())}") from e
                 raise
@@ -164,8 +176,8 @@ def call(fn: Callable[..., T], *args: Any, what: str, retry: bool = True, **kwar
                 _sleep(wait)
                 continue
             tries = f"after {attempts} tries " if attempts > 1 else ""
-            raise UserError(f"Kaggle did not answer {tries}while {what} ({_describe(e)}): check your connection "
-                            f"and https://www.kaggle.com, then run the same command again") from e
+            raise Unanswered(f"Kaggle did not answer {tries}while {what} ({_describe(e)}): check your connection "
+                             f"and https://www.kaggle.com, then run the same command again") from e
     raise AssertionError("unreachable")
 
 
@@ -195,20 +207,64 @@ def status_name(status: Any) -> str:
 
 
 def session_status(api: Any, ref: str) -> tuple[str, str]:
-    """A kernel's state (status_name) and Kaggle's failure message, on one line."""
+    """A kernel's state (status_name) and Kaggle's failure message, on one line (ref: user/slug, or user/slug/N for
+    version N). A kernel Kaggle does not know is UnknownKernel."""
     response = call(api.kernels_status, ref, what=f"asking Kaggle for the status of {ref}")
     return status_name(response.status), " ".join((response.failure_message or "").split())
 
 
+def check_owner(api: Any, user: str, ref: str, what: str) -> None:
+    """One line when the credentials are another user's than `user` (--user): a push, a checkpoint would act in the
+    name of someone the credentials cannot act for."""
+    owner = api.get_config_value("username")
+    if owner and owner != user:
+        raise UserError(f"{ref} is not yours: your Kaggle credentials are {owner}'s, and {what} would be {user}'s; "
+                        f"work on your own kernels (--user {owner}, or no --user)")
+
+
+def known_status(api: Any, ref: str) -> tuple[str, str] | None:
+    """`session_status`, or None for a kernel Kaggle does not know (never pushed: its answer is 403)."""
+    try:
+        return session_status(api, ref)
+    except UnknownKernel:
+        return None
+
+
+def quota(api: Any) -> dict:
+    """This week's GPU quota (kaggle 2.2.5 quota_view): hours used, allowed, left, and when it refreshes."""
+    response = call(api.quota_view, what="asking Kaggle for your GPU quota")
+    gpu = response.gpu_quota
+    used = gpu.time_used.total_seconds() / 3600 if gpu and gpu.time_used else 0.0
+    total = gpu.total_time_allowed.total_seconds() / 3600 if gpu and gpu.total_time_allowed else 0.0
+    refresh = response.quota_refresh_time
+    return {"used_h": used, "total_h": total, "left_h": max(0.0, total - used),
+            "refresh": refresh.strftime("%Y-%m-%d %H:%M UTC") if refresh else "?"}
+
+
+def log_lines(api: Any, ref: str) -> Any:
+    """A kernel's log, line by line as it comes: followed while the session runs, the whole log once it ended
+    (kaggle 2.2.5 kernels_logs_stream)."""
+    events = call(api.kernels_logs_stream, ref, what=f"reading the log of {ref}")
+    try:
+        for event in events:
+            yield str(event.get("data", ""))
+    except Exception as e:  # noqa: BLE001 - the stream's own errors, sorted as any call's
+        call(_raise, e, what=f"reading the log of {ref}", retry=False)
+
+
+def _raise(e: BaseException) -> None:
+    raise e
+
+
 def kernel_state(api: Any, ref: str, missing_ok: bool = False) -> dict | None:
-    """The kernel's own record of how far it got (STATE_FILE in its output), or None when it has none
-    (missing_ok: nor when Kaggle knows no such kernel yet)."""
+    """The kernel's own record of how far it got (STATE_FILE in its output; ref user/slug/N: version N's), or None
+    when it has none (missing_ok: nor when Kaggle knows no such kernel yet)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             call(api.kernels_output, ref, tmp, file_pattern=rf"^{re.escape(STATE_FILE)}$",
                  what=f"reading {STATE_FILE} of {ref}")
-        except UserError as e:
-            if missing_ok and str(e).startswith("not found on Kaggle"):
+        except UnknownKernel:
+            if missing_ok:
                 return None
             raise
         path = Path(tmp) / STATE_FILE

@@ -41,7 +41,9 @@ def kernel_settings(spec: KernelSpec, user: str, resume: dict | None = None) -> 
     """The SETTINGS dict the entry script runs with (resume: push, expect, fresh and fix, from `push`)."""
     common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
               "kernel": kernel_ref(spec, user), "accelerator": accelerator(spec.accelerator).name,
-              "session_hours": session_hours(spec.session_hours), **(resume or {"fresh": spec.fresh})}
+              "session_hours": session_hours(spec.session_hours), "accept_machine": spec.accept_machine,
+              "time_limit": spec.time_limit,
+              **(resume or {"fresh": spec.fresh})}
     if spec.task == "train":
         options = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,
                    "freeze_encoder": spec.freeze_encoder, "weights_dataset": spec.weights_dataset,

@@ -21,7 +21,8 @@ from ..base.errors import UserError
 from ..base.fileio import write_json
 from ..runs import resume
 from . import records as kernel_records
-from .api import call, get_api, session_status
+from .api import call, check_owner, get_api, session_status
+from .kernels import sync_record
 from .machines import ACTIVE
 from .spec import (KernelSpec, check_spec, checkpoint_ref, checkpoint_title, error_line, kernel_ref, kernel_slug,
                    resolve_user, resume_command, spec_options)
@@ -85,28 +86,28 @@ def _upload(api: Any, folder: Path, dataset: str, first: bool, note: str) -> Non
         raise UserError(f"Kaggle refused the dataset {dataset}: {' '.join(str(response.error).split())}")
 
 
-def checkpoint(spec: KernelSpec, runs: Path = Path("runs")) -> str:
-    """Version the ended kernel's output as its private checkpoint dataset; returns the dataset's user/slug."""
+def checkpoint(spec: KernelSpec, runs: Path = Path("runs"), version: int | None = None) -> str:
+    """Version the ended kernel's output (version: that version's, e.g. the last usable one `kernel status` names)
+    as its private checkpoint dataset; returns the dataset's user/slug."""
     check_spec(spec)
     user = resolve_user(spec.user)
     ref, slug, dataset = kernel_ref(spec, user), kernel_slug(spec), checkpoint_ref(spec, user)
+    source = f"{ref}/{version}" if version else ref
     records = kernel_records.load(spec.run_name, runs)
-    if not kernel_records.entry(records, slug).get("pushes"):
-        raise UserError(f"{runs / spec.run_name / kernel_records.RECORD_FILE} records no push of {ref}: checkpoint "
-                        f"a kernel pushed from here (check --run, --fold, --preset and --epochs; `python -m "
-                        f"competition kernel status --run {spec.run_name}` lists its folds' kernels)")
     api = get_api()
-    owner = api.get_config_value("username")
-    if owner and owner != user:
-        raise UserError(f"{ref} is not yours: your Kaggle credentials are {owner}'s, and its checkpoint would be a "
-                        f"dataset of {user}'s; checkpoint your own kernels (--user {owner}, or no --user)")
-    state, message = session_status(api, ref)
+    check_owner(api, user, ref, "its checkpoint, a dataset,")
+    if not sync_record(api, records, spec, ref, runs, note=False):  # its output is read below
+        raise UserError(f"Kaggle knows no kernel {ref} of yours (it answers 403): check --run, --fold, --preset "
+                        f"and --epochs (`python -m competition kernel status --run {spec.run_name}` lists its folds' "
+                        f"kernels)")
+    state, message = session_status(api, source)
     if state in ACTIVE:
-        raise UserError(f"{ref} is {state}: its output is not saved yet; checkpoint it after it ends "
+        raise UserError(f"{source} is {state}: its output is not saved yet; checkpoint it after it ends "
                         f"(`python -m competition kernel status {spec_options(spec)}`)")
+    runs.joinpath(spec.run_name).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".checkpoint-", dir=runs / spec.run_name) as tmp:  # beside the run
         output = Path(tmp) / "output"
-        call(api.kernels_output, ref, str(output), what=f"downloading the output of {ref}")
+        call(api.kernels_output, source, str(output), what=f"downloading the output of {source}")
         record = check_output(spec, ref, output, state)
         if state == "ERROR":
             say(f"note: {error_line(ref, message)}; its output holds {describe_state(record)}, which resumes: "

@@ -36,7 +36,8 @@ ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (
                                                   "GPU (a single T4 is not offered)"),
     Accelerator("l4", "NvidiaL4", "L4", 1, "NVIDIA L4 (24 GB, bfloat16): only where a competition offers it",
                 warning="Kaggle opens the L4 (NvidiaL4) only to some competitions; where it is closed Kaggle may run "
-                        "the kernel on another machine, and the kernel's first lines say which GPUs it got"),
+                        "the kernel on another machine, where it stops in its first minute and says which GPUs it got "
+                        "(--accept-machine: it trains on them)"),
     Accelerator("none", None, None, 0, "CPU only: no GPU hours spent (a smoke test, a check of the sources)"),
     Accelerator("p100", "NvidiaTeslaP100", "P100", 1, "NVIDIA P100: retired",
                 refused="retired by Kaggle: kaggle 2.2.5 lists NvidiaTeslaP100 in _RETIRED_ACCELERATORS and sessions "
@@ -72,6 +73,18 @@ def warn(name: str) -> None:
 def accelerator_help() -> str:
     """The choices as help shows them."""
     return " | ".join(f"{n} ({ACCELERATORS[n].what.split(':')[0]})" for n in OFFERED)
+
+
+def accelerator_table() -> str:
+    """The table as docs/kaggle.md shows it (tests/test_kaggle_versions.py keeps the page equal to it)."""
+    rows = ["| `--accelerator` (Make: `ACCELERATOR`) | Kaggle's machine shape | GPUs | what it is | the toolkit |",
+            "|---|---|---|---|---|"]
+    for a in ACCELERATORS.values():
+        does = (f"refused: {a.refused}" if a.refused else
+                ("the default; " if a.name == DEFAULT else "") + (a.warning or "pushed as asked"))
+        rows.append(f"| `{a.name}` | {f'`{a.machine_shape}`' if a.machine_shape else '-'} | {a.gpus} | {a.what} | "
+                    f"{does} |")
+    return "\n".join(rows)
 
 
 # --- a session -----------------------------------------------------------------------------------------------------

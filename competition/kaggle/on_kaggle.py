@@ -20,6 +20,7 @@ from ..base import records
 from ..base.errors import UserError
 from ..base.fileio import copy_file
 from ..base.records import Shape
+from ..base.timelimit import parse_duration
 from ..config import load_config
 from ..data.kaggle_input import find_input
 from ..inference.submission import differences, made_path
@@ -28,7 +29,7 @@ from ..runs import resume
 from ..runs.folder import check_run_config, refiner_path
 from .build import METADATA_FILE
 from .machines import ACCELERATORS, TIME_MARGIN_SECONDS, session_hours as hours_of
-from .state import STATE_FILE, describe_state, read_state
+from .state import STATE_FILE, describe_state, read_state, write_kernel_state
 
 MIN_VERSIONS = {"python": (3, 10), "tensorflow": (2, 16), "keras": (3, 0)}
 NEEDED_MODULES = ("numpy", "cv2", "PIL", "matplotlib", "tqdm", "tensorflow", "keras")
@@ -39,23 +40,24 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def gpu_mismatch(accelerator: str | None, names: list[str]) -> str | None:
-    """A warning when the GPUs a kernel got (their names) are fewer or other than its --accelerator asked for."""
+    """Why the GPUs a kernel got (their names) are not what its --accelerator asked for (fewer, other or none);
+    None when they are."""
     asked = ACCELERATORS.get((accelerator or "").strip().lower())
     want, model = (asked.gpus, asked.card) if asked else (0, "")
     if not want:
         return None
     got = ", ".join(names) if names else "no GPU"
     if len(names) < want or not all(model in n for n in names):
-        return (f"this kernel asked for {want}x {model} (--accelerator {accelerator}) but got {got}: Kaggle ran "
-                f"it on another machine; it will be slower or run out of memory - stop it and push again "
-                f"(or with --accelerator t4x2) if that is not what you want")
+        return (f"this kernel asked for {want}x {model} (--accelerator {accelerator}) but got {got} (a phone not "
+                f"verified, the week's GPU quota spent, or another machine given)")
     return None
 
 
-def check_environment(accelerator: str | None = None) -> dict[str, str]:
+def check_environment(accelerator: str | None = None, accept_machine: bool = False) -> dict[str, str]:
     """Print Python/TensorFlow/Keras versions and the GPUs; a missing module or old version is a UserError.
 
-    With `accelerator` (what the kernel asked for), GPUs fewer or other than asked are a warning."""
+    With `accelerator` (what the kernel asked for), GPUs fewer or other than asked stop the kernel (a UserError)
+    before it trains, unless `accept_machine` (push --accept-machine): then a warning."""
     missing = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"this kernel image lacks {', '.join(missing)}: choose the latest Python environment "
@@ -77,11 +79,23 @@ def check_environment(accelerator: str | None = None) -> dict[str, str]:
                                   " - running on CPU (slow); push with --accelerator t4x2 for Kaggle's GPUs"),
           flush=True)
     versions["gpus"] = str(len(gpus))
-    warning = gpu_mismatch(accelerator, names)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-        print(f"warning: {warning}", flush=True)  # also in the log's stdout, where the GPU line is
+    mismatch = gpu_mismatch(accelerator, names)
+    if mismatch and not accept_machine:
+        raise UserError(f"{mismatch}: stopped before any training; check `python -m competition kernel quota` and "
+                        f"your phone verification, then push again, or push with --accept-machine to run on what "
+                        f"Kaggle gives")
+    if mismatch:
+        print(f"warning: {mismatch}; going on (--accept-machine)", file=sys.stderr, flush=True)
+        print(f"warning: {mismatch}; going on (--accept-machine)", flush=True)  # also in the log's stdout
     return versions
+
+
+def stop(working: Path, settings: dict, error: Exception) -> int:
+    """A kernel that cannot start: the reason on stderr and in its output's STATE_FILE ("stopped"), where
+    `kernel status` reads it; the exit code 2."""
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    write_kernel_state(working, "stopped", str(error), settings)
+    return 2
 
 
 def find_competition_input(input_root: Path) -> Path:
@@ -250,13 +264,15 @@ def discard_made_otherwise(written: Path, tta: str, refine: str | None, folds: l
     return dropped
 
 
-def time_limit(task: str, started: float, now: float | None = None, session_hours: float | None = None) -> str:
+def time_limit(task: str, started: float, now: float | None = None, session_hours: float | None = None,
+               cap: str | None = None) -> str:
     """The --time-limit a kernel passes: the session's length (Kaggle's 12 hours, or --session-hours) less a
-    margin for what follows, less the time the kernel has already used since `started` (time.monotonic()).
-    The step itself stops before an epoch or chunk as long as the slowest measured would cross it."""
+    margin for what follows, less the time the kernel has already used since `started` (time.monotonic()); at
+    most `cap` (kernel push --time-limit: a trial stopped early on purpose). The step itself stops before an
+    epoch or chunk as long as the slowest measured would cross it."""
     used = (time.monotonic() if now is None else now) - started
-    session = hours_of(session_hours) * 3600
-    return f"{max(1, int(session - TIME_MARGIN_SECONDS[task] - used))}s"
+    session = hours_of(session_hours) * 3600 - TIME_MARGIN_SECONDS[task] - used
+    return f"{max(1, int(min(session, parse_duration(cap)) if cap else session))}s"
 
 
 def _mounted_state(input_root: Path, ref: str) -> tuple[Path | None, dict | None]:

@@ -10,6 +10,7 @@ COMPLETE or only failed ones are left. Stopping and restarting it loses nothing:
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,15 +18,17 @@ from typing import Any, Callable
 from ..base.console import say
 from ..base.errors import UserError
 from . import records as kernel_records
-from .api import get_api
-from .kernels import poll, push
-from .machines import ACTIVE, MAX_SESSIONS
+from .api import Unanswered, call, get_api, quota
+from .kernels import SessionsBusy, poll, push, quota_line
+from .machines import ACTIVE, MAX_SESSIONS, session_hours
 from .spec import KernelSpec, check_spec, kernel_ref, kernel_slug, preset_folds, resolve_user
 from .state import describe_state
 
 BACKOFF = (60.0, 2.0, 900.0)     # first wait (s), factor when nothing changed, longest wait
-# a push that failed on Kaggle's side (refused, session cap reached, no answer): tried again on a later poll
-RETRY_LATER = ("Kaggle refused the", "Kaggle said no", "Kaggle did not answer")
+MAX_RETRIES = 5                  # a fold's push deferred this many passes in a row (Kaggle busy): the queue stops
+# Kaggle busy: its sessions at a time in use, or no answer: the same push is tried again after the queue's next
+# wait. Anything else (metadata refused, a kernel of another user, no quota) is permanent: the queue stops.
+RETRYABLE = (Unanswered, SessionsBusy)
 
 
 def spec_json(spec: KernelSpec) -> dict:
@@ -43,8 +46,10 @@ def fold_spec(data: dict, fold: int) -> KernelSpec:
 
 
 def push_all(spec: KernelSpec, max_running: int = MAX_SESSIONS, out_root: Path = Path("kernels/build"),
-             runs: Path = Path("runs")) -> dict[int, str]:
-    """Queue every fold of the run's preset and push the first max_running; returns each fold's state."""
+             runs: Path = Path("runs"), hours_needed: Callable[[KernelSpec], float] | None = None) -> dict[int, str]:
+    """Queue every fold of the run's preset and push the first max_running; returns each fold's state.
+    hours_needed: what the folds cost by `plan` (the CLI's estimate), asked once the spec is checked: refused in
+    one line, before anything is queued, where it exceeds the week's GPU quota left."""
     if spec.task != "train":
         raise UserError("--folds all: for train kernels (a predict kernel gathers the folds itself: --folds 0,1,...)")
     if spec.resume_from != "self":
@@ -54,7 +59,15 @@ def push_all(spec: KernelSpec, max_running: int = MAX_SESSIONS, out_root: Path =
         raise UserError(f"--max-running {max_running}: at least 1 (Kaggle runs about 2 GPU sessions at a time)")
     check_spec(spec)
     resolve_user(spec.user)
+    spec = dataclasses.replace(spec, session_hours=session_hours(spec.session_hours))  # stored, not reread
     records = kernel_records.load(spec.run_name, runs)
+    if hours_needed is not None:
+        hours, left = hours_needed(spec), quota(get_api())
+        if hours > left["left_h"]:
+            raise UserError(f"the {preset_folds(spec.preset)} folds of {spec.preset} need about {hours:.1f} "
+                            f"GPU hours (`plan`'s estimate) but {left['left_h']:.1f} of your {left['total_h']:.0f} "
+                            f"this week are left (it refreshes {left['refresh']}): queue after the refresh, train "
+                            f"fewer epochs, or pass --over-quota; nothing was queued")
     records["queue"] = {"spec": spec_json(spec), "folds": list(range(preset_folds(spec.preset))),
                         "max_running": max_running}
     kernel_records.save(spec.run_name, records, runs)
@@ -76,6 +89,8 @@ def _states(records: dict, api: Any, user: str) -> dict[int, str]:
             continue
         state, _, record = poll(api, kernel_ref(spec, user))
         kernel_records.note_state(records, slug, record)
+        if state == "TIME_LIMITED" and not resume_saved(api, kernel_ref(spec, user), fold):
+            state = "SAVING"  # Kaggle still writing its output: pushed again once the backup is listed there
         states[fold] = state
     return states
 
@@ -92,18 +107,42 @@ def step(run_name: str, out_root: Path = Path("kernels/build"), runs: Path = Pat
     states = _states(records, get_api(), user)
     kernel_records.save(run_name, records, runs)
     running = sum(s in ACTIVE for s in states.values())
+    retries = queue.setdefault("retries", {})
     for fold in [f for f, s in states.items() if s in ("WAITING", "TIME_LIMITED")]:
         if running >= queue["max_running"]:
             break
         try:
             push(fold_spec(queue["spec"], fold), out_root, runs)
-        except UserError as e:
-            if not str(e).startswith(RETRY_LATER):
-                raise
-            say(f"fold {fold}: push refused for now ({e}); the queue tries again later")
+        except RETRYABLE as e:
+            tries = retries[str(fold)] = retries.get(str(fold), 0) + 1
+            _save_queue(run_name, queue, runs)
+            if tries >= MAX_RETRIES:
+                raise UserError(f"fold {fold}: its push was deferred {tries} times in a row ({e}); the queue stopped, "
+                                f"its state kept: run `python -m competition kernel queue --run {run_name}` again "
+                                f"later") from e
+            say(f"fold {fold}: push deferred ({e}); try {tries} of {MAX_RETRIES}, after the queue's next wait")
             break
+        except UserError as e:
+            raise UserError(f"fold {fold}: {e}; the queue stopped, its state kept: mend that, then run `python -m "
+                            f"competition kernel queue --run {run_name}` again") from e
+        retries.pop(str(fold), None)
+        _save_queue(run_name, queue, runs)
         states[fold], running = "PUSHED", running + 1
     return states
+
+
+def _save_queue(run_name: str, queue: dict, runs: Path) -> None:
+    """The queue's state saved into the record as it is on disk now (a push just recorded there is kept)."""
+    kernel_records.save(run_name, {**kernel_records.load(run_name, runs), "queue": queue}, runs)
+
+
+def resume_saved(api: Any, ref: str, fold: int) -> bool:
+    """Whether a time-limited fold's output already lists its resumable backup (Kaggle saves an output after the
+    session ends: a version pushed before it is there would mount an older one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        call(api.kernels_output, ref, tmp, file_pattern=rf"^fold{fold}/backup/state\.json$",
+             what=f"looking for the backup in the output of {ref}")
+        return (Path(tmp) / f"fold{fold}" / "backup" / "state.json").is_file()
 
 
 def run_queue(run_name: str, out_root: Path = Path("kernels/build"), runs: Path = Path("runs"),
@@ -116,9 +155,7 @@ def run_queue(run_name: str, out_root: Path = Path("kernels/build"), runs: Path 
     while True:
         try:
             states = step(run_name, out_root, runs)
-        except UserError as e:
-            if not str(e).startswith("Kaggle did not answer"):
-                raise
+        except Unanswered as e:
             say(f"queue: {e}; asking again later")
             states = last or {}
         polls += 1
@@ -163,6 +200,10 @@ def status_table(run_name: str, runs: Path = Path("runs")) -> list[dict]:
                          "version": "-", "state": "WAITING", "output": "-", "note": "in the queue"})
     kernel_records.save(run_name, records, runs)
     say(_table(rows))
+    try:
+        say(quota_line(quota(api)))
+    except Unanswered as e:  # the table stands without it
+        say(f"GPU quota: not known ({e})")
     return rows
 
 

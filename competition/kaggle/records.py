@@ -26,10 +26,14 @@ def record_path(run_name: str, runs: Path = Path("runs")) -> Path:
 
 
 _PUSH = Shape("a push", required={"push": "count"}, optional={"version": ("count", None), "fresh": "bool",
-                                                              "expect": ("dict", None), "at": "str"})
+                                                              "expect": ("dict", None), "at": "str",
+                                                              "outcome": ("dict", None), "rebuilt": "bool",
+                                                              "dry_run": "bool"})
 _KERNEL = Shape("a kernel's record", required={"ref": "str", "task": "str", "pushes": ListOf(_PUSH)},
-                optional={"fold": ("count", None), "state": ("dict", None), "checkpoint": ("dict", None)})
-_QUEUE = Shape("the queue", required={"spec": "dict", "folds": ListOf("count"), "max_running": "count"})
+                optional={"fold": ("count", None), "state": ("dict", None), "checkpoint": ("dict", None),
+                          "rebuilt": "bool"})
+_QUEUE = Shape("the queue", required={"spec": "dict", "folds": ListOf("count"), "max_running": "count"},
+               optional={"retries": "dict"})
 SHAPE = Shape("a run's kernel record", optional={"kernels": "dict", "queue": (_QUEUE, None)},
               check=lambda r: next((f"kernel {k!r}: {_KERNEL.problem(v)}" for k, v in (r.get("kernels") or {}).items()
                                     if _KERNEL.problem(v)), None))
@@ -58,20 +62,59 @@ def next_push(data: dict, slug: str) -> int:
 
 
 def note_push(data: dict, slug: str, *, ref: str, task: str, fold: int | None, push: int, version: int | None,
-              fresh: bool, expect: dict | None) -> None:
-    """Record one accepted push."""
+              fresh: bool, expect: dict | None, dry_run: bool = False) -> None:
+    """Record one accepted push (dry_run: a version saved without a session)."""
     kernel = data["kernels"].setdefault(slug, {"ref": ref, "task": task, "fold": fold, "pushes": []})
     kernel["pushes"].append({"push": push, "version": version, "fresh": fresh, "expect": expect,
-                             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             **({"dry_run": True} if dry_run else {})})
+
+
+USABLE = ("running", "time-limited", "complete")  # states whose output holds what a next version resumes from
 
 
 def note_state(data: dict, slug: str, state: dict | None) -> None:
-    """Record the kernel-state.json seen in a kernel's output, when it is newer than the one recorded."""
+    """Record the kernel-state.json seen in a kernel's output: as the outcome of the push that wrote it, and as
+    what the next version must find mounted when it is newer than the one recorded and usable (a version that
+    stopped before it did anything, a wrong machine or a failed resume check, leaves nothing to resume from)."""
     if not state or slug not in data["kernels"]:
         return
-    seen = data["kernels"][slug].get("state")
+    kernel = data["kernels"][slug]
+    for push in kernel["pushes"]:
+        if push["push"] == state.get("push"):
+            push["outcome"] = state
+    if state.get("state") not in USABLE:
+        return
+    seen = kernel.get("state")
     if seen is None or (state.get("push") or 0) >= (seen.get("push") or 0):
-        data["kernels"][slug]["state"] = state
+        kernel["state"] = state
+
+
+def note_outcome(data: dict, slug: str, push: int, outcome: dict) -> None:
+    """Record what push `push` left when its output holds no kernel-state.json of its own (it stopped before it
+    wrote one): e.g. {"state": "nothing", "detail": "Kaggle's failure message"}."""
+    for entry_ in data["kernels"].get(slug, {}).get("pushes", []):
+        if entry_["push"] == push and not entry_.get("outcome"):
+            entry_["outcome"] = {**outcome, "push": push}
+
+
+def last_usable(data: dict, slug: str) -> dict | None:
+    """The latest push whose output is known to hold something to resume from (its outcome usable, with a version
+    number to name it by), or None."""
+    for push in reversed(entry(data, slug).get("pushes", [])):
+        outcome = push.get("outcome") or {}
+        if outcome.get("state") in USABLE and push.get("version"):
+            return push
+    return None
+
+
+def rebuild(data: dict, slug: str, *, ref: str, task: str, fold: int | None, state: dict | None) -> None:
+    """A kernel Kaggle knows but this record does not (kernels.json deleted, another machine): its entry made again
+    from what its latest output says (the push that wrote its kernel-state.json), so a push expects that output."""
+    pushes = state.get("push") or 1 if state else 1
+    data["kernels"][slug] = {"ref": ref, "task": task, "fold": fold, "rebuilt": True,
+                             "pushes": [{"push": n, "version": None, "rebuilt": True} for n in range(1, pushes + 1)]}
+    note_state(data, slug, state)
 
 
 def note_checkpoint(data: dict, slug: str, dataset: str, state: dict) -> int:

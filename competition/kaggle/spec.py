@@ -15,6 +15,7 @@ from ..base.errors import UserError
 from ..config import check_refine, preset
 from ..data.folds import check_fold
 from .api import credentials_help, username
+from ..base.timelimit import parse_duration
 from .machines import DEFAULT, accelerator, session_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # competition/
@@ -52,6 +53,8 @@ class KernelSpec:
     fresh: bool = False                   # push: start over, ignoring any earlier output of this kernel
     session_hours: float | None = None    # the session's length on Kaggle (default: KAGGLE_SESSION_HOURS, else 12)
     resume_from: str = "self"             # push: RESUME_FROM, where the new version finds the earlier progress
+    accept_machine: bool = False          # the kernel trains on other GPUs than asked for (else it stops at once)
+    time_limit: str | None = None         # a cap on the kernel's --time-limit (a trial stopped after its 1st epoch)
 
     @property
     def run_name(self) -> str:
@@ -182,6 +185,8 @@ def check_spec(spec: KernelSpec) -> None:
     for f in spec.folds or []:
         check_fold(f, k, f"preset {spec.preset}", "--folds: fold")
     session_hours(spec.session_hours)
+    if spec.time_limit is not None:
+        parse_duration(spec.time_limit)
     if spec.resume_from not in RESUME_FROM:
         raise UserError(f"--resume-from {spec.resume_from!r}: choose one of {', '.join(RESUME_FROM)} (dataset: the "
                         f"checkpoint `python -m competition kernel checkpoint` made of the kernel's output)")
@@ -290,6 +295,7 @@ def resume_command(spec: KernelSpec) -> str:
     """The command that pushes the kernel again; the new version resumes from the earlier one's output."""
     opts = spec_options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
     opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
+    opts += f" --time-limit {spec.time_limit}" if spec.time_limit is not None else ""
     opts += " --resume-from dataset" if spec.resume_from == "dataset" else ""
     return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
                                                           if spec.accelerator != DEFAULT else "")

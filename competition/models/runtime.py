@@ -34,6 +34,20 @@ def gpus() -> list:
     return _GPUS[0]
 
 
+def inference_devices() -> list[str | None]:
+    """Where predict puts a copy of its models, one batch each in turn: every logical GPU (Kaggle's T4 x2: two), else
+    the CPU's logical devices where a process split it in more than one (as the tests do), else [None] (TensorFlow
+    places them). Another Keras backend than TensorFlow: [None]."""
+    import keras
+    if keras.backend.backend() != "tensorflow":
+        return [None]
+    import tensorflow as tf
+    gpus()  # the runtime started quietly
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    return devices if len(devices) > 1 else [None]
+
+
 def pick_strategy():
     """MirroredStrategy over several GPUs (Kaggle's 2x T4), else the default one-device strategy."""
     import tensorflow as tf

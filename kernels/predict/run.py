@@ -81,7 +81,7 @@ def main() -> int:
     written = shard_path(out, tuple(shard) if shard else None)
     try:  # first, before any GPU time: an older or missing output where one is known stops the kernel here
         resume = on_kaggle.check_resume(root / "input", SETTINGS)
-        on_kaggle.check_environment(SETTINGS.get("accelerator"))
+        on_kaggle.check_environment(SETTINGS.get("accelerator"), SETTINGS.get("accept_machine", False))
         data = on_kaggle.find_competition_input(root / "input")
         for member in SETTINGS.get("blend") or [{"name": name, "train_kernels": SETTINGS["train_kernels"]}]:
             sources = [on_kaggle.find_kernel_input(root / "input", ref) for ref in member["train_kernels"]]
@@ -93,8 +93,7 @@ def main() -> int:
         if refine is None and not SETTINGS.get("blend"):
             refine = load_config(run_dir / "config.json").refine
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+        return on_kaggle.stop(working, SETTINGS, e)
 
     if not written.is_file():
         write_kernel_state(working, "running", written.name, SETTINGS)
@@ -112,8 +111,8 @@ def main() -> int:
                 for m in SETTINGS.get("blend") or []] or [str(run_dir)]  # NAME@FOLDS:WEIGHT per blended run
         args = ["predict", *(x for r in runs for x in ("--run", r)), "--data", str(data), "--out", str(out),
                 "--tta", SETTINGS["tta"], "--mirror", str(working),
-                "--time-limit", on_kaggle.time_limit("predict", started,
-                                                                  session_hours=SETTINGS.get("session_hours"))]
+                "--time-limit", on_kaggle.time_limit("predict", started, session_hours=SETTINGS.get("session_hours"),
+                                                     cap=SETTINGS.get("time_limit"))]
         if SETTINGS.get("refine"):
             args += ["--refine", SETTINGS["refine"]]
         if SETTINGS.get("threshold") is not None:  # a blend's threshold tuned by `score --tune-threshold`

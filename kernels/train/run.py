@@ -92,7 +92,7 @@ def main() -> int:
     runs = temp / "runs"
     try:  # first, before any GPU time: an older or missing output where one is known stops the kernel here
         resuming = on_kaggle.check_resume(root / "input", SETTINGS)
-        on_kaggle.check_environment(SETTINGS.get("accelerator"))
+        on_kaggle.check_environment(SETTINGS.get("accelerator"), SETTINGS.get("accept_machine", False))
         data = on_kaggle.find_competition_input(root / "input")
         weights = SETTINGS.get("encoder_weights")
         if SETTINGS.get("weights_dataset"):  # the encoder's weights file from an attached dataset, not the internet
@@ -100,14 +100,14 @@ def main() -> int:
         if resuming:
             on_kaggle.restore_run(root / "input", on_kaggle.resume_source(SETTINGS), [runs / name, working])
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+        return on_kaggle.stop(working, SETTINGS, e)
 
     fold_dir = runs / name / f"fold{fold}"
     write_kernel_state(working, "running", f"fold {fold}", SETTINGS, resume.progress(fold_dir))
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
-            "--time-limit", on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours")),
+            "--time-limit", on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours"),
+                                                 cap=SETTINGS.get("time_limit")),
             "--mixed-precision"]  # float16 on the T4s' tensor cores (bfloat16 or float32 on a CPU session)
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]

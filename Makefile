@@ -37,7 +37,12 @@ LEARN_FROM ?=
 REFINER_FROM ?= $(LEARN_FROM)
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
+# TIME_BUDGET (e.g. 20m): `train --budget`, the whole fold planned to fit that time on this machine (empty: the
+# preset's epochs); DISK_BUDGET (e.g. 20GB): what `extract` may write (BUDGET its former spelling)
+TIME_BUDGET ?=
 BUDGET   ?=
+DISK_BUDGET ?= $(BUDGET)
+BUDGET_FLAG = $(if $(TIME_BUDGET), --budget $(TIME_BUDGET))
 TASK     ?= train
 USER_ARG ?=
 # ACCELERATOR: the Kaggle session's (kaggle/machines.py: t4x2, Kaggle's default GPU | l4 | none); ACCEL its former
@@ -70,7 +75,8 @@ help:
 	@echo "make demo             the whole path on a generated synthetic dataset (no Kaggle account)"
 	@echo "make test             the test suite (CPU only)"
 	@echo "make data             download the competition's files to data/carvana (Kaggle credentials)"
-	@echo "make train FOLD=k     train fold k as PRESET describes (the U-Net, then its refiner net); rerun to resume"
+	@echo "make train FOLD=k     train fold k as PRESET describes (the U-Net, then its refiner net); rerun to resume;"
+	@echo "                      TIME_BUDGET=20m: the whole fold planned to fit 20 minutes on this machine"
 	@echo "make train-all        train every fold, then cv: out-of-fold dice, the threshold tuned into the run"
 	@echo "make submit           predict the test set with the run's own settings, validate (SUBMIT=1 uploads)"
 	@echo "make score FOLD=k     Kaggle's dice on fold k's held-out cars, with report.html (TUNE=1 tunes)"
@@ -79,7 +85,7 @@ help:
 	@echo "make validate         check OUT against the sample submission"
 	@echo "make refiner          retrain the run's refiner nets (train already trains them)"
 	@echo "make info | folds     what the data holds | the folds by car"
-	@echo "make synth | extract  the synthetic dataset | unzip the data within a disk BUDGET"
+	@echo "make synth | extract  the synthetic dataset | unzip the data within DISK_BUDGET"
 	@echo "make kernel-push-all  train every fold as Kaggle kernels, two at a time (docs/kaggle.md)"
 	@echo "make kernel-queue     push the next waiting fold kernel; kernel-push/-status/-output/-build: one kernel"
 	@echo "make kernel-checkpoint FOLD=k  an ended kernel's output as a private dataset (then RESUME_FROM=dataset)"
@@ -120,12 +126,12 @@ folds: venv
 
 train: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold $(FOLD) --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)$(BUDGET_FLAG)
 
 # Every fold (each with its refiner where the preset has one), then cv, which records the tuned threshold in the run.
 train-all: venv
 	@echo "data: $(DATA)"
-	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)
+	$(CLI) train --preset $(PRESET) --run $(RUN) --fold all --data $(DATA) $(MIXED_FLAG)$(ANYWAY_FLAG)$(BUDGET_FLAG)
 	$(CLI) cv --run $(RUN) --tta $(TTA) --data $(DATA) --tune-threshold
 
 predict: venv
@@ -172,7 +178,7 @@ data: venv
 
 extract: venv
 	@echo "data: $(DATA)"
-	$(CLI) extract --data $(DATA) $(if $(BUDGET),--budget $(BUDGET))
+	$(CLI) extract --data $(DATA) $(if $(DISK_BUDGET),--budget $(DISK_BUDGET))
 
 kernel-build: venv
 	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)

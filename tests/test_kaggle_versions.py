@@ -281,3 +281,17 @@ def test_the_accelerator_table_in_the_docs_is_the_codes():
     text = (Path(__file__).resolve().parents[1] / "docs" / "kaggle.md").read_text()
     section = text.split("<!-- accelerators -->\n", 1)[1].split("<!-- accelerators end -->", 1)[0]
     assert section.strip() == accelerator_table().strip(), "copy competition.kaggle.machines.accelerator_table()"
+
+
+def test_a_train_kernels_budget_travels_to_its_train_command(server, tmp_path, capsys):
+    """kernel push --budget session: the kernel's train gets --budget as what is left of the session (its
+    --time-limit); a duration goes as given; a predict kernel refuses it."""
+    kernels.push(KernelSpec(preset="tiny", name="t1", budget="session"), out_root=tmp_path / "build")
+    assert "'budget': 'session'" in server.body("SaveKernel")["text"]
+    assert "the fold planned to fit what is left of the session" in capsys.readouterr().out
+    script = (tmp_path / "build" / SLUG / "run.py").read_text()
+    assert 'args += ["--budget", limit if SETTINGS["budget"] == "session" else SETTINGS["budget"]]' in script
+    with pytest.raises(UserError, match="--budget: for train kernels"):
+        kernels.build(KernelSpec(task="predict", preset="tiny", name="t1", budget="2h"), tmp_path / "b2")
+    with pytest.raises(UserError, match="--budget 'soon'"):
+        kernels.build(KernelSpec(preset="tiny", name="t1", budget="soon"), tmp_path / "b3")

@@ -204,3 +204,17 @@ def test_the_measured_article_presets_cost_themselves_but_calibrate_nothing():
     assert "H100" in rates.source
     rates, _ = plan_mod.rates_for(preset("unet"), "T4", "fp16")  # a 96x128 net says nothing of a 640x960 one
     assert "ASSUMED" in rates.source and "article" not in rates.source
+
+
+def test_plan_budget_says_the_epochs_a_budget_buys_on_each_accelerator():
+    from competition.costs.budget import budget_rows
+    from competition.training.budget import MARGIN
+    rows = {r["accelerator"]: r for r in budget_rows(preset("unet"), 6 * 3600)}
+    assert set(rows) == {"t4x2", "l4"}
+    t4 = rows["t4x2"]
+    recipe = recipe_for(preset("unet"), [0], "none", "t4x2")
+    c = cost(recipe, plan_mod.rates_for(preset("unet"), "T4", "fp16")[0], plan_mod.pipeline_rate(preset("unet"))[0])
+    assert t4["epochs"] == int((MARGIN * 6 * 3600 - c["fold_finish_h"] * 3600) // c["epoch_s"])
+    assert "ESTIMATE" in t4["source"]
+    half = {r["accelerator"]: r for r in budget_rows(preset("unet"), 3 * 3600)}["t4x2"]
+    assert half["epochs"] < t4["epochs"]

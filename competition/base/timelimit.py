@@ -5,6 +5,7 @@ when the next step, if it takes as long as the slowest one measured so far, woul
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -14,18 +15,19 @@ from .errors import UserError
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in "11h30m", "45m", "90s", "1h", "2h15m30s" or plain seconds "600"; else a one-line UserError."""
+def parse_duration(text: str, flag: str = "--time-limit") -> float:
+    """Seconds in "11h30m", "45m", "90s", "1h", "2h15m30s" or plain seconds "600"; else a one-line UserError
+    naming `flag`."""
     raw = (text or "").strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", raw):
         seconds = float(raw)
     else:
         parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", raw)
         if not parts or "".join(n + u for n, u in parts) != raw or len({u for _, u in parts}) != len(parts):
-            raise UserError(f"--time-limit {text!r}: expected a duration like 11h30m, 45m, 90s or 2h15m30s")
+            raise UserError(f"{flag} {text!r}: expected a duration like 11h30m, 45m, 90s or 2h15m30s")
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise UserError(f"--time-limit {text!r}: must be more than zero")
+        raise UserError(f"{flag} {text!r}: must be more than zero")
     return seconds
 
 
@@ -62,3 +64,14 @@ class Deadline:
 def deadline(text: str | None) -> Deadline | None:
     """A Deadline from a --time-limit value starting now (None: no limit)."""
     return None if text is None else Deadline(parse_duration(text))
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere 0): a budget counts the interpreter's start-up
+    and imports too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0

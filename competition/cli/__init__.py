@@ -9,6 +9,7 @@ import argparse
 import errno
 import os
 import sys
+import time
 import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
@@ -51,6 +52,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    from ..base.timelimit import process_age
+    # when the command began: the process's start where it is the process (a budget counts the imports too)
+    started = time.monotonic() - (process_age() if argv is None else 0.0)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse(argv)
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
     from ..base.console import install, say, set_quiet
+    args.started = started
     set_quiet(args.quiet)
     for line in old_spellings(args.command, argv):
         say(line)

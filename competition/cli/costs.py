@@ -7,7 +7,7 @@ from pathlib import Path
 from ..base.errors import UserError
 from .options import (add_accelerator, add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset,
                       add_refine, add_session_hours, add_size, add_tta, folds_arg)
-from .parser import AddCommand, Number, Whole
+from .parser import AddCommand, Number, Whole, duration
 
 
 # --- bench ----------------------------------------------------------------------------------------
@@ -33,6 +33,11 @@ def cmd_plan(a: argparse.Namespace) -> None:
     if (a.train_img_s is None) != (a.predict_img_s is None):
         raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
     stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
+    if a.budget is not None:
+        from ..base.timelimit import parse_duration
+        from ..costs.budget import render_budget
+        print(render_budget(cfg, parse_duration(a.budget, "--budget")), flush=True)
+        return
     plan(cfg, folds_arg(a.folds), a.tta, a.accelerator, allow_split=a.allow_split, stated=stated,
          pipeline=a.pipeline_img_s, hours=a.session_hours)
 
@@ -51,6 +56,9 @@ def add_plan(add: AddCommand) -> None:
     add_k(s)
     add_refine(s, "the test pass's refinement (default: the preset's)")
     add_session_hours(s)
+    s.add_argument("--budget", type=duration, default=None, metavar="DURATION",
+                   help="instead of the recipe's table: the epochs a fold gets within this time (`train --budget`) "
+                        "on each accelerator (default: none)")
     s.add_argument("--train-img-s", type=Number(0, 1e6, low_open=True), help="stated training images/s on one GPU (with --predict-img-s) "
                                                      "(default: measured or estimated)")
     s.add_argument("--predict-img-s", type=Number(0, 1e6, low_open=True), help="stated whole-frame images/s on one GPU, one pass "

@@ -43,7 +43,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
                               encoder_weights=a.encoder_weights, freeze_encoder=a.freeze_encoder,
                               weights_dataset=a.weights_dataset, filters=a.filters, refine=a.refine,
                               fresh=a.fresh, session_hours=a.session_hours, resume_from=a.resume_from,
-                              accept_machine=a.accept_machine, time_limit=a.time_limit)
+                              accept_machine=a.accept_machine, time_limit=a.time_limit, budget=a.budget)
     if a.task == "notebook":
         from ..kaggle.notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out or BUILD))
@@ -103,6 +103,10 @@ def add_kernel(add: AddCommand) -> None:
                    help="push, build: stop the kernel's training or prediction after at most this long (e.g. 20m: a "
                         "trial stopped after its first epoch, to check that the next version resumes) (default: the "
                         "session less its margin)")
+    s.add_argument("--budget", default=None, metavar="DURATION|session",
+                   help="train: the fold planned to fit this time (`train --budget`), or 'session': what is left of "
+                        "the session after start-up and the saving margin; it spends the whole session, so mind the "
+                        "week's quota (`plan --budget`) (default: the preset's epochs)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
     s.add_argument("--fold", type=Whole(0, 99), default=None, help="train: the fold to train (default: 0)")
     s.add_argument("--folds", default=None, metavar="0,1,...|all",

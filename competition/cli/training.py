@@ -2,28 +2,38 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from .options import add_data, add_fold, add_mirror, add_preset, add_run, add_time_limit, fold_number, path_or_none
-from .parser import AddCommand, Whole
+from .parser import AddCommand, Whole, duration
 from .train_flags import add_train_flags, train_config
 
 
 # --- train ----------------------------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> None:
+    from ..base.errors import UserError
+    from ..base.timelimit import deadline, parse_duration
     from ..runs.folder import run_path
-    from ..base.timelimit import deadline
     from ..training.stage import train_fold
+    started = getattr(a, "started", time.monotonic())  # when the command began (cli.main)
     limit = deadline(a.time_limit)
+    budget = None if a.budget is None else parse_duration(a.budget, "--budget")
+    if budget is not None and a.epochs is not None:
+        raise UserError(f"--budget {a.budget} and --epochs {a.epochs}: the budget chooses the epochs (and the "
+                        f"refiner's steps); give one of them")
     cfg = train_config(a)
-    if not a.anyway:
+    if not a.anyway and budget is None:
         check_fits(cfg, a.data)
     run_dir = run_path(a.run or cfg.preset, a.runs)
-    folds = range(cfg.k) if a.fold == "all" else [fold_number(a.fold, cfg.k)]
-    for fold in folds:
+    folds = list(range(cfg.k)) if a.fold == "all" else [fold_number(a.fold, cfg.k)]
+    for i, fold in enumerate(folds):  # a budget shared among the folds left, each counted from its own start
+        fold_started = started if i == 0 else time.monotonic()
+        share = None if budget is None else (budget - (fold_started - started)) / (len(folds) - i)
         summary = train_fold(cfg, data=a.data, run_dir=run_dir, fold=fold,
-                        cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
-                        hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=path_or_none(a.mirror))
+                             cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
+                             hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=path_or_none(a.mirror),
+                             budget=share, started=fold_started)
         if summary.get("time_limited"):
             break
 
@@ -46,6 +56,11 @@ def add_train(add: AddCommand) -> None:
     s.add_argument("--anyway", action="store_true",
                    help="train a full-size preset on the synthetic set, or on a CPU where it would take days")
     add_time_limit(s, "epoch")
+    s.add_argument("--budget", type=duration, default=None, metavar="DURATION",
+                   help="e.g. 20m: the whole fold (the U-Net, then the refiner its preset asks for) planned to end "
+                        "within this time on this machine: its step times measured, the epochs and refiner steps "
+                        "chosen to fill it, the schedules over them; a resumed fold keeps its plan; --fold all: "
+                        "shared among the folds (default: the preset's epochs)")
     add_mirror(s, "the best model, history, curves and resumable backup", "after every epoch")
     add_train_flags(s)
 

@@ -42,7 +42,7 @@ def kernel_settings(spec: KernelSpec, user: str, resume: dict | None = None) -> 
     common = {"task": spec.task, "name": spec.run_name, "preset": spec.preset, "toolkit": __version__,
               "kernel": kernel_ref(spec, user), "accelerator": accelerator(spec.accelerator).name,
               "session_hours": session_hours(spec.session_hours), "accept_machine": spec.accept_machine,
-              "time_limit": spec.time_limit,
+              "time_limit": spec.time_limit, "budget": spec.budget,
               **(resume or {"fresh": spec.fresh})}
     if spec.task == "train":
         options = {"encoder": spec.encoder, "encoder_weights": spec.encoder_weights,

@@ -94,7 +94,9 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
     version = f" version {response.version_number}" if response.version_number else ""
     resumes = ("starting over (--fresh)" if spec.fresh else f"must resume from {describe_state(expect)}" if expect
                else "no earlier output known: starts from the beginning") + (f" in {dataset}" if dataset else "")
-    say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}): {url}; follow it with "
+    budget = ("" if spec.budget is None else "; the fold planned to fit " + (
+        "what is left of the session" if spec.budget == "session" else spec.budget))
+    say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}{budget}): {url}; follow it with "
         f"`python -m competition kernel status {spec_options(spec)}`")
     return url
 

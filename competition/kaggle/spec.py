@@ -55,6 +55,8 @@ class KernelSpec:
     resume_from: str = "self"             # push: RESUME_FROM, where the new version finds the earlier progress
     accept_machine: bool = False          # the kernel trains on other GPUs than asked for (else it stops at once)
     time_limit: str | None = None         # a cap on the kernel's --time-limit (a trial stopped after its 1st epoch)
+    budget: str | None = None             # train: `train --budget` in the kernel: a duration, or "session" (what is
+                                          # left of it); None: the preset's epochs
 
     @property
     def run_name(self) -> str:
@@ -187,6 +189,11 @@ def check_spec(spec: KernelSpec) -> None:
     session_hours(spec.session_hours)
     if spec.time_limit is not None:
         parse_duration(spec.time_limit)
+    if spec.budget is not None:
+        if spec.task != "train":
+            raise UserError("--budget: for train kernels (the fold planned to fit it)")
+        if spec.budget != "session":
+            parse_duration(spec.budget, "--budget")
     if spec.resume_from not in RESUME_FROM:
         raise UserError(f"--resume-from {spec.resume_from!r}: choose one of {', '.join(RESUME_FROM)} (dataset: the "
                         f"checkpoint `python -m competition kernel checkpoint` made of the kernel's output)")
@@ -296,6 +303,7 @@ def resume_command(spec: KernelSpec) -> str:
     opts = spec_options(spec) + (f" --epochs {spec.epochs}" if spec.epochs is not None else "")
     opts += f" --session-hours {spec.session_hours:g}" if spec.session_hours is not None else ""
     opts += f" --time-limit {spec.time_limit}" if spec.time_limit is not None else ""
+    opts += f" --budget {spec.budget}" if spec.budget is not None else ""
     opts += " --resume-from dataset" if spec.resume_from == "dataset" else ""
     return f"python -m competition kernel push {opts}" + (f" --accelerator {spec.accelerator}"
                                                           if spec.accelerator != DEFAULT else "")

@@ -227,6 +227,16 @@ def this_device() -> Device:
     return Device(bf16_cpu=cpu_has_bf16())
 
 
+def device_name() -> str:
+    """What trains here, as a key of measurements: the first GPU's name (and how many), else the CPU's model."""
+    import tensorflow as tf
+    found = gpus()
+    if found:
+        name = tf.config.experimental.get_device_details(found[0]).get("device_name", "GPU")
+        return f"{len(found)}x {name}"
+    return cpu_model()
+
+
 def machine_policy(mixed: bool) -> str:
     """`precision_policy` on this machine."""
     return precision_policy(mixed, this_device())

@@ -5,6 +5,8 @@ backup/epoch<NNN>.keras is the last epoch's model with its optimizer state; back
 is, the best monitored value so far, early stopping's count ("wait", and "stopped" once it fired), the learning
 rate plateau's counts ("reduce_lr"), the --freeze-encoder phase, and "time_limited" when --time-limit stopped the
 fold. A fold is finished when it has train.json (its summary, written last); the backup is then deleted.
+budget.json is a budgeted fold's plan (`train --budget`: epochs and refiner steps chosen for the time): a resumed
+fold keeps it.
 """
 from __future__ import annotations
 
@@ -26,6 +28,14 @@ STATE_SHAPE = Shape(
               "wait": "count", "stopped": "bool", "history": ListOf("dict")},
     optional={"phase": "str", "reduce_lr": _PLATEAU, "time_limited": "bool"},
     check=lambda s: None if _backup_name(s["backup"]) else f"backup is {s['backup']!r}, not an epoch<NNN>.keras name")
+PLAN = "budget.json"
+PLAN_SHAPE = Shape("a budgeted fold's plan",
+                   required={"budget_s": "finite", "epochs": "count", "refiner_steps": "count", "warmup": "count",
+                             "epoch_s": "finite", "refiner_step_s": "finite", "fixed_s": "finite",
+                             "planned_s": "finite"},
+                   optional={"replanned": "bool", "source": "str", "refiners": "count", "preset_epochs": "count",
+                             "preset_steps": "count", "rates": "dict"},
+                   check=lambda p: None if p["epochs"] >= 1 else "epochs is 0, not at least 1")
 SUMMARY_SHAPE = Shape("a finished fold's summary", required={"fold": "count", "epochs": "count"},
                       optional={"best_epoch": ("count", None), "best": ("finite", None), "val_dice": ("finite", None),
                                 "val_images": "count"})
@@ -155,3 +165,14 @@ def missing_to_resume(out: Path) -> str | None:
     if named and backup_model(out, {"backup": named}).is_file():
         return None
     return f"{out.name}/{BACKUP}/{named or '<model>'}"
+
+
+def read_plan(out: Path, rebuild: str | None = None) -> dict | None:
+    """The fold's budget plan (None: not budgeted), checked: a damaged one is one line."""
+    path = out / PLAN
+    return load(path, PLAN_SHAPE, rebuild or retrain(out)) if path.is_file() else None
+
+
+def write_plan(out: Path, plan: dict) -> None:
+    """The fold's budget plan, written whole (what a resume keeps)."""
+    write_json(out / PLAN, plan)

@@ -30,6 +30,7 @@ class FoldState:
     resumed: dict                 # backup/state.json as read at the start of this pass ({}: a fresh fold)
     deadline: object = None       # a timelimit.Deadline, or None
     mirror: Path | None = None
+    budget_end: float | None = None  # a budgeted fold: the monotonic time its epochs must end by (budget.py)
     history: list[dict] = field(default_factory=list)
     best: float | None = None
     best_epoch: int | None = None
@@ -98,7 +99,7 @@ class Guard(keras.callbacks.Callback):
 
     def __init__(self, fold: FoldState, plateau: keras.callbacks.ReduceLROnPlateau | None):
         super().__init__()
-        self.fold, self.plateau, self.started = fold, plateau, time.monotonic()
+        self.fold, self.plateau, self.started, self.epochs = fold, plateau, time.monotonic(), []
 
     def on_train_begin(self, logs=None):
         saved = self.fold.resumed.get("reduce_lr")
@@ -126,6 +127,9 @@ class Guard(keras.callbacks.Callback):
                 and not self.model.stop_training):
             fold.stopped_after = epoch + 1
             self.model.stop_training = True
+        self.epochs.append(seconds)
+        if fold.budget_end is not None and time.monotonic() + max(self.epochs) > fold.budget_end:
+            self.model.stop_training = True  # the budget's guard: the fold ends here, finished, its work after fits
 
 
 def make_callbacks(fold: FoldState, schedule) -> tuple[list, FoldState]:

@@ -153,6 +153,18 @@ def crop_sampler(s: Samples, crop: int, seed: int) -> Callable[[int], tuple[np.n
     return draw
 
 
+def new_refiner(steps: int, policy: str = "float32"):
+    """A refiner compiled to train `steps` batches: its warm-up then cosine decay to 0 over exactly those steps."""
+    import keras
+    model = build_refiner(policy=policy)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
+                                                      warmup_steps=min(WARMUP, steps // 2))
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="binary_crossentropy",
+                  jit_compile=jit_compile(policy))
+    build_optimizer(model)
+    return model
+
+
 def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int | None = None,
                   batch: int | None = None, policy: str = "float32"):
     """A refiner trained on `samples` for `steps` batches of crops (binary cross-entropy on the soft mask), its
@@ -160,12 +172,7 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = build_refiner(policy=policy)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, steps), warmup_target=LR,
-                                                      warmup_steps=min(WARMUP, steps // 2))
-    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), loss="binary_crossentropy",
-                  jit_compile=jit_compile(policy))
-    build_optimizer(model)
+    model = new_refiner(steps, policy)
     draw = crop_sampler(samples, crop or CROP, seed)
     started, losses = time.monotonic(), []
     for step in range(1, steps + 1):

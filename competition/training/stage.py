@@ -13,27 +13,51 @@ refiner.json keeps every refiner already up to date (refiner.py), so it trains t
 stays for retraining them with other steps or sources."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ..base.console import say
 from ..config import TrainConfig
 from ..runs.folder import fold_dir, trained_folds
-from ..runs.resume import is_finished
+from ..runs.resume import is_finished, read_plan
 from . import refiner as refiner_module, train as train_module
+from .budget import Budget
 
 
-def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, **train_options) -> dict:
+def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, budget: float | None = None,
+               started: float | None = None, **train_options) -> dict:
     """Train (or resume) fold `fold`, then the refiner(s) it asks for; returns train.json's summary, with "refiners"
-    (their paths) when any were trained or found up to date. train_options: those of train.train."""
-    summary = train_module.train(cfg, data=data, run_dir=run_dir, fold=fold, **train_options)
+    (their paths) when any were trained or found up to date. budget: seconds from `started` (time.monotonic())
+    for the whole of it, the refiners' steps planned with the epochs (training/budget.py). train_options: those of
+    train.train."""
+    plan_of = None
+    if budget is not None:
+        count = refiners_after(cfg, run_dir, fold)
+        plan_of = Budget(budget, time.monotonic() if started is None else started, count,
+                         cfg.refiner_from == "training")
+    summary = train_module.train(cfg, data=data, run_dir=run_dir, fold=fold, budget=plan_of, **train_options)
     if summary and not summary.get("time_limited"):
-        refiners = train_refiners_after(cfg, data, run_dir, fold)
+        plan = read_plan(fold_dir(run_dir, fold))  # a budgeted fold's refiner steps
+        refiners = train_refiners_after(cfg, data, run_dir, fold, plan["refiner_steps"] if plan else None)
         if refiners:
             summary = {**summary, "refiners": [str(p) for p in refiners]}
     return summary
 
 
-def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int) -> list[Path]:
+def refiners_after(cfg: TrainConfig, run_dir: Path, fold: int) -> int:
+    """How many refiners the train of `fold` will train once the fold is finished (module docstring): one that learns
+    from the fold's own photos; every fold's and all.keras when it finishes a run whose refiners learn from held-out
+    folds; else none."""
+    if cfg.refine != "net":
+        return 0
+    if cfg.refiner_from == "training":
+        return 1
+    others = [k for k in range(cfg.k) if k != fold and is_finished(fold_dir(run_dir, k))]
+    return cfg.k + 1 if len(others) == cfg.k - 1 else 0
+
+
+def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int,
+                         steps: int | None = None) -> list[Path]:
     """The refiners a finished fold makes possible (module docstring); [] when the run does not use them."""
     if cfg.refine != "net":
         return []
@@ -45,4 +69,4 @@ def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold
             say(f"refiner: learns from the other folds' held-out photos, so the train of the last fold trains it "
                 f"({len(done)} of {cfg.k} folds trained)")
             return []
-    return refiner_module.train_refiners(run_dir, data=data)
+    return refiner_module.train_refiners(run_dir, data=data, steps=steps)

@@ -7,11 +7,13 @@ optimizer state and `state.json`; rerunning the same command resumes from there.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import check_folder, check_keras, remove_temps
 from ..base.geometry import Geometry
+from ..base.images import decode_jpeg
 from ..base.timelimit import format_duration
 from ..config import TrainConfig, save_config
 from ..data.folds import check_fold, write_folds
@@ -27,7 +30,8 @@ from ..data.layout import open_dataset
 from ..data.pipeline import build_cache, make_dataset, streaming
 from ..models import build_model
 from ..models.encoders import FINETUNE_LR_FACTOR, fetch_imagenet, set_encoder_trainable
-from ..models.runtime import (build_optimizer, dtype_policy, jit_compile, machine_policy, pick_strategy,
+from ..inference.upsample import guide_reduction
+from ..models.runtime import (build_optimizer, device_name, dtype_policy, jit_compile, machine_policy, pick_strategy,
                               read_xla_cache, xla_setting)
 from ..models.saving import load_model
 from ..runs.folder import (check_compatible, check_run_config, fold_dir, run_folds_or_new, save_oof, split_ids,
@@ -35,7 +39,11 @@ from ..runs.folder import (check_compatible, check_run_config, fold_dir, run_fol
 from ..runs.history import plot_curves
 from ..runs.lock import check_free, fold_lock, held, run_lock
 from ..runs.mirror import mirror_finished_fold, mirror_fold, mirror_run_files
-from ..runs.resume import backup_model, finish, is_finished, mark_time_limited, read_state, read_summary
+from ..runs.resume import (backup_model, finish, is_finished, mark_time_limited, read_plan, read_state, read_summary,
+                           write_plan)
+from .budget import (Budget, Rates, TooShort, cached_rates, checked_plan, cheaper, describe, fold_work, measure,
+                     plan_for, training_end)
+from .refiner import refiner_policy
 
 
 def new_model(cfg: TrainConfig, jit: bool | str | None = None):
@@ -122,14 +130,16 @@ def _unfreeze(model, cfg: TrainConfig, state: dict, jit: bool | str | None = Non
 
 
 def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_dir: Path | None,
-          force: bool = False, time_limit=None, mirror: Path | None = None, hold: bool = False) -> dict:
-    """Train (or resume) one fold; returns the summary written to train.json.
+          force: bool = False, time_limit=None, mirror: Path | None = None, hold: bool = False,
+          budget: Budget | None = None) -> dict:
+    """Train (or resume) one fold; returns the summary written to train.json (with "plan": a budgeted fold's).
 
     time_limit: a `timelimit.Deadline`: stop after the epoch whose successor would cross it (the fold is then
     marked "time_limited" and the same command resumes it). mirror: a folder that gets the run's files after
     every epoch (a kernel's /kaggle/working). hold: with no cache_dir, keep the files' bytes in memory once read
-    (`--cache memory`). Everything that can be checked is checked before anything is written: a command that
-    stops on bad input leaves the run folder as it was."""
+    (`--cache memory`). budget: plan the epochs (and the refiner's steps) to fit it (training/budget.py); a fold
+    resumed keeps the plan it was given. Everything that can be checked is checked before anything is written: a
+    command that stops on bad input, or a budget too short, leaves the run folder as it was."""
     xla_setting()  # a mistyped COMPETITION_XLA stops here, not after the data is read and cached
     read_xla_cache()  # and a damaged cache of measured choices
     check_fold(fold, cfg.k)
@@ -158,6 +168,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
     if cfg.encoder and cfg.encoder_weights == "imagenet":
         fetch_imagenet(cfg.encoder)  # a failed download stops here too, the run untouched
+    plan = _plan(cfg, out, budget, len(train_ids), len(val_ids), force, lambda: ds.read_train_image(train_ids[0]))
     # checked: now the run folder is written, by this process alone
     with held(fold_lock(run_dir, fold), f"training fold {fold}"):
         if force and out.exists():
@@ -168,7 +179,48 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
                 write_folds(run_dir / "folds.csv", folds)
         out.mkdir(parents=True, exist_ok=True)
         save_config(out / "config.json", cfg)
-        return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror)
+        if plan is not None:
+            write_plan(out, {k: v for k, v in plan.items() if k != "new"})
+        return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror, plan, budget)
+
+
+def _plan(cfg: TrainConfig, out: Path, budget: Budget | None, n_train: int, n_val: int, force: bool,
+          photo: Callable[[], bytes]) -> dict | None:
+    """A budgeted fold's plan: kept from its budget.json (a resume), else made now from this machine's measured
+    rates; None when the fold is not budgeted. Says it in one line. A budget too short: one line, nothing written."""
+    kept = None if force else read_plan(out)
+    if budget is None:
+        if kept is not None:
+            say(f"{out}: resuming with its budget plan ({kept['epochs']} epochs, {kept['refiner_steps']} refiner "
+                f"steps; --budget gives a new one)")
+        return kept
+    strategy, policy = pick_strategy(), machine_policy(cfg.mixed_precision)
+    replicas = strategy.num_replicas_in_sync
+    jit = choose_xla(cfg, policy) if replicas == 1 else None
+    work = fold_work(budget, n_train, n_val, cfg.batch * replicas)
+    refiner = refiner_policy(cfg.mixed_precision) if budget.refiners else None
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+
+    def rates() -> Rates:
+        def build():
+            with dtype_policy(policy), strategy.scope():
+                return new_model(cfg, jit)
+        key = (f"{device_name()} | {policy} | xla {jit} | {xla_key(cfg)} x {replicas} | eval {cfg.height}x{cfg.width}"
+               f" x {cfg.eval_batch * replicas} | refiner {refiner}")
+        decode = (lambda: decode_jpeg(photo(), "a training photo", guide_reduction(geometry))) if refiner else None
+        return cached_rates(key, lambda: measure(build, cfg.train_size, cfg.batch * replicas, (cfg.height, cfg.width),
+                                                 cfg.eval_batch * replicas, refiner, decode))
+    state = {} if force else read_state(out)
+    try:
+        plan, new = plan_for(budget, kept, int(state.get("epoch", 0)), cfg.epochs, cfg.refiner_steps, cfg.warmup,
+                             work, rates)
+    except TooShort as e:
+        given = format_duration(budget.seconds) if budget.seconds >= 1 else f"{budget.seconds:g}s"
+        raise UserError(f"--budget {given} is too short for {cfg.preset}: it {e}; give "
+                        f"--budget {format_duration(math.ceil(e.least_s / 60) * 60)} or more"
+                        f"{cheaper(cfg)}") from None
+    say(describe(plan, budget.started) if new else f"{out}: resuming with its budget plan: {describe(plan, budget.started)}")
+    return {**plan, "new": new}
 
 
 def _already_trained(cfg: TrainConfig, run_dir: Path, out: Path, fold: int) -> dict:
@@ -224,12 +276,15 @@ def _schedule(cfg: TrainConfig, state: dict):
 
 
 def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str], val_ids: list[str],
-         time_limit, mirror: Path | None) -> dict:
-    """The fit itself, in one pass or two (--freeze-encoder: the decoder alone, then everything), resumable."""
+         time_limit, mirror: Path | None, plan: dict | None = None, budget: Budget | None = None) -> dict:
+    """The fit itself, in one pass or two (--freeze-encoder: the decoder alone, then everything), resumable; a
+    budgeted fold's first epoch alone first, after which it is planned again when its time says so."""
     import keras
     import tensorflow as tf
 
     from . import callbacks as fold_callbacks
+    if plan is not None:  # the schedule over the planned epochs
+        cfg = dataclasses.replace(cfg, epochs=plan["epochs"], warmup=plan["warmup"])
     strategy, policy = pick_strategy(), machine_policy(cfg.mixed_precision)
     _say_policy(cfg, policy)
     replicas = strategy.num_replicas_in_sync
@@ -252,10 +307,14 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
         mirror_run_files(run_dir, mirror)
         mirror_fold(out, mirror / out.name)
     verbose = 0 if console.QUIET else (1 if sys.stdout.isatty() else 2)
+    first = budget is not None and plan is not None and not plan.get("replanned") and initial_epoch == 0
     while True:  # one pass, or two with --freeze-encoder: the decoder alone, then everything
         end = min(cfg.freeze_encoder, cfg.epochs) if state.get("phase") == "frozen" else cfg.epochs
+        end = min(end, 1) if first else end  # a budgeted fold's first epoch alone: its time checks the plan
         callbacks, fold = fold_callbacks.make_callbacks(
-            fold_callbacks.FoldState(cfg, out, run_dir, state, time_limit, mirror), _schedule(cfg, state))
+            fold_callbacks.FoldState(cfg, out, run_dir, state, time_limit, mirror, training_end(plan, budget)),
+            _schedule(cfg, state))
+        fit_started = time.monotonic()
         if initial_epoch < end and not state.get("stopped"):
             try:
                 model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=initial_epoch, shuffle=False,
@@ -270,6 +329,16 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
                             f"try a lower --lr (now {cfg.lr})")
         if fold.stopped_after is not None:
             return _stop_for_time(out, fold.stopped_after, cfg, time_limit, mirror)
+        if first:  # planned again from the first epoch's time (once), then the epochs after it
+            first, plan = False, checked_plan(plan, budget, time.monotonic() - fit_started if fold.history else None,
+                                               len(train_ids), len(val_ids), batch, out)
+            cfg, state = dataclasses.replace(cfg, epochs=plan["epochs"]), read_state(out) or state
+            frozen_ends = state.get("phase") == "frozen" and end >= min(cfg.freeze_encoder, cfg.epochs)
+            if end < cfg.epochs and not state.get("stopped") and not frozen_ends:
+                initial_epoch = int(state.get("epoch", 0))
+                train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast,
+                                        cfg.seed, first_epoch=initial_epoch, crop=cfg.crop)
+                continue
         if end >= cfg.epochs:
             break
         state = read_state(out) or state  # what the frozen epochs left

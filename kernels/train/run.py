@@ -104,11 +104,13 @@ def main() -> int:
 
     fold_dir = runs / name / f"fold{fold}"
     write_kernel_state(working, "running", f"fold {fold}", SETTINGS, resume.progress(fold_dir))
+    limit = on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours"),
+                                 cap=SETTINGS.get("time_limit"))
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
-            "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working),
-            "--time-limit", on_kaggle.time_limit("train", started, session_hours=SETTINGS.get("session_hours"),
-                                                 cap=SETTINGS.get("time_limit")),
+            "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working), "--time-limit", limit,
             "--mixed-precision"]  # float16 on the T4s' tensor cores (bfloat16 or float32 on a CPU session)
+    if SETTINGS.get("budget"):  # the fold planned to fit: a duration, or what is left of the session
+        args += ["--budget", limit if SETTINGS["budget"] == "session" else SETTINGS["budget"]]
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
     if SETTINGS.get("encoder"):

@@ -1,0 +1,279 @@
+"""`train --budget DURATION`: the whole fold (the first-stage net and the refiner its preset asks for) planned to
+end within a time budget on this machine, instead of a fixed number of epochs.
+
+Before the first epoch the model's training step, a whole frame's prediction and (where the fold trains one) the
+refiner's step are timed here, a few steps each, and kept per machine and shape (`rates_cache_path`, as the XLA
+choice is). The plan is a pure function of those rates (`make_plan`): of the budget (less a MARGIN for what the
+estimate misses, less what the command has spent already, less the fixed work after training: the out-of-fold pass
+and the refiner's photos), the preset's ratio of epochs to refiner steps is kept and scaled to fill it, the epochs
+rounded down and the rest given to the refiner. The learning-rate schedules are the preset's over the planned
+length (warm-up, then the cosine to its end; the refiner's over its steps), so a short budget runs a complete
+schedule. After the first epoch the plan is made once more from that epoch's own time when it is off by more than
+REPLAN_TOLERANCE. The plan is kept in fold<k>/budget.json: a fold killed and resumed keeps it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..base import records
+from ..base.errors import UserError
+from ..base.fileio import write_json
+from ..base.records import Shape
+from ..base.console import say
+from ..base.timelimit import format_duration
+from ..config import OFFERED, TrainConfig, preset
+from ..models.runtime import xla_cache_path
+from ..runs.resume import write_plan
+
+MARGIN = 0.95            # share of the budget the plan fills; the rest absorbs what the estimate misses
+REPLAN_TOLERANCE = 0.10  # the first epoch's time off the plan's by more than this: planned again, once
+MIN_REFINER_STEPS = 200  # fewer and the refiner is not worth its pass: a budget that cannot give it these is short
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds on this machine: one training batch, one whole frame predicted (validation, out-of-fold, the
+    refiner's photos), one refiner batch, one photo decoded for the refiner; the first (traced) batch's extra."""
+
+    train_step_s: float
+    eval_image_s: float
+    refiner_step_s: float = 0.0
+    decode_s: float = 0.0
+    trace_s: float = 0.0
+    source: str = "measured here"
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the fold's command does: its training and validation images, the global batch, the refiners it trains
+    after the fold (0: none) and the photos they learn from (to decode, and to predict where they learn from the
+    fold's own training photos)."""
+
+    train_images: int
+    val_images: int
+    batch: int
+    refiners: int = 0
+    refiner_photos: int = 0
+    predict_refiner_photos: bool = False
+
+
+def epoch_seconds(work: Work, rates: Rates) -> float:
+    """One epoch: its training batches and the validation frames."""
+    return math.ceil(work.train_images / work.batch) * rates.train_step_s + work.val_images * rates.eval_image_s
+
+
+def fixed_seconds(work: Work, rates: Rates) -> float:
+    """What follows the epochs whatever their number: the out-of-fold pass and the refiner's photos."""
+    per_photo = rates.decode_s + (rates.eval_image_s if work.predict_refiner_photos else 0.0)
+    return work.val_images * rates.eval_image_s + (work.refiner_photos * per_photo if work.refiners else 0.0)
+
+
+def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, warmup: int, work: Work,
+              rates: Rates, done_epochs: int = 0) -> dict:
+    """The epochs and refiner steps that fill MARGIN of the budget after `spent_s`, in the ratio of the preset's
+    `epochs` to its `refiner_steps` (the epochs rounded down, the refiner given the rest); epochs already trained
+    (`done_epochs`, a resumed fold given a new budget) count on top. A budget that cannot hold one epoch and
+    MIN_REFINER_STEPS is a UserError saying the least it needs."""
+    epoch, step = epoch_seconds(work, rates), rates.refiner_step_s * work.refiners
+    fixed = fixed_seconds(work, rates)
+    available = MARGIN * budget_s - spent_s - fixed
+    least = epoch + (MIN_REFINER_STEPS * step if work.refiners else 0.0)
+    if available < least:
+        raise TooShort((least + fixed + spent_s) / MARGIN, epoch, step, fixed, spent_s)
+    if work.refiners and refiner_steps:
+        scale = available / (epochs * epoch + refiner_steps * step)
+        more = max(1, math.floor(scale * epochs))
+        while more > 1 and available - more * epoch < MIN_REFINER_STEPS * step:
+            more -= 1
+        steps = max(MIN_REFINER_STEPS, math.floor((available - more * epoch) / step))
+    else:
+        more, steps = max(1, math.floor(available / epoch)), 0
+    total = done_epochs + more
+    return {"budget_s": round(budget_s, 1), "epochs": total, "refiner_steps": steps,
+            "warmup": min(warmup, max(0, total - 2)), "epoch_s": round(epoch, 3),
+            "refiner_step_s": round(rates.refiner_step_s, 4), "refiners": work.refiners, "fixed_s": round(fixed, 1),
+            "planned_s": round(spent_s + more * epoch + steps * step + fixed, 1), "source": rates.source,
+            "preset_epochs": epochs, "preset_steps": refiner_steps, "rates": asdict(rates)}
+
+
+def replan(plan: dict, first_epoch_s: float, budget_s: float, spent_s: float, work: Work) -> dict | None:
+    """The plan made again from the first epoch's wall time (its first batches' tracing, measured with the rates,
+    taken out) when it is off the planned by more than REPLAN_TOLERANCE, the first epoch counted as done and its
+    warm-up kept; None: it is not."""
+    rates = Rates(**plan["rates"])
+    epoch_s = max(first_epoch_s - rates.trace_s, 1e-3)
+    if abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
+        return None
+    steps_s = max(epoch_s - work.val_images * rates.eval_image_s, 1e-3)
+    measured = Rates(steps_s / math.ceil(work.train_images / work.batch), rates.eval_image_s, rates.refiner_step_s,
+                     rates.decode_s, rates.trace_s, rates.source + "; its first epoch timed")
+    try:
+        again = make_plan(budget_s, spent_s, plan["preset_epochs"], plan["preset_steps"], plan["warmup"], work,
+                          measured, 1)
+    except TooShort:  # the first epoch took what was left: no more epochs, the least refiner
+        again = {**plan, "epochs": 1, "refiner_steps": MIN_REFINER_STEPS if work.refiners else 0}
+    return {**again, "warmup": plan["warmup"], "replanned": True}
+
+
+class TooShort(UserError):
+    """A budget that cannot hold one epoch and the refiner's least steps."""
+
+    def __init__(self, least_s: float, epoch_s: float, step_s: float, fixed_s: float, spent_s: float):
+        self.least_s = least_s
+        refiner = f" + the refiner's {MIN_REFINER_STEPS} steps {format_duration(MIN_REFINER_STEPS * step_s)}" \
+            if step_s else ""
+        super().__init__(f"needs at least {format_duration(least_s)} here (one epoch {format_duration(epoch_s)}"
+                         f"{refiner} + after training {format_duration(fixed_s)} + {format_duration(spent_s)} spent "
+                         f"before it, with a {1 - MARGIN:.0%} margin)")
+
+
+def describe(plan: dict, started: float) -> str:
+    """The plan in one line: epochs x seconds, refiner steps, the expected end (wall clock)."""
+    end = time.strftime("%H:%M", time.localtime(time.time() - (time.monotonic() - started) + plan["planned_s"]))
+    refiner = (f" + {plan['refiners']} refiner(s) x {plan['refiner_steps']:,} steps x {plan['refiner_step_s']:.3f} s"
+               if plan["refiner_steps"] else "")
+    again = "replanned after the first epoch: " if plan.get("replanned") else ""
+    return (f"budget {format_duration(plan['budget_s'])}: {again}{plan['epochs']} epochs x {plan['epoch_s']:.1f} s"
+            f"{refiner} + {plan['fixed_s']:.0f} s after training = {format_duration(plan['planned_s'])} planned, "
+            f"ending about {end} ({plan['source']})")
+
+
+# --- the rates: measured here, kept per machine and shape -----------------------------------------------------
+RATES_ENTRY = Shape("measured step times", required={"train_step_s": "finite", "eval_image_s": "finite",
+                                                     "refiner_step_s": "finite", "decode_s": "finite",
+                                                     "trace_s": "finite"}, optional={"source": "str"})
+RATES_SHAPE = Shape("measured step times", check=lambda r: next(
+    (f"{key!r}: {RATES_ENTRY.problem(v)}" for key, v in r.items() if RATES_ENTRY.problem(v)), None))
+
+
+def rates_cache_path() -> Path:
+    """Beside the measured XLA choices (runtime.xla_cache_path): ~/.cache/competition/steps.json."""
+    return xla_cache_path().with_name("steps.json")
+
+
+def read_rates_cache() -> dict:
+    path = rates_cache_path()
+    return records.load(path, RATES_SHAPE, f"delete {path}: train measures the steps again") if path.is_file() else {}
+
+
+def cached_rates(key: str, measure: Callable[[], Rates]) -> Rates:
+    """The rates measured for `key` on this machine before, else measured now and kept."""
+    cache = read_rates_cache()
+    if key in cache:
+        return Rates(**{**cache[key], "source": f"measured here before ({rates_cache_path()})"})
+    rates = measure()
+    cache[key] = asdict(rates)
+    write_json(rates_cache_path(), cache)
+    return rates
+
+
+def timed(call: Callable[[], object], rounds: int = 3) -> tuple[float, float]:
+    """(median seconds of `call` after a first, untimed one; the first one's extra over that median)."""
+    t0 = time.perf_counter()
+    call()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times))
+    return median, max(0.0, first - median)
+
+
+def measure(build: Callable[[], object], train_shape: tuple[int, int], batch: int, frame: tuple[int, int],
+            eval_batch: int, refiner_policy: str | None = None, photo: Callable[[], object] | None = None) -> Rates:
+    """Time this machine: `build()`'s model (compiled as training compiles it) on a batch of `train_shape` inputs
+    and on whole frames, the refiner (refiner_policy None: the fold trains none) and `photo()` (a decode at the
+    refiner's guide size). Random inputs: a step's time does not depend on what it sees."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, *train_shape, 3), dtype=np.float32)
+    y = (rng.random((batch, *train_shape, 1)) > 0.5).astype(np.float32)
+    frames = rng.random((eval_batch, *frame, 3), dtype=np.float32)
+    model = build()
+    train_s, trace_s = timed(lambda: model.train_on_batch(x, y))
+    eval_s, eval_trace_s = timed(lambda: model.predict_on_batch(frames))
+    refiner_s = decode_s = 0.0
+    if refiner_policy is not None:
+        from .refiner import BATCH, CROP, new_refiner
+        refiner = new_refiner(1000, refiner_policy)
+        rx = rng.random((BATCH, CROP, CROP, 4), dtype=np.float32)  # the photo's 3 channels and the probability
+        ry = rng.random((BATCH, CROP, CROP, 1), dtype=np.float32)
+        refiner_s, _ = timed(lambda: refiner.train_on_batch(rx, ry))
+        if photo is not None:
+            decode_s, _ = timed(photo)
+    keras.backend.clear_session()
+    return Rates(train_s, eval_s / eval_batch, refiner_s, decode_s, trace_s + eval_trace_s,
+                 f"measured here {time.strftime('%Y-%m-%d')}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`train --budget`: its seconds, counted from `started` (time.monotonic() when the command began), and the
+    refiners the fold's command trains after it (training.stage knows which: `refiners_after`)."""
+
+    seconds: float
+    started: float
+    refiners: int = 0
+    own_photos: bool = False  # the refiner learns from the fold's own training photos (predicted first)
+
+    def spent(self) -> float:
+        return time.monotonic() - self.started
+
+
+def training_end(plan: dict | None, budget: Budget | None) -> float | None:
+    """The monotonic time by which a budgeted fold's epochs must end for the work after them to fit (None: no
+    budget): the guard that ends training early, the fold finished, if the plan was too hopeful."""
+    if plan is None or budget is None:
+        return None
+    after = plan["fixed_s"] + plan.get("refiners", 0) * plan["refiner_steps"] * plan["refiner_step_s"]
+    return budget.started + budget.seconds - after
+
+
+def fold_work(budget: Budget, train_images: int, val_images: int, batch: int) -> Work:
+    """The fold's work as the plan counts it: a refiner learns from the fold's training photos (predicted) or from
+    every fold's held-out photos (the run's)."""
+    photos = train_images if budget.own_photos else train_images + val_images
+    return Work(train_images, val_images, batch, budget.refiners, photos if budget.refiners else 0, budget.own_photos)
+
+
+def plan_for(budget: Budget, kept: dict | None, done_epochs: int, epochs: int, refiner_steps: int, warmup: int,
+             work: Work, rates: Callable[[], Rates]) -> tuple[dict, bool]:
+    """(the fold's plan, whether it is new): the one kept in budget.json when it was made for this budget (a
+    resume), else one made now from the rates (measured, or read from their cache); a new budget for a fold
+    already part-trained plans the epochs after those done."""
+    if kept is not None and abs(kept["budget_s"] - round(budget.seconds, 1)) < 0.05:
+        return kept, False
+    return make_plan(budget.seconds, budget.spent(), epochs, refiner_steps, warmup, work, rates(), done_epochs), True
+
+
+def cheaper(cfg: TrainConfig) -> str:
+    """", or a cheaper preset (--preset P)": the offered preset next below `cfg` in a training step's work (input
+    pixels x filters squared, a proxy of its FLOPs), if any."""
+    def work(c: TrainConfig) -> int:
+        return c.train_size[0] * c.train_size[1] * c.filters ** 2
+    smaller = sorted((work(preset(n)), n) for n in OFFERED if n != cfg.preset and work(preset(n)) < work(cfg))
+    return f", or a cheaper preset (--preset {smaller[-1][1]})" if smaller else ""
+
+
+def checked_plan(plan: dict, budget: Budget, first_s: float | None, n_train: int, n_val: int, batch: int,
+                  out: Path) -> dict:
+    """The plan after the first epoch (`first_s`: its fit's wall time, callbacks and saving included; None: it did
+    not run): made again from that time when it is off the planned by more than budget.REPLAN_TOLERANCE (its first
+    batches' tracing, measured with the rates, taken out), kept otherwise."""
+    if first_s is None:
+        return plan
+    again = replan(plan, first_s, budget.seconds, budget.spent(), fold_work(budget, n_train, n_val, batch))
+    if again is None:
+        return plan
+    write_plan(out, again)
+    say(describe(again, budget.started))
+    return again

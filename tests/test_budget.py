@@ -4,6 +4,7 @@ the planned end; a budgeted fold killed and resumed keeps its plan and ends bit 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -15,25 +16,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition.training.budget import (MARGIN, MIN_REFINER_STEPS, REPLAN_TOLERANCE, Budget, Rates, TooShort, Work,
-                                         epoch_seconds, fixed_seconds, make_plan, replan, training_end)
+from competition.training.budget import (CURVES_S, MARGIN, MIN_REFINER_STEPS, REPLAN_TOLERANCE, Budget, Rates, TooShort, Work, epoch_seconds, fixed_seconds,
+                                         make_plan, replan, training_end)
 
 import forkserver
 
 WORK = Work(train_images=4000, val_images=1000, batch=8, refiners=1, refiner_photos=4000, predict_refiner_photos=True)
-RATES = Rates(train_step_s=0.5, eval_image_s=0.02, refiner_step_s=0.1, decode_s=0.01, trace_s=2.0, source="stated")
+RATES = Rates(train_step_s=0.5, eval_image_s=0.02, refiner_step_s=0.1, decode_s=0.01, trace_s=2.0, reload_s=3.0,
+              refiner_trace_s=4.0, source="stated")
+AFTER = 1000 * 0.02 + 3.0 + 2.0 + CURVES_S  # the out-of-fold pass, the best model reloaded, traced again, the curves
 
 
 def test_epoch_and_fixed_seconds_are_the_counts_times_the_rates():
     assert epoch_seconds(WORK, RATES) == pytest.approx(500 * 0.5 + 1000 * 0.02)           # 270 s
-    assert fixed_seconds(WORK, RATES) == pytest.approx(1000 * 0.02 + 4000 * (0.01 + 0.02))  # oof + the photos
+    start = 3.0 + 4.0  # each refiner: the fold's model reloaded, its first batch traced
+    assert fixed_seconds(WORK, RATES) == pytest.approx(AFTER + 4000 * (0.01 + 0.02) + start)  # + the photos
     held_out = Work(4000, 1000, 8, refiners=6, refiner_photos=5000)
-    assert fixed_seconds(held_out, RATES) == pytest.approx(1000 * 0.02 + 5000 * 0.01)      # decoded, not predicted
+    assert fixed_seconds(held_out, RATES) == pytest.approx(AFTER + 5000 * 0.01 + 6 * start)  # not predicted
+    assert fixed_seconds(Work(4000, 1000, 8), RATES) == pytest.approx(AFTER)
 
 
 def test_a_plan_fills_the_budget_in_the_presets_ratio():
     plan = make_plan(3600, 0.0, epochs=20, refiner_steps=3000, warmup=1, work=WORK, rates=RATES)
-    epoch, fixed = 270.0, 140.0
+    epoch, fixed = 270.0, fixed_seconds(WORK, RATES)
     available = MARGIN * 3600 - fixed
     assert plan["epochs"] == math.floor(available / (20 * epoch + 3000 * 0.1) * 20)  # the ratio, rounded down
     assert plan["refiner_steps"] == math.floor((available - plan["epochs"] * epoch) / 0.1)  # the rest to the refiner
@@ -51,13 +56,13 @@ def test_a_plan_counts_what_was_spent_and_what_was_done():
 
 def test_without_a_refiner_every_second_goes_to_epochs():
     plan = make_plan(3600, 0.0, 20, 3000, 1, Work(4000, 1000, 8), RATES)
-    assert plan["refiner_steps"] == 0 and plan["epochs"] == math.floor((MARGIN * 3600 - 20.0) / 270.0)
+    assert plan["refiner_steps"] == 0 and plan["epochs"] == math.floor((MARGIN * 3600 - AFTER) / 270.0)
 
 
 @pytest.mark.parametrize("epochs, warmup", [(1, 0), (2, 0), (3, 1), (30, 1)])
 def test_a_short_plan_keeps_a_complete_schedule(epochs, warmup):
     """The warm-up is cut where the planned epochs leave no room for it after it (at least one decay epoch)."""
-    budget = (270.0 * epochs + 20.0 + 1.0) / MARGIN
+    budget = (270.0 * epochs + AFTER + 1.0) / MARGIN
     plan = make_plan(budget, 0.0, 20, 0, 1, Work(4000, 1000, 8), RATES)
     assert (plan["epochs"], plan["warmup"]) == (epochs, warmup)
 
@@ -65,7 +70,7 @@ def test_a_short_plan_keeps_a_complete_schedule(epochs, warmup):
 def test_a_budget_too_short_names_the_least_that_works():
     with pytest.raises(TooShort) as e:
         make_plan(300, 0.0, 20, 3000, 1, WORK, RATES)
-    least = (270.0 + MIN_REFINER_STEPS * 0.1 + 140.0) / MARGIN
+    least = (270.0 + MIN_REFINER_STEPS * 0.1 + fixed_seconds(WORK, RATES)) / MARGIN
     assert e.value.least_s == pytest.approx(least) and "\n" not in str(e.value)
     plan = make_plan(least + 1, 0.0, 20, 3000, 1, WORK, RATES)
     assert plan["epochs"] == 1 and plan["refiner_steps"] >= MIN_REFINER_STEPS
@@ -73,14 +78,67 @@ def test_a_budget_too_short_names_the_least_that_works():
 
 def test_the_first_epoch_replans_only_when_it_is_off_by_more_than_the_tolerance():
     plan = make_plan(3600, 0.0, 20, 3000, 1, WORK, RATES)
-    near = plan["epoch_s"] * (1 + REPLAN_TOLERANCE * 0.9) + RATES.trace_s  # its tracing is taken out
-    assert replan(plan, near, 3600, 300.0, WORK) is None
-    slow = replan(plan, 2 * plan["epoch_s"] + RATES.trace_s, 3600, 600.0, WORK)
+    assert replan(plan, plan["epoch_s"] * (1 + REPLAN_TOLERANCE * 0.9), 3600, 300.0, WORK, 1) is None
+    slow = replan(plan, 2 * plan["epoch_s"], 3600, 600.0, WORK, 1)
     assert slow["replanned"] is True and slow["epochs"] < plan["epochs"] and slow["warmup"] == plan["warmup"]
     assert slow["epoch_s"] == pytest.approx(2 * plan["epoch_s"], rel=1e-3)
     assert slow["planned_s"] <= MARGIN * 3600 + 0.1
-    hopeless = replan(plan, 3500.0, 3600, 3500.0, WORK)  # the first epoch took it all: no more epochs
+    fast = replan(plan, plan["epoch_s"] / 2, 3600, 150.0, WORK, 1)  # after the first epoch a plan may grow
+    assert fast["epochs"] > plan["epochs"]
+    hopeless = replan(plan, 3500.0, 3600, 3500.0, WORK, 1)  # the first epoch took it all: no more epochs
     assert hopeless["epochs"] == 1 and hopeless["refiner_steps"] == MIN_REFINER_STEPS
+
+
+def test_the_guards_replan_counts_the_epochs_done_and_never_grows_late():
+    """The guard saw the fold would overrun after epoch 5: planned again from the epochs' mean, whatever the
+    tolerance, with the 5 epochs counted; a late re-plan that would add epochs keeps the plan (its schedule)."""
+    plan = make_plan(3600, 0.0, 20, 3000, 1, WORK, RATES)
+    late = replan(plan, plan["epoch_s"] * 1.05, 3600, 5 * plan["epoch_s"] * 1.05 + 400, WORK, 5, always=True)
+    assert late["epochs"] >= 5 and late["epochs"] <= plan["epochs"] and late["planned_s"] <= MARGIN * 3600 + 0.1
+    assert replan(plan, plan["epoch_s"] / 2, 3600, 500.0, WORK, 5, always=True) is None
+
+
+def test_what_a_fit_spends_beyond_its_epochs_is_counted_once_more(tmp_path):
+    """The first fit's start (its data pipeline, its tracing) comes again with the fit that goes on after the
+    re-plan: a re-plan given it plans fewer epochs than one without (mutation: restart_s ignored)."""
+    import time
+    from competition.training.budget import checked_plan
+    plan = make_plan(3600, 0.0, 20, 3000, 1, WORK, RATES)
+    budget = Budget(3600, started=time.monotonic() - 600, refiners=1, own_photos=True)
+    plain = checked_plan(plan, budget, 2 * plan["epoch_s"], 1, False, 4000, 1000, 8, tmp_path / "a")
+    restarted = checked_plan(plan, budget, 2 * plan["epoch_s"], 1, False, 4000, 1000, 8, tmp_path / "b", 600.0)
+    assert restarted["epochs"] < plain["epochs"] and json.loads((tmp_path / "b" / "budget.json").read_text()) == \
+        restarted
+
+
+def test_a_late_replan_keeps_the_epochs_and_fits_the_refiner_to_what_is_left():
+    """The guard fired after epoch 16 of 19 (epochs 10% slower than planned): a plan that would now trade refiner
+    steps for more epochs keeps its 19 (their schedule is under way) and gives the refiner what is left (mutation:
+    the old plan kept whole, which overran: cpu's fold 0 on a 10-minute budget took 667 s)."""
+    rates = dataclasses.replace(RATES, refiner_step_s=0.5)  # a refiner that takes much of the fold
+    plan = make_plan(7200, 0.0, 20, 3000, 1, WORK, rates)
+    slow = plan["epoch_s"] * 1.1
+    spent = 16 * slow + 10
+    again = replan(plan, slow, 7200, spent, WORK, 16, always=True)
+    assert again["epochs"] == plan["epochs"] and again["replanned_after"] == 16
+    left = MARGIN * 7200 - spent - fixed_seconds(WORK, rates) - (plan["epochs"] - 16) * again["epoch_s"]
+    assert again["refiner_steps"] == math.floor(left / 0.5) < plan["refiner_steps"]
+    assert again["planned_s"] <= MARGIN * 7200 + 0.5
+
+
+def test_a_refiner_stops_before_a_step_that_would_end_past_its_deadline(monkeypatch):
+    """`train --budget`'s last guard: the refiner's steps end by the deadline, and the model says how many ran.
+    A clock that moves 1 s each time it is read: the start at 1, step k ends at 1 + k; with the deadline at 8,
+    step 7 ends at 8 and an 8th would end at 9 (mutations: the check after the break, or without the next step)."""
+    from types import SimpleNamespace
+
+    import competition.training.refiner as refiner
+    from test_refinenet import _samples
+    samples = _samples(range(4))
+    assert refiner.train_refiner(samples, steps=6, crop=48, batch=2).trained_steps == 6
+    ticks = iter(range(1, 1_000))
+    monkeypatch.setattr(refiner, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    assert refiner.train_refiner(samples, steps=100, crop=48, batch=2, deadline=8.0).trained_steps == 7
 
 
 def test_a_budget_too_short_points_at_the_preset_next_below():
@@ -139,14 +197,14 @@ def test_a_budgeted_fold_runs_its_schedule_to_the_planned_end(measured_here, syn
     from competition.cli import main
     run = measured_here / "runs" / "b"
     assert main(["train", "--preset", "tiny", "--run", str(run), "--data", str(synth_dir), "--cache", str(tiny_cache),
-                 "--budget", "12s", "--schedule", "cosine", "--warmup", "1", "--patience", "1000"]) == 0
+                 "--budget", "25s", "--schedule", "cosine", "--warmup", "1", "--patience", "1000"]) == 0
     plan = json.loads((run / "fold0" / "budget.json").read_text())
     history = _history(run / "fold0")
     assert plan["epochs"] > 2 and len(history) == plan["epochs"]  # no early stop: every planned epoch
     assert float(history[-1]["lr"]) == pytest.approx(1e-2 * 0.01, rel=1e-3)  # tiny's lr 1e-2, to lr/100
     assert float(history[0]["lr"]) == pytest.approx(1e-3, rel=1e-3)  # the warm-up's first epoch: lr/10
     assert json.loads((run / "fold0" / "train.json").read_text())["epochs"] == plan["epochs"]
-    assert "budget 12s: " in capsys.readouterr().out
+    assert "budget 25s: " in capsys.readouterr().out
     assert list(json.loads((measured_here / "steps.json").read_text()))  # measured once, kept
 
 
@@ -164,7 +222,7 @@ def test_a_budgeted_fold_killed_and_resumed_keeps_its_plan_and_its_numbers(measu
         return forkserver.run([sys.executable, "-c", KILLABLE, *args], env={**env, "KILL": kill or "none:"},
                               timeout=300)
 
-    r = run("cut", "epoch:2", "--budget", "12s")
+    r = run("cut", "epoch:2", "--budget", "20s")
     assert r.returncode == 9, r.stderr
     cut = measured_here / "cut" / "fold0"
     plan = (cut / "budget.json").read_bytes()

@@ -112,10 +112,12 @@ def trainings(monkeypatch) -> Trainings:
     returns the photos each training was given."""
     given = Trainings()
 
-    def untrained(samples, steps, policy="float32"):
+    def untrained(samples, steps, policy="float32", deadline=None):
         given.append(set(samples.ids))
         given.policies.append(policy)
-        return build_refiner(policy=policy)
+        model = build_refiner(policy=policy)
+        model.trained_steps = steps
+        return model
     monkeypatch.setattr(refinenet, "train_refiner", untrained)
     return given
 

@@ -214,9 +214,10 @@ def refiner_sources(run_dir: Path, folds: list[int], refiner_from: str = "held-o
 RECORD_REFINER_FROM = "learns_from"
 
 
+REFINER_STOPPED_AT = "stopped_at"  # the step a `train --budget` deadline stopped a refiner at
 REFINER_ENTRY = Shape("a refiner's record", required={"sources": "dict", "steps": "count", "photos": "count",
                                                         "recipe": "dict"},
-                      optional={RECORD_REFINER_FROM: "str", "policy": "str"})
+                      optional={RECORD_REFINER_FROM: "str", "policy": "str", REFINER_STOPPED_AT: "count"})
 REFINER_SHAPE = Shape("the refiners' record", check=lambda r: next(
     (f"{name}: {REFINER_ENTRY.problem(entry)}" for name, entry in r.items() if REFINER_ENTRY.problem(entry)), None))
 

@@ -13,7 +13,9 @@ REPLAN_TOLERANCE. The plan is kept in fold<k>/budget.json: a fold killed and res
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,18 +36,24 @@ from ..runs.resume import write_plan
 MARGIN = 0.95            # share of the budget the plan fills; the rest absorbs what the estimate misses
 REPLAN_TOLERANCE = 0.10  # the first epoch's time off the plan's by more than this: planned again, once
 MIN_REFINER_STEPS = 200  # fewer and the refiner is not worth its pass: a budget that cannot give it these is short
+REFINER_SAVE_S = 3.0     # after the refiner's last step: it saved, all.keras copied, the record written
+CURVES_S = 2.0           # curves.png drawn and train.json written after the epochs (matplotlib's import and a figure)
 
 
 @dataclass(frozen=True)
 class Rates:
     """Seconds on this machine: one training batch, one whole frame predicted (validation, out-of-fold, the
-    refiner's photos), one refiner batch, one photo decoded for the refiner; the first (traced) batch's extra."""
+    refiner's photos), one refiner batch, one photo prepared for the refiner; the first (traced) batches' extra
+    (training and prediction), the model saved and loaded again (the best one reloaded after training), the refiner's
+    first batch's extra."""
 
     train_step_s: float
     eval_image_s: float
     refiner_step_s: float = 0.0
     decode_s: float = 0.0
     trace_s: float = 0.0
+    reload_s: float = 0.0
+    refiner_trace_s: float = 0.0
     source: str = "measured here"
 
 
@@ -69,9 +77,14 @@ def epoch_seconds(work: Work, rates: Rates) -> float:
 
 
 def fixed_seconds(work: Work, rates: Rates) -> float:
-    """What follows the epochs whatever their number: the out-of-fold pass and the refiner's photos."""
+    """What follows the epochs whatever their number: the best model reloaded, the out-of-fold pass (traced again),
+    the curves; each refiner's start (the fold's model reloaded, the refiner's first batch traced) and their photos
+    (read, decoded and, learning from the fold's own photos, predicted)."""
     per_photo = rates.decode_s + (rates.eval_image_s if work.predict_refiner_photos else 0.0)
-    return work.val_images * rates.eval_image_s + (work.refiner_photos * per_photo if work.refiners else 0.0)
+    start = rates.reload_s + rates.refiner_trace_s
+    refiners = work.refiner_photos * per_photo + start * work.refiners if work.refiners else 0.0
+    after = rates.reload_s + rates.trace_s + CURVES_S
+    return work.val_images * rates.eval_image_s + after + refiners
 
 
 def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, warmup: int, work: Work,
@@ -102,23 +115,40 @@ def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, 
             "preset_epochs": epochs, "preset_steps": refiner_steps, "rates": asdict(rates)}
 
 
-def replan(plan: dict, first_epoch_s: float, budget_s: float, spent_s: float, work: Work) -> dict | None:
-    """The plan made again from the first epoch's wall time (its first batches' tracing, measured with the rates,
-    taken out) when it is off the planned by more than REPLAN_TOLERANCE, the first epoch counted as done and its
-    warm-up kept; None: it is not."""
+def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Work, done: int,
+           always: bool = False) -> dict | None:
+    """The plan made again from epochs timed here (`epoch_s` a epoch, wall time, callbacks and saving included)
+    when that is off the planned by more than REPLAN_TOLERANCE (or `always`), the `done` epochs counted and the
+    warm-up kept; never more epochs than planned before (a slower machine only shrinks the plan); None: kept."""
     rates = Rates(**plan["rates"])
-    epoch_s = max(first_epoch_s - rates.trace_s, 1e-3)
-    if abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
+    if not always and abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
         return None
     steps_s = max(epoch_s - work.val_images * rates.eval_image_s, 1e-3)
-    measured = Rates(steps_s / math.ceil(work.train_images / work.batch), rates.eval_image_s, rates.refiner_step_s,
-                     rates.decode_s, rates.trace_s, rates.source + "; its first epoch timed")
+    measured = dataclasses.replace(rates, train_step_s=steps_s / math.ceil(work.train_images / work.batch),
+                                   source=rates.source.split("; ")[0] + "; its epochs timed")
     try:
         again = make_plan(budget_s, spent_s, plan["preset_epochs"], plan["preset_steps"], plan["warmup"], work,
-                          measured, 1)
-    except TooShort:  # the first epoch took what was left: no more epochs, the least refiner
-        again = {**plan, "epochs": 1, "refiner_steps": MIN_REFINER_STEPS if work.refiners else 0}
-    return {**again, "warmup": plan["warmup"], "replanned": True}
+                          measured, done)
+    except TooShort:  # the epochs took what was left: no more of them, the least refiner
+        again = {**plan, "epochs": done, "refiner_steps": MIN_REFINER_STEPS if work.refiners else 0}
+    if again["epochs"] > plan["epochs"] and done > 1:  # late in the fold: the schedule kept, the refiner fitted
+        again = _refiner_fitted(plan, measured, budget_s, spent_s, work, done)
+        if again is None:
+            return None
+    return {**again, "warmup": plan["warmup"], "replanned": True, "replanned_after": done}
+
+
+def _refiner_fitted(plan: dict, rates: Rates, budget_s: float, spent_s: float, work: Work, done: int) -> dict | None:
+    """The plan's epochs kept (their schedule is under way) and its refiner given what is left after them at
+    `rates` (MIN_REFINER_STEPS at least, never more than planned); None: the plan fits as it is."""
+    epoch = epoch_seconds(work, rates)
+    step = rates.refiner_step_s * work.refiners
+    left = MARGIN * budget_s - spent_s - fixed_seconds(work, rates) - (plan["epochs"] - done) * epoch
+    steps = min(plan["refiner_steps"], max(MIN_REFINER_STEPS, math.floor(left / step))) if step else 0
+    if steps == plan["refiner_steps"]:
+        return None
+    return {**plan, "refiner_steps": steps, "epoch_s": round(epoch, 3), "rates": asdict(rates),
+            "planned_s": round(spent_s + (plan["epochs"] - done) * epoch + steps * step + fixed_seconds(work, rates), 1)}
 
 
 class TooShort(UserError):
@@ -138,7 +168,7 @@ def describe(plan: dict, started: float) -> str:
     end = time.strftime("%H:%M", time.localtime(time.time() - (time.monotonic() - started) + plan["planned_s"]))
     refiner = (f" + {plan['refiners']} refiner(s) x {plan['refiner_steps']:,} steps x {plan['refiner_step_s']:.3f} s"
                if plan["refiner_steps"] else "")
-    again = "replanned after the first epoch: " if plan.get("replanned") else ""
+    again = f"replanned after epoch {plan.get('replanned_after', 1)}: " if plan.get("replanned") else ""
     return (f"budget {format_duration(plan['budget_s'])}: {again}{plan['epochs']} epochs x {plan['epoch_s']:.1f} s"
             f"{refiner} + {plan['fixed_s']:.0f} s after training = {format_duration(plan['planned_s'])} planned, "
             f"ending about {end} ({plan['source']})")
@@ -147,7 +177,8 @@ def describe(plan: dict, started: float) -> str:
 # --- the rates: measured here, kept per machine and shape -----------------------------------------------------
 RATES_ENTRY = Shape("measured step times", required={"train_step_s": "finite", "eval_image_s": "finite",
                                                      "refiner_step_s": "finite", "decode_s": "finite",
-                                                     "trace_s": "finite"}, optional={"source": "str"})
+                                                     "trace_s": "finite"},
+                     optional={"source": "str", "reload_s": "finite", "refiner_trace_s": "finite"})
 RATES_SHAPE = Shape("measured step times", check=lambda r: next(
     (f"{key!r}: {RATES_ENTRY.problem(v)}" for key, v in r.items() if RATES_ENTRY.problem(v)), None))
 
@@ -165,7 +196,7 @@ def read_rates_cache() -> dict:
 def cached_rates(key: str, measure: Callable[[], Rates]) -> Rates:
     """The rates measured for `key` on this machine before, else measured now and kept."""
     cache = read_rates_cache()
-    if key in cache:
+    if "reload_s" in cache.get(key, {}):  # kept by this version (an older one did not time the reload): read
         return Rates(**{**cache[key], "source": f"measured here before ({rates_cache_path()})"})
     rates = measure()
     cache[key] = asdict(rates)
@@ -188,10 +219,12 @@ def timed(call: Callable[[], object], rounds: int = 3) -> tuple[float, float]:
 
 
 def measure(build: Callable[[], object], train_shape: tuple[int, int], batch: int, frame: tuple[int, int],
-            eval_batch: int, refiner_policy: str | None = None, photo: Callable[[], object] | None = None) -> Rates:
+            eval_batch: int, refiner_policy: str | None = None, photo: Callable[[], object] | None = None,
+            guide: tuple[int, int] = (320, 480)) -> Rates:
     """Time this machine: `build()`'s model (compiled as training compiles it) on a batch of `train_shape` inputs
-    and on whole frames, the refiner (refiner_policy None: the fold trains none) and `photo()` (a decode at the
-    refiner's guide size). Random inputs: a step's time does not depend on what it sees."""
+    and on whole frames, the refiner (refiner_policy None: the fold trains none) on crops drawn as its training
+    draws them from photos at the `guide` size, and `photo()` (one photo's preparation for the refiner). Random
+    inputs: a step's time does not depend on what it sees."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -201,18 +234,25 @@ def measure(build: Callable[[], object], train_shape: tuple[int, int], batch: in
     model = build()
     train_s, trace_s = timed(lambda: model.train_on_batch(x, y))
     eval_s, eval_trace_s = timed(lambda: model.predict_on_batch(frames))
-    refiner_s = decode_s = 0.0
+    with tempfile.TemporaryDirectory() as tmp:  # as the best model is saved each epoch and reloaded after the last
+        t0 = time.perf_counter()
+        model.save(Path(tmp) / "m.keras")
+        keras.saving.load_model(Path(tmp) / "m.keras", compile=False)
+        reload_s = time.perf_counter() - t0
+    refiner_s = decode_s = refiner_trace_s = 0.0
     if refiner_policy is not None:
-        from .refiner import BATCH, CROP, new_refiner
+        from .refiner import BATCH, CROP, Samples, crop_sampler, new_refiner
         refiner = new_refiner(1000, refiner_policy)
-        rx = rng.random((BATCH, CROP, CROP, 4), dtype=np.float32)  # the photo's 3 channels and the probability
-        ry = rng.random((BATCH, CROP, CROP, 1), dtype=np.float32)
-        refiner_s, _ = timed(lambda: refiner.train_on_batch(rx, ry))
+        n = 4
+        draw = crop_sampler(Samples([str(i) for i in range(n)], rng.integers(0, 256, (n, *guide, 3), np.uint8),
+                                    rng.integers(0, 256, (n, *guide), np.uint8),
+                                    rng.integers(0, 256, (n, *guide), np.uint8)), CROP, 0)
+        refiner_s, refiner_trace_s = timed(lambda: refiner.train_on_batch(*draw(BATCH)))
         if photo is not None:
             decode_s, _ = timed(photo)
     keras.backend.clear_session()
-    return Rates(train_s, eval_s / eval_batch, refiner_s, decode_s, trace_s + eval_trace_s,
-                 f"measured here {time.strftime('%Y-%m-%d')}")
+    return Rates(train_s, eval_s / eval_batch, refiner_s, decode_s, trace_s + eval_trace_s, reload_s,
+                 refiner_trace_s, f"measured here {time.strftime('%Y-%m-%d')}")
 
 
 @dataclass(frozen=True)
@@ -264,14 +304,16 @@ def cheaper(cfg: TrainConfig) -> str:
     return f", or a cheaper preset (--preset {smaller[-1][1]})" if smaller else ""
 
 
-def checked_plan(plan: dict, budget: Budget, first_s: float | None, n_train: int, n_val: int, batch: int,
-                  out: Path) -> dict:
-    """The plan after the first epoch (`first_s`: its fit's wall time, callbacks and saving included; None: it did
-    not run): made again from that time when it is off the planned by more than budget.REPLAN_TOLERANCE (its first
-    batches' tracing, measured with the rates, taken out), kept otherwise."""
-    if first_s is None:
+def checked_plan(plan: dict, budget: Budget, epoch_s: float | None, done: int, always: bool, n_train: int,
+                 n_val: int, batch: int, out: Path, restart_s: float = 0.0) -> dict:
+    """The plan after the epochs just trained (`epoch_s`: their mean seconds, validation and callbacks included;
+    None: none ran): made again when that is off the planned by more than REPLAN_TOLERANCE, or `always` (the guard
+    saw the fold would overrun), and written to budget.json; kept otherwise. `restart_s`: what the last fit spent
+    beyond its epochs (its data pipeline started, its steps traced), spent once more by the fit that goes on."""
+    if epoch_s is None:
         return plan
-    again = replan(plan, first_s, budget.seconds, budget.spent(), fold_work(budget, n_train, n_val, batch))
+    again = replan(plan, epoch_s, budget.seconds, budget.spent() + restart_s,
+                   fold_work(budget, n_train, n_val, batch), done, always)
     if again is None:
         return plan
     write_plan(out, again)

@@ -5,6 +5,7 @@ continues its count after a resume, and the guard (plateau state, curves, --mirr
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..config import TrainConfig
 from ..models.saving import save_model
 from ..runs.history import history_csv, plot_curves
 from ..runs.mirror import mirror_fold
-from ..runs.resume import backup_path, record_epoch, record_plateau
+from ..runs.resume import LOGS, backup_path, record_epoch, record_plateau
 
 
 @dataclass
@@ -31,6 +32,8 @@ class FoldState:
     deadline: object = None       # a timelimit.Deadline, or None
     mirror: Path | None = None
     budget_end: float | None = None  # a budgeted fold: the monotonic time its epochs must end by (budget.py)
+    replan_at: int | None = None      # the epoch after which the guard stopped a budgeted fold to plan it again
+    epoch_s: float | None = None  # this fit's epochs' mean seconds so far (saving and callbacks included)
     history: list[dict] = field(default_factory=list)
     best: float | None = None
     best_epoch: int | None = None
@@ -128,16 +131,54 @@ class Guard(keras.callbacks.Callback):
             fold.stopped_after = epoch + 1
             self.model.stop_training = True
         self.epochs.append(seconds)
-        if fold.budget_end is not None and time.monotonic() + max(self.epochs) > fold.budget_end:
-            self.model.stop_training = True  # the budget's guard: the fold ends here, finished, its work after fits
+        left = fold.cfg.epochs - (epoch + 1)
+        mean = fold.epoch_s = sum(self.epochs) / len(self.epochs)
+        if fold.budget_end is not None and left > 0 and time.monotonic() + left * mean > fold.budget_end:
+            # the budget's guard: the planned epochs would overrun: stopped here to be planned again (budget.py)
+            fold.replan_at = epoch + 1
+            self.model.stop_training = True
+
+
+class Curves(keras.callbacks.Callback):
+    """Live training curves: each epoch's recorded values (losses, dice, learning rate, seconds) as TensorBoard
+    scalars in an event file of fold<k>/logs (runs.resume.LOGS), step = the epoch; a resumed fold adds a file that
+    goes on where it stopped. Written with TensorFlow's own event and summary records (tf.summary needs the
+    tensorboard package, which only `make tensorboard` installs). `make tensorboard RUN=...` shows them."""
+
+    def __init__(self, fold: FoldState):
+        super().__init__()
+        self.fold, self.writer = fold, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.fold.history or self.fold.history[-1]["epoch"] != epoch + 1 or keras.backend.backend() != \
+                "tensorflow":
+            return
+        import tensorflow as tf
+        from tensorflow.core.framework.summary_pb2 import Summary
+        from tensorflow.core.util.event_pb2 import Event
+        if self.writer is None:
+            (self.fold.out / LOGS).mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{int(time.time())}.{os.getpid()}.competition"
+            self.writer = tf.io.TFRecordWriter(str(self.fold.out / LOGS / name))
+            self.writer.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in self.fold.history[-1].items() if k != "epoch"]
+        self.writer.write(Event(wall_time=time.time(), step=epoch + 1,
+                                summary=Summary(value=values)).SerializeToString())
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def make_callbacks(fold: FoldState, schedule) -> tuple[list, FoldState]:
-    """TerminateOnNaN, early stopping, the recorder, the LR schedule (`schedule(epoch, lr)`, None: none) or
-    plateau, then the guard (last: after the recorder's backup and the schedule's step); and the shared state."""
+    """TerminateOnNaN, early stopping, the recorder and the curves, the LR schedule (`schedule(epoch, lr)`, None:
+    none) or plateau, then the guard (last: after the recorder's backup and the schedule's step); and the shared
+    state."""
     cfg = fold.cfg
     early = ResumableEarlyStopping(fold)
-    callbacks = [keras.callbacks.TerminateOnNaN(), early, Recorder(fold, early)]
+    callbacks = [keras.callbacks.TerminateOnNaN(), early, Recorder(fold, early), Curves(fold)]
     if schedule is not None:
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     plateau = None

@@ -21,7 +21,7 @@ dice is still near their validation dice (8 epochs of `cpu`: 0.9806 against 0.98
 training photos look like those on new ones.
 
 `refine="net"` (a run's config, or `--refine net`) runs the refiner, then the guided filter of inference/upsample.py,
-then the resize to native (inference/). Measured on real photos: docs/results.md, "Refiner net".
+then the resize to native (inference/). Measured on real photos: CHANGELOG.md, "Refiner net".
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ from ..data.layout import open_dataset
 from ..models.refiner import CHANNELS, DILATIONS, build_refiner, refiner_inputs
 from ..models.runtime import build_optimizer, jit_compile, machine_policy
 from ..models.saving import save_model
-from ..runs.folder import (RECORD_REFINER_FROM, REFINER_DIR, REFINER_FROM_FILE, REFINER_RECORD, fold_dir, load_oof,
-                           read_refiner_record, refiner_path, refiner_sources, trained_folds, training_ids)
+from ..runs.folder import (RECORD_REFINER_FROM, REFINER_DIR, REFINER_FROM_FILE, REFINER_RECORD, REFINER_STOPPED_AT,
+                           fold_dir, load_oof, read_refiner_record, refiner_path, refiner_sources, trained_folds, training_ids)
 from ..runs.lock import check_free, fold_lock
 from ..runs.resume import is_finished
 
@@ -97,6 +97,17 @@ def training_samples(run_dir: Path, fold: int, ds, cfg) -> Samples:
         batch = np.stack([predictor.load(ds.read_train_image(i), ds.where_train(i)) for i in chunk])
         probs[start:start + len(chunk)] = np.clip(np.rint(predictor(batch) * 255), 0, 255)
     return _samples(ds, geometry, ids, probs)
+
+
+def prepare_photo(ds, image_id: str, cfg) -> None:
+    """One photo's preparation for the refiner, as training_samples and _samples do it (`train --budget` times it):
+    decoded at the model's size and at the guide's, its mask read."""
+    from ..base.images import decode_jpeg, reduction_for
+    from ..inference.upsample import guide_reduction
+    data, name = ds.read_train_image(image_id), ds.where_train(image_id)
+    decode_jpeg(data, name, reduction_for(cfg.size))
+    decode_jpeg(data, name, guide_reduction(Geometry(cfg.height, cfg.width, cfg.fit)))
+    ds.read_mask(image_id)
 
 
 def _samples(ds, geometry: Geometry, ids: list[str], probs: np.ndarray) -> Samples:
@@ -166,9 +177,11 @@ def new_refiner(steps: int, policy: str = "float32"):
 
 
 def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int | None = None,
-                  batch: int | None = None, policy: str = "float32"):
+                  batch: int | None = None, policy: str = "float32", deadline: float | None = None):
     """A refiner trained on `samples` for `steps` batches of crops (binary cross-entropy on the soft mask), its
-    convolutions computed as `policy` says (build_refiner)."""
+    convolutions computed as `policy` says (build_refiner). `deadline` (time.monotonic(), `train --budget`): the
+    steps stop before a step that would end past it (the schedule's tail, where the rate is near 0, is what is
+    lost); the model's `trained_steps` says how many ran."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -177,8 +190,14 @@ def train_refiner(samples: Samples, steps: int = STEPS, seed: int = 0, crop: int
     started, losses = time.monotonic(), []
     for step in range(1, steps + 1):
         losses.append(float(model.train_on_batch(*draw(batch or BATCH))))
-        if step % 250 == 0 or step == steps:
-            say(f"  step {step}/{steps}: loss {np.mean(losses[-250:]):.4f} ({time.monotonic() - started:.0f} s)")
+        now = time.monotonic()
+        late = deadline is not None and step < steps and now + (now - started) / step > deadline
+        if step % 250 == 0 or step == steps or late:
+            say(f"  step {step}/{steps}: loss {np.mean(losses[-250:]):.4f} ({now - started:.0f} s)"
+                + (": stopped here, the budget's end" if late else ""))
+        if late:
+            break
+    model.trained_steps = step
     return model
 
 
@@ -210,7 +229,7 @@ def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
 
 
 def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
-                   refiner_from: str | None = None) -> list[Path]:
+                   refiner_from: str | None = None, deadline: float | None = None) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
@@ -218,7 +237,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     finished fold's refiner from its own model on its own training photos instead, all.keras a copy of the first
     fold's (module docstring). steps and refiner_from None: the run's config's (refiner_steps, refiner_from).
     A mixed-precision run trains its refiners in bfloat16 on a CPU that has it (`refiner_policy`, recorded as
-    "policy"). Photos are decoded only for the refiners that must be trained."""
+    "policy"). Photos are decoded only for the refiners that must be trained. deadline (`train --budget`): each
+    refiner stops before a step that would end past it, and is recorded as up to date all the same."""
     cfg = load_config(run_dir / "config.json")
     refiner_from = cfg.refiner_from if refiner_from is None else refiner_from
     steps = cfg.refiner_steps if steps is None else steps
@@ -249,7 +269,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
             entry[RECORD_REFINER_FROM] = refiner_from
         if policy != "float32":  # likewise
             entry["policy"] = policy
-        if path.is_file() and record.get(path.name) == entry and zip_intact(path):  # a damaged one: trained again
+        kept = {k: v for k, v in (record.get(path.name) or {}).items() if k != REFINER_STOPPED_AT}
+        if path.is_file() and kept == entry and zip_intact(path):  # a damaged one: trained again
             say(f"refiner: {path} is up to date")
             current[tuple(sources)] = path
         else:
@@ -273,9 +294,12 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
                 learn = training_samples(run_dir, sources[0], ds, cfg)
             else:
                 learn = joined([samples[k] for k in sources])
-            save_model(train_refiner(learn, steps, policy=policy), path)
+            model = train_refiner(learn, steps, policy=policy, deadline=deadline)
+            save_model(model, path)
             del learn
             current[tuple(sources)] = path
+            if model.trained_steps < steps:  # cut by the budget: up to date for it all the same
+                entry = {**entry, REFINER_STOPPED_AT: model.trained_steps}
         record[path.name] = entry
         write_json(record_path, record)
     say(f"refiner: {len(targets)} refiner(s) in {run_dir / REFINER_DIR}; score with `--refine net`")

@@ -21,7 +21,7 @@ from ..config import TrainConfig
 from ..runs.folder import fold_dir, trained_folds
 from ..runs.resume import is_finished, read_plan
 from . import refiner as refiner_module, train as train_module
-from .budget import Budget
+from .budget import REFINER_SAVE_S, Budget
 
 
 def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, budget: float | None = None,
@@ -38,7 +38,8 @@ def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, bud
     summary = train_module.train(cfg, data=data, run_dir=run_dir, fold=fold, budget=plan_of, **train_options)
     if summary and not summary.get("time_limited"):
         plan = read_plan(fold_dir(run_dir, fold))  # a budgeted fold's refiner steps
-        refiners = train_refiners_after(cfg, data, run_dir, fold, plan["refiner_steps"] if plan else None)
+        deadline = plan_of.started + plan_of.seconds - REFINER_SAVE_S if plan_of is not None and plan else None
+        refiners = train_refiners_after(cfg, data, run_dir, fold, plan["refiner_steps"] if plan else None, deadline)
         if refiners:
             summary = {**summary, "refiners": [str(p) for p in refiners]}
     return summary
@@ -57,7 +58,7 @@ def refiners_after(cfg: TrainConfig, run_dir: Path, fold: int) -> int:
 
 
 def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int,
-                         steps: int | None = None) -> list[Path]:
+                         steps: int | None = None, deadline: float | None = None) -> list[Path]:
     """The refiners a finished fold makes possible (module docstring); [] when the run does not use them."""
     if cfg.refine != "net":
         return []
@@ -69,4 +70,4 @@ def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold
             say(f"refiner: learns from the other folds' held-out photos, so the train of the last fold trains it "
                 f"({len(done)} of {cfg.k} folds trained)")
             return []
-    return refiner_module.train_refiners(run_dir, data=data, steps=steps)
+    return refiner_module.train_refiners(run_dir, data=data, steps=steps, deadline=deadline)

@@ -22,15 +22,14 @@ from ..base.console import say
 from ..base.errors import UserError
 from ..base.fileio import check_folder, check_keras, remove_temps
 from ..base.geometry import Geometry
-from ..base.images import decode_jpeg
 from ..base.timelimit import format_duration
 from ..config import TrainConfig, save_config
+from ..inference.upsample import guide_reduction
 from ..data.folds import check_fold, write_folds
 from ..data.layout import open_dataset
 from ..data.pipeline import build_cache, make_dataset, streaming
 from ..models import build_model
 from ..models.encoders import FINETUNE_LR_FACTOR, fetch_imagenet, set_encoder_trainable
-from ..inference.upsample import guide_reduction
 from ..models.runtime import (build_optimizer, device_name, dtype_policy, jit_compile, machine_policy, pick_strategy,
                               read_xla_cache, xla_setting)
 from ..models.saving import load_model
@@ -43,7 +42,7 @@ from ..runs.resume import (backup_model, finish, is_finished, mark_time_limited,
                            write_plan)
 from .budget import (Budget, Rates, TooShort, cached_rates, checked_plan, cheaper, describe, fold_work, measure,
                      plan_for, training_end)
-from .refiner import refiner_policy
+from .refiner import prepare_photo, refiner_policy
 
 
 def new_model(cfg: TrainConfig, jit: bool | str | None = None):
@@ -168,7 +167,7 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
              else build_cache(ds, ids, geom, cfg.image_interp, cache_dir))         # cache stops here, run untouched
     if cfg.encoder and cfg.encoder_weights == "imagenet":
         fetch_imagenet(cfg.encoder)  # a failed download stops here too, the run untouched
-    plan = _plan(cfg, out, budget, len(train_ids), len(val_ids), force, lambda: ds.read_train_image(train_ids[0]))
+    plan = _plan(cfg, out, budget, len(train_ids), len(val_ids), force, lambda: prepare_photo(ds, train_ids[0], cfg))
     # checked: now the run folder is written, by this process alone
     with held(fold_lock(run_dir, fold), f"training fold {fold}"):
         if force and out.exists():
@@ -184,8 +183,41 @@ def train(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, cache_di
         return _fit(cfg, run_dir, out, cache, train_ids, val_ids, time_limit, mirror, plan, budget)
 
 
+def _replanned(plan: dict, budget: Budget, fold, first: bool, fit_s: float, initial_epoch: int,
+               counts: tuple[int, int, int], out: Path) -> dict:
+    """A budgeted fold's plan after a fit that stopped to be checked (its first epoch, or the guard's stop): made
+    again from the fit's epochs (their mean seconds), what the fit spent beyond them counted once more for the fit
+    that goes on."""
+    done = 1 if first else fold.replan_at
+    timed = fold.epoch_s if fold.history else None
+    restart = 0.0 if timed is None else max(0.0, fit_s - timed * (done - initial_epoch))
+    return checked_plan(plan, budget, timed, done, not first, *counts, out, restart)
+
+
+def measured_rates(cfg: TrainConfig, refiner: bool, prepare: Callable[[], object] | None) -> Rates:
+    """This machine's step times for `cfg` (training/budget.py's Rates): a training batch, a whole frame, the
+    refiner's batch (`refiner`: the fold trains one) and `prepare()`, one photo's preparation for the refiner;
+    measured the first time, a few steps each, then read from their cache (per machine, precision, XLA and
+    shape)."""
+    strategy, policy = pick_strategy(), machine_policy(cfg.mixed_precision)
+    replicas = strategy.num_replicas_in_sync
+    jit = choose_xla(cfg, policy) if replicas == 1 else None
+    refiner_dtype = refiner_policy(cfg.mixed_precision) if refiner else None
+
+    def build():
+        with dtype_policy(policy), strategy.scope():
+            return new_model(cfg, jit)
+    key = (f"{device_name()} | {policy} | xla {jit} | {xla_key(cfg)} x {replicas} | eval {cfg.height}x{cfg.width}"
+           f" x {cfg.eval_batch * replicas} | refiner {refiner_dtype} on drawn crops, with its photos' preparation")
+    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
+    guide = tuple(math.ceil(side / guide_reduction(geometry)) for side in geometry.native)
+    return cached_rates(key, lambda: measure(build, cfg.train_size, cfg.batch * replicas, (cfg.height, cfg.width),
+                                             cfg.eval_batch * replicas, refiner_dtype, prepare if refiner else None,
+                                             guide))
+
+
 def _plan(cfg: TrainConfig, out: Path, budget: Budget | None, n_train: int, n_val: int, force: bool,
-          photo: Callable[[], bytes]) -> dict | None:
+          prepare: Callable[[], object]) -> dict | None:
     """A budgeted fold's plan: kept from its budget.json (a resume), else made now from this machine's measured
     rates; None when the fold is not budgeted. Says it in one line. A budget too short: one line, nothing written."""
     kept = None if force else read_plan(out)
@@ -194,26 +226,11 @@ def _plan(cfg: TrainConfig, out: Path, budget: Budget | None, n_train: int, n_va
             say(f"{out}: resuming with its budget plan ({kept['epochs']} epochs, {kept['refiner_steps']} refiner "
                 f"steps; --budget gives a new one)")
         return kept
-    strategy, policy = pick_strategy(), machine_policy(cfg.mixed_precision)
-    replicas = strategy.num_replicas_in_sync
-    jit = choose_xla(cfg, policy) if replicas == 1 else None
-    work = fold_work(budget, n_train, n_val, cfg.batch * replicas)
-    refiner = refiner_policy(cfg.mixed_precision) if budget.refiners else None
-    geometry = Geometry(cfg.height, cfg.width, cfg.fit)
-
-    def rates() -> Rates:
-        def build():
-            with dtype_policy(policy), strategy.scope():
-                return new_model(cfg, jit)
-        key = (f"{device_name()} | {policy} | xla {jit} | {xla_key(cfg)} x {replicas} | eval {cfg.height}x{cfg.width}"
-               f" x {cfg.eval_batch * replicas} | refiner {refiner}")
-        decode = (lambda: decode_jpeg(photo(), "a training photo", guide_reduction(geometry))) if refiner else None
-        return cached_rates(key, lambda: measure(build, cfg.train_size, cfg.batch * replicas, (cfg.height, cfg.width),
-                                                 cfg.eval_batch * replicas, refiner, decode))
+    work = fold_work(budget, n_train, n_val, cfg.batch * pick_strategy().num_replicas_in_sync)
     state = {} if force else read_state(out)
     try:
         plan, new = plan_for(budget, kept, int(state.get("epoch", 0)), cfg.epochs, cfg.refiner_steps, cfg.warmup,
-                             work, rates)
+                             work, lambda: measured_rates(cfg, bool(budget.refiners), prepare))
     except TooShort as e:
         given = format_duration(budget.seconds) if budget.seconds >= 1 else f"{budget.seconds:g}s"
         raise UserError(f"--budget {given} is too short for {cfg.preset}: it {e}; give "
@@ -329,13 +346,14 @@ def _fit(cfg: TrainConfig, run_dir: Path, out: Path, cache, train_ids: list[str]
                             f"try a lower --lr (now {cfg.lr})")
         if fold.stopped_after is not None:
             return _stop_for_time(out, fold.stopped_after, cfg, time_limit, mirror)
-        if first:  # planned again from the first epoch's time (once), then the epochs after it
-            first, plan = False, checked_plan(plan, budget, time.monotonic() - fit_started if fold.history else None,
-                                               len(train_ids), len(val_ids), batch, out)
-            cfg, state = dataclasses.replace(cfg, epochs=plan["epochs"]), read_state(out) or state
-            frozen_ends = state.get("phase") == "frozen" and end >= min(cfg.freeze_encoder, cfg.epochs)
-            if end < cfg.epochs and not state.get("stopped") and not frozen_ends:
-                initial_epoch = int(state.get("epoch", 0))
+        if first or fold.replan_at is not None:  # planned again from the epochs' own time, then the rest
+            plan = _replanned(plan, budget, fold, first, time.monotonic() - fit_started, initial_epoch,
+                              (len(train_ids), len(val_ids), batch), out)
+            first, cfg, state = False, dataclasses.replace(cfg, epochs=plan["epochs"]), read_state(out) or state
+            done = int(state.get("epoch", 0))
+            frozen_ends = state.get("phase") == "frozen" and done >= min(cfg.freeze_encoder, cfg.epochs)
+            if done < cfg.epochs and not state.get("stopped") and not frozen_ends:
+                initial_epoch = done
                 train_ds = make_dataset(cache, train_ids, batch, True, cfg.augment, cfg.rotate, cfg.contrast,
                                         cfg.seed, first_epoch=initial_epoch, crop=cfg.crop)
                 continue

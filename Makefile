@@ -13,10 +13,11 @@ NAME     ?= $(PRESET)
 # The run: a NAME (runs/NAME) or a path to its folder; NAME is its former spelling.
 RUN      ?= $(NAME)
 RUN_DIR  := $(if $(findstring /,$(RUN)),$(RUN),runs/$(RUN))
-# FOLD: the one fold to train, score or push; ENSEMBLE: the folds to predict with (empty: every trained
-# fold), formerly FOLDS.
+# FOLD: the one fold to train, score or push (--fold); FOLDS: the folds to predict with (--folds; empty: every
+# trained fold), ENSEMBLE its former name.
 FOLD     ?= 0
-ENSEMBLE ?= $(FOLDS)
+ENSEMBLE ?=
+FOLDS    ?= $(ENSEMBLE)
 TTA      ?= hflip
 OUT      ?= submissions/$(notdir $(RUN_DIR)).csv.gz
 # MIXED_PRECISION: 1 float16 on GPUs / bfloat16 on CPUs that have it, 0 float32, empty: the preset's (real-cpu: 1)
@@ -67,7 +68,7 @@ TEST_JOBS ?= 2
 
 .PHONY: help demo test synth folds info train train-all predict validate submit score cv refiner data extract \
         kernel-build kernel-push kernel-push-all kernel-queue kernel-status kernel-output kernel-checkpoint kernel-logs \
-        kernel-quota bench venv \
+        kernel-quota bench runs tensorboard venv \
         clean
 
 .DEFAULT_GOAL := help
@@ -81,7 +82,7 @@ help:
 	@echo "make submit           predict the test set with the run's own settings, validate (SUBMIT=1 uploads)"
 	@echo "make score FOLD=k     Kaggle's dice on fold k's held-out cars, with report.html (TUNE=1 tunes)"
 	@echo "make cv               every trained fold scored out of fold, cv.md (TUNE=1 tunes the threshold)"
-	@echo "make predict          the submission CSV alone (ENSEMBLE=0,1 for some folds)"
+	@echo "make predict          the submission CSV alone (FOLDS=0,1 for some folds)"
 	@echo "make validate         check OUT against the sample submission"
 	@echo "make refiner          retrain the run's refiner nets (train already trains them)"
 	@echo "make info | folds     what the data holds | the folds by car"
@@ -90,6 +91,8 @@ help:
 	@echo "make kernel-queue     push the next waiting fold kernel; kernel-push/-status/-output/-build: one kernel"
 	@echo "make kernel-checkpoint FOLD=k  an ended kernel's output as a private dataset (then RESUME_FROM=dataset)"
 	@echo "make kernel-logs FOLD=k  a kernel's log, followed while it runs; kernel-quota: your GPU hours this week"
+	@echo "make runs             every run with its dice, time and submissions' Kaggle scores"
+	@echo "make tensorboard      live training curves of RUN (TensorBoard)"
 	@echo "make bench            measure the toolkit's speed on this machine (bench/)"
 	@echo "make kaggle-compat    the kernel scripts on Kaggle's TensorFlow/Keras (a second venv)"
 	@echo "make clean            remove caches, built kernels, the synthetic set, the demo (CLEAN_ALL=1: every run)"
@@ -136,19 +139,19 @@ train-all: venv
 
 predict: venv
 	@echo "data: $(DATA)"
-	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
+	$(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
 
 validate: venv
 	@echo "data: $(DATA)"
 	$(CLI) validate $(OUT) --data $(DATA)
 
 # The submission is predicted again whenever a model or the config (its tuned threshold) of the run is newer,
-# or when its record (<out>.json, written by predict) says it was made with another TTA, REFINE or ENSEMBLE.
+# or when its record (<out>.json, written by predict) says it was made with another TTA, REFINE or FOLDS.
 ifneq ($(filter submit $(OUT),$(MAKECMDGOALS)),)
-OUT_OTHERWISE := $(if $(wildcard $(OUT).json),$(shell $(CLI) made-as $(OUT) --tta $(TTA) $(if $(REFINE),--refine $(REFINE)) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) 2>/dev/null))
+OUT_OTHERWISE := $(if $(wildcard $(OUT).json),$(shell $(CLI) made-as $(OUT) --tta $(TTA) $(if $(REFINE),--refine $(REFINE)) $(if $(FOLDS),--folds $(FOLDS)) 2>/dev/null))
 endif
 $(OUT): $(wildcard $(RUN_DIR)/fold*/model.keras $(RUN_DIR)/config.json $(RUN_DIR)/refiner/all.keras) $(if $(OUT_OTHERWISE),predict-again) | $(VENV)/.installed
-	$(CLI) predict --run $(RUN) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
+	$(CLI) predict --run $(RUN) $(if $(FOLDS),--folds $(FOLDS)) --tta $(TTA) --data $(DATA) $(if $(REFINE),--refine $(REFINE) )--out $(OUT)
 
 .PHONY: predict-again
 predict-again:
@@ -181,13 +184,13 @@ extract: venv
 	$(CLI) extract --data $(DATA) $(if $(DISK_BUDGET),--budget $(DISK_BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(ENSEMBLE),--folds $(ENSEMBLE)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
 
 kernel-push-all: venv
-	$(CLI) kernel push --task train --folds all --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task train --all-folds --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(KERNEL_OPTS)$(USER_ARG)
 
 kernel-queue: venv
 	$(CLI) kernel queue --run $(RUN)
@@ -209,6 +212,15 @@ kernel-quota: venv
 
 bench: venv
 	$(CLI) bench --out bench
+
+runs: venv
+	$(CLI) runs
+
+# live training curves: TensorBoard over the run's fold<k>/logs (train writes them beside history.csv)
+# (TensorBoard is installed here the first time: no other target needs it, so requirements.txt leaves it out)
+tensorboard: venv
+	@test -x $(VENV)/bin/tensorboard || $(PY) -m pip install --quiet tensorboard
+	$(VENV)/bin/tensorboard --logdir $(RUN_DIR)
 
 ## Kaggle's image (docs/kaggle.md, "Kaggle's versions"): .venv-kaggle/ with the TensorFlow/Keras/numpy pinned in
 ## kernels/kaggle-image.txt (rebuilt when that file changes), then the kernel scripts and model files on them.

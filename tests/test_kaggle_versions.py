@@ -202,7 +202,7 @@ def test_the_queue_retries_busy_sessions_a_bounded_number_of_times(server, tmp_p
     assert f"fold 2: its push was deferred {kernel_queue.MAX_RETRIES} times in a row" in _one_line(e)
     queue = json.loads(_record(tmp_path, "q1").read_text())["queue"]
     assert queue["retries"] == {"2": kernel_queue.MAX_RETRIES} and queue["folds"] == [0, 1, 2, 3, 4]
-    assert queue["spec"]["session_hours"] == 12.0  # stored at push --folds all, not reread
+    assert queue["spec"]["session_hours"] == 12.0  # stored at push --all-folds, not reread
 
 
 def test_a_permanent_refusal_stops_the_queue_and_keeps_its_state(server, tmp_path):

@@ -108,7 +108,7 @@ def test_status_of_a_run_is_one_table_of_every_fold(server, tmp_path, capsys):
 def test_queue_without_a_queue_and_folds_all_for_predict_are_one_line(server, tmp_path):
     with pytest.raises(UserError, match="has no kernel queue"):
         kernel_queue.step("q1")
-    with pytest.raises(UserError, match="--folds all: for train kernels"):
+    with pytest.raises(UserError, match="--all-folds: for train kernels"):
         kernel_queue.push_all(KernelSpec(task="predict", preset="tiny", name="q1"))
     assert not (tmp_path / "runs" / "q1" / "kernels.json").exists()
 
@@ -116,8 +116,8 @@ def test_queue_without_a_queue_and_folds_all_for_predict_are_one_line(server, tm
 @pytest.mark.parametrize("args, start", [
     (["queue", "--run", "nothing-queued"], "error: run nothing-queued has no kernel queue"),
     (["push", "--task", "predict", "--folds", "all", "--run", "q1", "--user", "alice"],
-     "error: --folds all: for train kernels"),
-    (["status", "--folds", "all", "--run", "q1", "--fold", "0", "--user", "alice"], "error: --folds all: for `kernel push`"),
+     "error: --all-folds: for train kernels"),
+    (["status", "--folds", "all", "--run", "q1", "--fold", "0", "--user", "alice"], "error: --all-folds: for `kernel push`"),
     (["build", "--session-hours", "30", "--user", "alice"], "error: kernel: --session-hours: 30 is not a finite number at least 0.5 and at most 24"),
 ])
 def test_cli_queue_errors_exit_2_with_one_line(no_credentials, tmp_path, args, start):

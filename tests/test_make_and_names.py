@@ -126,7 +126,7 @@ def test_make_submit_predicts_again_when_a_model_or_the_config_is_newer(make_dir
 @needs_make
 def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ensemble(make_dir, monkeypatch):
     """The submission's record (<out>.json, which predict writes) says how it was made; `make submit` with other
-    TTA, REFINE or ENSEMBLE predicts again instead of uploading the old file."""
+    TTA, REFINE or FOLDS predicts again instead of uploading the old file."""
     import sys
     (make_dir / ".venv" / "bin").mkdir()
     python = make_dir / ".venv" / "bin" / "python"  # this interpreter, in its own venv
@@ -137,10 +137,10 @@ def test_make_submit_predicts_again_when_asked_for_another_refinement_tta_or_ens
     assert not predicts(dry_run(make_dir, "submit", "REFINE=net"))  # no record (made by hand): kept
     write_json(submission.made_path(out), {"run": "runs/unet", "folds": [0, 1], "tta": "hflip", "threshold": 0.5,
                                            "refine": "guided"})
-    for same in ([], ["REFINE=guided"], ["ENSEMBLE=1,0"], ["TTA=hflip", "REFINE=guided", "ENSEMBLE=0,1"]):
+    for same in ([], ["REFINE=guided"], ["FOLDS=1,0"], ["TTA=hflip", "REFINE=guided", "FOLDS=0,1"]):
         assert not predicts(dry_run(make_dir, "submit", *same)), same  # made as asked
     for change, says in (("REFINE=net", "refinement guided"), ("TTA=none", "TTA hflip"),
-                         ("ENSEMBLE=0", "folds [0, 1]")):
+                         ("FOLDS=0", "folds [0, 1]")):
         lines = dry_run(make_dir, "submit", change)
         assert predicts(lines), change
         assert any(f"was made with {says}: predicting again" in line for line in lines), lines
@@ -156,7 +156,7 @@ def test_make_reaches_mixed_precision_threshold_tuning_and_the_ensemble(make_dir
     assert dry_run(make_dir, "train", "MIXED_PRECISION=0")[-1].split()[-1] == "--no-mixed-precision"
     assert dry_run(make_dir, "score", "TUNE=1")[-1].split()[-1] == "--tune-threshold"
     assert "--tune-threshold" not in dry_run(make_dir, "score")[-1]
-    for var in ("ENSEMBLE", "FOLDS"):  # FOLDS: the former name, still honoured
+    for var in ("FOLDS", "ENSEMBLE"):  # ENSEMBLE: the former name, still honoured
         assert "--folds 0,2" in dry_run(make_dir, "predict", f"{var}=0,2")[-1]
         assert "--folds 0,2" in dry_run(make_dir, "kernel-push", "TASK=predict", f"{var}=0,2")[-1]
     assert "--folds" not in dry_run(make_dir, "predict")[-1]

@@ -57,6 +57,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "what a recipe costs before it is spent (plan) and measured speed on an accelerator (calibrate)"),
     ("bench", ("competition.bench",),
      "`make bench`: one module per section, each figure a ratio against a baseline measured in the same run"),
+    ("api", ("competition.api",),
+     "the toolkit from Python: the command line's steps as plain calls (docs/api.md), for notebooks and scripts"),
     ("cli", ("competition.cli", "competition.__main__"),
      "the one command line: options declared once, one handler a subcommand calling a typed function"),
 )

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from ..base.errors import UserError  # noqa: E402
 from .clean import add_clean  # noqa: E402
+from .runs import add_runs  # noqa: E402
 from .costs import add_bench, add_calibrate, add_plan  # noqa: E402
 from .datasets import add_download, add_extract, add_folds_command, add_info, add_synth  # noqa: E402
 from .inference import add_made_as, add_merge, add_predict, add_submit, add_validate  # noqa: E402
@@ -27,7 +28,7 @@ from .training import add_refiner, add_train  # noqa: E402
 # Each adds one subcommand (its flags, handler, help and example), in the order `--help` lists them.
 SUBCOMMANDS = (add_synth, add_info, add_folds_command, add_download, add_extract, add_train, add_predict, add_merge,
                add_made_as, add_validate, add_submit, add_score, add_cv, add_refiner, add_kernel, add_bench, add_plan,
-               add_calibrate, add_clean)
+               add_calibrate, add_runs, add_clean)
 
 
 def build_parser() -> argparse.ArgumentParser:

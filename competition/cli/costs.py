@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..base.errors import UserError
+from ..base.timelimit import parse_duration
 from .options import (add_accelerator, add_batch, add_crop, add_epochs, add_folds, add_k, add_out, add_preset,
                       add_refine, add_session_hours, add_size, add_tta, folds_arg)
 from .parser import AddCommand, Number, Whole, duration
@@ -33,8 +34,15 @@ def cmd_plan(a: argparse.Namespace) -> None:
     if (a.train_img_s is None) != (a.predict_img_s is None):
         raise UserError("state both --train-img-s and --predict-img-s (images/s on one GPU), or neither")
     stated = None if a.train_img_s is None else (a.train_img_s, a.predict_img_s)
+    if a.accelerator == "here":
+        from ..costs.here import budget_line, here_cost, render_here, synthetic_photo
+        from ..training.train import measured_rates
+        folds = folds_arg(a.folds)
+        rates = measured_rates(cfg, cfg.refine == "net", synthetic_photo(cfg))
+        print(budget_line(cfg, rates, parse_duration(a.budget, "--budget")) if a.budget is not None else
+              render_here(cfg, here_cost(cfg, rates, len(folds) if folds else cfg.k, a.tta), a.tta), flush=True)
+        return
     if a.budget is not None:
-        from ..base.timelimit import parse_duration
         from ..costs.budget import render_budget
         print(render_budget(cfg, parse_duration(a.budget, "--budget")), flush=True)
         return
@@ -43,12 +51,13 @@ def cmd_plan(a: argparse.Namespace) -> None:
 
 
 def add_plan(add: AddCommand) -> None:
-    s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota",
+    s = add("plan", cmd_plan, "what a recipe costs in Kaggle GPU hours, sessions, shards and weekly quota, or on this "
+                              "machine's CPU (--accelerator here)",
             "--preset unet --folds 0,1,2,3,4 --accelerator t4x2")
     add_preset(s, help="the recipe's preset")
     add_folds(s, "the folds to train and ensemble, e.g. 0,1,2,3,4 (default: all k)")
     add_tta(s)
-    add_accelerator(s)
+    add_accelerator(s, here=True)
     add_size(s)
     add_crop(s)
     add_batch(s, "batch size per replica (default: the preset's)")
@@ -58,7 +67,8 @@ def add_plan(add: AddCommand) -> None:
     add_session_hours(s)
     s.add_argument("--budget", type=duration, default=None, metavar="DURATION",
                    help="instead of the recipe's table: the epochs a fold gets within this time (`train --budget`) "
-                        "on each accelerator (default: none)")
+                        "on each accelerator, or with --accelerator here on this machine for a fold of the full data "
+                        "(default: none)")
     s.add_argument("--train-img-s", type=Number(0, 1e6, low_open=True), help="stated training images/s on one GPU (with --predict-img-s) "
                                                      "(default: measured or estimated)")
     s.add_argument("--predict-img-s", type=Number(0, 1e6, low_open=True), help="stated whole-frame images/s on one GPU, one pass "

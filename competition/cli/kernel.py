@@ -29,7 +29,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
     if a.out:
         check_folder(a.out, "--out")
     run_dir, name = _names(a)
-    every_fold = a.folds == "all"
+    every_fold = a.all_folds or a.folds == "all"  # --folds all: --all-folds's former spelling
     if a.action == "quota":
         return kernels.show_quota()
     if a.action == "queue" or (a.action == "status" and a.fold is None and a.task == "train" and name):
@@ -48,7 +48,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
         from ..kaggle.notebook import kernel_command
         return kernel_command(a.action, spec, Path(a.out or BUILD))
     if every_fold and a.action != "push":
-        raise UserError(f"--folds all: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")
+        raise UserError(f"--all-folds: for `kernel push` (then `kernel queue`), not `kernel {a.action}`")
     if a.version is not None and a.action not in ("output", "checkpoint", "logs"):
         raise UserError(f"--version: for output, checkpoint and logs (an ended version), not `kernel {a.action}`")
     if a.dry_run and a.action != "push" or a.dry_run and every_fold:
@@ -71,7 +71,7 @@ def cmd_kernel(a: argparse.Namespace) -> None:
 
 def _folds_hours(spec) -> float:
     """What every fold of the spec's preset costs on its accelerator, by `plan`'s arithmetic (an estimate where no
-    rate is measured): what push --folds all weighs against the week's quota."""
+    rate is measured): what push --all-folds weighs against the week's quota."""
     from ..config import preset
     from ..costs.plan import fold_hours
     cfg = preset(spec.preset, epochs=spec.epochs, filters=spec.filters, encoder=spec.encoder)
@@ -83,7 +83,7 @@ def add_kernel(add: AddCommand) -> None:
     s = add("kernel", cmd_kernel, "build, push and follow Kaggle kernels that train or predict on GPUs",
             "push --task train --preset unet --fold 0")
     s.add_argument("action", choices=["build", "push", "status", "output", "queue", "checkpoint", "logs", "quota"],
-                   help="what to do with the kernel; queue: push the queued folds (push --folds all) as earlier ones "
+                   help="what to do with the kernel; queue: push the queued folds (push --all-folds) as earlier ones "
                         "end; status --run R without --fold: every fold's kernel in one table; checkpoint: version "
                         "an ended kernel's output as a private dataset (then push --resume-from dataset); logs: the "
                         "kernel's log, followed while it runs; quota: your GPU hours this week")
@@ -94,7 +94,7 @@ def add_kernel(add: AddCommand) -> None:
                    help="push: save a version without running it (no GPU time): Kaggle checks the metadata and "
                         "sources")
     s.add_argument("--over-quota", action="store_true",
-                   help="push --folds all: queue the folds even when their estimated hours exceed this week's "
+                   help="push --all-folds: queue the folds even when their estimated hours exceed this week's "
                         "quota left")
     s.add_argument("--accept-machine", action="store_true",
                    help="push, build: a kernel that gets other GPUs than its --accelerator (or none) trains on them; "
@@ -109,11 +109,12 @@ def add_kernel(add: AddCommand) -> None:
                         "week's quota (`plan --budget`) (default: the preset's epochs)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
     s.add_argument("--fold", type=Whole(0, 99), default=None, help="train: the fold to train (default: 0)")
-    s.add_argument("--folds", default=None, metavar="0,1,...|all",
-                   help="predict: the folds to ensemble, e.g. 0,1,2,3,4 (default: every trained fold); train push: "
-                        "all, every fold, --max-running at a time (then `kernel queue`)")
+    s.add_argument("--folds", default=None, metavar="0,1,...",
+                   help="predict: the folds to ensemble, e.g. 0,1,2,3,4 (default: every trained fold)")
+    s.add_argument("--all-folds", action="store_true",
+                   help="train push: every fold of the preset, --max-running at a time (then `kernel queue`)")
     s.add_argument("--max-running", type=Whole(1, 10), default=2,
-                   help="push --folds all: Kaggle sessions at a time (Kaggle runs about 2 GPU sessions at once) "
+                   help="push --all-folds: Kaggle sessions at a time (Kaggle runs about 2 GPU sessions at once) "
                         "(default: 2)")
     s.add_argument("--fresh", action="store_true",
                    help="push: start over, ignoring this kernel's earlier output (its progress is lost)")

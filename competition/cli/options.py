@@ -83,10 +83,13 @@ def add_preset(s: argparse.ArgumentParser, default: str | None = "unet", help: s
                    help=help or f"{offered_help()} (default: an existing run's own config, else unet)")
 
 
-def add_accelerator(s: argparse.ArgumentParser) -> None:
-    """--accelerator (formerly plan's --gpu): a key of kaggle/machines.py's table, checked there."""
+def add_accelerator(s: argparse.ArgumentParser, here: bool = False) -> None:
+    """--accelerator (formerly plan's --gpu): a key of kaggle/machines.py's table, checked there; `here` (plan):
+    this machine's CPU as well."""
+    mine = "; here: this machine's CPU, from step times measured here" if here else ""
     s.add_argument("--accelerator", "--gpu", dest="accelerator", default=DEFAULT, metavar="NAME",
-                   help=f"the Kaggle session's accelerator: {accelerator_help()} (--gpu: plan's former spelling)")
+                   help=f"the Kaggle session's accelerator: {accelerator_help()}{mine} (--gpu: plan's former "
+                        "spelling)")
 
 
 def add_session_hours(s: argparse.ArgumentParser) -> None:

@@ -90,13 +90,13 @@ OLD_SPELLINGS: dict[tuple[str, str], str] = {
     ("train", "--name"): "--run", ("kernel", "--name"): "--run", ("folds", "--seed"): "--fold-seed",
     ("synth", "--seed"): "--synth-seed", ("refiner", "--steps"): "--refiner-steps", ("plan", "--gpu"): "--accelerator",
     ("refiner", "--learn-from"): "--refiner-from", ("train", "--learn-from"): "--refiner-from",
-    ("calibrate", "--steps"): "--timed-steps",
+    ("calibrate", "--steps"): "--timed-steps", ("kernel", "--folds all"): "--all-folds",
 }
 
 
 def old_spellings(command: str | None, argv: list[str]) -> list[str]:
     """One line for each former spelling `argv` uses: "note: refiner's --steps is now --refiner-steps"."""
-    used = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    used = {a.split("=", 1)[0] for a in argv if a.startswith("--")} | {f"{a} {b}" for a, b in zip(argv, argv[1:])}
     return [f"note: {command}'s {old} is now {new} (the old spelling still works)"
             for (cmd, old), new in OLD_SPELLINGS.items() if cmd == command and old in used]
 

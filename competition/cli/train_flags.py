@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from ..config import (ARCHS, AUGMENTS, POOLINGS, REFINER_FROM, REFINES, SCHEDULES, TrainConfig, parse_crop, parse_size,
                       preset)
@@ -48,7 +49,8 @@ def generated_fields() -> list[dataclasses.Field]:
 def add_train_flags(s: argparse.ArgumentParser) -> None:
     """Every user-settable TrainConfig field as a train flag (default None: the preset's, or an existing run's)."""
     base = preset(DEFAULT_PRESET)
-    group = s.add_argument_group("the run's config (each overrides the preset's value, or an existing run's)")
+    group = s.add_argument_group("the run's config, for tuning (each overrides --config's, the preset's or an "
+                                 "existing run's value; `train --help` lists the common options above)")
     for f in generated_fields():
         shown = getattr(base, f.name)
         help = f"{f.metadata.get('help', f.name)} (default: the preset's; {DEFAULT_PRESET}: {shown})"
@@ -89,11 +91,35 @@ def overrides(a: argparse.Namespace) -> dict:
     return values
 
 
+def config_file(text: str) -> TrainConfig:
+    """--config FILE: a JSON object of TrainConfig fields. A whole one (a run's config.json) is read as it is; a
+    partial one (a few fields, and "preset" or not) sets those fields on its preset's values (default unet's).
+    Either is checked as a run's config.json is: an unknown field, a wrong type, a value out of range, one line."""
+    from ..base.errors import UserError
+    from ..base.fileio import read_json
+    path = Path(text)
+    if not path.is_file():
+        raise UserError(f"--config {text}: no such file (a JSON object of the run's settings, e.g. a run's "
+                        f"config.json)")
+    record = read_json(path, "fix it: a JSON object of the run's settings (a run's config.json is one)")
+    if not isinstance(record, dict):
+        raise UserError(f"--config {text}: {type(record).__name__} where a JSON object of settings was written")
+    whole = {**preset(str(record.get("preset", DEFAULT_PRESET))).to_json(), **record}
+    return TrainConfig.from_json(whole, f"--config {text}")
+
+
 def train_config(a: argparse.Namespace) -> TrainConfig:
-    """The config train runs: an existing run's own (when no --preset is given) or the preset, flags on top."""
+    """The config train runs: --config FILE (a TrainConfig as JSON: a run's config.json works as it is), else an
+    existing run's own (when no --preset is given), else the preset; flags on top."""
+    from ..base.errors import UserError
     from ..config import load_config
     from ..runs.folder import run_path
     given = overrides(a)
+    if getattr(a, "config", None):
+        if a.preset is not None:
+            raise UserError(f"--config {a.config} and --preset {a.preset}: the file holds the preset's values; "
+                            f"give one of them")
+        return config_file(a.config).replace(**{k: v for k, v in given.items() if v is not None})
     run_config = run_path(a.run, a.runs) / "config.json" if a.run else None
     if a.preset is None and run_config is not None and run_config.is_file():
         base = load_config(run_config)  # an existing run: its own config, overrides on top

@@ -46,6 +46,9 @@ def add_train(add: AddCommand) -> None:
     s.description += "\n\npresets (--preset):\n" + "\n".join(f"  {name:<5} {line}" for name, line in OFFERED.items())
     add_fold(s, "fold number, or 'all'", default="0")
     add_preset(s, default=None)
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="a TrainConfig as JSON (a run's config.json works as it is): the values the run trains "
+                        "with, the flags below on top (default: --preset's)")
     add_data(s)
     add_run(s, "outputs in its fold<k>/ (default: the preset's name)", name_alias=True)
     s.add_argument("--runs", default="runs", metavar="DIR", help="the folder a bare --run NAME is in")

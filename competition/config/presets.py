@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..base.errors import UserError
+from .figures import FIGURES, offered_line
 from .settings import AUGMENTS, RENAMED, TrainConfig
 
 _SEED = dict(height=96, width=128, fit="resize", image_interp="nearest", loss="dice_global", lr=1e-4,
@@ -37,13 +38,13 @@ PRESETS: dict[str, dict] = {
     # gradients from 1e-3: at the former constant 3e-3 its validation dice collapsed for whole epochs on real
     # photos (to 0.64-0.73 in 3 of 4 folds; docs/results.md) and swung 0.75-0.89 on the synthetic set. Refined
     # as cpu is. 128x192 for 12 epochs (issue 36): chosen from a measured curve of held-out dice against
-    # minutes (docs/results.md, "make demo in 5 minutes"): 0.9715 held-out (every car >= 0.968) on the synthetic
+    # minutes (CHANGELOG.md, "make demo in 5 minutes"): 0.9715 held-out (every car >= 0.968) on the synthetic
     # set with varied paints, where 96x144 for 16 epochs gave 0.957 and 160x240 for 30 took 17 minutes.
     "demo": dict(arch="unet", depth=4, filters=16, pooling="max", dropout=0.0, dropout_blocks=0, batchnorm=True,
                  height=128, width=192, fit="resize", image_interp="area", loss="dice_bce", bce_weight=0.5,
                  lr=1e-3, schedule="cosine", warmup=1, clipnorm=1.0, epsilon=1e-7, batch=8, epochs=12,
                  patience=12, monitor="val_dice", k=4, max_images=0, refine="guided"),
-    # Real photos on a 2-core CPU in about 20 minutes a fold (docs/results.md, "real-cpu at 192x288"; formerly
+    # Real photos on a 2-core CPU in about 20 minutes a fold (CHANGELOG.md, "real-cpu at 192x288"; formerly
     # named real-cpu): the demo's net and schedule at 192x288 (1.44x the pixels of 160x240 for 1.2x the epoch), 5
     # folds by car, no rotation (the studio's cameras are level). Batch 4: twice the updates of batch 8 for about
     # 1.25x the time an epoch. Mixed precision: bfloat16 on a CPU with AVX512-BF16/AMX halves the epoch
@@ -62,17 +63,8 @@ PRESETS: dict[str, dict] = {
                  patience=2, monitor="val_dice", k=2, max_images=0),
 }
 
-# The presets `train --help` and the README offer, each with one line: purpose, hardware, time a fold, score
-# (measured or estimate: docs/results.md, docs/performance.md).
-OFFERED: dict[str, str] = {
-    "demo": "the synthetic cars, to try the toolkit: any CPU, ~20 min (measured), 0.91 dice on synthetic "
-            "cars (measured)",
-    "cpu": "real photos on a laptop: 2 CPU cores, ~20 min a fold with bfloat16, twice that without (measured), "
-           "0.991 (measured)",
-    "unet": "the default, 640x960: Kaggle's 2x T4 in float16, ~1.5-3 h a fold (estimate), ~0.996 (estimate)",
-    "full": "full resolution 1280x1920 (1024 crops): Kaggle's 2x T4 in float16, ~2-4 h a fold (estimate), "
-            "~0.997 (estimate)",
-}
+# The presets `train --help` and the README offer, each with one line made from its figures (figures.py).
+OFFERED: dict[str, str] = {name: offered_line(name) for name in FIGURES}
 # The seed article's three U-Nets, reproduced exactly (docs/guide.md, "Reproducing the article"): not offered.
 REPRODUCTIONS = ("article-simple", "article-unet", "article-unet-strided")
 

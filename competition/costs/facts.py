@@ -37,7 +37,7 @@ CARDS: dict[str, Gpu] = {
 }
 
 
-# The cpu preset's first stage as measured on a 2-core CPU (docs/results.md, "real-cpu at 192x288"): 20 epochs of
+# The cpu preset's first stage as measured on a 2-core CPU (CHANGELOG.md, "real-cpu at 192x288"): 20 epochs of
 # 397 photos at 192x288 (depth 4, 16 filters) in about 15 minutes in bfloat16, about twice that in float32.
 CPU_MEASURED = {"pixels": 192 * 288, "filters": 16, "depth": 4, "image_epochs": 20 * 397, "minutes": 15.0}
 FULL_SIZE_PIXELS = 320 * 480  # an input above this is a full-size preset's: not for the synthetic set

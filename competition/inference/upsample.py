@@ -8,12 +8,12 @@ car's outline really runs. The guided filter (He, Sun and Tang, "Guided Image Fi
 in every small window, the probability as a linear function of the photo's colours; averaged over the
 windows, that carries the photo's edges into the probability. It runs on a 1/4-size decode of the JPEG
 (twice the model's resolution for a 160x240 model), and the result is resized to native like any other
-probability map. Measured on real photos (docs/results.md, "Refinement"): +0.002 native dice for `cpu`,
+probability map. Measured on real photos (CHANGELOG.md, "Refinement"): +0.002 native dice for `cpu`,
 whose outline is a model pixel or two off; but a perfect 160x240 mask loses 0.003 through it (where the
 outline has no colour edge it smooths, inside the car it picks up reflections), so score a much better net
 both ways (`--refine none|guided`) before keeping it. The filter runs in float32 in scratch planes kept per
 thread (about 52 MB a thread at a 640x960 guide); its masks are those of the former float64 one to a few pixels
-a photo (docs/results.md, "The guided filter in float32").
+a photo (CHANGELOG.md, "The guided filter in float32").
 
 `refine="guided"` in a run's config turns it on for `predict`, `score`, `cv` and blends; "none" (the
 default, and every run made before it existed) resizes the probability alone; "net" first corrects the

@@ -200,6 +200,16 @@ def submit_file(path: str | os.PathLike, message: str) -> str:
     return answer
 
 
+def submission_scores(api: Any) -> list[dict]:
+    """Your submissions to the competition as Kaggle lists them (kaggle 2.2.5 competition_submissions, newest
+    first): file name, description, date, status, public and private score (None until scored)."""
+    found = call(api.competition_submissions, COMPETITION, page_size=100,
+                 what="asking Kaggle for your submissions") or []
+    return [{"file": s.file_name, "message": s.description or "", "date": str(s.date or ""),
+             "status": status_name(s.status), "public": s.public_score or None, "private": s.private_score or None}
+            for s in found if s is not None]
+
+
 # --- kernels ------------------------------------------------------------------------------------------------------
 def status_name(status: Any) -> str:
     """QUEUED | RUNNING | COMPLETE | ERROR | CANCEL_REQUESTED | ...: the enum's name."""

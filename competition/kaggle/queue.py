@@ -1,7 +1,7 @@
 """Every fold of a run on Kaggle, at most --max-running sessions at a time (Kaggle runs about two GPU batch
 sessions at once and refuses a third push: "Maximum batch GPU session count ... reached").
 
-`kernel push --folds all` records the queue in runs/<run>/kernels.json and pushes the first folds;
+`kernel push --all-folds` records the queue in runs/<run>/kernels.json and pushes the first folds;
 `kernel queue` polls (with backoff) and pushes the next fold when one ends, pushes again a fold that stopped
 at its time limit (it resumes), retries a push Kaggle refused on a later poll, and stops when every fold is
 COMPLETE or only failed ones are left. Stopping and restarting it loses nothing: the queue is the file.
@@ -51,9 +51,9 @@ def push_all(spec: KernelSpec, max_running: int = MAX_SESSIONS, out_root: Path =
     hours_needed: what the folds cost by `plan` (the CLI's estimate), asked once the spec is checked: refused in
     one line, before anything is queued, where it exceeds the week's GPU quota left."""
     if spec.task != "train":
-        raise UserError("--folds all: for train kernels (a predict kernel gathers the folds itself: --folds 0,1,...)")
+        raise UserError("--all-folds: for train kernels (a predict kernel gathers the folds itself: --folds 0,1,...)")
     if spec.resume_from != "self":
-        raise UserError("--folds all --resume-from dataset: the queue resumes each fold from its own output; push a "
+        raise UserError("--all-folds --resume-from dataset: the queue resumes each fold from its own output; push a "
                         "fold from its checkpoint alone (--fold K --resume-from dataset)")
     if max_running < 1:
         raise UserError(f"--max-running {max_running}: at least 1 (Kaggle runs about 2 GPU sessions at a time)")
@@ -102,7 +102,7 @@ def step(run_name: str, out_root: Path = Path("kernels/build"), runs: Path = Pat
     queue = records["queue"]
     if not queue:
         raise UserError(f"run {run_name} has no kernel queue in {kernel_records.record_path(run_name, runs)}: "
-                        f"start one with `python -m competition kernel push --folds all --run {run_name} ...`")
+                        f"start one with `python -m competition kernel push --all-folds --run {run_name} ...`")
     user = resolve_user(queue["spec"].get("user"))
     states = _states(records, get_api(), user)
     kernel_records.save(run_name, records, runs)

@@ -5,7 +5,7 @@ when, whether --fresh), the latest kernel-state.json seen in its output (which p
 its checkpoint: the private dataset `kernel checkpoint` versioned that output as, how many versions it made and the
 state in the latest. A re-push embeds that latest state (or, with --resume-from dataset, the checkpoint's) as what
 the new version must find mounted (`on_kaggle.check_resume`). The
-queue of `kernel push --folds all` lives here too, so a stopped `kernel queue` loses nothing. Written atomically.
+queue of `kernel push --all-folds` lives here too, so a stopped `kernel queue` loses nothing. Written atomically.
 """
 from __future__ import annotations
 

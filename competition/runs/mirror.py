@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..base.fileio import copy_file
-from .resume import BACKUP, PLAN, backup_files, is_backup
+from .resume import BACKUP, LOGS, PLAN, backup_files, is_backup
 
 
 def _same(src: Path, dest: Path) -> bool:
@@ -35,7 +35,9 @@ def mirror_fold(out: Path, dest: Path) -> list[Path]:
     only after, so the mirror always holds a state.json whose model is there.
     """
     copied = []
-    for name in ("config.json", PLAN, "model.keras", "history.csv", "curves.png"):
+    names = ["config.json", PLAN, "model.keras", "history.csv", "curves.png",
+             *(str(p.relative_to(out)) for p in sorted((out / LOGS).glob("*")) if p.is_file())]
+    for name in names:
         if (out / name).is_file() and not _same(out / name, dest / name):  # the best model: only when it changed
             copied.append(copy_file(out / name, dest / name))
     backup = backup_files(out)  # the model, then the state.json that names it

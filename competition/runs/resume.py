@@ -29,6 +29,7 @@ STATE_SHAPE = Shape(
     optional={"phase": "str", "reduce_lr": _PLATEAU, "time_limited": "bool"},
     check=lambda s: None if _backup_name(s["backup"]) else f"backup is {s['backup']!r}, not an epoch<NNN>.keras name")
 PLAN = "budget.json"
+LOGS = "logs"  # TensorBoard's event files of the fold's curves (training.callbacks.Curves)
 PLAN_SHAPE = Shape("a budgeted fold's plan",
                    required={"budget_s": "finite", "epochs": "count", "refiner_steps": "count", "warmup": "count",
                              "epoch_s": "finite", "refiner_step_s": "finite", "fixed_s": "finite",

@@ -96,7 +96,7 @@ help:
 	@echo "make bench            measure the toolkit's speed on this machine (bench/)"
 	@echo "make kaggle-compat    the kernel scripts on Kaggle's TensorFlow/Keras (a second venv)"
 	@echo "make clean            remove caches, built kernels, the synthetic set, the demo (CLEAN_ALL=1: every run)"
-	@echo "variables: PRESET=$(PRESET) RUN=$(RUN) FOLD=$(FOLD) DATA=$(DATA) (docs/guide.md, The Makefile)"
+	@echo "variables: PRESET=$(PRESET) RUN=$(RUN) FOLD=$(FOLD) DATA=$(DATA) (docs/guide.md#make-variables)"
 
 venv: $(VENV)/.installed
 

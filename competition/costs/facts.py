@@ -1,10 +1,12 @@
-"""What GPU work costs on Kaggle: the data's image counts, GPU cards' published peaks, the efficiency assumed of
-them, Kaggle's session and quota figures. Constants only: `plan` prices a recipe with them, `bench` estimates a
+"""What GPU work costs on Kaggle: the data's image counts (and a fold's share of them), GPU cards' published
+peaks, the efficiency assumed of them, Kaggle's session and quota figures. Constants only: `plan` prices a recipe with them, `bench` estimates a
 T4's throughput with them; neither imports the other.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..config import TrainConfig
 
 TEST_IMAGES = 100_064      # Kaggle's test set
 TRAIN_IMAGES = 5_088       # Kaggle's training set; a fold trains on 4/5 of it
@@ -52,3 +54,10 @@ def cpu_fold_hours(pixels: int, filters: int, depth: int, image_epochs: int, bf1
     per_pixel = (filters ** 2 * (depth + 1)) / (m["filters"] ** 2 * (m["depth"] + 1))
     scale = pixels / m["pixels"] * per_pixel * image_epochs / m["image_epochs"]
     return m["minutes"] * scale * (1 if bf16 else 2) / 60
+
+
+def fold_images(cfg: TrainConfig) -> tuple[int, int]:
+    """(training, validation) photos of one fold of Kaggle's training set (all of it, or cfg.max_images) in k folds."""
+    images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
+    val = round(images / cfg.k)
+    return images - val, val

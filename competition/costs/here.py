@@ -13,6 +13,7 @@ add up. Every figure is an ESTIMATE from measured rates and says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,8 +25,9 @@ from ..base.tta import TTAS
 from ..config import TrainConfig, preset
 from ..inference.upsample import guide_reduction
 from ..base.timelimit import format_duration
-from ..training.budget import Rates, TooShort, Work, epoch_seconds, fixed_seconds, make_plan
-from .facts import TEST_IMAGES, TRAIN_IMAGES
+from ..training.budget import (Budget, Rates, TooShort, Work, epoch_seconds, fixed_seconds, fold_work,
+                               make_plan)
+from .facts import TEST_IMAGES, fold_images
 from .plan import guide_of, post_rate
 
 # A real epoch over the step time measured on random inputs: the 51 epochs of `train --preset cpu --budget 5m, 10m,
@@ -56,7 +58,7 @@ def post_seconds(cfg: TrainConfig) -> tuple[float, str]:
     if cfg.refine != "net":
         rate, how = post_rate(cfg)
         return 1 / rate, how
-    scale = (lambda g: g[0] * g[1])(guide_of(cfg)[1]) / (lambda g: g[0] * g[1])(guide_of(preset("cpu"))[1])
+    scale = math.prod(guide_of(cfg)[1]) / math.prod(guide_of(preset("cpu"))[1])  # the guides' pixels
     return NET_POST_S * scale, NET_POST_SOURCE + (f", x {scale:.2g} for this guide's pixels" if scale != 1 else "")
 
 
@@ -68,7 +70,8 @@ class HereCost:
     fold_h: float
     test_h: float
     folds: int
-    images: int
+    train_images: int
+    val_images: int
     source: str
 
     @property
@@ -77,12 +80,11 @@ class HereCost:
 
 
 def full_fold(cfg: TrainConfig) -> Work:
-    """A fold of Kaggle's training set as `cfg` trains it: 4/5 of the photos (its k), its refiner's photos."""
-    images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
-    val = round(images / cfg.k)
-    refiners = 1 if cfg.refine == "net" else 0
-    own = cfg.refiner_from == "training"
-    return Work(images - val, val, cfg.batch, refiners, (images - val if own else images) * refiners, own)
+    """A fold of Kaggle's training set as `cfg` trains it (costs.plan.fold_images), with the photos its refiner
+    learns from as `train --budget` counts them (training.budget.fold_work)."""
+    train, val = fold_images(cfg)
+    refiner = Budget(0.0, 0.0, 1 if cfg.refine == "net" else 0, cfg.refiner_from == "training")
+    return fold_work(refiner, train, val, cfg.batch)
 
 
 def budget_line(cfg: TrainConfig, rates: Rates, budget_s: float) -> str:
@@ -104,12 +106,12 @@ def here_cost(cfg: TrainConfig, rates: Rates, folds: int, tta: str, test_images:
     trains one, learns from the fold's own training photos (cfg.refiner_from "training") or the run's held-out
     ones, and takes cfg.refiner_steps steps."""
     work = full_fold(cfg)
-    refiners, images = work.refiners, work.train_images + work.val_images
+    refiners = work.refiners
     epoch = epoch_seconds(work, rates) * PIPELINE_FACTOR
     fold = cfg.epochs * epoch + fixed_seconds(work, rates) + refiners * cfg.refiner_steps * rates.refiner_step_s
     passes = len(TTAS[tta]) * folds
     test = test_images * (passes * rates.eval_image_s + post_seconds(cfg)[0])
-    return HereCost(epoch / 3600, fold / 3600, test / 3600, folds, images, rates.source)
+    return HereCost(epoch / 3600, fold / 3600, test / 3600, folds, work.train_images, work.val_images, rates.source)
 
 
 def render_here(cfg: TrainConfig, c: HereCost, tta: str) -> str:
@@ -117,7 +119,7 @@ def render_here(cfg: TrainConfig, c: HereCost, tta: str) -> str:
     post_s, post_how = post_seconds(cfg)
     rows = [
         ["one epoch", f"{c.epoch_h * 60:.1f} min",
-         f"{c.images - round(c.images / cfg.k):,} training + {round(c.images / cfg.k):,} validation photos at the "
+         f"{c.train_images:,} training + {c.val_images:,} validation photos at the "
          f"step times {c.source}, x {PIPELINE_FACTOR:g} ({PIPELINE_SOURCE})"],
         ["one fold", f"{c.fold_h:.1f} h",
          f"{cfg.epochs} epochs (the most) + the work after them"

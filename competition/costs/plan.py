@@ -20,7 +20,7 @@ from ..kaggle.machines import (SESSION_CPU_CORES, SESSION_HOURS, TIME_MARGIN_SEC
 from ..models import build_model
 from ..models.cost import forward_flops, training_memory_estimate
 from ..models.refiner import refiner_flops
-from .facts import CARDS, MULTI_GPU_SCALING, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES
+from .facts import CARDS, MULTI_GPU_SCALING, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES, fold_images
 
 # What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
 # and augmented (`make bench` section 8, --cache memory, one thread). Only full-resolution decodes were
@@ -102,10 +102,9 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str,
     bad = [f for f in folds if not 0 <= f < cfg.k]
     if bad or not folds or len(set(folds)) != len(folds):
         raise UserError(f"--folds {','.join(map(str, folds))}: need distinct folds within 0..{cfg.k - 1}")
-    images = min(cfg.max_images, TRAIN_IMAGES) if cfg.max_images else TRAIN_IMAGES
-    val = round(images / cfg.k)
-    return Recipe(cfg.preset, tuple(folds), cfg.epochs, images - val, val, len(TTAS[tta]), gpus,
-                  session_hours(hours))
+    train, val = fold_images(cfg)
+    return Recipe(cfg.preset, tuple(folds), cfg.epochs, train, val, len(TTAS[tta]), gpus, session_hours(hours))
+
 
 
 def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:

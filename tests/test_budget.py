@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition.training.budget import (CURVES_S, MARGIN, MIN_REFINER_STEPS, REPLAN_TOLERANCE, Budget, Rates, TooShort, Work, epoch_seconds, fixed_seconds,
-                                         make_plan, replan, training_end)
+from competition.training.budget import (CURVES_S, MARGIN, MIN_REFINER_STEPS, REFINER_SAVE_S, REPLAN_TOLERANCE, Budget,
+                                         Rates, TooShort, Work, epoch_seconds, fixed_seconds, make_plan,
+                                         refiner_steps_at, replan, training_end)
 
 import forkserver
 
@@ -141,6 +142,19 @@ def test_a_refiner_stops_before_a_step_that_would_end_past_its_deadline(monkeypa
     assert refiner.train_refiner(samples, steps=100, crop=48, batch=2, deadline=8.0).trained_steps == 7
 
 
+def test_the_refiners_steps_are_planned_again_from_the_time_left_at_their_start():
+    """What the epochs left (slack or overrun) goes to the refiner: its steps from the seconds left, less each
+    refiner's trace and save, shared among the refiners still to train (mutations: the start not counted, the time
+    not shared, no floor)."""
+    plan = make_plan(3600, 0.0, 20, 3000, 1, WORK, RATES)
+    start = 4.0 + REFINER_SAVE_S  # traced once, saved
+    assert refiner_steps_at(plan, 500.0, 1) == math.floor((500.0 - start) / 0.1)
+    assert refiner_steps_at(plan, 500.0, 2) == math.floor((500.0 - 2 * start) / 0.2)
+    assert refiner_steps_at(plan, 5.0, 1) == MIN_REFINER_STEPS  # late: the least, the deadline still stops it
+    assert refiner_steps_at(make_plan(3600, 0.0, 20, 0, 1, dataclasses.replace(WORK, refiners=0),
+                                      dataclasses.replace(RATES, refiner_step_s=0.0)), 500.0, 1) == 0
+
+
 def test_a_budget_too_short_points_at_the_preset_next_below():
     from competition.config import preset
     from competition.training.budget import cheaper
@@ -238,3 +252,28 @@ def test_a_budgeted_fold_killed_and_resumed_keeps_its_plan_and_its_numbers(measu
     mine = keras.models.load_model(cut / "model.keras", compile=False).get_weights()
     theirs = keras.models.load_model(whole / "model.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_a_budgeted_folds_refiner_is_planned_again_as_it_starts_and_a_rerun_keeps_it(
+        measured_here, synth_dir, tiny_cache, monkeypatch, capsys):
+    """The refiner's steps are planned again from the time left once the fold is trained (stage.refiner_replan),
+    recorded in budget.json before it trains: the same command again finds the refiner up to date, not retrained,
+    and does not plan again (mutations: not recorded, recorded after the refiner, planned again on a rerun)."""
+    from competition.cli import main
+    from competition.training import stage
+    asked = []
+    monkeypatch.setattr(stage, "refiner_steps_at", lambda plan, left, count: asked.append((left, count)) or 3)
+    run = measured_here / "runs" / "r"
+    args = ["train", "--preset", "tiny", "--run", str(run), "--data", str(synth_dir), "--cache", str(tiny_cache),
+            "--refine", "net", "--refiner-from", "training", "--refiner-steps", "100000", "--budget", "1m"]
+    assert main(args) == 0
+    [(left, count)] = asked
+    assert 0 < left < MARGIN * 60 and count == 1  # the time this command has left, one refiner to train
+    plan = json.loads((run / "fold0" / "budget.json").read_text())
+    assert plan["refiner_steps"] == 3 and plan["refiner_replanned_from"] > 3
+    assert json.loads((run / "refiner" / "refiner.json").read_text())["fold0.keras"]["steps"] == 3
+    assert "the refiner's steps planned again as it starts, from the time left: 3 (planned " in capsys.readouterr().out
+    refiner = (run / "refiner" / "fold0.keras").read_bytes()
+    assert main(args) == 0
+    assert "fold0.keras is up to date" in capsys.readouterr().out and len(asked) == 1
+    assert (run / "refiner" / "fold0.keras").read_bytes() == refiner

@@ -29,13 +29,14 @@ STATE_SHAPE = Shape(
     optional={"phase": "str", "reduce_lr": _PLATEAU, "time_limited": "bool"},
     check=lambda s: None if _backup_name(s["backup"]) else f"backup is {s['backup']!r}, not an epoch<NNN>.keras name")
 PLAN = "budget.json"
+REFINER_REPLANNED = "refiner_replanned_from"  # the refiner's steps planned before they were planned again at its start
 LOGS = "logs"  # TensorBoard's event files of the fold's curves (training.callbacks.Curves)
 PLAN_SHAPE = Shape("a budgeted fold's plan",
                    required={"budget_s": "finite", "epochs": "count", "refiner_steps": "count", "warmup": "count",
                              "epoch_s": "finite", "refiner_step_s": "finite", "fixed_s": "finite",
                              "planned_s": "finite"},
                    optional={"replanned": "bool", "source": "str", "refiners": "count", "preset_epochs": "count",
-                             "preset_steps": "count", "rates": "dict"},
+                             "preset_steps": "count", "rates": "dict", REFINER_REPLANNED: "count"},
                    check=lambda p: None if p["epochs"] >= 1 else "epochs is 0, not at least 1")
 SUMMARY_SHAPE = Shape("a finished fold's summary", required={"fold": "count", "epochs": "count"},
                       optional={"best_epoch": ("count", None), "best": ("finite", None), "val_dice": ("finite", None),

@@ -9,7 +9,9 @@ and the refiner's photos), the preset's ratio of epochs to refiner steps is kept
 rounded down and the rest given to the refiner. The learning-rate schedules are the preset's over the planned
 length (warm-up, then the cosine to its end; the refiner's over its steps), so a short budget runs a complete
 schedule. After the first epoch the plan is made once more from that epoch's own time when it is off by more than
-REPLAN_TOLERANCE. The plan is kept in fold<k>/budget.json: a fold killed and resumed keeps it.
+REPLAN_TOLERANCE, and the refiner's steps once more as it starts, from the time then left (`refiner_steps_at`:
+what the epochs' times left over goes to the refiner). The plan is kept in fold<k>/budget.json: a fold killed
+and resumed keeps it.
 """
 from __future__ import annotations
 
@@ -285,12 +287,30 @@ def fold_work(budget: Budget, train_images: int, val_images: int, batch: int) ->
     return Work(train_images, val_images, batch, budget.refiners, photos if budget.refiners else 0, budget.own_photos)
 
 
+def keeps(kept: dict | None, seconds: float) -> bool:
+    """Whether a fold's kept plan (budget.json) was made for this budget: a resume keeps it, another budget plans anew."""
+    return kept is not None and abs(kept["budget_s"] - round(seconds, 1)) < 0.05
+
+
+def refiner_steps_at(plan: dict, left_s: float, count: int) -> int:
+    """The refiners' steps planned again as they start, from `left_s`, the seconds left to the plan's end (MARGIN of
+    the budget) now that the epochs and the photos' preparation are behind: each of the `count` refiners to train
+    traced once and saved, then its share of the rest in steps at the plan's rate (MIN_REFINER_STEPS at least: the
+    deadline still stops it in time). A fold whose epochs ran late gives its refiner fewer steps over a complete
+    schedule; one whose epochs left slack gives it to the refiner."""
+    rates = Rates(**plan["rates"])
+    if not rates.refiner_step_s or count < 1:
+        return plan["refiner_steps"]
+    start = rates.refiner_trace_s + REFINER_SAVE_S
+    return max(MIN_REFINER_STEPS, math.floor((left_s - count * start) / (count * rates.refiner_step_s)))
+
+
 def plan_for(budget: Budget, kept: dict | None, done_epochs: int, epochs: int, refiner_steps: int, warmup: int,
              work: Work, rates: Callable[[], Rates]) -> tuple[dict, bool]:
     """(the fold's plan, whether it is new): the one kept in budget.json when it was made for this budget (a
     resume), else one made now from the rates (measured, or read from their cache); a new budget for a fold
     already part-trained plans the epochs after those done."""
-    if kept is not None and abs(kept["budget_s"] - round(budget.seconds, 1)) < 0.05:
+    if keeps(kept, budget.seconds):
         return kept, False
     return make_plan(budget.seconds, budget.spent(), epochs, refiner_steps, warmup, work, rates(), done_epochs), True
 

@@ -229,7 +229,8 @@ def _finished_folds(run_dir: Path, own: bool, test_only: bool) -> list[int]:
 
 
 def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, test_only: bool = False,
-                   refiner_from: str | None = None, deadline: float | None = None) -> list[Path]:
+                   refiner_from: str | None = None, deadline: float | None = None,
+                   replan: Callable[[int], int] | None = None) -> list[Path]:
     """`refiner`: fold<k>.keras for each trained fold (from the others' held-out photos) and all.keras; a refiner
     whose record matches (same sources, steps and recipe) is kept, so an interrupted run resumes where it stopped.
     test_only: all.keras alone, what predict needs (a predict kernel trains it from the folds it gathered); it
@@ -238,7 +239,8 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
     fold's (module docstring). steps and refiner_from None: the run's config's (refiner_steps, refiner_from).
     A mixed-precision run trains its refiners in bfloat16 on a CPU that has it (`refiner_policy`, recorded as
     "policy"). Photos are decoded only for the refiners that must be trained. deadline (`train --budget`): each
-    refiner stops before a step that would end past it, and is recorded as up to date all the same."""
+    refiner stops before a step that would end past it, and is recorded as up to date all the same; replan(n): the
+    steps of each of the n refiners still to train, asked once, as the first of them starts (its photos ready)."""
     cfg = load_config(run_dir / "config.json")
     refiner_from = cfg.refiner_from if refiner_from is None else refiner_from
     steps = cfg.refiner_steps if steps is None else steps
@@ -281,7 +283,7 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
         needed = sorted({k for _, sources, _ in todo for k in sources})
         say(f"refiner: reading the held-out photos of folds {needed}")
         samples = {k: fold_samples(run_dir, k, ds, geometry) for k in needed}
-    for path, sources, entry in todo:
+    for i, (path, sources, entry) in enumerate(todo):
         same = current.get(tuple(sources))
         if same is not None:  # one fold's training photos: all.keras would learn exactly what fold<k>.keras did
             say(f"refiner: {path.name} learns from the same photos as {same.name}: copied")
@@ -294,13 +296,15 @@ def train_refiners(run_dir: Path, data: str | None, steps: int | None = None, te
                 learn = training_samples(run_dir, sources[0], ds, cfg)
             else:
                 learn = joined([samples[k] for k in sources])
+            if replan is not None:  # each refiner still to train once (a copy costs nothing)
+                steps, replan = replan(len({tuple(s) for _, s, _ in todo[i:]} - set(current))), None
             model = train_refiner(learn, steps, policy=policy, deadline=deadline)
             save_model(model, path)
             del learn
             current[tuple(sources)] = path
             if model.trained_steps < steps:  # cut by the budget: up to date for it all the same
                 entry = {**entry, REFINER_STOPPED_AT: model.trained_steps}
-        record[path.name] = entry
+        record[path.name] = {**entry, "steps": steps}  # the steps planned again at the start, where they were
         write_json(record_path, record)
     say(f"refiner: {len(targets)} refiner(s) in {run_dir / REFINER_DIR}; score with `--refine net`")
     return [refiner_path(run_dir, target) for target in targets]

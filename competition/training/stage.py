@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..base.console import say
+from ..base.timelimit import format_duration
 from ..config import TrainConfig
 from ..runs.folder import fold_dir, trained_folds
-from ..runs.resume import is_finished, read_plan
+from ..runs.resume import REFINER_REPLANNED, is_finished, read_plan, write_plan
 from . import refiner as refiner_module, train as train_module
-from .budget import REFINER_SAVE_S, Budget
+from .budget import MARGIN, REFINER_SAVE_S, Budget, keeps, refiner_steps_at
 
 
 def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, budget: float | None = None,
@@ -30,19 +32,37 @@ def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, bud
     (their paths) when any were trained or found up to date. budget: seconds from `started` (time.monotonic())
     for the whole of it, the refiners' steps planned with the epochs (training/budget.py). train_options: those of
     train.train."""
-    plan_of = None
+    plan_of, out, planned_here = None, fold_dir(run_dir, fold), False
     if budget is not None:
         count = refiners_after(cfg, run_dir, fold)
         plan_of = Budget(budget, time.monotonic() if started is None else started, count,
                          cfg.refiner_from == "training")
+        planned_here = bool(train_options.get("force")) or not keeps(read_plan(out), budget)
     summary = train_module.train(cfg, data=data, run_dir=run_dir, fold=fold, budget=plan_of, **train_options)
     if summary and not summary.get("time_limited"):
-        plan = read_plan(fold_dir(run_dir, fold))  # a budgeted fold's refiner steps
+        plan = read_plan(out)  # a budgeted fold's refiner steps
         deadline = plan_of.started + plan_of.seconds - REFINER_SAVE_S if plan_of is not None and plan else None
-        refiners = train_refiners_after(cfg, data, run_dir, fold, plan["refiner_steps"] if plan else None, deadline)
+        replan = (refiner_replan(plan_of, plan, out)
+                  if planned_here and plan and not plan.get(REFINER_REPLANNED) else None)
+        refiners = train_refiners_after(cfg, data, run_dir, fold, plan["refiner_steps"] if plan else None, deadline,
+                                        replan)
         if refiners:
             summary = {**summary, "refiners": [str(p) for p in refiners]}
     return summary
+
+
+def refiner_replan(budget: Budget, plan: dict, out: Path) -> Callable[[int], int]:
+    """replan(n): the steps of each of n refiners, planned again as the first starts from the time this command has
+    left (budget.refiner_steps_at), in the fold's plan only where the command made that plan: a resumed fold keeps
+    the plan it was given. Recorded in budget.json before the refiner trains, so a rerun finds the refiners this one
+    trained up to date and asks no more."""
+    def steps(count: int) -> int:
+        again = refiner_steps_at(plan, budget.started + MARGIN * budget.seconds - time.monotonic(), count)
+        write_plan(out, {**plan, "refiner_steps": again, REFINER_REPLANNED: plan["refiner_steps"]})
+        say(f"budget {format_duration(budget.seconds)}: the refiner's steps planned again as it starts, from the "
+            f"time left: {again:,} (planned {plan['refiner_steps']:,})")
+        return again
+    return steps
 
 
 def refiners_after(cfg: TrainConfig, run_dir: Path, fold: int) -> int:
@@ -57,8 +77,8 @@ def refiners_after(cfg: TrainConfig, run_dir: Path, fold: int) -> int:
     return cfg.k + 1 if len(others) == cfg.k - 1 else 0
 
 
-def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int,
-                         steps: int | None = None, deadline: float | None = None) -> list[Path]:
+def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, steps: int | None = None,
+                         deadline: float | None = None, replan: Callable[[int], int] | None = None) -> list[Path]:
     """The refiners a finished fold makes possible (module docstring); [] when the run does not use them."""
     if cfg.refine != "net":
         return []
@@ -70,4 +90,4 @@ def train_refiners_after(cfg: TrainConfig, data: str | None, run_dir: Path, fold
             say(f"refiner: learns from the other folds' held-out photos, so the train of the last fold trains it "
                 f"({len(done)} of {cfg.k} folds trained)")
             return []
-    return refiner_module.train_refiners(run_dir, data=data, steps=steps, deadline=deadline)
+    return refiner_module.train_refiners(run_dir, data=data, steps=steps, deadline=deadline, replan=replan)

@@ -39,7 +39,8 @@ REFINER_FROM ?= $(LEARN_FROM)
 MSG      ?= competition toolkit submission
 SUBMIT   ?= 0
 # TIME_BUDGET (e.g. 20m): `train --budget`, the whole fold planned to fit that time on this machine (empty: the
-# preset's epochs); DISK_BUDGET (e.g. 20GB): what `extract` may write (BUDGET its former spelling)
+# preset's epochs); for kernel-push also session or none (empty there: the session as a cap); DISK_BUDGET (e.g.
+# 20GB): what `extract` may write (BUDGET its former spelling)
 TIME_BUDGET ?=
 BUDGET   ?=
 DISK_BUDGET ?= $(BUDGET)
@@ -184,13 +185,13 @@ extract: venv
 	$(CLI) extract --data $(DATA) $(if $(DISK_BUDGET),--budget $(DISK_BUDGET))
 
 kernel-build: venv
-	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(USER_ARG)
+	$(CLI) kernel build --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(filter train,$(TASK)),$(BUDGET_FLAG) )$(USER_ARG)
 
 kernel-push: venv
-	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task $(TASK) --fold $(FOLD) $(if $(FOLDS),--folds $(FOLDS)) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(if $(SHARD),--shard $(SHARD)) $(if $(and $(REFINE),$(filter predict,$(TASK))),--refine $(REFINE) )$(if $(RESUME_FROM),--resume-from $(RESUME_FROM) )$(if $(filter train,$(TASK)),$(BUDGET_FLAG) )$(KERNEL_OPTS)$(USER_ARG)
 
 kernel-push-all: venv
-	$(CLI) kernel push --task train --all-folds --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(KERNEL_OPTS)$(USER_ARG)
+	$(CLI) kernel push --task train --all-folds --max-running $(MAX_RUNNING) --preset $(PRESET) --run $(RUN) --accelerator $(ACCELERATOR) $(BUDGET_FLAG) $(KERNEL_OPTS)$(USER_ARG)
 
 kernel-queue: venv
 	$(CLI) kernel queue --run $(RUN)

@@ -284,14 +284,39 @@ def test_the_accelerator_table_in_the_docs_is_the_codes():
 
 
 def test_a_train_kernels_budget_travels_to_its_train_command(server, tmp_path, capsys):
-    """kernel push --budget session: the kernel's train gets --budget as what is left of the session (its
-    --time-limit); a duration goes as given; a predict kernel refuses it."""
+    """kernel push --budget: by default the kernel's train gets the session left (its --time-limit) as a cap;
+    'session' fills it; a duration goes as given, filled; 'none' and a trial's --epochs give no budget; push says
+    which; a predict kernel, or a budget beside --epochs, refuses it."""
+    from competition.kaggle.machines import budget_args
+    assert budget_args(None, None, "40000s") == ["--budget", "40000s", "--budget-cap"]
+    assert budget_args("session", None, "40000s") == ["--budget", "40000s"]
+    assert budget_args("2h", None, "40000s") == ["--budget", "2h"]
+    assert budget_args("none", None, "40000s") == [] and budget_args(None, 1, "40000s") == []
     kernels.push(KernelSpec(preset="tiny", name="t1", budget="session"), out_root=tmp_path / "build")
     assert "'budget': 'session'" in server.body("SaveKernel")["text"]
-    assert "the fold planned to fit what is left of the session" in capsys.readouterr().out
-    script = (tmp_path / "build" / SLUG / "run.py").read_text()
-    assert 'args += ["--budget", limit if SETTINGS["budget"] == "session" else SETTINGS["budget"]]' in script
+    assert "the fold planned to fit what is left of the session, filled" in capsys.readouterr().out
+    kernels.push(KernelSpec(preset="tiny", name="t2"), out_root=tmp_path / "build")
+    assert "the fold planned to fit what is left of the session as a cap: the preset's own schedule" in \
+        capsys.readouterr().out
     with pytest.raises(UserError, match="--budget: for train kernels"):
         kernels.build(KernelSpec(task="predict", preset="tiny", name="t1", budget="2h"), tmp_path / "b2")
     with pytest.raises(UserError, match="--budget 'soon'"):
         kernels.build(KernelSpec(preset="tiny", name="t1", budget="soon"), tmp_path / "b3")
+    with pytest.raises(UserError, match="--budget 2h and --epochs 1: the budget chooses the epochs"):
+        kernels.build(KernelSpec(preset="tiny", name="t1", budget="2h", epochs=1), tmp_path / "b4")
+    kernels.build(KernelSpec(preset="tiny", name="t1", budget="none", epochs=1), tmp_path / "b5")
+
+
+def test_push_all_weighs_each_fold_as_its_budget_spends_it(monkeypatch):
+    """The quota check counts a fold at the preset's hours, or at most a session with the default cap, the whole
+    session when it fills it, a duration as given (mutation: every budget weighed as the preset's epochs)."""
+    from competition.config import preset
+    from competition.costs import budget as costs_budget
+    from competition.kaggle.machines import usable_hours
+    full = costs_budget.fold_hours(preset("unet"), "t4x2", "none")
+    assert costs_budget.fold_hours(preset("unet"), "t4x2", None) == min(full, usable_hours("train"))
+    assert costs_budget.fold_hours(preset("unet"), "t4x2", "session") == usable_hours("train")
+    assert costs_budget.fold_hours(preset("unet"), "t4x2", "90m") == 1.5
+    long = preset("unet", epochs=400)  # ten times the preset's: more than a session
+    assert costs_budget.fold_hours(long, "t4x2", "none") > usable_hours("train") == \
+        costs_budget.fold_hours(long, "t4x2", None)

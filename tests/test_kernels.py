@@ -429,6 +429,26 @@ def test_kernel_scripts_train_a_fold_then_predict_a_valid_submission(tmp_path, s
     assert gzip.decompress(submission.read_bytes()).startswith(b"img,rle_mask\n")
 
 
+def test_a_train_kernel_by_default_plans_its_fold_within_the_session_and_never_beyond_the_preset(
+        tmp_path, synth_zip_dir):
+    """No --budget, no --epochs: the kernel's train gets what is left of its session as a cap, so the fold keeps
+    the preset's own schedule where the session holds it (tiny: 2 epochs in a 1-hour session's 20 minutes); the
+    plan travels in the output, and the kernel's state says the epochs of the planned (what `kernel status`
+    shows: mutations: no budget passed, the cap not passed, the plan not mirrored)."""
+    spec = KernelSpec(task="train", fold=0, preset="tiny", name="kb", user="alice", accelerator="none", score=False,
+                      session_hours=1)
+    folder = kernels.build(spec, tmp_path / "build")
+    root = _kaggle_root(tmp_path / "kaggle", synth_zip_dir)
+    proc = _run_kernel(folder / "run.py", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = json.loads((root / "working" / "fold0" / "budget.json").read_text())
+    assert plan["cap"] is True and plan["epochs"] == preset("tiny").epochs and 1000 < plan["budget_s"] <= 1200
+    assert f"(a cap: at most the preset's {preset('tiny').epochs} epochs)" in proc.stdout
+    state = json.loads((root / "working" / kstate.STATE_FILE).read_text())
+    assert state["progress"] == {"epochs": 2, "of": 2, "finished": True}
+    assert kstate.describe_state(state).endswith("(complete, epochs 2 of 2 planned)")
+
+
 def test_kernel_script_without_the_competition_input_says_so(tmp_path):
     folder = kernels.build(KernelSpec(preset="tiny", name="kt", user="alice", accelerator="none", score=False),
                            tmp_path / "build")

@@ -136,8 +136,15 @@ def test_refusal_names_what_does_not_fit_and_allow_split_plans_it(capsys):
     long = preset("unet", epochs=100)
     with pytest.raises(UserError, match=r"one fold of unet needs 12\.7 h .*11\.33 h.*2 resumed sessions per fold"):
         plan(long, [0], "none", "l4", stated=(10.0, 20.0))
-    assert plan(long, [0], "none", "l4", allow_split=True, stated=(10.0, 20.0))["cost"]["train_kernels"] == 2
+    split = plan(long, [0], "none", "l4", allow_split=True, stated=(10.0, 20.0))
+    assert split["cost"]["train_kernels"] == 2
+    # what a train kernel's default budget (the session as a cap) makes of it: the epochs 95% of 11.33 h holds
+    within = plan_mod.epochs_within(split["cost"], 11 * 3600 + 20 * 60)
+    assert within == math.floor((0.95 * 40800 - split["cost"]["fold_finish_h"] * 3600) / split["cost"]["epoch_s"])
+    assert f"the session as a cap) plans {within} of its 100 epochs to end in one session |" in capsys.readouterr().out
     fits = plan(cfg, [0, 1], "hflip", "l4", stated=(10.0, 20.0))  # 2 folds: 5.6 h of test pass, one session
+    assert "resumed sessions; a train kernel's default budget (the session as a cap) keeps the preset's 40 epochs |" \
+        in capsys.readouterr().out
     assert refusal(fits["recipe"], fits["cost"]) is None and fits["cost"]["shards"] == 1
 
 

@@ -70,12 +70,13 @@ def cmd_kernel(a: argparse.Namespace) -> None:
 
 
 def _folds_hours(spec) -> float:
-    """What every fold of the spec's preset costs on its accelerator, by `plan`'s arithmetic (an estimate where no
-    rate is measured): what push --all-folds weighs against the week's quota."""
+    """What every fold of the spec's preset costs on its accelerator under its --budget, by `plan`'s arithmetic (an
+    estimate where no rate is measured): what push --all-folds weighs against the week's quota."""
     from ..config import preset
-    from ..costs.plan import fold_hours
+    from ..costs.budget import fold_hours
     cfg = preset(spec.preset, epochs=spec.epochs, filters=spec.filters, encoder=spec.encoder)
-    return fold_hours(cfg, spec.accelerator) * cfg.k
+    budget = "none" if spec.epochs is not None and spec.budget is None else spec.budget
+    return fold_hours(cfg, spec.accelerator, budget, spec.session_hours) * cfg.k
 
 
 def add_kernel(add: AddCommand) -> None:
@@ -103,10 +104,12 @@ def add_kernel(add: AddCommand) -> None:
                    help="push, build: stop the kernel's training or prediction after at most this long (e.g. 20m: a "
                         "trial stopped after its first epoch, to check that the next version resumes) (default: the "
                         "session less its margin)")
-    s.add_argument("--budget", default=None, metavar="DURATION|session",
-                   help="train: the fold planned to fit this time (`train --budget`), or 'session': what is left of "
-                        "the session after start-up and the saving margin; it spends the whole session, so mind the "
-                        "week's quota (`plan --budget`) (default: the preset's epochs)")
+    s.add_argument("--budget", default=None, metavar="DURATION|session|none",
+                   help="train: the fold planned to fill this time (`train --budget`); 'session': to fill what is "
+                        "left of the session after start-up and the saving margin (it spends the whole session: mind "
+                        "the week's quota, `plan --budget`); 'none': the preset's epochs, stopped at the session's "
+                        "limit and resumed by the next push (default: the session as a cap, the preset's own "
+                        "schedule where it fits in one session, fewer epochs planned to end within it where not)")
     s.add_argument("--task", default="train", choices=["train", "predict", "notebook"], help="the kernel's job")
     s.add_argument("--fold", type=Whole(0, 99), default=None, help="train: the fold to train (default: 0)")
     s.add_argument("--folds", default=None, metavar="0,1,...",

@@ -22,6 +22,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     if budget is not None and a.epochs is not None:
         raise UserError(f"--budget {a.budget} and --epochs {a.epochs}: the budget chooses the epochs (and the "
                         f"refiner's steps); give one of them")
+    if a.budget_cap and budget is None:
+        raise UserError("--budget-cap: give the --budget it caps (e.g. --budget 11h --budget-cap)")
     cfg = train_config(a)
     if not a.anyway and budget is None:
         check_fits(cfg, a.data)
@@ -33,7 +35,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         summary = train_fold(cfg, data=a.data, run_dir=run_dir, fold=fold,
                              cache_dir=None if a.cache in ("none", "memory") else Path(a.cache),
                              hold=a.cache == "memory", force=a.force, time_limit=limit, mirror=path_or_none(a.mirror),
-                             budget=share, started=fold_started)
+                             budget=share, started=fold_started, cap=a.budget_cap)
         if summary.get("time_limited"):
             break
 
@@ -64,6 +66,10 @@ def add_train(add: AddCommand) -> None:
                         "within this time on this machine: its step times measured, the epochs and refiner steps "
                         "chosen to fill it, the schedules over them; a resumed fold keeps its plan; --fold all: "
                         "shared among the folds (default: the preset's epochs)")
+    s.add_argument("--budget-cap", action="store_true",
+                   help="the --budget as a cap: the preset's own epochs and refiner steps where they fit in it, "
+                        "fewer (planned as --budget plans them) where they do not; what a Kaggle train kernel does "
+                        "with its session by default")
     add_mirror(s, "the best model, history, curves and resumable backup", "after every epoch")
     add_train_flags(s)
 

@@ -3,13 +3,11 @@ the preset's size, by the same rates and arithmetic as `plan` (measured where a 
 said). On this machine `train --budget` measures its own rates before it plans."""
 from __future__ import annotations
 
-import math
-
-from ..base.timelimit import format_duration
+from ..base.timelimit import format_duration, parse_duration
 from ..config import TrainConfig
-from ..kaggle.machines import ACCELERATORS, OFFERED
+from ..kaggle.machines import ACCELERATORS, OFFERED, usable_hours
 from ..training.budget import MARGIN
-from .plan import cost, pipeline_rate, rates_for, recipe_for, session_gpus
+from .plan import cost, epochs_within, pipeline_rate, rates_for, recipe_for, session_gpus
 
 
 def budget_rows(cfg: TrainConfig, budget_s: float) -> list[dict]:
@@ -22,7 +20,7 @@ def budget_rows(cfg: TrainConfig, budget_s: float) -> list[dict]:
         recipe = recipe_for(cfg, [0], "none", name)
         rates, _ = rates_for(cfg, session_gpus(name)[0], "fp16")
         c = cost(recipe, rates, pipeline_rate(cfg)[0], None)
-        epochs = max(0, math.floor((MARGIN * budget_s - c["fold_finish_h"] * 3600) / c["epoch_s"]))
+        epochs = epochs_within(c, budget_s)
         rows.append({"accelerator": name, "epoch_s": c["epoch_s"], "epochs": epochs, "source": rates.source})
     return rows
 
@@ -37,3 +35,19 @@ def render_budget(cfg: TrainConfig, budget_s: float) -> str:
     lines += ["", f"Each after {1 - MARGIN:.0%} kept for what estimates miss and the fold's out-of-fold pass and scoring; "
               "`train --budget` on this machine measures its own step times first."]
     return "\n".join(lines)
+
+
+def fold_hours(cfg: TrainConfig, gpu: str, budget: str | None = "none", hours: float | None = None) -> float:
+    """GPU hours one train kernel's fold of `cfg` costs on accelerator `gpu` (training, its out-of-fold pass and
+    scoring) under its `kernel push --budget` (kaggle.machines.BUDGETS; None: the session as a cap), in sessions
+    of `hours`, by the same arithmetic and rates as `plan` (an estimate where no rate is measured)."""
+    recipe = recipe_for(cfg, [0], "none", gpu)
+    c = cost(recipe, rates_for(cfg, session_gpus(gpu)[0], "fp16")[0], pipeline_rate(cfg)[0], None)
+    session = usable_hours("train", hours)
+    if budget == "none":
+        return c["fold_h"]
+    if budget == "session":
+        return session
+    if budget is not None:  # a duration, filled
+        return parse_duration(budget, "--budget") / 3600
+    return min(c["fold_h"], session)

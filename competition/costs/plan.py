@@ -1,11 +1,10 @@
-"""What a recipe costs on Kaggle before you spend it: GPU hours per training fold and per test pass,
-sessions and shards under the 12-hour limit, and the total against the weekly GPU quota.
+"""What a recipe costs on Kaggle before you spend it: GPU hours per training fold and per test pass, sessions and
+shards under the 12-hour limit, and the total against the weekly GPU quota.
 
-Every figure says where it comes from. Throughput, in order of preference: stated on the command line;
-measured for the preset on some GPU (`MEASURED`, scaled to the target GPU by the ratio of published peak
-FLOPS); or estimated from the model's FLOPs (`models.cost.forward_flops`) at an efficiency calibrated on the
-measured presets, else at the bench's assumed efficiency (`costs.T4_EFFICIENCY`). The arithmetic is
-pure functions of those rates (`cost`), so it can be checked by hand.
+Every figure says where it comes from. Throughput, in order of preference: stated on the command line; measured for
+the preset on some GPU (`MEASURED`, scaled to the target GPU by the ratio of published peak FLOPS); or estimated from
+the model's FLOPs (`models.cost.forward_flops`) at an efficiency calibrated on the measured presets, else at the
+bench's assumed efficiency (`costs.T4_EFFICIENCY`). The arithmetic is pure functions of those rates (`cost`).
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from ..kaggle.machines import (SESSION_CPU_CORES, SESSION_HOURS, TIME_MARGIN_SEC
 from ..models import build_model
 from ..models.cost import forward_flops, training_memory_estimate
 from ..models.refiner import refiner_flops
+from ..training.budget import MARGIN
 from .facts import CARDS, MULTI_GPU_SCALING, T4_EFFICIENCY, TEST_IMAGES, TRAIN_IMAGES, fold_images
 
 # What one CPU core delivers to training when every input is a full-resolution JPEG decoded, padded, cropped
@@ -91,8 +91,7 @@ class Recipe:
     test_images: int = TEST_IMAGES
 
 
-def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str,
-               hours: float | None = None) -> Recipe:
+def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, hours: float | None = None) -> Recipe:
     """The recipe of training `folds` (default: all k) of `cfg` and predicting with TTA `tta` on accelerator `gpu`,
     in sessions of `hours` (default: KAGGLE_SESSION_HOURS, else Kaggle's 12)."""
     card, gpus = session_gpus(gpu)
@@ -104,7 +103,6 @@ def recipe_for(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str,
         raise UserError(f"--folds {','.join(map(str, folds))}: need distinct folds within 0..{cfg.k - 1}")
     train, val = fold_images(cfg)
     return Recipe(cfg.preset, tuple(folds), cfg.epochs, train, val, len(TTAS[tta]), gpus, session_hours(hours))
-
 
 
 def pipeline_rate(cfg: TrainConfig, cores: int = SESSION_CPU_CORES) -> tuple[float | None, str]:
@@ -206,14 +204,27 @@ def cost(recipe: Recipe, rates: Rates, pipeline_img_s: float | None = None, post
             "weeks": max(1, math.ceil(total / WEEKLY_QUOTA_HOURS))}
 
 
+def epochs_within(c: dict, budget_s: float) -> int:
+    """The epochs a fold's `train --budget` holds at `c`'s rates after its out-of-fold pass and scoring, MARGIN kept."""
+    return max(0, math.floor((MARGIN * budget_s - c["fold_finish_h"] * 3600) / c["epoch_s"]))
+
+
+def session_cap(recipe: Recipe, c: dict) -> str:
+    """What a train kernel's default budget (the session as a cap) makes of the preset's epochs."""
+    fits, what = epochs_within(c, usable_hours("train", recipe.session_hours) * 3600), "; a train kernel's default " \
+        "budget (the session as a cap)"
+    return (f"{what} keeps the preset's {recipe.epochs} epochs" if fits >= recipe.epochs else
+            f"{what} plans {fits} of its {recipe.epochs} epochs to end in one session")
+
+
 def refusal(recipe: Recipe, c: dict) -> str | None:
     """Why the recipe cannot run one session per fold and one for the test pass (None if it can)."""
     if c["fold_sessions"] > 1:
         return (f"one fold of {recipe.preset} needs {c['fold_train_h']:.1f} h of training but a session gives it "
                 f"{usable_hours('train', recipe.session_hours):.2f} h ({recipe.session_hours:g} h less the train "
-                f"kernel's "
-                f"{TIME_MARGIN_SECONDS['train'] // 60} min margin): pass --allow-split to plan "
-                f"{c['fold_sessions']} resumed sessions per fold, or lower --epochs")
+                f"kernel's {TIME_MARGIN_SECONDS['train'] // 60} min margin): pass --allow-split to plan "
+                f"{c['fold_sessions']} resumed sessions per fold (`kernel push --budget none`), or lower --epochs"
+                f"{session_cap(recipe, c)}")
     if c["shards"] > 1:
         return (f"the test pass needs {c['predict_h']:.1f} h but a session gives it "
                 f"{usable_hours('predict', recipe.session_hours):.2f} h ({recipe.session_hours:g} h less the predict "
@@ -333,7 +344,7 @@ def render(cfg: TrainConfig, recipe: Recipe, rates: Rates, c: dict, gpu: str, pr
          f"out-of-fold pass + scoring with {recipe.tta_passes} TTA pass(es), one GPU"],
         ["sessions per fold", f"{c['fold_sessions']}",
          f"training within {usable_hours('train', recipe.session_hours):.2f} h a session ({session_source} less "
-         f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions"],
+         f"{TIME_MARGIN_SECONDS['train'] // 60} min); more than 1 = resumed sessions{session_cap(recipe, c)}"],
         [f"training, {len(recipe.folds)} fold(s)", f"{c['folds_h']:.1f} h", f"{c['train_kernels']} kernel session(s)"],
         ["test pass", f"{c['predict_h']:.1f} h" + (" (**CPU-bound**)" if c["predict_cpu_bound"] else ""),
          f"the slower of {recipe.test_images:,} test images x {recipe.tta_passes} TTA x {len(recipe.folds)} fold(s) "
@@ -387,11 +398,3 @@ def plan(cfg: TrainConfig, folds: list[int] | None, tta: str, gpu: str, allow_sp
         raise UserError(why)
     return {"recipe": recipe, "rates": rates, "cost": c, "memory_gb": memory_gb}
 
-
-def fold_hours(cfg: TrainConfig, gpu: str) -> float:
-    """GPU hours one fold of `cfg` costs on accelerator `gpu` (training, its out-of-fold pass and scoring), by
-    the same arithmetic and rates as `plan` (an estimate where no rate is measured)."""
-    recipe = recipe_for(cfg, [0], "none", gpu)
-    card = session_gpus(gpu)[0]
-    rates, _ = rates_for(cfg, card, "fp16")
-    return cost(recipe, rates, pipeline_rate(cfg)[0], None)["fold_h"]

@@ -24,8 +24,8 @@ from . import records as kernel_records
 from .api import call, check_owner, get_api, kernel_state, known_status, log_lines, quota, session_status
 from .build import METADATA_FILE, write_folder
 from .machines import ACTIVE, MAX_SESSIONS, accelerator, warn
-from .spec import (CODE_FILE, KernelSpec, check_spec, checkpoint_command, error_line, fix_line, kernel_ref,
-                   kernel_slug, resolve_user, resume_command, spec_options)
+from .spec import (CODE_FILE, KernelSpec, budget_words, check_spec, checkpoint_command, error_line, fix_line,
+                   kernel_ref, kernel_slug, resolve_user, resume_command, spec_options)
 from .state import describe_state
 
 
@@ -94,8 +94,7 @@ def push(spec: KernelSpec, out_root: Path = Path("kernels/build"), runs: Path = 
     version = f" version {response.version_number}" if response.version_number else ""
     resumes = ("starting over (--fresh)" if spec.fresh else f"must resume from {describe_state(expect)}" if expect
                else "no earlier output known: starts from the beginning") + (f" in {dataset}" if dataset else "")
-    budget = ("" if spec.budget is None else "; the fold planned to fit " + (
-        "what is left of the session" if spec.budget == "session" else spec.budget))
+    budget = f"; the fold planned to fit {budget_words(spec)}" if spec.task == "train" else ""
     say(f"pushed {ref}{version} (push {number}, {spec.accelerator}; {resumes}{budget}): {url}; follow it with "
         f"`python -m competition kernel status {spec_options(spec)}`")
     return url

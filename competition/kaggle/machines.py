@@ -122,3 +122,19 @@ def session_hours(given: float | None = None) -> float:
 def usable_hours(task: str, hours: float | None = None) -> float:
     """Hours of a session that a kernel of `task` gives its time-limited work: the session less its margin."""
     return (session_hours(hours) * 3600 - TIME_MARGIN_SECONDS[task]) / 3600
+
+
+# A train kernel's `train --budget` (kernel push --budget): a duration (filled), or one of these words; without
+# one (DEFAULT_BUDGET) the session is a cap.
+BUDGETS = {"session": "what is left of the session, filled",
+           "none": "no budget: the preset's epochs, stopped at the session's time limit and resumed by the next push"}
+DEFAULT_BUDGET = ("what is left of the session as a cap: the preset's own schedule where it fits, fewer epochs "
+                  "planned to end within the session where it does not")
+
+
+def budget_args(budget: str | None, epochs: int | None, limit: str) -> list[str]:
+    """`train`'s budget options in a train kernel whose session has `limit` left (kernels/train/run.py): none for
+    "none" or a trial's --epochs; the session as a cap by default; the session or a duration, filled."""
+    if budget == "none" or (budget is None and epochs is not None):
+        return []
+    return ["--budget", limit if budget in (None, "session") else budget] + (["--budget-cap"] if budget is None else [])

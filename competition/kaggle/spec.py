@@ -16,7 +16,7 @@ from ..config import check_refine, preset
 from ..data.folds import check_fold
 from .api import credentials_help, username
 from ..base.timelimit import parse_duration
-from .machines import DEFAULT, accelerator, session_hours
+from .machines import BUDGETS, DEFAULT, DEFAULT_BUDGET, accelerator, session_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # competition/
 TEMPLATES = PACKAGE_DIR.parent / "kernels"
@@ -55,8 +55,8 @@ class KernelSpec:
     resume_from: str = "self"             # push: RESUME_FROM, where the new version finds the earlier progress
     accept_machine: bool = False          # the kernel trains on other GPUs than asked for (else it stops at once)
     time_limit: str | None = None         # a cap on the kernel's --time-limit (a trial stopped after its 1st epoch)
-    budget: str | None = None             # train: `train --budget` in the kernel: a duration, or "session" (what is
-                                          # left of it); None: the preset's epochs
+    budget: str | None = None             # train: `train --budget` in the kernel (BUDGETS): None, the session as a
+                                          # cap; "session" or a duration, filled; "none": the preset's epochs
 
     @property
     def run_name(self) -> str:
@@ -66,6 +66,15 @@ class KernelSpec:
     def trial(self) -> bool:
         """A train kernel with --epochs: a smoke run, under its own slug so it never replaces the real fold's."""
         return self.task == "train" and self.epochs is not None
+
+
+def budget_words(spec: KernelSpec) -> str:
+    """What a train kernel's fold is planned to fit, in words (push and status say it)."""
+    if spec.epochs is not None and spec.budget is None:
+        return f"{spec.epochs} epoch(s) (--epochs)"
+    if spec.budget is None:
+        return DEFAULT_BUDGET
+    return BUDGETS.get(spec.budget, f"{spec.budget}, filled")
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -192,8 +201,11 @@ def check_spec(spec: KernelSpec) -> None:
     if spec.budget is not None:
         if spec.task != "train":
             raise UserError("--budget: for train kernels (the fold planned to fit it)")
-        if spec.budget != "session":
+        if spec.budget not in BUDGETS:
             parse_duration(spec.budget, "--budget")
+        if spec.epochs is not None and spec.budget != "none":
+            raise UserError(f"--budget {spec.budget} and --epochs {spec.epochs}: the budget chooses the epochs; "
+                            f"give one of them")
     if spec.resume_from not in RESUME_FROM:
         raise UserError(f"--resume-from {spec.resume_from!r}: choose one of {', '.join(RESUME_FROM)} (dataset: the "
                         f"checkpoint `python -m competition kernel checkpoint` made of the kernel's output)")

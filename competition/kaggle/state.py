@@ -42,5 +42,7 @@ def describe_state(state: dict | None) -> str:
     if state is None:
         return "nothing"
     progress = state.get("progress") or {}
-    how = ", ".join([state.get("state") or "?"] + [f"{k} {v}" for k, v in progress.items() if k != "finished"])
+    parts = [f"{k} {v}" + (f" of {progress['of']} planned" if k == "epochs" and "of" in progress else "")
+             for k, v in progress.items() if k not in ("finished", "of")]
+    how = ", ".join([state.get("state") or "?"] + parts)
     return f"push {state.get('push', '?')} ({how})"

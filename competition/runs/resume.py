@@ -36,7 +36,8 @@ PLAN_SHAPE = Shape("a budgeted fold's plan",
                              "epoch_s": "finite", "refiner_step_s": "finite", "fixed_s": "finite",
                              "planned_s": "finite"},
                    optional={"replanned": "bool", "source": "str", "refiners": "count", "preset_epochs": "count",
-                             "preset_steps": "count", "rates": "dict", REFINER_REPLANNED: "count"},
+                             "preset_steps": "count", "rates": "dict", REFINER_REPLANNED: "count",
+                             "cap": "bool"},
                    check=lambda p: None if p["epochs"] >= 1 else "epochs is 0, not at least 1")
 SUMMARY_SHAPE = Shape("a finished fold's summary", required={"fold": "count", "epochs": "count"},
                       optional={"best_epoch": ("count", None), "best": ("finite", None), "val_dice": ("finite", None),
@@ -150,10 +151,13 @@ def finish(out: Path, summary: dict) -> None:
 
 
 def progress(out: Path) -> dict:
-    """How far a fold got: its finished epochs (train.json when it finished, else the resumable backup's)."""
+    """How far a fold got: its finished epochs (train.json when it finished, else the resumable backup's), and a
+    budgeted fold's planned epochs ("of")."""
+    plan = read_plan(out)
+    of = {} if plan is None else {"of": plan["epochs"]}
     if is_finished(out):
-        return {"epochs": read_summary(out).get("epochs"), "finished": True}
-    return {"epochs": read_state(out).get("epoch", 0), "finished": False}
+        return {"epochs": read_summary(out).get("epochs"), **of, "finished": True}
+    return {"epochs": read_state(out).get("epoch", 0), **of, "finished": False}
 
 
 def missing_to_resume(out: Path) -> str | None:

@@ -90,11 +90,12 @@ def fixed_seconds(work: Work, rates: Rates) -> float:
 
 
 def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, warmup: int, work: Work,
-              rates: Rates, done_epochs: int = 0) -> dict:
+              rates: Rates, done_epochs: int = 0, cap: bool = False) -> dict:
     """The epochs and refiner steps that fill MARGIN of the budget after `spent_s`, in the ratio of the preset's
     `epochs` to its `refiner_steps` (the epochs rounded down, the refiner given the rest); epochs already trained
-    (`done_epochs`, a resumed fold given a new budget) count on top. A budget that cannot hold one epoch and
-    MIN_REFINER_STEPS is a UserError saying the least it needs."""
+    (`done_epochs`, a resumed fold given a new budget) count on top. `cap`: the budget as a cap, never more than
+    the preset's `epochs` and `refiner_steps` (the preset's own schedule where it fits, shortened where not). A
+    budget that cannot hold one epoch and MIN_REFINER_STEPS is a UserError saying the least it needs."""
     epoch, step = epoch_seconds(work, rates), rates.refiner_step_s * work.refiners
     fixed = fixed_seconds(work, rates)
     available = MARGIN * budget_s - spent_s - fixed
@@ -109,8 +110,11 @@ def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, 
         steps = max(MIN_REFINER_STEPS, math.floor((available - more * epoch) / step))
     else:
         more, steps = max(1, math.floor(available / epoch)), 0
+    if cap:  # the rest of the budget left unspent: the preset's schedule is all the fold asks for
+        more = max(1, min(more, epochs - done_epochs))
+        steps = min(steps, refiner_steps)
     total = done_epochs + more
-    return {"budget_s": round(budget_s, 1), "epochs": total, "refiner_steps": steps,
+    return {"budget_s": round(budget_s, 1), "epochs": total, "refiner_steps": steps, "cap": cap,
             "warmup": min(warmup, max(0, total - 2)), "epoch_s": round(epoch, 3),
             "refiner_step_s": round(rates.refiner_step_s, 4), "refiners": work.refiners, "fixed_s": round(fixed, 1),
             "planned_s": round(spent_s + more * epoch + steps * step + fixed, 1), "source": rates.source,
@@ -120,9 +124,13 @@ def make_plan(budget_s: float, spent_s: float, epochs: int, refiner_steps: int, 
 def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Work, done: int,
            always: bool = False) -> dict | None:
     """The plan made again from epochs timed here (`epoch_s` a epoch, wall time, callbacks and saving included)
-    when that is off the planned by more than REPLAN_TOLERANCE (or `always`), the `done` epochs counted and the
-    warm-up kept; never more epochs than planned before (a slower machine only shrinks the plan); None: kept."""
+    when that is off the planned by more than REPLAN_TOLERANCE (or `always`: the guard's check; else the first
+    epoch's, whose time less the first steps' tracing, rates.trace_s, is what the epochs after it take), the
+    `done` epochs counted and the warm-up kept; late in the fold never more epochs than planned before (their
+    schedule is under way); None: kept."""
     rates = Rates(**plan["rates"])
+    if not always:  # the first epoch traced the training and validation steps: a one-off the others do not pay
+        epoch_s = max(epoch_s - rates.trace_s, 1e-3)
     if not always and abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
         return None
     steps_s = max(epoch_s - work.val_images * rates.eval_image_s, 1e-3)
@@ -130,7 +138,7 @@ def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Wo
                                    source=rates.source.split("; ")[0] + "; its epochs timed")
     try:
         again = make_plan(budget_s, spent_s, plan["preset_epochs"], plan["preset_steps"], plan["warmup"], work,
-                          measured, done)
+                          measured, done, plan.get("cap", False))
     except TooShort:  # the epochs took what was left: no more of them, the least refiner
         again = {**plan, "epochs": done, "refiner_steps": MIN_REFINER_STEPS if work.refiners else 0}
     if again["epochs"] > plan["epochs"] and done > 1:  # late in the fold: the schedule kept, the refiner fitted
@@ -171,7 +179,9 @@ def describe(plan: dict, started: float) -> str:
     refiner = (f" + {plan['refiners']} refiner(s) x {plan['refiner_steps']:,} steps x {plan['refiner_step_s']:.3f} s"
                if plan["refiner_steps"] else "")
     again = f"replanned after epoch {plan.get('replanned_after', 1)}: " if plan.get("replanned") else ""
-    return (f"budget {format_duration(plan['budget_s'])}: {again}{plan['epochs']} epochs x {plan['epoch_s']:.1f} s"
+    cap = (f" (a cap: at most the preset's {plan['preset_epochs']} epochs"
+           + (f" and {plan['preset_steps']:,} refiner steps)" if plan["refiners"] else ")") if plan.get("cap") else "")
+    return (f"budget {format_duration(plan['budget_s'])}{cap}: {again}{plan['epochs']} epochs x {plan['epoch_s']:.1f} s"
             f"{refiner} + {plan['fixed_s']:.0f} s after training = {format_duration(plan['planned_s'])} planned, "
             f"ending about {end} ({plan['source']})")
 
@@ -266,6 +276,7 @@ class Budget:
     started: float
     refiners: int = 0
     own_photos: bool = False  # the refiner learns from the fold's own training photos (predicted first)
+    cap: bool = False  # a cap (`train --budget-cap`): at most the preset's schedule, shorter where it does not fit
 
     def spent(self) -> float:
         return time.monotonic() - self.started
@@ -287,9 +298,11 @@ def fold_work(budget: Budget, train_images: int, val_images: int, batch: int) ->
     return Work(train_images, val_images, batch, budget.refiners, photos if budget.refiners else 0, budget.own_photos)
 
 
-def keeps(kept: dict | None, seconds: float) -> bool:
-    """Whether a fold's kept plan (budget.json) was made for this budget: a resume keeps it, another budget plans anew."""
-    return kept is not None and abs(kept["budget_s"] - round(seconds, 1)) < 0.05
+def keeps(kept: dict | None, budget: Budget) -> bool:
+    """Whether a fold's kept plan (budget.json) was made for this budget: a resume keeps it, another budget (or the
+    same as a cap where it was filled, or the other way) plans anew."""
+    return (kept is not None and abs(kept["budget_s"] - round(budget.seconds, 1)) < 0.05
+            and kept.get("cap", False) == budget.cap)
 
 
 def refiner_steps_at(plan: dict, left_s: float, count: int) -> int:
@@ -302,7 +315,8 @@ def refiner_steps_at(plan: dict, left_s: float, count: int) -> int:
     if not rates.refiner_step_s or count < 1:
         return plan["refiner_steps"]
     start = rates.refiner_trace_s + REFINER_SAVE_S
-    return max(MIN_REFINER_STEPS, math.floor((left_s - count * start) / (count * rates.refiner_step_s)))
+    steps = max(MIN_REFINER_STEPS, math.floor((left_s - count * start) / (count * rates.refiner_step_s)))
+    return min(steps, plan["preset_steps"]) if plan.get("cap") else steps
 
 
 def plan_for(budget: Budget, kept: dict | None, done_epochs: int, epochs: int, refiner_steps: int, warmup: int,
@@ -310,9 +324,10 @@ def plan_for(budget: Budget, kept: dict | None, done_epochs: int, epochs: int, r
     """(the fold's plan, whether it is new): the one kept in budget.json when it was made for this budget (a
     resume), else one made now from the rates (measured, or read from their cache); a new budget for a fold
     already part-trained plans the epochs after those done."""
-    if keeps(kept, budget.seconds):
+    if keeps(kept, budget):
         return kept, False
-    return make_plan(budget.seconds, budget.spent(), epochs, refiner_steps, warmup, work, rates(), done_epochs), True
+    return make_plan(budget.seconds, budget.spent(), epochs, refiner_steps, warmup, work, rates(), done_epochs,
+                     budget.cap), True
 
 
 def cheaper(cfg: TrainConfig) -> str:

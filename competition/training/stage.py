@@ -27,17 +27,17 @@ from .budget import MARGIN, REFINER_SAVE_S, Budget, keeps, refiner_steps_at
 
 
 def train_fold(cfg: TrainConfig, data: str | None, run_dir: Path, fold: int, budget: float | None = None,
-               started: float | None = None, **train_options) -> dict:
+               started: float | None = None, cap: bool = False, **train_options) -> dict:
     """Train (or resume) fold `fold`, then the refiner(s) it asks for; returns train.json's summary, with "refiners"
     (their paths) when any were trained or found up to date. budget: seconds from `started` (time.monotonic())
-    for the whole of it, the refiners' steps planned with the epochs (training/budget.py). train_options: those of
-    train.train."""
+    for the whole of it, the refiners' steps planned with the epochs (training/budget.py); cap: the budget as a cap,
+    at most the preset's schedule. train_options: those of train.train."""
     plan_of, out, planned_here = None, fold_dir(run_dir, fold), False
     if budget is not None:
         count = refiners_after(cfg, run_dir, fold)
         plan_of = Budget(budget, time.monotonic() if started is None else started, count,
-                         cfg.refiner_from == "training")
-        planned_here = bool(train_options.get("force")) or not keeps(read_plan(out), budget)
+                         cfg.refiner_from == "training", cap)
+        planned_here = bool(train_options.get("force")) or not keeps(read_plan(out), plan_of)
     summary = train_module.train(cfg, data=data, run_dir=run_dir, fold=fold, budget=plan_of, **train_options)
     if summary and not summary.get("time_limited"):
         plan = read_plan(out)  # a budgeted fold's refiner steps

@@ -85,6 +85,7 @@ def main() -> int:
     from competition.__main__ import main as cli
     from competition.base.errors import UserError
     from competition.kaggle import on_kaggle
+    from competition.kaggle.machines import budget_args
     from competition.kaggle.state import write_kernel_state
     from competition.runs import resume
     print(f"toolkit {SETTINGS.get('toolkit', '?')} from {package}; settings {SETTINGS}", flush=True)
@@ -109,8 +110,7 @@ def main() -> int:
     args = ["train", "--preset", SETTINGS["preset"], "--name", name, "--fold", fold, "--data", str(data),
             "--runs", str(runs), "--cache", _cache(temp), "--mirror", str(working), "--time-limit", limit,
             "--mixed-precision"]  # float16 on the T4s' tensor cores (bfloat16 or float32 on a CPU session)
-    if SETTINGS.get("budget"):  # the fold planned to fit: a duration, or what is left of the session
-        args += ["--budget", limit if SETTINGS["budget"] == "session" else SETTINGS["budget"]]
+    args += budget_args(SETTINGS.get("budget"), SETTINGS.get("epochs"), limit)  # the fold planned to fit
     if SETTINGS.get("epochs"):
         args += ["--epochs", str(SETTINGS["epochs"])]
     if SETTINGS.get("encoder"):

@@ -161,7 +161,9 @@ def test_the_refiners_steps_are_planned_again_from_the_time_left_at_their_start(
     start = 4.0 + REFINER_SAVE_S  # traced once, saved
     assert refiner_steps_at(plan, 500.0, 1) == math.floor((500.0 - start) / 0.1)
     assert refiner_steps_at(plan, 500.0, 2) == math.floor((500.0 - 2 * start) / 0.2)
-    assert refiner_steps_at(plan, 5.0, 1) == MIN_REFINER_STEPS  # late: the least, the deadline still stops it
+    # late: what is left over a complete schedule, even under MIN_REFINER_STEPS (cpu's fold 0 on 5 minutes: 200
+    # planned at its start, 73 run when the deadline stopped it, its rate still high)
+    assert refiner_steps_at(plan, 17.0, 1) == 100 < MIN_REFINER_STEPS and refiner_steps_at(plan, 5.0, 1) == 1
     assert refiner_steps_at(make_plan(3600, 0.0, 20, 0, 1, dataclasses.replace(WORK, refiners=0),
                                       dataclasses.replace(RATES, refiner_step_s=0.0)), 500.0, 1) == 0
 

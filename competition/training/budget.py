@@ -308,14 +308,15 @@ def keeps(kept: dict | None, budget: Budget) -> bool:
 def refiner_steps_at(plan: dict, left_s: float, count: int) -> int:
     """The refiners' steps planned again as they start, from `left_s`, the seconds left to the plan's end (MARGIN of
     the budget) now that the epochs and the photos' preparation are behind: each of the `count` refiners to train
-    traced once and saved, then its share of the rest in steps at the plan's rate (MIN_REFINER_STEPS at least: the
-    deadline still stops it in time). A fold whose epochs ran late gives its refiner fewer steps over a complete
-    schedule; one whose epochs left slack gives it to the refiner."""
+    traced once and saved, then its share of the rest in steps at the plan's rate (1 at least: fewer than
+    MIN_REFINER_STEPS over a complete schedule learn more than more steps cut by the deadline before their rate
+    has decayed). A fold whose epochs ran late gives its refiner fewer steps over a complete schedule; one whose
+    epochs left slack gives it to the refiner."""
     rates = Rates(**plan["rates"])
     if not rates.refiner_step_s or count < 1:
         return plan["refiner_steps"]
     start = rates.refiner_trace_s + REFINER_SAVE_S
-    steps = max(MIN_REFINER_STEPS, math.floor((left_s - count * start) / (count * rates.refiner_step_s)))
+    steps = max(1, math.floor((left_s - count * start) / (count * rates.refiner_step_s)))
     return min(steps, plan["preset_steps"]) if plan.get("cap") else steps
 
 

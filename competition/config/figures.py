@@ -50,7 +50,7 @@ FIGURES: dict[str, PresetFigures] = {
                                f"(measured on a {_XEON}); `train --budget` fits a fold to any time"),
         Figure("5.6 h", False, "the 100,064 test photos through 5 folds, flip TTA and the refiner net on those 2 "
                                "cores: `plan --accelerator here`, from predict measured on 200 real photos"),
-        Figure("0.9914", True, "fold 0 of the 497 real photos; 0.9920 with `--budget 20m`; 0.9903 out of fold with "
+        Figure("0.9914", True, "fold 0 of the 497 real photos; 0.9923 with `--budget 20m`; 0.9903 out of fold with "
                                "the 2,000-step refiner of 2026-11-29"),
         "results.md#cpu-the-497-real-photos-beside-the-project-on-a-2-core-cpu"),
     "unet": PresetFigures(

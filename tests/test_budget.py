@@ -107,6 +107,13 @@ def test_the_guards_replan_counts_the_epochs_done_and_never_grows_late():
     plan = make_plan(3600, 0.0, 20, 3000, 1, WORK, RATES)
     late = replan(plan, plan["epoch_s"] * 1.05, 3600, 5 * plan["epoch_s"] * 1.05 + 400, WORK, 5, always=True)
     assert late["epochs"] >= 5 and late["epochs"] <= plan["epochs"] and late["planned_s"] <= MARGIN * 3600 + 0.1
+    # the schedule under way is kept while the refiner can give the time (cpu's fold 0 on 5 minutes: a guard that
+    # cut 8 epochs to 6 scored 0.98567-0.98630, the runs that kept 8 0.98666-0.98695); mutation: epochs cut first
+    kept = replan(plan, plan["epoch_s"] * 1.05, 3600, 5 * plan["epoch_s"] * 1.05 + 100, WORK, 5, always=True)
+    assert kept["epochs"] == plan["epochs"] and MIN_REFINER_STEPS <= kept["refiner_steps"] < plan["refiner_steps"]
+    assert kept["planned_s"] <= MARGIN * 3600 + 0.1
+    worse = replan(plan, plan["epoch_s"] * 1.5, 3600, 5 * plan["epoch_s"] * 1.5 + 400, WORK, 5, always=True)
+    assert worse["epochs"] < plan["epochs"] and worse["planned_s"] <= MARGIN * 3600 + 0.1  # too much for the refiner
     assert replan(plan, plan["epoch_s"] / 2, 3600, 500.0, WORK, 5, always=True) is None
 
 

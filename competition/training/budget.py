@@ -126,8 +126,9 @@ def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Wo
     """The plan made again from epochs timed here (`epoch_s` a epoch, wall time, callbacks and saving included)
     when that is off the planned by more than REPLAN_TOLERANCE (or `always`: the guard's check; else the first
     epoch's, whose time less the first steps' tracing, rates.trace_s, is what the epochs after it take), the
-    `done` epochs counted and the warm-up kept; late in the fold never more epochs than planned before (their
-    schedule is under way); None: kept."""
+    `done` epochs counted and the warm-up kept. Late in the fold (their schedule under way) never more epochs than
+    planned before, and the guard takes the time from the refiner first (down to MIN_REFINER_STEPS), the epochs
+    only when that is not enough; None: kept."""
     rates = Rates(**plan["rates"])
     if not always:  # the first epoch traced the training and validation steps: a one-off the others do not pay
         epoch_s = max(epoch_s - rates.trace_s, 1e-3)
@@ -136,6 +137,10 @@ def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Wo
     steps_s = max(epoch_s - work.val_images * rates.eval_image_s, 1e-3)
     measured = dataclasses.replace(rates, train_step_s=steps_s / math.ceil(work.train_images / work.batch),
                                    source=rates.source.split("; ")[0] + "; its epochs timed")
+    if always and done > 1 and work.refiners:  # the guard: the epochs' schedule kept while the refiner can give
+        kept = _refiner_fitted(plan, measured, budget_s, spent_s, work, done, least=0)
+        if kept is not None and kept["refiner_steps"] >= MIN_REFINER_STEPS:
+            return {**kept, "replanned": True, "replanned_after": done}
     try:
         again = make_plan(budget_s, spent_s, plan["preset_epochs"], plan["preset_steps"], plan["warmup"], work,
                           measured, done, plan.get("cap", False))
@@ -148,13 +153,14 @@ def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Wo
     return {**again, "warmup": plan["warmup"], "replanned": True, "replanned_after": done}
 
 
-def _refiner_fitted(plan: dict, rates: Rates, budget_s: float, spent_s: float, work: Work, done: int) -> dict | None:
+def _refiner_fitted(plan: dict, rates: Rates, budget_s: float, spent_s: float, work: Work, done: int,
+                    least: int = MIN_REFINER_STEPS) -> dict | None:
     """The plan's epochs kept (their schedule is under way) and its refiner given what is left after them at
-    `rates` (MIN_REFINER_STEPS at least, never more than planned); None: the plan fits as it is."""
+    `rates` (`least` at least, never more than planned); None: the plan fits as it is."""
     epoch = epoch_seconds(work, rates)
     step = rates.refiner_step_s * work.refiners
     left = MARGIN * budget_s - spent_s - fixed_seconds(work, rates) - (plan["epochs"] - done) * epoch
-    steps = min(plan["refiner_steps"], max(MIN_REFINER_STEPS, math.floor(left / step))) if step else 0
+    steps = min(plan["refiner_steps"], max(least, math.floor(left / step))) if step else 0
     if steps == plan["refiner_steps"]:
         return None
     return {**plan, "refiner_steps": steps, "epoch_s": round(epoch, 3), "rates": asdict(rates),

@@ -74,9 +74,9 @@ def _folds_hours(spec) -> float:
     estimate where no rate is measured): what push --all-folds weighs against the week's quota."""
     from ..config import preset
     from ..costs.budget import fold_hours
+    from ..kaggle.machines import kernel_budget
     cfg = preset(spec.preset, epochs=spec.epochs, filters=spec.filters, encoder=spec.encoder)
-    budget = "none" if spec.epochs is not None and spec.budget is None else spec.budget
-    return fold_hours(cfg, spec.accelerator, budget, spec.session_hours) * cfg.k
+    return fold_hours(cfg, spec.accelerator, kernel_budget(spec.budget, spec.epochs), spec.session_hours) * cfg.k
 
 
 def add_kernel(add: AddCommand) -> None:

@@ -132,9 +132,15 @@ DEFAULT_BUDGET = ("what is left of the session as a cap: the preset's own schedu
                   "planned to end within the session where it does not")
 
 
+def kernel_budget(budget: str | None, epochs: int | None) -> str | None:
+    """A train kernel's budget as it trains: a trial's --epochs without one is "none" (the epochs as given)."""
+    return "none" if budget is None and epochs is not None else budget
+
+
 def budget_args(budget: str | None, epochs: int | None, limit: str) -> list[str]:
     """`train`'s budget options in a train kernel whose session has `limit` left (kernels/train/run.py): none for
     "none" or a trial's --epochs; the session as a cap by default; the session or a duration, filled."""
-    if budget == "none" or (budget is None and epochs is not None):
+    budget = kernel_budget(budget, epochs)
+    if budget == "none":
         return []
     return ["--budget", limit if budget in (None, "session") else budget] + (["--budget-cap"] if budget is None else [])

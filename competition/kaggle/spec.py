@@ -16,7 +16,7 @@ from ..config import check_refine, preset
 from ..data.folds import check_fold
 from .api import credentials_help, username
 from ..base.timelimit import parse_duration
-from .machines import BUDGETS, DEFAULT, DEFAULT_BUDGET, accelerator, session_hours
+from .machines import BUDGETS, DEFAULT, DEFAULT_BUDGET, accelerator, kernel_budget, session_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # competition/
 TEMPLATES = PACKAGE_DIR.parent / "kernels"
@@ -70,11 +70,12 @@ class KernelSpec:
 
 def budget_words(spec: KernelSpec) -> str:
     """What a train kernel's fold is planned to fit, in words (push and status say it)."""
-    if spec.epochs is not None and spec.budget is None:
+    budget = kernel_budget(spec.budget, spec.epochs)
+    if budget != spec.budget:  # a trial
         return f"{spec.epochs} epoch(s) (--epochs)"
-    if spec.budget is None:
+    if budget is None:
         return DEFAULT_BUDGET
-    return BUDGETS.get(spec.budget, f"{spec.budget}, filled")
+    return BUDGETS.get(budget, f"{budget}, filled")
 
 
 # --- names ----------------------------------------------------------------------------------------

@@ -132,8 +132,8 @@ def replan(plan: dict, epoch_s: float, budget_s: float, spent_s: float, work: Wo
     rates = Rates(**plan["rates"])
     if not always:  # the first epoch traced the training and validation steps: a one-off the others do not pay
         epoch_s = max(epoch_s - rates.trace_s, 1e-3)
-    if not always and abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
-        return None
+        if abs(epoch_s - plan["epoch_s"]) <= REPLAN_TOLERANCE * plan["epoch_s"]:
+            return None
     steps_s = max(epoch_s - work.val_images * rates.eval_image_s, 1e-3)
     measured = dataclasses.replace(rates, train_step_s=steps_s / math.ceil(work.train_images / work.batch),
                                    source=rates.source.split("; ")[0] + "; its epochs timed")
@@ -157,14 +157,14 @@ def _refiner_fitted(plan: dict, rates: Rates, budget_s: float, spent_s: float, w
                     least: int = MIN_REFINER_STEPS) -> dict | None:
     """The plan's epochs kept (their schedule is under way) and its refiner given what is left after them at
     `rates` (`least` at least, never more than planned); None: the plan fits as it is."""
-    epoch = epoch_seconds(work, rates)
+    epoch, fixed = epoch_seconds(work, rates), fixed_seconds(work, rates)
     step = rates.refiner_step_s * work.refiners
-    left = MARGIN * budget_s - spent_s - fixed_seconds(work, rates) - (plan["epochs"] - done) * epoch
+    left = MARGIN * budget_s - spent_s - fixed - (plan["epochs"] - done) * epoch
     steps = min(plan["refiner_steps"], max(least, math.floor(left / step))) if step else 0
     if steps == plan["refiner_steps"]:
         return None
     return {**plan, "refiner_steps": steps, "epoch_s": round(epoch, 3), "rates": asdict(rates),
-            "planned_s": round(spent_s + (plan["epochs"] - done) * epoch + steps * step + fixed_seconds(work, rates), 1)}
+            "planned_s": round(spent_s + (plan["epochs"] - done) * epoch + steps * step + fixed, 1)}
 
 
 class TooShort(UserError):
